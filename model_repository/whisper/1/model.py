@@ -1,0 +1,117 @@
+"""Triton glue of the entry model: one whole transcription per request, windows sent via BLS."""
+
+import asyncio
+import os
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from whisper_triton import contract
+from whisper_triton.errors import EngineError, ServiceError, from_wire
+from whisper_triton.models import read_model_info, resolve_model
+from whisper_triton.settings import model_settings
+from whisper_triton.transcriber import TranscribeRequest, Transcriber, TranscriberSettings
+
+FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        settings = model_settings()
+        resolved = resolve_model(settings.model, settings.cache_path())
+        self.logger = pb_utils.Logger
+        # Decoding, VAD and log-mel run in threads (they release the GIL) so the event loop
+        # keeps serving other requests; BLS calls block a thread each while the engine works.
+        self.cpu_pool = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="cpu")
+        self.bls_pool = ThreadPoolExecutor(max_workers=settings.bls_threads, thread_name_prefix="bls")
+        self.transcriber = Transcriber(
+            read_model_info(resolved.path),
+            self._decode_window,
+            executor=self.cpu_pool,
+            settings=TranscriberSettings(
+                beam_size=settings.beam_size,
+                max_audio_seconds=settings.max_audio_seconds,
+                max_windows_in_flight=settings.max_windows_in_flight,
+            ),
+        )
+
+    async def execute(self, requests):
+        await asyncio.gather(*(self._handle(request) for request in requests))
+        return None
+
+    async def _handle(self, request):
+        sender = request.get_response_sender()
+        try:
+            audio, options, stream = _read_request(request)
+            async for event in self.transcriber.events(audio, options):
+                if request.is_cancelled():
+                    sender.send(
+                        pb_utils.InferenceResponse(error=pb_utils.TritonError("cancelled", pb_utils.TritonError.CANCELLED)),
+                        flags=FINAL,
+                    )
+                    return
+                if event["type"] == "done":
+                    sender.send(_response(event), flags=FINAL)
+                elif stream:
+                    sender.send(_response(event))
+        except ServiceError as exc:
+            code = pb_utils.TritonError.INVALID_ARG if exc.client_fault else pb_utils.TritonError.INTERNAL
+            sender.send(pb_utils.InferenceResponse(error=pb_utils.TritonError(exc.to_wire(), code)), flags=FINAL)
+        except Exception:
+            self.logger.log_error(f"whisper: request failed: {traceback.format_exc(limit=5)}")
+            error = pb_utils.TritonError("[internal_error] transcription failed", pb_utils.TritonError.INTERNAL)
+            sender.send(pb_utils.InferenceResponse(error=error), flags=FINAL)
+
+    async def _decode_window(self, job):
+        inputs = [
+            pb_utils.Tensor(contract.FEATURES, job.features[np.newaxis]),
+            pb_utils.Tensor(contract.NUM_FRAMES, np.array([[job.num_frames]], dtype=np.int32)),
+            pb_utils.Tensor(contract.OPTIONS, np.array([[contract.encode(job.options)]], dtype=object)),
+        ]
+        call = pb_utils.InferenceRequest(
+            model_name=contract.ENGINE_MODEL, requested_output_names=[contract.RESULT], inputs=inputs
+        )
+        response = await asyncio.get_running_loop().run_in_executor(self.bls_pool, call.exec)
+        if response.has_error():
+            error = from_wire(response.error().message())
+            raise error if error.code != "internal_error" else EngineError(error.message)
+        result = pb_utils.get_output_tensor_by_name(response, contract.RESULT).as_numpy().reshape(-1)[0]
+        return contract.decode_result(result)
+
+    def finalize(self):
+        self.cpu_pool.shutdown(wait=False, cancel_futures=True)
+        self.bls_pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _read_request(request):
+    def value(name):
+        tensor = pb_utils.get_input_tensor_by_name(request, name)
+        if tensor is None:
+            return None
+        array = tensor.as_numpy().reshape(-1)
+        return array[0] if len(array) else None
+
+    def text(name):
+        raw = value(name)
+        if raw is None:
+            return None
+        return raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else str(raw)
+
+    audio = value(contract.AUDIO)
+    temperature = value(contract.TEMPERATURE)
+    options = TranscribeRequest(
+        task=text(contract.TASK) or "transcribe",
+        language=text(contract.LANGUAGE) or None,
+        prompt=text(contract.PROMPT) or None,
+        temperature=0.0 if temperature is None else float(temperature),
+        word_timestamps=bool(value(contract.WORD_TIMESTAMPS) or False),
+        vad=True if value(contract.VAD) is None else bool(value(contract.VAD)),
+    )
+    return audio if isinstance(audio, bytes) else b"", options, bool(value(contract.STREAM) or False)
+
+
+def _response(event):
+    payload = np.array([contract.encode(event)], dtype=object)
+    return pb_utils.InferenceResponse([pb_utils.Tensor(contract.EVENT, payload)])

@@ -1,0 +1,65 @@
+"""Triton glue of the Whisper engine model: one dynamic batch of windows per execute()."""
+
+import traceback
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from whisper_triton import contract
+from whisper_triton.decoding import WindowJob, decode_windows
+from whisper_triton.engine import CTranslate2Engine
+from whisper_triton.models import read_model_info, resolve_model
+from whisper_triton.settings import model_settings
+from whisper_triton.text import WhisperTokenizer
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        settings = model_settings()
+        resolved = resolve_model(settings.model, settings.cache_path())
+        info = read_model_info(resolved.path)
+        self.engine = CTranslate2Engine(
+            resolved.path,
+            device=settings.device,
+            compute_type=settings.compute_type,
+            intra_threads=settings.cpu_threads,
+        )
+        self.tokenizer = WhisperTokenizer(resolved.path / "tokenizer.json", info.multilingual, info.num_languages)
+        self.logger = pb_utils.Logger
+        self.logger.log_info(
+            f"whisper_engine: {resolved.name} from {resolved.path} on {settings.device} "
+            f"({settings.compute_type}), n_mels={self.engine.n_mels}"
+        )
+
+    def execute(self, requests):
+        jobs, errors = [], {}
+        for index, request in enumerate(requests):
+            try:
+                jobs.append((index, self._job(request)))
+            except Exception as exc:  # a malformed request fails alone
+                errors[index] = pb_utils.TritonError(f"bad window request: {exc}", pb_utils.TritonError.INVALID_ARG)
+        results = {}
+        try:
+            decoded = decode_windows(self.engine, self.tokenizer, [job for _, job in jobs])
+            results = {index: result for (index, _), result in zip(jobs, decoded)}
+        except Exception:
+            message = traceback.format_exc(limit=3)
+            self.logger.log_error(f"whisper_engine: batch of {len(jobs)} failed: {message}")
+            for index, _ in jobs:
+                errors[index] = pb_utils.TritonError("[engine_error] the Whisper engine failed on this window")
+        responses = []
+        for index in range(len(requests)):
+            if index in errors:
+                responses.append(pb_utils.InferenceResponse(error=errors[index]))
+                continue
+            payload = np.array([contract.encode(results[index])], dtype=object)
+            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor(contract.RESULT, payload)]))
+        return responses
+
+    def _job(self, request):
+        features = pb_utils.get_input_tensor_by_name(request, contract.FEATURES).as_numpy()[0]
+        if features.shape != (self.engine.n_mels, 3000):
+            raise ValueError(f"FEATURES must be [{self.engine.n_mels}, 3000], got {list(features.shape)}")
+        frames = int(pb_utils.get_input_tensor_by_name(request, contract.NUM_FRAMES).as_numpy().reshape(-1)[0])
+        options = contract.decode_options(pb_utils.get_input_tensor_by_name(request, contract.OPTIONS).as_numpy().reshape(-1)[0])
+        return WindowJob(features=features.astype(np.float32, copy=False), num_frames=frames, options=options)

@@ -1,0 +1,66 @@
+"""Names and encodings of the Triton models' tensors, shared by both sides of each call.
+
+Entry model `whisper` (decoupled; call it with gRPC streaming):
+  inputs  AUDIO            BYTES [1]  the file: any container FFmpeg reads
+          TASK             BYTES [1]  optional: transcribe (default) | translate
+          LANGUAGE         BYTES [1]  optional: ISO-639-1 or BCP-47; empty = detect
+          PROMPT           BYTES [1]  optional: initial prompt (vocabulary, style)
+          TEMPERATURE      FP32  [1]  optional: 0 (default) = automatic fallback
+          WORD_TIMESTAMPS  BOOL  [1]  optional: default false
+          VAD              BOOL  [1]  optional: default true (used for audio over 30 s)
+          STREAM           BOOL  [1]  optional: default false; true sends a response per window
+  output  EVENT            BYTES [1]  one JSON event per response (see README)
+
+Engine model `whisper_engine` (dynamic batching over windows of all requests):
+  inputs  FEATURES    FP32  [n_mels, 3000]  log-mel of one 30 s window
+          NUM_FRAMES  INT32 [1]             frames of the window that hold audio
+          OPTIONS     BYTES [1]             JSON `DecodeOptions`
+  output  RESULT      BYTES [1]             JSON `WindowResult`
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from whisper_triton.decoding import DecodeOptions, WindowResult
+
+ENTRY_MODEL = "whisper"
+ENGINE_MODEL = "whisper_engine"
+
+AUDIO = "AUDIO"
+TASK = "TASK"
+LANGUAGE = "LANGUAGE"
+PROMPT = "PROMPT"
+TEMPERATURE = "TEMPERATURE"
+WORD_TIMESTAMPS = "WORD_TIMESTAMPS"
+VAD = "VAD"
+STREAM = "STREAM"
+EVENT = "EVENT"
+
+FEATURES = "FEATURES"
+NUM_FRAMES = "NUM_FRAMES"
+OPTIONS = "OPTIONS"
+RESULT = "RESULT"
+
+_encoder = msgspec.json.Encoder()
+_options_decoder = msgspec.json.Decoder(DecodeOptions)
+_result_decoder = msgspec.json.Decoder(WindowResult)
+
+
+def encode(value: object) -> bytes:
+    return _encoder.encode(value)
+
+
+def decode_options(data: bytes) -> DecodeOptions:
+    return _options_decoder.decode(data)
+
+
+def decode_result(data: bytes) -> WindowResult:
+    return _result_decoder.decode(data)
+
+
+def decode_event(data: bytes) -> dict[str, object]:
+    event = msgspec.json.decode(data)
+    if not isinstance(event, dict):
+        raise ValueError("an event is a JSON object")
+    return event

@@ -1,0 +1,271 @@
+"""Batched decoding of 30 s windows on any `WhisperEngine`.
+
+One call takes the windows of many requests at once (the engine model's dynamic batch): it
+encodes them once, detects languages where none was given, decodes with temperature fallback,
+splits the tokens into timestamped segments and, when asked, aligns words. Times are relative to
+each window; the caller adds the window offset.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from whisper_triton.engine import Generation, WhisperEngine
+from whisper_triton.text import WhisperTokenizer
+from whisper_triton.words import Word, align_words, assign_words
+
+MAX_LENGTH = 448
+MAX_PROMPT_TOKENS = MAX_LENGTH // 2 - 1
+FRAMES_PER_SECOND = 100  # log-mel frames (hop of 10 ms)
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    task: str = "transcribe"
+    language: str | None = None
+    prompt: str | None = None
+    temperatures: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+    word_timestamps: bool = False
+    beam_size: int = 1
+    compression_ratio_threshold: float = 2.4
+    log_prob_threshold: float = -1.0
+    no_speech_threshold: float = 0.6
+
+
+@dataclass(frozen=True)
+class WindowJob:
+    features: np.ndarray  # (n_mels, 3000) float32
+    num_frames: int  # frames holding audio, the rest is padding
+    options: DecodeOptions
+
+
+@dataclass
+class Segment:
+    start: float
+    end: float
+    text: str
+    tokens: list[int]
+    temperature: float
+    avg_logprob: float
+    compression_ratio: float
+    no_speech_prob: float
+    words: list[Word] = field(default_factory=list)
+
+
+@dataclass
+class WindowResult:
+    language: str
+    language_probability: float
+    segments: list[Segment]
+
+
+@dataclass
+class _Attempt:
+    generation: Generation
+    temperature: float
+    compression_ratio: float
+
+
+def compression_ratio(text: str) -> float:
+    data = text.encode("utf-8")
+    return len(data) / len(zlib.compress(data)) if data else 0.0
+
+
+def decode_windows(
+    engine: WhisperEngine, tokenizer: WhisperTokenizer, jobs: list[WindowJob]
+) -> list[WindowResult]:
+    if not jobs:
+        return []
+    encoded = engine.encode(np.stack([job.features for job in jobs]))
+    languages = _languages(engine, encoded, jobs)
+    prompts = [
+        _prompt(tokenizer, job.options, language) for job, (language, _) in zip(jobs, languages, strict=True)
+    ]
+    attempts = _decode_with_fallback(engine, tokenizer, encoded, jobs, prompts)
+    results = []
+    for job, (language, probability), attempt in zip(jobs, languages, attempts, strict=True):
+        segments = _segments(tokenizer, job, attempt)
+        results.append(WindowResult(language, probability, segments))
+    _add_words(engine, tokenizer, encoded, jobs, results)
+    return results
+
+
+def _languages(engine: WhisperEngine, encoded: Any, jobs: list[WindowJob]) -> list[tuple[str, float]]:
+    languages: list[tuple[str, float]] = [
+        (job.options.language or "en", 1.0) for job in jobs
+    ]
+    if not engine.is_multilingual:
+        return [("en", 1.0)] * len(jobs)
+    unknown = [i for i, job in enumerate(jobs) if job.options.language is None]
+    if unknown:
+        subset = encoded if len(unknown) == len(jobs) else engine.take(encoded, unknown)
+        for i, ranking in zip(unknown, engine.detect_language(subset), strict=True):
+            languages[i] = ranking[0]
+    return languages
+
+
+def _prompt(tokenizer: WhisperTokenizer, options: DecodeOptions, language: str) -> list[int]:
+    prompt: list[int] = []
+    if options.prompt and options.prompt.strip():
+        previous = tokenizer.encode(" " + options.prompt.strip())[-MAX_PROMPT_TOKENS:]
+        prompt = [tokenizer.sot_prev, *previous]
+    return prompt + tokenizer.sot_sequence(language, options.task)
+
+
+def _decode_with_fallback(
+    engine: WhisperEngine,
+    tokenizer: WhisperTokenizer,
+    encoded: Any,
+    jobs: list[WindowJob],
+    prompts: list[list[int]],
+) -> list[_Attempt]:
+    tried: list[list[_Attempt]] = [[] for _ in jobs]
+    final: list[_Attempt | None] = [None] * len(jobs)
+    pending = list(range(len(jobs)))
+    step = 0
+    while pending:
+        by_temperature: dict[float, list[int]] = defaultdict(list)
+        for i in pending:
+            by_temperature[jobs[i].options.temperatures[step]].append(i)
+        pending = []
+        for temperature, indices in sorted(by_temperature.items()):
+            subset = encoded if len(indices) == len(jobs) else engine.take(encoded, indices)
+            beam = max(jobs[i].options.beam_size for i in indices)
+            generations = engine.generate(
+                subset,
+                [prompts[i] for i in indices],
+                temperature=temperature,
+                beam_size=beam,
+                max_length=MAX_LENGTH,
+            )
+            for i, generation in zip(indices, generations, strict=True):
+                text = tokenizer.decode(generation.tokens)
+                attempt = _Attempt(generation, temperature, compression_ratio(text))
+                tried[i].append(attempt)
+                if not _needs_fallback(attempt, jobs[i].options):
+                    final[i] = attempt
+                elif step + 1 >= len(jobs[i].options.temperatures):
+                    final[i] = _best(tried[i], jobs[i].options)
+                else:
+                    pending.append(i)
+        step += 1
+    return [attempt for attempt in final if attempt is not None]
+
+
+def _needs_fallback(attempt: _Attempt, options: DecodeOptions) -> bool:
+    generation = attempt.generation
+    if _is_silence(attempt, options):
+        return False  # silence: low confidence is expected, sampling would only hallucinate
+    return (
+        attempt.compression_ratio > options.compression_ratio_threshold
+        or generation.avg_logprob < options.log_prob_threshold
+    )
+
+
+def _is_silence(attempt: _Attempt, options: DecodeOptions) -> bool:
+    return (
+        attempt.generation.no_speech_prob > options.no_speech_threshold
+        and attempt.generation.avg_logprob < options.log_prob_threshold
+    )
+
+
+def _best(attempts: list[_Attempt], options: DecodeOptions) -> _Attempt:
+    """When every temperature failed: the most probable attempt that is not repetitive."""
+    readable = [a for a in attempts if a.compression_ratio <= options.compression_ratio_threshold]
+    return max(readable or attempts, key=lambda a: a.generation.avg_logprob)
+
+
+def _segments(tokenizer: WhisperTokenizer, job: WindowJob, attempt: _Attempt) -> list[Segment]:
+    if _is_silence(attempt, job.options):
+        return []
+    generation = attempt.generation
+    duration = job.num_frames / FRAMES_PER_SECOND
+    segments = []
+    for start, end, tokens in split_timestamps(tokenizer, generation.tokens, duration):
+        text = tokenizer.decode(tokens)
+        if not text.strip():
+            continue
+        segments.append(
+            Segment(
+                start=start,
+                end=end,
+                text=text,
+                tokens=tokens,
+                temperature=attempt.temperature,
+                avg_logprob=generation.avg_logprob,
+                compression_ratio=attempt.compression_ratio,
+                no_speech_prob=generation.no_speech_prob,
+            )
+        )
+    return segments
+
+
+def split_timestamps(
+    tokenizer: WhisperTokenizer, tokens: list[int], duration: float
+) -> list[tuple[float, float, list[int]]]:
+    """Splits generated tokens at timestamp tokens into (start, end, tokens) within the window.
+
+    Consecutive timestamp tokens close one segment and open the next; trailing text without a
+    closing timestamp runs to the end of the window's audio.
+    """
+    begin = tokenizer.timestamp_begin
+    tokens = [t for t in tokens if t != tokenizer.eot]
+
+    def time(token: int) -> float:
+        return min(round((token - begin) * 0.02, 3), duration)
+
+    pieces: list[tuple[float, float, list[int]]] = []
+    current: list[int] = []
+    start: float | None = None
+    last_time = 0.0
+    for token in tokens:
+        if token >= begin:
+            if start is None:
+                start = time(token)
+                current.append(token)
+                continue
+            current.append(token)
+            if any(t < begin for t in current):
+                pieces.append((start, max(start, time(token)), current))
+            current, start = [], None
+            last_time = time(token)
+            continue
+        if start is None:
+            start = last_time
+        current.append(token)
+    if current and any(t < begin for t in current):
+        first = start if start is not None else last_time
+        pieces.append((first, max(first, duration), current))
+    return pieces
+
+
+def _add_words(
+    engine: WhisperEngine,
+    tokenizer: WhisperTokenizer,
+    encoded: Any,
+    jobs: list[WindowJob],
+    results: list[WindowResult],
+) -> None:
+    groups: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for i, (job, result) in enumerate(zip(jobs, results, strict=True)):
+        if job.options.word_timestamps and result.segments:
+            groups[(result.language, job.options.task)].append(i)
+    for (language, task), indices in groups.items():
+        subset = encoded if len(indices) == len(jobs) else engine.take(encoded, indices)
+        text_tokens = [
+            [t for s in results[i].segments for t in s.tokens if t < tokenizer.eot] for i in indices
+        ]
+        alignments = engine.align(
+            subset,
+            tokenizer.sot_sequence(language, task),
+            text_tokens,
+            [jobs[i].num_frames for i in indices],
+        )
+        for i, tokens, alignment in zip(indices, text_tokens, alignments, strict=True):
+            words = align_words(tokenizer, language, tokens, alignment)
+            assign_words(tokenizer, results[i].segments, words)

@@ -1,0 +1,160 @@
+"""The Whisper engine interface, and its CTranslate2 implementation.
+
+An engine only runs the network: encode a batch of log-mel windows, detect languages, generate
+tokens from prompts, align text tokens to audio frames. Prompts, temperature fallback, timestamps
+and words are shared code (`whisper_triton.decoding`), so every engine gives the same features.
+The TensorRT-LLM engine (GPU) implements the same protocol.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Generation:
+    tokens: list[int]  # generated ids, prompt and end-of-text excluded
+    avg_logprob: float
+    no_speech_prob: float
+
+
+@dataclass(frozen=True)
+class Alignment:
+    pairs: list[tuple[int, int]]  # (text token index, encoder frame index), a monotonic DTW path
+    token_probs: list[float]
+
+
+class WhisperEngine(Protocol):
+    """What the shared decoding code needs from an engine. Batch sizes are the caller's."""
+
+    n_mels: int
+    is_multilingual: bool
+    num_languages: int
+
+    def encode(self, features: np.ndarray) -> Any:
+        """Encodes float32 features of shape (batch, n_mels, 3000); returns an opaque batch state."""
+
+    def take(self, encoded: Any, indices: list[int]) -> Any:
+        """The encoded state of a sub-batch."""
+
+    def detect_language(self, encoded: Any) -> list[list[tuple[str, float]]]:
+        """Per item, (language code, probability) pairs, most probable first."""
+
+    def generate(
+        self,
+        encoded: Any,
+        prompts: list[list[int]],
+        temperature: float,
+        beam_size: int,
+        max_length: int,
+    ) -> list[Generation]:
+        """Decodes one sequence per item, greedy or beam at temperature 0, sampled above it."""
+
+    def align(
+        self,
+        encoded: Any,
+        start_sequence: list[int],
+        text_tokens: list[list[int]],
+        num_frames: list[int],
+    ) -> list[Alignment]:
+        """Cross-attention DTW alignment of each item's text tokens to its audio frames."""
+
+
+class CTranslate2Engine:
+    """Whisper on CTranslate2: int8 on CPU by default, float16 on a CUDA GPU."""
+
+    def __init__(
+        self,
+        model_dir: Path,
+        device: str = "cpu",
+        compute_type: str = "int8",
+        intra_threads: int = 0,
+        inter_threads: int = 1,
+    ) -> None:
+        import ctranslate2
+
+        self._ct2 = ctranslate2
+        self.model = ctranslate2.models.Whisper(
+            str(model_dir),
+            device=device,
+            compute_type=compute_type,
+            intra_threads=intra_threads,
+            inter_threads=inter_threads,
+        )
+        self.n_mels = int(self.model.n_mels)
+        self.is_multilingual = bool(self.model.is_multilingual)
+        self.num_languages = int(self.model.num_languages)
+        self._to_cpu = device != "cpu"
+
+    def encode(self, features: np.ndarray) -> Any:
+        array = np.ascontiguousarray(features, dtype=np.float32)
+        return self.model.encode(self._ct2.StorageView.from_array(array), to_cpu=False)
+
+    def take(self, encoded: Any, indices: list[int]) -> Any:
+        if self._to_cpu:  # a CUDA StorageView cannot be indexed from Python
+            raise NotImplementedError("sub-batches are re-encoded on GPU")
+        subset = np.ascontiguousarray(np.asarray(encoded)[indices])
+        return self._ct2.StorageView.from_array(subset)
+
+    def detect_language(self, encoded: Any) -> list[list[tuple[str, float]]]:
+        results = self.model.detect_language(encoded)
+        return [[(token[2:-2], float(prob)) for token, prob in item] for item in results]
+
+    def generate(
+        self,
+        encoded: Any,
+        prompts: list[list[int]],
+        temperature: float,
+        beam_size: int,
+        max_length: int,
+    ) -> list[Generation]:
+        sampling = temperature > 0
+        results = self.model.generate(
+            encoded,
+            prompts,
+            beam_size=1 if sampling else beam_size,
+            sampling_temperature=temperature if sampling else 1.0,
+            sampling_topk=0 if sampling else 1,
+            max_length=max_length,
+            return_scores=True,
+            return_no_speech_prob=True,
+            suppress_blank=True,
+            suppress_tokens=[-1],
+            max_initial_timestamp_index=50,
+        )
+        generations = []
+        for result in results:
+            tokens = list(result.sequences_ids[0])
+            # CTranslate2 scores are length-normalised log-probabilities; OpenAI's avg_logprob
+            # divides the cumulative log-probability by the length plus the end token.
+            cumulative = float(result.scores[0]) * len(tokens)
+            generations.append(
+                Generation(
+                    tokens=tokens,
+                    avg_logprob=cumulative / (len(tokens) + 1),
+                    no_speech_prob=float(result.no_speech_prob),
+                )
+            )
+        return generations
+
+    def align(
+        self,
+        encoded: Any,
+        start_sequence: list[int],
+        text_tokens: list[list[int]],
+        num_frames: list[int],
+    ) -> list[Alignment]:
+        results = self.model.align(
+            encoded, start_sequence, text_tokens, num_frames, median_filter_width=7
+        )
+        return [
+            Alignment(
+                pairs=[(int(a), int(b)) for a, b in result.alignments],
+                token_probs=[float(p) for p in result.text_token_probs],
+            )
+            for result in results
+        ]

@@ -1,0 +1,71 @@
+"""Domain errors shared by the Triton models and the frontend.
+
+Errors cross the gRPC boundary as text (errors on a decoupled stream carry no status code), so
+each error is sent as ``[code] message`` and parsed back on the other side.
+"""
+
+from __future__ import annotations
+
+import re
+
+
+class ServiceError(Exception):
+    """Base of the errors the service reports to clients."""
+
+    code = "internal_error"
+    client_fault = False
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+    def to_wire(self) -> str:
+        param = f"({self.param})" if self.param else ""
+        return f"[{self.code}{param}] {self.message}"
+
+
+class InvalidRequestError(ServiceError):
+    """A request parameter is missing, malformed or out of range."""
+
+    code = "invalid_value"
+    client_fault = True
+
+
+class InvalidAudioError(InvalidRequestError):
+    """The audio cannot be decoded, is empty, too short or too long."""
+
+    code = "invalid_audio"
+
+    def __init__(self, message: str, param: str | None = "file") -> None:
+        super().__init__(message, param)
+
+
+class AudioTooShortError(InvalidAudioError):
+    """Less audio than Whisper can transcribe (OpenAI's minimum is 0.1 s)."""
+
+    code = "audio_too_short"
+
+
+class EngineError(ServiceError):
+    """The Whisper engine failed on input that was valid."""
+
+    code = "engine_error"
+
+
+_WIRE = re.compile(r"^\[(?P<code>[a-z_]+)(?:\((?P<param>[^)]*)\))?\] (?P<message>.*)$", re.S)
+_BY_CODE: dict[str, type[ServiceError]] = {
+    cls.code: cls for cls in (InvalidRequestError, InvalidAudioError, AudioTooShortError, EngineError)
+}
+
+
+def from_wire(text: str) -> ServiceError:
+    """Rebuilds the error sent by `ServiceError.to_wire`, tolerating prefixes added by Triton."""
+    start = text.find("[")
+    match = _WIRE.match(text[start:]) if start >= 0 else None
+    if not match:
+        return ServiceError(text)
+    cls = _BY_CODE.get(match["code"], ServiceError)
+    error = cls.__new__(cls)
+    ServiceError.__init__(error, match["message"], match["param"] or None)
+    return error

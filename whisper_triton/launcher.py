@@ -1,0 +1,254 @@
+"""The embedded Triton runtime: `tritonserver` from the nvidia-pytriton wheel, on CPU.
+
+Prepares a backend directory holding the Python backend and the stub built for the running
+Python, puts this virtual environment first on PATH (the stub runs Python in isolated mode and
+finds the venv only that way), starts the server on our model repository, waits until the
+models are ready, streams the server log, stops it cleanly, and (as `Supervisor`) restarts it
+when it dies.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import msgspec
+
+from whisper_triton.contract import ENGINE_MODEL, ENTRY_MODEL
+from whisper_triton.settings import load_settings
+
+log = logging.getLogger("whisper_triton.launcher")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class TritonError(Exception):
+    pass
+
+
+class TritonSettings(msgspec.Struct, frozen=True):
+    host: str = "127.0.0.1"
+    grpc_port: int = 8001
+    metrics_port: int = 8002
+    http_port: int = 0  # 0 = Triton's HTTP endpoint off (the frontend is the HTTP API)
+    model_repository: str = str(REPO_ROOT / "model_repository")
+    startup_timeout_s: float = 600.0
+    log_verbose: int = 0
+    shm_size_mb: int = 16
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.host}:{self.grpc_port}"
+
+
+def triton_settings() -> TritonSettings:
+    return load_settings(TritonSettings, "TRITON_")
+
+
+def _pytriton_dir() -> Path:
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or spec.origin is None:
+        raise TritonError("nvidia-pytriton is not installed: run `make install`.")
+    return Path(spec.origin).parent
+
+
+def prepare_backend_dir(target: Path) -> Path:
+    """A `--backend-directory` whose python/ holds the backend and our Python's stub."""
+    triton = _pytriton_dir() / "tritonserver"
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = triton / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.is_file():
+        raise TritonError(f"nvidia-pytriton has no Python backend stub for Python {version}.")
+    python_dir = target / "python"
+    python_dir.mkdir(parents=True, exist_ok=True)
+    for source in (
+        triton / "backends" / "python" / "libtriton_python.so",
+        triton / "backends" / "python" / "triton_python_backend_utils.py",
+        stub,
+    ):
+        destination = python_dir / source.name
+        if not destination.exists() or destination.stat().st_size != source.stat().st_size:
+            shutil.copy2(source, destination)
+    (python_dir / stub.name).chmod(0o755)
+    return target
+
+
+def server_command(settings: TritonSettings, backend_dir: Path) -> list[str]:
+    binary = _pytriton_dir() / "tritonserver" / "bin" / "tritonserver"
+    shm = settings.shm_size_mb * 1024 * 1024
+    command = [
+        str(binary),
+        f"--model-repository={Path(settings.model_repository).resolve()}",
+        f"--backend-directory={backend_dir}",
+        "--disable-auto-complete-config",
+        "--exit-on-error=true",
+        "--strict-readiness=true",
+        f"--grpc-address={settings.host}",
+        f"--grpc-port={settings.grpc_port}",
+        "--allow-metrics=true",
+        f"--metrics-address={settings.host}",
+        f"--metrics-port={settings.metrics_port}",
+        f"--backend-config=python,shm-default-byte-size={shm}",
+        f"--backend-config=python,shm-growth-byte-size={shm}",
+        f"--log-verbose={settings.log_verbose}",
+    ]
+    if settings.http_port:
+        command += ["--allow-http=true", f"--http-address={settings.host}", f"--http-port={settings.http_port}"]
+    else:
+        command += ["--allow-http=false"]
+    return command
+
+
+def server_environment(base: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ if base is None else base)
+    libs = _pytriton_dir().parent / "nvidia_pytriton.libs"
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (str(libs), env.get("LD_LIBRARY_PATH", "")) if p)
+    # The stub embeds Python in isolated mode: it finds this venv only through PATH.
+    env["PATH"] = os.pathsep.join((str(Path(sys.prefix) / "bin"), env.get("PATH", "")))
+    env.setdefault("LC_ALL", "C.UTF-8")
+    return env
+
+
+class TritonServer:
+    """One tritonserver process; `start()` returns once the Whisper models are ready."""
+
+    def __init__(self, settings: TritonSettings, work_dir: Path, env: dict[str, str] | None = None) -> None:
+        self.settings = settings
+        self.work_dir = work_dir
+        self._env = env
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log_thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        backend_dir = prepare_backend_dir(self.work_dir / "backends")
+        command = server_command(self.settings, backend_dir)
+        log.info("starting Triton: gRPC %s, metrics %s:%d", self.settings.grpc_url, self.settings.host,
+                 self.settings.metrics_port)
+        self.process = subprocess.Popen(
+            command,
+            env=server_environment(self._env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: the stubs stop with it
+        )
+        self._log_thread = threading.Thread(target=self._stream_log, daemon=True)
+        self._log_thread.start()
+        try:
+            self.wait_ready(self.settings.startup_timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _stream_log(self) -> None:
+        assert self.process is not None and self.process.stdout is not None
+        triton_log = logging.getLogger("tritonserver")
+        for line in self.process.stdout:
+            text = line.decode("utf-8", errors="replace").rstrip()
+            if text:
+                triton_log.info("%s", text)
+
+    def wait_ready(self, timeout: float) -> None:
+        import tritonclient.grpc as grpcclient
+
+        deadline = time.monotonic() + timeout
+        client = grpcclient.InferenceServerClient(self.settings.grpc_url)
+        try:
+            while time.monotonic() < deadline:
+                if not self.is_running():
+                    raise TritonError(f"tritonserver exited with code {self.returncode} during start-up; see its log.")
+                try:
+                    if client.is_server_ready() and all(
+                        client.is_model_ready(name) for name in (ENTRY_MODEL, ENGINE_MODEL)
+                    ):
+                        log.info("Triton is ready")
+                        return
+                except Exception:  # not listening yet
+                    pass
+                time.sleep(0.25)
+        finally:
+            client.close()
+        raise TritonError(f"Triton was not ready within {timeout:.0f} s.")
+
+    def is_running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self.process is None else self.process.poll()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        process = self.process
+        if process is None:
+            return
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)  # Triton finishes in-flight requests, then exits
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("Triton did not stop within %.0f s; killing it", timeout)
+        try:
+            os.killpg(process.pid, signal.SIGKILL)  # leftover stubs of the group
+        except ProcessLookupError:
+            pass
+        process.wait()
+        if self._log_thread is not None:
+            self._log_thread.join(timeout=5)
+        self.process = None
+
+    def __enter__(self) -> TritonServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class Supervisor:
+    """Keeps one TritonServer running: restarts it (with backoff) whenever it exits."""
+
+    def __init__(self, server: TritonServer, max_backoff_s: float = 30.0) -> None:
+        self.server = server
+        self.max_backoff_s = max_backoff_s
+        self.restarts = 0
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.ready = threading.Event()
+
+    def start(self) -> None:
+        self.server.start()
+        self.ready.set()
+        self._thread = threading.Thread(target=self._watch, name="triton-supervisor", daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        backoff = 1.0
+        while not self._stopping.is_set():
+            if self.server.is_running():
+                self._stopping.wait(0.5)
+                continue
+            self.ready.clear()
+            log.error("tritonserver exited with code %s; restarting in %.0f s", self.server.returncode, backoff)
+            self.server.stop()
+            if self._stopping.wait(backoff):
+                return
+            try:
+                self.server.start()
+                self.restarts += 1
+                self.ready.set()
+                backoff = 1.0
+            except Exception as exc:
+                log.error("restarting Triton failed: %s", exc)
+                backoff = min(backoff * 2, self.max_backoff_s)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self.server.stop()

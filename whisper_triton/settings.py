@@ -1,0 +1,82 @@
+"""Settings of the Triton models, from `WHISPER_*` environment variables.
+
+Triton's Python-backend stubs inherit tritonserver's environment, so the launcher and the models
+read the same variables. A bad value fails at start-up with a message naming the variable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgspec
+
+from whisper_triton.models import default_cache_dir
+
+T = TypeVar("T", bound=msgspec.Struct)
+
+
+class SettingsError(Exception):
+    pass
+
+
+class ModelSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
+    model: str = "base"
+    cache_dir: str = ""
+    device: str = "cpu"
+    compute_type: str = "int8"
+    cpu_threads: int = 0
+    beam_size: int = msgspec.field(default=1)
+    max_audio_seconds: float = 4 * 3600.0
+    max_windows_in_flight: int = 16
+    bls_threads: int = 32
+
+    def cache_path(self) -> Path:
+        return Path(self.cache_dir).expanduser() if self.cache_dir else default_cache_dir()
+
+
+def load_settings(cls: type[T], prefix: str, environ: Mapping[str, str] | None = None) -> T:
+    """Builds `cls` from `<PREFIX><FIELD>` variables (upper case); unknown variables are ignored."""
+    env = os.environ if environ is None else environ
+    raw: dict[str, Any] = {}
+    for name in cls.__struct_fields__:
+        key = f"{prefix}{name.upper()}"
+        if key in env and env[key] != "":
+            raw[name] = _parse(env[key])
+    try:
+        return msgspec.convert(raw, cls, strict=False)
+    except msgspec.ValidationError as exc:
+        field = str(exc).rsplit("$.", 1)[-1].split("`")[0].split("[")[0] if "$." in str(exc) else ""
+        variable = f"{prefix}{field.upper()}" if field else prefix + "*"
+        raise SettingsError(f"Invalid value for {variable}: {exc}") from exc
+
+
+def _parse(value: str) -> Any:
+    """Lists and objects may be given as JSON; everything else stays a string for convert()."""
+    if value[:1] in "[{":
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value
+
+
+def validate_model_settings(settings: ModelSettings) -> ModelSettings:
+    checks = {
+        "WHISPER_BEAM_SIZE": 1 <= settings.beam_size <= 16,
+        "WHISPER_CPU_THREADS": settings.cpu_threads >= 0,
+        "WHISPER_MAX_AUDIO_SECONDS": settings.max_audio_seconds > 0,
+        "WHISPER_MAX_WINDOWS_IN_FLIGHT": settings.max_windows_in_flight >= 1,
+        "WHISPER_BLS_THREADS": settings.bls_threads >= 1,
+    }
+    for variable, ok in checks.items():
+        if not ok:
+            raise SettingsError(f"Invalid value for {variable}.")
+    return settings
+
+
+def model_settings(environ: Mapping[str, str] | None = None) -> ModelSettings:
+    return validate_model_settings(load_settings(ModelSettings, "WHISPER_", environ))

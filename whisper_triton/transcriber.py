@@ -1,0 +1,174 @@
+"""A whole transcription: audio bytes in, ordered events out. Engine and transport are injected.
+
+The entry Triton model runs this with a `decode` that sends each window to the engine model (where
+windows of all requests are batched); tests run it with a `decode` that calls an engine directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from whisper_triton.audio import SAMPLE_RATE, decode_audio
+from whisper_triton.decoding import DecodeOptions, Segment, WindowJob, WindowResult
+from whisper_triton.errors import AudioTooShortError, InvalidRequestError
+from whisper_triton.features import window_features
+from whisper_triton.languages import normalize_language
+from whisper_triton.models import ModelInfo
+from whisper_triton.windows import Window, plan_windows
+
+DecodeFn = Callable[[WindowJob], Awaitable[WindowResult]]
+MIN_SECONDS = 0.1
+TASKS = ("transcribe", "translate")
+
+
+@dataclass(frozen=True)
+class TranscribeRequest:
+    task: str = "transcribe"
+    language: str | None = None
+    prompt: str | None = None
+    temperature: float = 0.0
+    word_timestamps: bool = False
+    vad: bool = True
+
+
+@dataclass(frozen=True)
+class TranscriberSettings:
+    beam_size: int = 1
+    max_audio_seconds: float = 4 * 3600
+    max_windows_in_flight: int = 16
+
+
+def temperature_schedule(temperature: float) -> tuple[float, ...]:
+    """0 means automatic: start greedy and raise by 0.2 while the output looks wrong."""
+    if not 0.0 <= temperature <= 1.0 or math.isnan(temperature):
+        raise InvalidRequestError("temperature must be between 0 and 1.", param="temperature")
+    steps = [round(temperature + 0.2 * i, 2) for i in range(6)]
+    return tuple(t for t in steps if t <= 1.0) or (temperature,)
+
+
+def validate(request: TranscribeRequest, model: ModelInfo) -> DecodeOptions:
+    """Checks a request against the model and turns it into decoding options."""
+    if request.task not in TASKS:
+        raise InvalidRequestError(f"task must be one of {', '.join(TASKS)}.", param="task")
+    language = normalize_language(request.language, model.num_languages if model.multilingual else 1)
+    if not model.multilingual:
+        if request.task == "translate":
+            raise InvalidRequestError(
+                "This model is English-only and cannot translate; serve a multilingual model.",
+                param="model",
+            )
+        language = "en"
+    return DecodeOptions(
+        task=request.task,
+        language=language,
+        prompt=request.prompt or None,
+        temperatures=temperature_schedule(request.temperature),
+        word_timestamps=request.word_timestamps,
+    )
+
+
+class Transcriber:
+    def __init__(
+        self,
+        model: ModelInfo,
+        decode: DecodeFn,
+        executor: Executor | None = None,
+        settings: TranscriberSettings | None = None,
+    ) -> None:
+        self.model = model
+        self._decode = decode
+        self._executor = executor
+        self.settings = settings or TranscriberSettings()
+
+    async def _run_blocking(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def events(self, audio: bytes, request: TranscribeRequest) -> AsyncIterator[dict[str, Any]]:
+        """Yields `segments` events (one per window, in order) and finally one `done` event."""
+        options = replace(validate(request, self.model), beam_size=self.settings.beam_size)
+        decoded = await self._run_blocking(decode_audio, audio, self.settings.max_audio_seconds)
+        samples: np.ndarray = decoded.samples
+        duration = len(samples) / SAMPLE_RATE
+        if duration < MIN_SECONDS:
+            raise AudioTooShortError(
+                f"Audio file is too short. Minimum audio length is {MIN_SECONDS} seconds."
+            )
+        windows: list[Window] = await self._run_blocking(plan_windows, samples, request.vad)
+        segments: list[dict[str, Any]] = []
+        language = options.language
+        async for window, result in self._decode_windows(samples, windows, options):
+            if language is None:
+                language = result.language
+            new = [_segment_dict(len(segments) + i, window, s) for i, s in enumerate(result.segments)]
+            segments.extend(new)
+            yield {"type": "segments", "language": language, "segments": new}
+        text = "".join(s["text"] for s in segments)
+        yield {
+            "type": "done",
+            "task": options.task,
+            "language": language or "en",
+            "duration": round(duration, 3),
+            "text": text.strip(),
+            "segments": segments,
+        }
+
+    async def _decode_windows(
+        self, samples: np.ndarray, windows: list[Window], options: DecodeOptions
+    ) -> AsyncIterator[tuple[Window, WindowResult]]:
+        if not windows:
+            return
+        gate = asyncio.Semaphore(self.settings.max_windows_in_flight)
+
+        async def run(window: Window, window_options: DecodeOptions) -> WindowResult:
+            async with gate:
+                chunk = samples[window.start : window.end]
+                features, frames = await self._run_blocking(window_features, chunk, self.model.n_mels)
+                return await self._decode(WindowJob(features, frames, window_options))
+
+        first = await run(windows[0], options)
+        yield windows[0], first
+        if options.language is None and self.model.multilingual:
+            # One language per request, detected on the first window, as OpenAI's Whisper does.
+            options = replace(options, language=first.language)
+        tasks = [asyncio.ensure_future(run(w, options)) for w in windows[1:]]
+        try:
+            for window, task in zip(windows[1:], tasks, strict=True):
+                yield window, await task
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _segment_dict(index: int, window: Window, segment: Segment) -> dict[str, Any]:
+    offset = window.offset
+    data: dict[str, Any] = {
+        "id": index,
+        "seek": window.start // 160,
+        "start": round(offset + segment.start, 3),
+        "end": round(offset + segment.end, 3),
+        "text": segment.text,
+        "tokens": segment.tokens,
+        "temperature": segment.temperature,
+        "avg_logprob": segment.avg_logprob,
+        "compression_ratio": segment.compression_ratio,
+        "no_speech_prob": segment.no_speech_prob,
+    }
+    if segment.words:
+        data["words"] = [
+            {
+                "word": w.word,
+                "start": round(offset + w.start, 3),
+                "end": round(offset + w.end, 3),
+                "probability": round(w.probability, 4),
+            }
+            for w in segment.words
+        ]
+    return data
