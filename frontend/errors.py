@@ -1,0 +1,145 @@
+"""One place that turns every failure into OpenAI's error shape with the right HTTP status.
+
+Client faults are 4xx (with `x-should-retry: false`, so SDKs do not re-upload the file); 5xx is
+only for our faults, and 503/429 carry `Retry-After`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from litestar import Request, Response
+from litestar.exceptions import HTTPException
+from litestar.status_codes import (
+    HTTP_400_BAD_REQUEST,
+    HTTP_401_UNAUTHORIZED,
+    HTTP_404_NOT_FOUND,
+    HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+    HTTP_429_TOO_MANY_REQUESTS,
+    HTTP_500_INTERNAL_SERVER_ERROR,
+    HTTP_503_SERVICE_UNAVAILABLE,
+)
+
+from frontend.schemas import ErrorDetail, ErrorResponse
+from whisper_triton.errors import ServiceError
+
+log = logging.getLogger("frontend.errors")
+
+
+class APIError(Exception):
+    """An error with its HTTP status and OpenAI `type`/`param`/`code`."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        retry_after: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.param = param
+        self.code = code
+        self.retry_after = retry_after
+
+
+def bad_request(message: str, param: str | None = None, code: str | None = "invalid_value") -> APIError:
+    return APIError(HTTP_400_BAD_REQUEST, message, param=param, code=code)
+
+
+def unauthorized(message: str = "Incorrect API key provided.") -> APIError:
+    return APIError(HTTP_401_UNAUTHORIZED, message, code="invalid_api_key")
+
+
+def model_not_found(model: str) -> APIError:
+    return APIError(
+        HTTP_404_NOT_FOUND,
+        f"The model `{model}` does not exist or you do not have access to it.",
+        param="model",
+        code="model_not_found",
+    )
+
+
+def too_large(limit: int) -> APIError:
+    return APIError(
+        HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        f"Maximum content size limit ({limit}) exceeded.",
+        param="file",
+        code="request_too_large",
+    )
+
+
+def overloaded(message: str, retry_after: int = 5, status: int = HTTP_503_SERVICE_UNAVAILABLE) -> APIError:
+    kind = "rate_limit_error" if status == HTTP_429_TOO_MANY_REQUESTS else "server_error"
+    return APIError(status, message, type=kind, code="server_overloaded", retry_after=retry_after)
+
+
+def from_service_error(error: ServiceError) -> APIError:
+    if error.client_fault:
+        return APIError(HTTP_400_BAD_REQUEST, error.message, param=error.param, code=error.code)
+    return APIError(
+        HTTP_500_INTERNAL_SERVER_ERROR, "The server failed to transcribe the audio.", type="server_error",
+        code=error.code,
+    )
+
+
+def error_body(error: APIError) -> ErrorResponse:
+    return ErrorResponse(ErrorDetail(message=error.message, type=error.type, param=error.param, code=error.code))
+
+
+def to_response(error: APIError) -> Response[Any]:
+    headers = {}
+    if error.retry_after is not None:
+        headers["Retry-After"] = str(error.retry_after)
+    if 400 <= error.status < 500 and error.status != HTTP_429_TOO_MANY_REQUESTS:
+        headers["x-should-retry"] = "false"
+    return Response(content=error_body(error), status_code=error.status, headers=headers,
+                    media_type="application/json")
+
+
+def handle_api_error(_: Request[Any, Any, Any], exc: APIError) -> Response[Any]:
+    return to_response(exc)
+
+
+def handle_service_error(_: Request[Any, Any, Any], exc: ServiceError) -> Response[Any]:
+    return to_response(from_service_error(exc))
+
+
+_HTTP_CODES = {
+    HTTP_400_BAD_REQUEST: "invalid_request",
+    HTTP_404_NOT_FOUND: "not_found",
+    405: "method_not_allowed",
+    HTTP_413_REQUEST_ENTITY_TOO_LARGE: "request_too_large",
+}
+
+
+def handle_http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    status = exc.status_code
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    message = exc.detail or "Request failed."
+    if status == HTTP_413_REQUEST_ENTITY_TOO_LARGE:
+        message = "The request body exceeds the maximum upload size."
+    elif status == HTTP_400_BAD_REQUEST and exc.extra:
+        message = f"{message}: {exc.extra}"
+    return to_response(APIError(status, message, type=kind, code=_HTTP_CODES.get(status)))
+
+
+def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return to_response(
+        APIError(HTTP_500_INTERNAL_SERVER_ERROR, "Internal server error.", type="server_error", code=None)
+    )
+
+
+EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
+    APIError: handle_api_error,
+    ServiceError: handle_service_error,
+    HTTPException: handle_http_exception,
+    Exception: handle_unexpected,
+}

@@ -1,0 +1,215 @@
+"""HTTP routes: OpenAI's audio API, models, health."""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from litestar import Controller, Request, Response, get, post
+from litestar.connection import ASGIConnection
+from litestar.handlers import BaseRouteHandler
+from litestar.openapi import ResponseSpec
+from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Schema
+from litestar.openapi.spec.enums import OpenAPIType
+from litestar.response import Stream
+
+from frontend.errors import model_not_found, overloaded, unauthorized
+from frontend.forms import RESPONSE_FORMATS, AudioForm, parse_audio_form, read_multipart
+from frontend.responses import render, stream_events
+from frontend.schemas import ErrorResponse, Model, ModelList
+from frontend.settings import FrontendSettings
+from frontend.triton import TranscriptionCall, TritonClient
+
+
+class Admission:
+    """Bounds the transcriptions in flight; beyond the bound requests get 503 + Retry-After."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.in_flight = 0
+
+    def try_acquire(self) -> bool:
+        if self.in_flight >= self.limit:
+            return False
+        self.in_flight += 1
+        return True
+
+    def release(self) -> None:
+        self.in_flight = max(0, self.in_flight - 1)
+
+
+@dataclass
+class Services:
+    settings: FrontendSettings
+    triton: TritonClient
+    admission: Admission
+    started: int = field(default_factory=lambda: int(time.time()))
+
+
+def services(connection: ASGIConnection[Any, Any, Any, Any]) -> Services:
+    value: Services = connection.app.state.services
+    return value
+
+
+def require_api_key(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    keys = services(connection).settings.api_keys
+    if not keys:
+        return
+    header = connection.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise unauthorized("You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.")
+    # Compare with every key, always, so the time taken does not reveal which one matched.
+    matches = [hmac.compare_digest(token.encode(), key.encode()) for key in keys]
+    if not any(matches):
+        raise unauthorized()
+
+
+def _form_schema(task: str) -> Schema:
+    formats = list(RESPONSE_FORMATS if task == "transcribe" else RESPONSE_FORMATS[:-1])
+    properties: dict[str, Schema] = {
+        "file": Schema(type=OpenAPIType.STRING, format="binary",  # type: ignore[arg-type]
+                       description="Audio or video in any container FFmpeg reads (sniffed, not by name)."),
+        "model": Schema(type=OpenAPIType.STRING, description="The served model id or an alias such as whisper-1."),
+        "prompt": Schema(type=OpenAPIType.STRING),
+        "response_format": Schema(type=OpenAPIType.STRING, enum=formats, default="json"),  # type: ignore[arg-type]
+        "temperature": Schema(type=OpenAPIType.NUMBER, minimum=0, maximum=1, default=0),
+    }
+    if task == "transcribe":
+        properties |= {
+            "language": Schema(type=OpenAPIType.STRING, description="ISO-639-1 or BCP-47 (en, en-US)."),
+            "timestamp_granularities[]": Schema(
+                type=OpenAPIType.ARRAY,
+                items=Schema(type=OpenAPIType.STRING, enum=["word", "segment"]),  # type: ignore[arg-type]
+            ),
+            "stream": Schema(type=OpenAPIType.BOOLEAN, default=False),
+            "chunking_strategy": Schema(type=OpenAPIType.STRING, description="'auto' or a server_vad object."),
+            "include[]": Schema(type=OpenAPIType.ARRAY, items=Schema(type=OpenAPIType.STRING)),
+        }
+    return Schema(type=OpenAPIType.OBJECT, properties=properties, required=["file", "model"])
+
+
+def _operation(task: str) -> type[Operation]:
+    @dataclass
+    class AudioOperation(Operation):
+        def __post_init__(self) -> None:
+            self.request_body = RequestBody(
+                content={"multipart/form-data": OpenAPIMediaType(schema=_form_schema(task))}, required=True
+            )
+
+    return AudioOperation
+
+
+_ERRORS = {
+    status: ResponseSpec(data_container=ErrorResponse, description=description)
+    for status, description in {
+        400: "Bad parameters, or audio that is empty, too short or cannot be decoded",
+        401: "Missing or wrong API key",
+        404: "Unknown model",
+        413: "Upload larger than the limit",
+        503: "Overloaded or inference server unavailable (see Retry-After)",
+    }.items()
+}
+
+
+class AudioController(Controller):
+    path = "/v1/audio"
+    guards = [require_api_key]  # noqa: RUF012
+    tags = ["audio"]  # noqa: RUF012
+
+    @post("/transcriptions", operation_id="createTranscription", operation_class=_operation("transcribe"),
+          responses=_ERRORS, status_code=200)
+    async def create_transcription(self, request: Request[Any, Any, Any]) -> Response[Any]:
+        """Transcribes audio into the input language (OpenAI-compatible)."""
+        return await _transcribe(request, "transcribe")
+
+    @post("/translations", operation_id="createTranslation", operation_class=_operation("translate"),
+          responses=_ERRORS, status_code=200)
+    async def create_translation(self, request: Request[Any, Any, Any]) -> Response[Any]:
+        """Translates audio into English text (OpenAI-compatible)."""
+        return await _transcribe(request, "translate")
+
+
+async def _transcribe(request: Request[Any, Any, Any], task: str) -> Response[Any]:
+    svc = services(request)
+    fields, files = await read_multipart(request, svc.settings.max_upload_bytes)
+    form = parse_audio_form(fields, files, task)
+    if svc.settings.resolve_model(form.model) is None:
+        raise model_not_found(form.model)
+    if not svc.admission.try_acquire():
+        raise overloaded("The server is busy with other transcriptions; retry shortly.",
+                         retry_after=svc.settings.retry_after_s)
+    call = _call(form)
+    if form.stream and task == "transcribe":
+        return _stream(svc, call)
+    try:
+        done: dict[str, Any] = {}
+        async for event in svc.triton.transcribe(call):
+            done = event
+        return render(done, form)
+    finally:
+        svc.admission.release()
+
+
+def _call(form: AudioForm) -> TranscriptionCall:
+    return TranscriptionCall(
+        audio=form.file.data,
+        task=form.task,
+        language=form.language,
+        prompt=form.prompt,
+        temperature=form.temperature,
+        word_timestamps=form.word_timestamps,
+        stream=form.stream,
+    )
+
+
+def _stream(svc: Services, call: TranscriptionCall) -> Stream:
+    events: AsyncIterator[dict[str, Any]] = svc.triton.transcribe(call)
+    return Stream(
+        stream_events(events, svc.admission.release),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+class ModelsController(Controller):
+    path = "/v1/models"
+    guards = [require_api_key]  # noqa: RUF012
+    tags = ["models"]  # noqa: RUF012
+
+    @get("/", operation_id="listModels")
+    async def list_models(self, request: Request[Any, Any, Any]) -> ModelList:
+        """The served model and the aliases it answers to."""
+        svc = services(request)
+        ids = [svc.settings.served_model, *svc.settings.model_aliases]
+        return ModelList(data=[Model(id=i, created=svc.started, owned_by="whisper-triton") for i in ids])
+
+    @get("/{model_id:str}", operation_id="retrieveModel", responses={404: _ERRORS[404]})
+    async def retrieve_model(self, request: Request[Any, Any, Any], model_id: str) -> Model:
+        svc = services(request)
+        if svc.settings.resolve_model(model_id) is None:
+            raise model_not_found(model_id)
+        return Model(id=model_id, created=svc.started, owned_by="whisper-triton")
+
+
+class HealthController(Controller):
+    path = "/health"
+    tags = ["health"]  # noqa: RUF012
+
+    @get("/", operation_id="health")
+    async def health(self) -> dict[str, str]:
+        return {"status": "ok"}
+
+    @get("/live", operation_id="healthLive")
+    async def live(self) -> dict[str, str]:
+        return {"status": "ok"}
+
+    @get("/ready", operation_id="healthReady", responses={503: _ERRORS[503]})
+    async def ready(self, request: Request[Any, Any, Any]) -> Response[dict[str, str]]:
+        if await services(request).triton.is_ready():
+            return Response({"status": "ready"})
+        raise overloaded("Triton or the Whisper models are not ready.")

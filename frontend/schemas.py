@@ -1,0 +1,79 @@
+"""Wire types, named after OpenAI's objects (openai-python `types/audio`, the OpenAPI spec)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+
+class TranscriptionWord(msgspec.Struct, frozen=True):
+    word: str
+    start: float
+    end: float
+
+
+class TranscriptionSegment(msgspec.Struct, frozen=True):
+    id: int
+    seek: int
+    start: float
+    end: float
+    text: str
+    tokens: list[int]
+    temperature: float
+    avg_logprob: float
+    compression_ratio: float
+    no_speech_prob: float
+
+
+class UsageDuration(msgspec.Struct, frozen=True, tag_field="type", tag="duration"):
+    seconds: int
+
+
+class Transcription(msgspec.Struct, frozen=True):
+    text: str
+    usage: UsageDuration | None = None
+
+
+class TranscriptionVerbose(msgspec.Struct, frozen=True, omit_defaults=True):
+    task: str
+    language: str
+    duration: float
+    text: str
+    segments: list[TranscriptionSegment]
+    words: list[TranscriptionWord] | None = None
+    usage: UsageDuration | None = None
+
+
+class TranscriptTextDeltaEvent(msgspec.Struct, frozen=True, tag_field="type", tag="transcript.text.delta"):
+    delta: str
+
+
+class TranscriptTextDoneEvent(msgspec.Struct, frozen=True, tag_field="type", tag="transcript.text.done"):
+    text: str
+    usage: UsageDuration | None = None
+
+
+class Model(msgspec.Struct, frozen=True):
+    id: str
+    created: int
+    owned_by: str
+    object: Literal["model"] = "model"
+
+
+class ModelList(msgspec.Struct, frozen=True):
+    data: list[Model]
+    object: Literal["list"] = "list"
+
+
+class ErrorDetail(msgspec.Struct, frozen=True):
+    """OpenAI's `Error`: all four keys are always present; `param` and `code` may be null."""
+
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorResponse(msgspec.Struct, frozen=True):
+    error: ErrorDetail

@@ -1,0 +1,56 @@
+"""`make serve`: Triton (supervised, restarted if it dies) and the frontend, in the foreground.
+
+Ctrl-C stops the frontend first (in-flight requests finish), then Triton.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import msgspec
+import uvicorn
+
+from frontend.app import create_app
+from frontend.settings import frontend_settings
+from whisper_triton.launcher import Supervisor, TritonError, TritonServer, triton_settings
+from whisper_triton.models import ModelError, resolve_model
+from whisper_triton.settings import SettingsError, model_settings
+
+log = logging.getLogger("serve")
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        model = model_settings()
+        triton = triton_settings()
+        frontend = frontend_settings()
+        log.info("preparing model %s (first use may convert it)", model.model)
+        resolved = resolve_model(model.model, model.cache_path())
+        log.info("model %s at %s", resolved.name, resolved.path)
+    except (SettingsError, ModelError) as exc:
+        log.error("%s", exc)
+        return 2
+    if "FRONTEND_TRITON_URL" not in os.environ:
+        frontend = msgspec.structs.replace(frontend, triton_url=triton.grpc_url)
+    supervisor = Supervisor(TritonServer(triton, model.cache_path() / "triton"))
+    try:
+        supervisor.start()
+    except TritonError as exc:
+        log.error("%s", exc)
+        supervisor.stop()
+        return 1
+    try:
+        log.info("frontend on http://%s:%d (API docs at /docs)", frontend.host, frontend.port)
+        uvicorn.run(create_app(frontend), host=frontend.host, port=frontend.port,
+                    log_level=frontend.log_level, timeout_graceful_shutdown=30)
+    finally:
+        log.info("stopping Triton")
+        supervisor.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
