@@ -20,6 +20,7 @@ from litestar.status_codes import (
     HTTP_500_INTERNAL_SERVER_ERROR,
     HTTP_503_SERVICE_UNAVAILABLE,
 )
+from litestar.types import ExceptionHandlersMap
 
 from frontend.schemas import ErrorDetail, ErrorResponse
 from whisper_triton.errors import ServiceError
@@ -137,7 +138,7 @@ def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Respon
     )
 
 
-EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
+EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     APIError: handle_api_error,
     ServiceError: handle_service_error,
     HTTPException: handle_http_exception,

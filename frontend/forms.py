@@ -192,7 +192,9 @@ def parse_audio_form(
 ) -> AudioForm:
     upload = files.get("file")
     if upload is None:
-        raise bad_request("You must provide a 'file' part with the audio.", param="file", code="missing_required_parameter")
+        raise bad_request(
+            "You must provide a 'file' part with the audio.", param="file", code="missing_required_parameter"
+        )
     reader = FormReader(fields)
     model = reader.text("model")
     if model is None:

@@ -12,8 +12,8 @@ from litestar import Controller, Request, Response, get, post
 from litestar.connection import ASGIConnection
 from litestar.handlers import BaseRouteHandler
 from litestar.openapi import ResponseSpec
-from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Schema
-from litestar.openapi.spec.enums import OpenAPIType
+from litestar.openapi.spec import OpenAPIMediaType, Operation, Reference, RequestBody, Schema
+from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
 from litestar.response import Stream
 
 from frontend.errors import model_not_found, overloaded, unauthorized
@@ -54,7 +54,7 @@ def services(connection: ASGIConnection[Any, Any, Any, Any]) -> Services:
     return value
 
 
-def require_api_key(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+def require_api_key(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
     keys = services(connection).settings.api_keys
     if not keys:
         return
@@ -71,12 +71,12 @@ def require_api_key(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRoute
 
 def _form_schema(task: str) -> Schema:
     formats = list(RESPONSE_FORMATS if task == "transcribe" else RESPONSE_FORMATS[:-1])
-    properties: dict[str, Schema] = {
-        "file": Schema(type=OpenAPIType.STRING, format="binary",  # type: ignore[arg-type]
+    properties: dict[str, Schema | Reference] = {
+        "file": Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY,
                        description="Audio or video in any container FFmpeg reads (sniffed, not by name)."),
         "model": Schema(type=OpenAPIType.STRING, description="The served model id or an alias such as whisper-1."),
         "prompt": Schema(type=OpenAPIType.STRING),
-        "response_format": Schema(type=OpenAPIType.STRING, enum=formats, default="json"),  # type: ignore[arg-type]
+        "response_format": Schema(type=OpenAPIType.STRING, enum=formats, default="json"),
         "temperature": Schema(type=OpenAPIType.NUMBER, minimum=0, maximum=1, default=0),
     }
     if task == "transcribe":
@@ -84,7 +84,7 @@ def _form_schema(task: str) -> Schema:
             "language": Schema(type=OpenAPIType.STRING, description="ISO-639-1 or BCP-47 (en, en-US)."),
             "timestamp_granularities[]": Schema(
                 type=OpenAPIType.ARRAY,
-                items=Schema(type=OpenAPIType.STRING, enum=["word", "segment"]),  # type: ignore[arg-type]
+                items=Schema(type=OpenAPIType.STRING, enum=["word", "segment"]),
             ),
             "stream": Schema(type=OpenAPIType.BOOLEAN, default=False),
             "chunking_strategy": Schema(type=OpenAPIType.STRING, description="'auto' or a server_vad object."),

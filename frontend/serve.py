@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 
 import msgspec
@@ -42,14 +43,23 @@ def main() -> int:
         log.error("%s", exc)
         supervisor.stop()
         return 1
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal: end quietly.
+    signal.signal(signal.SIGTERM, _exit_quietly)
+    signal.signal(signal.SIGINT, _exit_quietly)
     try:
         log.info("frontend on http://%s:%d (API docs at /docs)", frontend.host, frontend.port)
         uvicorn.run(create_app(frontend), host=frontend.host, port=frontend.port,
                     log_level=frontend.log_level, timeout_graceful_shutdown=30)
+    except SystemExit:
+        pass
     finally:
         log.info("stopping Triton")
         supervisor.stop()
     return 0
+
+
+def _exit_quietly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ def decode_audio(data: bytes, max_seconds: float | None = None) -> DecodedAudio:
         if not container.streams.audio:
             raise InvalidAudioError("The file has no audio track.")
         stream = container.streams.audio[0]
-        stream.thread_type = "AUTO"
+        stream.codec_context.thread_type = "AUTO"
         resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
         max_samples = None if max_seconds is None else int(max_seconds * SAMPLE_RATE)
         chunks: list[np.ndarray] = []

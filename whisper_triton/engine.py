@@ -92,11 +92,10 @@ class CTranslate2Engine:
 
     def encode(self, features: np.ndarray) -> Any:
         array = np.ascontiguousarray(features, dtype=np.float32)
-        return self.model.encode(self._ct2.StorageView.from_array(array), to_cpu=False)
+        # On a GPU the encoder output comes back to the host so that sub-batches can be sliced.
+        return self.model.encode(self._ct2.StorageView.from_array(array), to_cpu=self._to_cpu)
 
     def take(self, encoded: Any, indices: list[int]) -> Any:
-        if self._to_cpu:  # a CUDA StorageView cannot be indexed from Python
-            raise NotImplementedError("sub-batches are re-encoded on GPU")
         subset = np.ascontiguousarray(np.asarray(encoded)[indices])
         return self._ct2.StorageView.from_array(subset)
 

@@ -9,6 +9,7 @@ when it dies.
 
 from __future__ import annotations
 
+import ctypes
 import importlib.util
 import logging
 import os
@@ -116,6 +117,12 @@ def server_environment(base: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when the launching thread dies, so Triton is never orphaned."""
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 class TritonServer:
     """One tritonserver process; `start()` returns once the Whisper models are ready."""
 
@@ -137,6 +144,7 @@ class TritonServer:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: the stubs stop with it
+            preexec_fn=_die_with_parent,
         )
         self._log_thread = threading.Thread(target=self._stream_log, daemon=True)
         self._log_thread.start()

@@ -10,7 +10,7 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_origin
 
 import msgspec
 
@@ -42,25 +42,27 @@ def load_settings(cls: type[T], prefix: str, environ: Mapping[str, str] | None =
     """Builds `cls` from `<PREFIX><FIELD>` variables (upper case); unknown variables are ignored."""
     env = os.environ if environ is None else environ
     raw: dict[str, Any] = {}
-    for name in cls.__struct_fields__:
-        key = f"{prefix}{name.upper()}"
+    for field in msgspec.structs.fields(cls):
+        key = f"{prefix}{field.name.upper()}"
         if key in env and env[key] != "":
-            raw[name] = _parse(env[key])
+            raw[field.name] = _parse(env[key], get_origin(field.type) is list or field.type is list)
     try:
         return msgspec.convert(raw, cls, strict=False)
     except msgspec.ValidationError as exc:
-        field = str(exc).rsplit("$.", 1)[-1].split("`")[0].split("[")[0] if "$." in str(exc) else ""
-        variable = f"{prefix}{field.upper()}" if field else prefix + "*"
+        name = str(exc).rsplit("$.", 1)[-1].split("`")[0].split("[")[0] if "$." in str(exc) else ""
+        variable = f"{prefix}{name.upper()}" if name else prefix + "*"
         raise SettingsError(f"Invalid value for {variable}: {exc}") from exc
 
 
-def _parse(value: str) -> Any:
-    """Lists and objects may be given as JSON; everything else stays a string for convert()."""
+def _parse(value: str, is_list: bool) -> Any:
+    """Lists: JSON or comma-separated; objects: JSON; the rest stays a string for convert()."""
     if value[:1] in "[{":
         try:
             return json.loads(value)
         except json.JSONDecodeError:
             return value
+    if is_list:
+        return [item.strip() for item in value.split(",") if item.strip()]
     return value
 
 

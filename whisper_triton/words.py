@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -107,7 +108,7 @@ def _merge_punctuation(words: list[Word]) -> list[Word]:
     return merged
 
 
-def assign_words(tokenizer: WhisperTokenizer, segments: list[_HasTokens], words: list[Word]) -> None:
+def assign_words(tokenizer: WhisperTokenizer, segments: Sequence[_HasTokens], words: list[Word]) -> None:
     """Hands the window's words to its segments by token count, and fits segment bounds to them."""
     queue = list(words)
     for segment in segments:

@@ -2,17 +2,24 @@
 
 import asyncio
 import os
+import sys
 import traceback
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
+
+# The stub runs Python in isolated mode (no PYTHONPATH): find the repository's packages from here.
+_ROOT = str(Path(__file__).resolve().parents[3])
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
 
 from whisper_triton import contract
 from whisper_triton.errors import EngineError, ServiceError, from_wire
 from whisper_triton.models import read_model_info, resolve_model
 from whisper_triton.settings import model_settings
-from whisper_triton.transcriber import TranscribeRequest, Transcriber, TranscriberSettings
+from whisper_triton.transcriber import Transcriber, TranscribeRequest, TranscriberSettings
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 
@@ -47,10 +54,8 @@ class TritonPythonModel:
             audio, options, stream = _read_request(request)
             async for event in self.transcriber.events(audio, options):
                 if request.is_cancelled():
-                    sender.send(
-                        pb_utils.InferenceResponse(error=pb_utils.TritonError("cancelled", pb_utils.TritonError.CANCELLED)),
-                        flags=FINAL,
-                    )
+                    error = pb_utils.TritonError("cancelled", pb_utils.TritonError.CANCELLED)
+                    sender.send(pb_utils.InferenceResponse(error=error), flags=FINAL)
                     return
                 if event["type"] == "done":
                     sender.send(_response(event), flags=FINAL)

@@ -1,9 +1,16 @@
 """Triton glue of the Whisper engine model: one dynamic batch of windows per execute()."""
 
+import sys
 import traceback
+from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
+
+# The stub runs Python in isolated mode (no PYTHONPATH): find the repository's packages from here.
+_ROOT = str(Path(__file__).resolve().parents[3])
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
 
 from whisper_triton import contract
 from whisper_triton.decoding import WindowJob, decode_windows
@@ -41,7 +48,7 @@ class TritonPythonModel:
         results = {}
         try:
             decoded = decode_windows(self.engine, self.tokenizer, [job for _, job in jobs])
-            results = {index: result for (index, _), result in zip(jobs, decoded)}
+            results = {index: result for (index, _), result in zip(jobs, decoded, strict=True)}
         except Exception:
             message = traceback.format_exc(limit=3)
             self.logger.log_error(f"whisper_engine: batch of {len(jobs)} failed: {message}")
@@ -61,5 +68,6 @@ class TritonPythonModel:
         if features.shape != (self.engine.n_mels, 3000):
             raise ValueError(f"FEATURES must be [{self.engine.n_mels}, 3000], got {list(features.shape)}")
         frames = int(pb_utils.get_input_tensor_by_name(request, contract.NUM_FRAMES).as_numpy().reshape(-1)[0])
-        options = contract.decode_options(pb_utils.get_input_tensor_by_name(request, contract.OPTIONS).as_numpy().reshape(-1)[0])
+        raw_options = pb_utils.get_input_tensor_by_name(request, contract.OPTIONS).as_numpy().reshape(-1)[0]
+        options = contract.decode_options(raw_options)
         return WindowJob(features=features.astype(np.float32, copy=False), num_frames=frames, options=options)

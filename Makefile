@@ -1,0 +1,53 @@
+# Two commands on a fresh machine (Debian, Python 3.11, no GPU):
+#   make serve   install what is missing, then run Triton + the frontend in the foreground
+#   make test    install what is missing, then lint, type-check and run the whole test suite
+SHELL := /bin/bash
+PYTHON ?= python3.11
+CACHE ?= $(HOME)/.cache/whisper-triton
+LOCK := requirements.lock
+LOCK_HASH := $(shell sha256sum $(LOCK) | cut -c1-12)
+# The venv lives outside the clone, keyed by the lock: a fresh clone with an unchanged lock reuses it.
+VENV ?= $(CACHE)/venv-$(LOCK_HASH)
+PY := $(VENV)/bin/python
+export TEST_ASSETS_DIR ?= $(CACHE)/test-assets
+
+.PHONY: serve test install system system-test lint typecheck unit lock clean-venvs
+
+serve: system install
+	$(PY) -m frontend.serve
+
+test: system-test install lint typecheck
+	$(PY) -m pytest
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: $(LOCK)
+	@echo "Creating $(VENV) from $(LOCK) (first run only: about 5 minutes)"
+	@for old in $(CACHE)/venv-*; do [[ -d $$old && $$old != $(VENV) ]] && rm -rf "$$old" || true; done
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r $(LOCK)
+	@touch $@
+
+system:
+	@scripts/ensure_system.sh serve
+
+system-test:
+	@scripts/ensure_system.sh test
+
+lint: install
+	$(PY) -m ruff check .
+
+typecheck: install
+	$(PY) -m mypy
+
+unit: install
+	$(PY) -m pytest tests/unit
+
+# Re-pin after editing requirements.txt / requirements-dev.txt.
+lock:
+	rm -rf /tmp/whisper-triton-lock && $(PYTHON) -m venv /tmp/whisper-triton-lock
+	/tmp/whisper-triton-lock/bin/pip install --quiet -r requirements-dev.txt
+	/tmp/whisper-triton-lock/bin/pip freeze --exclude-editable > $(LOCK)
+
+clean-venvs:
+	rm -rf $(CACHE)/venv-*

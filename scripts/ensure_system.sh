@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the project needs when they are missing (idempotent, quiet when done).
+#   scripts/ensure_system.sh serve   what `make serve` needs
+#   scripts/ensure_system.sh test    plus what the test suite needs to generate its audio
+set -euo pipefail
+profile=${1:-serve}
+need=()
+python=${PYTHON:-python3.11}
+
+# The Triton Python-backend stub links the system libpython3.11.so.1.0.
+ldconfig -p 2>/dev/null | grep -q 'libpython3\.11\.so\.1\.0' || need+=(libpython3.11)
+command -v "$python" >/dev/null 2>&1 || need+=(python3.11)
+if command -v "$python" >/dev/null 2>&1 && ! "$python" -c 'import ensurepip, venv' >/dev/null 2>&1; then
+  need+=(python3.11-venv)
+fi
+if [[ $profile == test ]]; then
+  command -v ffmpeg >/dev/null 2>&1 || need+=(ffmpeg)
+  command -v espeak-ng >/dev/null 2>&1 || need+=(espeak-ng)
+  command -v flite >/dev/null 2>&1 || need+=(flite)
+  command -v npm >/dev/null 2>&1 || need+=(npm)
+fi
+((${#need[@]})) || exit 0
+
+echo "Installing system packages: ${need[*]}"
+sudo=()
+if [[ $(id -u) != 0 ]]; then
+  command -v sudo >/dev/null 2>&1 || { echo "Run as root or install: ${need[*]}" >&2; exit 1; }
+  sudo=(sudo)
+fi
+export DEBIAN_FRONTEND=noninteractive
+"${sudo[@]}" apt-get update -qq
+"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null

@@ -1,0 +1,112 @@
+"""Shared fixtures: real `make serve` processes (Triton + frontend) on free ports."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Served:
+    """One `python -m frontend.serve` process: the frontend and its supervised tritonserver."""
+
+    process: subprocess.Popen[bytes]
+    http_port: int
+    grpc_port: int
+    log_path: Path
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def triton_pids(self) -> list[int]:
+        out = subprocess.run(["pgrep", "-f", f"tritonserver.*--grpc-port={self.grpc_port}"],
+                             capture_output=True, text=True)
+        return [int(p) for p in out.stdout.split()]
+
+    def wait_ready(self, timeout: float = 300) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"serve exited with {self.process.returncode}:\n{self.log()[-5000:]}")
+            try:
+                if httpx.get(f"{self.base_url}/health/ready", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        raise RuntimeError(f"serve was not ready within {timeout} s:\n{self.log()[-5000:]}")
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)  # what Ctrl-C does
+            try:
+                self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+def start_served(tmp: Path, model: str, **env: str) -> Served:
+    http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
+    log_path = tmp / f"serve-{http_port}.log"
+    environment = {
+        **os.environ,
+        "WHISPER_MODEL": model,
+        "FRONTEND_PORT": str(http_port),
+        "TRITON_GRPC_PORT": str(grpc_port),
+        "TRITON_METRICS_PORT": str(metrics_port),
+        **env,
+    }
+    with log_path.open("wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", "frontend.serve"], cwd=REPO, env=environment,
+                                   stdout=log, stderr=subprocess.STDOUT)
+    served = Served(process, http_port, grpc_port, log_path)
+    try:
+        served.wait_ready()
+    except BaseException:
+        served.stop()
+        raise
+    return served
+
+
+@pytest.fixture(scope="session")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """The English tiny.en model: fast, for most end-to-end tests."""
+    instance = start_served(tmp_path_factory.mktemp("serve-tiny"), "tiny.en")
+    yield instance
+    instance.stop()
+
+
+@pytest.fixture(scope="session")
+def served_base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """The multilingual base model (the `make serve` default): translation, language detection."""
+    instance = start_served(tmp_path_factory.mktemp("serve-base"), "base")
+    yield instance
+    instance.stop()

@@ -1,0 +1,61 @@
+"""Long recordings come back complete with correct timestamps; every container decodes by content."""
+
+from __future__ import annotations
+
+import openai
+import pytest
+
+from tests.assets import FORMATS, JFK_TEXT, encoded, long_recording_mp3, long_recording
+from tests.conftest import Served
+from tests.text import normalize, wer, words
+
+
+@pytest.fixture(scope="module")
+def sdk(served: Served) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{served.base_url}/v1", api_key="unused", max_retries=0, timeout=900)
+
+
+@pytest.mark.parametrize("name", sorted(FORMATS))
+def test_every_container_is_sniffed_not_named(sdk: openai.OpenAI, name: str) -> None:
+    path = encoded(name)
+    # A lying name and a generic type, as Open WebUI and the SDK's BytesIO uploads send.
+    result = sdk.audio.transcriptions.create(
+        model="whisper-1", file=("recording.wav", path.read_bytes(), "application/octet-stream")
+    )
+    assert wer(JFK_TEXT, result.text) < 0.25, (name, result.text)
+
+
+def test_ten_minute_recording_is_complete_with_monotonic_correct_timestamps(sdk: openai.OpenAI) -> None:
+    recording = long_recording(10.0)
+    with long_recording_mp3(10.0).open("rb") as audio:
+        result = sdk.audio.transcriptions.create(
+            model="whisper-1", file=audio, response_format="verbose_json", timestamp_granularities=["segment"]
+        )
+    assert result.duration == pytest.approx(recording.duration, abs=0.5)
+    # Complete: nothing lost or duplicated at window borders (tiny.en on synthetic voices: modest WER).
+    error = wer(recording.text, result.text)
+    assert error < 0.2, error
+    assert len(words(result.text)) == pytest.approx(len(words(recording.text)), rel=0.1)
+    segments = result.segments or []
+    assert [s.id for s in segments] == list(range(len(segments)))
+    for before, after in zip(segments, segments[1:], strict=False):
+        assert before.start <= before.end <= after.start + 0.01, (before, after)
+    assert segments[-1].end <= recording.duration + 0.5
+    # Correct: each piece's words are found in segments that overlap the piece's true time span.
+    missed = []
+    for piece in recording.pieces:
+        near = " ".join(s.text for s in segments if s.end > piece.start - 1.0 and s.start < piece.end + 1.0)
+        piece_words = words(piece.text)
+        found = sum(1 for w in piece_words if w in set(words(near)))
+        if found < 0.6 * len(piece_words):
+            missed.append((piece, near))
+    assert len(missed) <= len(recording.pieces) // 20, missed[:3]
+
+
+def test_long_recording_segments_stream_in_order(sdk: openai.OpenAI) -> None:
+    recording = long_recording(2.0)
+    with recording.path.open("rb") as audio:
+        events = list(sdk.audio.transcriptions.create(model="whisper-1", file=audio, stream=True))
+    deltas = "".join(e.delta for e in events if e.type == "transcript.text.delta")
+    assert normalize(deltas) == normalize(events[-1].text)
+    assert wer(recording.text, deltas) < 0.2

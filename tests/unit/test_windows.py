@@ -1,0 +1,189 @@
+"""Window planning: VAD spans, packing into <= 30 s windows, fixed windows."""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from whisper_triton.audio import SAMPLE_RATE, decode_audio
+from whisper_triton.windows import (
+    WINDOW_SAMPLES,
+    Window,
+    fixed_windows,
+    pack_windows,
+    plan_windows,
+    speech_spans,
+)
+
+SENTENCES = (
+    "And so my fellow Americans, ask not what your country can do for you.",
+    "The quick brown fox jumps over the lazy dog near the river bank.",
+    "Please remember to buy milk, bread and eggs on your way home tonight.",
+)
+
+
+def seconds(value: float) -> int:
+    return int(value * SAMPLE_RATE)
+
+
+def coverage(windows: list[Window], num_samples: int) -> np.ndarray:
+    """How many windows hold each sample."""
+    counts = np.zeros(num_samples, dtype=np.int64)
+    for window in windows:
+        counts[window.start : window.end] += 1
+    return counts
+
+
+def span_mask(spans: list[Window], num_samples: int) -> np.ndarray:
+    mask = np.zeros(num_samples, dtype=bool)
+    for span in spans:
+        mask[span.start : span.end] = True
+    return mask
+
+
+def test_window_offset_and_duration() -> None:
+    window = Window(seconds(1.5), seconds(4))
+    assert window.offset == 1.5
+    assert window.duration == 2.5
+
+
+def test_pack_merges_consecutive_spans_while_the_window_fits() -> None:
+    spans = [Window(0, seconds(5)), Window(seconds(6), seconds(10)), Window(seconds(29), seconds(35))]
+    assert pack_windows(spans) == [Window(0, seconds(10)), Window(seconds(29), seconds(35))]
+
+
+def test_pack_accepts_a_window_of_exactly_the_maximum() -> None:
+    spans = [Window(0, seconds(10)), Window(seconds(20), seconds(30)), Window(seconds(30), seconds(31))]
+    assert pack_windows(spans) == [Window(0, seconds(30)), Window(seconds(30), seconds(31))]
+
+
+def test_pack_splits_a_span_longer_than_a_window() -> None:
+    spans = [Window(seconds(2), seconds(72)), Window(seconds(75), seconds(80))]
+    assert pack_windows(spans) == [
+        Window(seconds(2), seconds(32)),
+        Window(seconds(32), seconds(62)),
+        # The tail of the long span and the next span fit one window together.
+        Window(seconds(62), seconds(80)),
+    ]
+
+
+def test_pack_of_no_spans_is_empty() -> None:
+    assert pack_windows([]) == []
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_pack_covers_every_span_sample_once_in_order(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    max_samples = 100
+    spans: list[Window] = []
+    position = int(rng.integers(0, 20))
+    for _ in range(int(rng.integers(1, 30))):
+        length = int(rng.integers(1, 260))  # some spans are longer than two windows
+        spans.append(Window(position, position + length))
+        position += length + int(rng.integers(0, 60))
+
+    windows = pack_windows(spans, max_samples)
+
+    assert all(0 < w.end - w.start <= max_samples for w in windows)
+    assert all(a.end <= b.start for a, b in itertools.pairwise(windows))
+    counts = coverage(windows, position)
+    speech = span_mask(spans, position)
+    assert np.all(counts[speech] == 1)
+    # Windows start and end on speech: no window is made of silence at its edges.
+    assert all(speech[w.start] and speech[w.end - 1] for w in windows)
+    # Greedy: no two neighbouring windows could have been one.
+    assert all(b.end - a.start > max_samples for a, b in itertools.pairwise(windows))
+
+
+def test_fixed_windows_cover_the_audio() -> None:
+    assert fixed_windows(seconds(70)) == [
+        Window(0, seconds(30)),
+        Window(seconds(30), seconds(60)),
+        Window(seconds(60), seconds(70)),
+    ]
+    assert fixed_windows(seconds(60)) == [Window(0, seconds(30)), Window(seconds(30), seconds(60))]
+    assert fixed_windows(5) == [Window(0, 5)]
+    assert fixed_windows(0) == []
+
+
+def test_plan_of_empty_audio_is_empty() -> None:
+    assert plan_windows(np.zeros(0, dtype=np.float32)) == []
+
+
+@pytest.mark.parametrize("length", [1, seconds(10), WINDOW_SAMPLES])
+def test_plan_keeps_short_audio_in_one_window(length: int) -> None:
+    # Silence too: a short clip is left to Whisper's own no-speech detection.
+    assert plan_windows(np.zeros(length, dtype=np.float32)) == [Window(0, length)]
+
+
+def test_plan_without_vad_uses_fixed_windows() -> None:
+    samples = np.zeros(seconds(70), dtype=np.float32)
+    assert plan_windows(samples, use_vad=False) == fixed_windows(seconds(70))
+
+
+def test_plan_of_long_silence_with_vad_is_empty() -> None:
+    assert plan_windows(np.zeros(seconds(40), dtype=np.float32)) == []
+
+
+def espeak(text: str, directory: Path) -> np.ndarray:
+    """Synthetic speech from espeak-ng, decoded to 16 kHz mono like a request's audio."""
+    path = directory / "speech.wav"
+    subprocess.run(["espeak-ng", "-w", str(path), text], check=True, capture_output=True)
+    return decode_audio(path.read_bytes()).samples
+
+
+@pytest.fixture(scope="module")
+def spoken(tmp_path_factory: pytest.TempPathFactory) -> tuple[np.ndarray, list[Window]]:
+    """Three sentences separated by 12 s of silence (37 s in all), and where each sentence is."""
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed")
+    directory = tmp_path_factory.mktemp("espeak")
+    pieces = [np.zeros(seconds(2), dtype=np.float32)]
+    sentences: list[Window] = []
+    position = seconds(2)
+    for i, text in enumerate(SENTENCES):
+        speech = espeak(text, directory)
+        loud = np.nonzero(np.abs(speech) > 1e-3)[0]
+        sentences.append(Window(position + int(loud[0]), position + int(loud[-1]) + 1))
+        pieces.append(speech)
+        position += len(speech)
+        gap = seconds(12 if i < len(SENTENCES) - 1 else 2)
+        pieces.append(np.zeros(gap, dtype=np.float32))
+        position += gap
+    return np.concatenate(pieces), sentences
+
+
+def test_speech_spans_fall_on_speech_not_on_silence(spoken: tuple[np.ndarray, list[Window]]) -> None:
+    samples, sentences = spoken
+    spans = speech_spans(samples)
+
+    assert spans, "VAD found no speech"
+    pad = seconds(0.5)  # Silero's padding (200 ms) plus its 32 ms frames
+    for span in spans:
+        assert any(s.start - pad <= span.start and span.end <= s.end + pad for s in sentences), span
+    for sentence in sentences:
+        inside = [s for s in spans if s.start < sentence.end and sentence.start < s.end]
+        assert inside, f"no span on the sentence at {sentence.offset:.1f} s"
+        # The spans cover (nearly) the whole sentence.
+        covered = span_mask(inside, len(samples))[sentence.start : sentence.end].mean()
+        assert covered > 0.9
+    assert all(s.end - s.start <= WINDOW_SAMPLES for s in spans)
+
+
+def test_plan_of_long_speech_cuts_only_in_silence(spoken: tuple[np.ndarray, list[Window]]) -> None:
+    samples, sentences = spoken
+    assert len(samples) > WINDOW_SAMPLES
+    windows = plan_windows(samples)
+
+    assert len(windows) == 2
+    assert all(w.end - w.start <= WINDOW_SAMPLES for w in windows)
+    for sentence in sentences:
+        # Every sentence lies inside exactly one window: no word is split between windows.
+        holders = [w for w in windows if w.start <= sentence.start and sentence.end <= w.end]
+        assert len(holders) == 1, sentence
+    assert np.max(coverage(windows, len(samples))) == 1
