@@ -95,6 +95,11 @@ def decode_windows(
     return results
 
 
+def _subset(engine: WhisperEngine, encoded: Any, indices: list[int], total: int) -> Any:
+    """The encoded state of `indices`, in that order (the whole batch only when it is in order)."""
+    return encoded if indices == list(range(total)) else engine.take(encoded, indices)
+
+
 def _languages(engine: WhisperEngine, encoded: Any, jobs: list[WindowJob]) -> list[tuple[str, float]]:
     languages: list[tuple[str, float]] = [
         (job.options.language or "en", 1.0) for job in jobs
@@ -103,7 +108,7 @@ def _languages(engine: WhisperEngine, encoded: Any, jobs: list[WindowJob]) -> li
         return [("en", 1.0)] * len(jobs)
     unknown = [i for i, job in enumerate(jobs) if job.options.language is None]
     if unknown:
-        subset = encoded if len(unknown) == len(jobs) else engine.take(encoded, unknown)
+        subset = _subset(engine, encoded, unknown, len(jobs))
         for i, ranking in zip(unknown, engine.detect_language(subset), strict=True):
             languages[i] = ranking[0]
     return languages
@@ -134,7 +139,7 @@ def _decode_with_fallback(
             by_temperature[jobs[i].options.temperatures[step]].append(i)
         pending = []
         for temperature, indices in sorted(by_temperature.items()):
-            subset = encoded if len(indices) == len(jobs) else engine.take(encoded, indices)
+            subset = _subset(engine, encoded, indices, len(jobs))
             beam = max(jobs[i].options.beam_size for i in indices)
             generations = engine.generate(
                 subset,
@@ -256,7 +261,7 @@ def _add_words(
         if job.options.word_timestamps and result.segments:
             groups[(result.language, job.options.task)].append(i)
     for (language, task), indices in groups.items():
-        subset = encoded if len(indices) == len(jobs) else engine.take(encoded, indices)
+        subset = _subset(engine, encoded, indices, len(jobs))
         text_tokens = [
             [t for s in results[i].segments for t in s.tokens if t < tokenizer.eot] for i in indices
         ]

@@ -53,7 +53,7 @@ class EngineError(ServiceError):
     code = "engine_error"
 
 
-_WIRE = re.compile(r"^\[(?P<code>[a-z_]+)(?:\((?P<param>[^)]*)\))?\] (?P<message>.*)$", re.S)
+_WIRE = re.compile(r"\[(?P<code>[a-z_]+)(?:\((?P<param>[^)]*)\))?\] (?P<message>.*)$", re.S)
 _BY_CODE: dict[str, type[ServiceError]] = {
     cls.code: cls for cls in (InvalidRequestError, InvalidAudioError, AudioTooShortError, EngineError)
 }
@@ -61,8 +61,7 @@ _BY_CODE: dict[str, type[ServiceError]] = {
 
 def from_wire(text: str) -> ServiceError:
     """Rebuilds the error sent by `ServiceError.to_wire`, tolerating prefixes added by Triton."""
-    start = text.find("[")
-    match = _WIRE.match(text[start:]) if start >= 0 else None
+    match = _WIRE.search(text)
     if not match:
         return ServiceError(text)
     cls = _BY_CODE.get(match["code"], ServiceError)

@@ -177,11 +177,11 @@ def _convert(checkpoint: Path, cache: Path) -> Path:
     target = cache / "converted" / f"{checkpoint.name}-{key.hexdigest()[:16]}"
     if (target / "model.bin").is_file():
         return target
-    from ctranslate2.converters import TransformersConverter
-
     copy = [f for f in _SUPPORT_FILES if (checkpoint / f).is_file()]
     if "tokenizer.json" not in copy:
         raise ModelError(f"{checkpoint} has no tokenizer.json; Whisper needs it.")
+    from ctranslate2.converters import TransformersConverter
+
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".converting-"))
     try:

@@ -6,7 +6,6 @@ import itertools
 import re
 import zlib
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -420,11 +419,6 @@ def test_words_are_aligned_per_language(multilingual: WhisperTokenizer) -> None:
     assert [[w.word for w in r.segments[0].words] for r in results] == [[" Hello."], [" Bonjour."]]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a fallback step whose batch holds every job, out of order, pairs prompts with "
-    "the wrong encoder outputs (`len(indices) == len(jobs)` skips engine.take)",
-)
 def test_fallback_keeps_prompts_with_their_windows_whatever_the_order(english: WhisperTokenizer) -> None:
     replies = {
         0: {0.5: repetitive(english), 0.2: speech(english, " Zero.")},
@@ -440,11 +434,9 @@ def test_fallback_keeps_prompts_with_their_windows_whatever_the_order(english: W
 
 
 def jfk_samples() -> np.ndarray:
-    assets = pytest.importorskip("tests.assets", reason="tests/assets.py (the JFK clip) is missing")
-    data = assets.jfk_wav()
-    if isinstance(data, str | Path):
-        data = Path(data).read_bytes()
-    return decode_audio(data).samples
+    from tests.assets import jfk_wav
+
+    return decode_audio(jfk_wav().read_bytes()).samples
 
 
 def normalized(text: str) -> str:

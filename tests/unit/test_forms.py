@@ -1,0 +1,88 @@
+"""Form field parsing: the SDKs' encodings of lists, objects and booleans, and validation."""
+
+from __future__ import annotations
+
+import pytest
+
+from frontend.errors import APIError
+from frontend.forms import FormReader, UploadedFile, parse_audio_form
+
+FILE = {"file": UploadedFile("a.wav", "audio/wav", b"RIFF")}
+
+
+def form(**fields: str | list[str]) -> dict[str, list[str]]:
+    return {k: v if isinstance(v, list) else [v] for k, v in fields.items()}
+
+
+def test_defaults() -> None:
+    parsed = parse_audio_form(form(model="whisper-1"), FILE, "transcribe")
+    assert (parsed.response_format, parsed.temperature, parsed.stream) == ("json", 0.0, False)
+    assert parsed.timestamp_granularities == ("segment",)
+    assert parsed.language is None and parsed.prompt is None and not parsed.word_timestamps
+
+
+def test_bracketed_and_plain_arrays() -> None:
+    fields = {"model": ["m"], "response_format": ["verbose_json"], "timestamp_granularities[]": ["word", "segment"]}
+    assert parse_audio_form(fields, FILE, "transcribe").word_timestamps
+    for value in ('["word"]', "word,segment", "word"):
+        assert FormReader({"timestamp_granularities": [value]}).array("timestamp_granularities")[0] == "word"
+
+
+def test_word_timestamps_need_verbose_json() -> None:
+    parsed = parse_audio_form(form(model="m", **{"timestamp_granularities[]": "word"}), FILE, "transcribe")
+    assert not parsed.word_timestamps
+
+
+@pytest.mark.parametrize(("raw", "value"), [("true", True), ("False", False), ("1", True), ("", False)])
+def test_booleans(raw: str, value: bool) -> None:
+    assert FormReader({"stream": [raw]}).boolean("stream") is value
+
+
+def test_chunking_strategy_forms() -> None:
+    for fields in (form(model="m", chunking_strategy="auto"),
+                   form(model="m", chunking_strategy='{"type": "server_vad", "threshold": 0.5}'),
+                   form(model="m", **{"chunking_strategy[type]": "server_vad", "chunking_strategy[threshold]": "0.5"})):
+        parse_audio_form(fields, FILE, "transcribe")
+    with pytest.raises(APIError) as info:
+        parse_audio_form(form(model="m", **{"chunking_strategy[type]": "fixed"}), FILE, "transcribe")
+    assert info.value.param == "chunking_strategy"
+
+
+def test_conflicting_duplicates_are_rejected_identical_ones_not() -> None:
+    assert FormReader({"model": ["a", "a"]}).scalar("model") == "a"
+    with pytest.raises(APIError):
+        FormReader({"model": ["a", "b"]}).scalar("model")
+
+
+def test_keywords_join_the_prompt_and_single_languages_entry_is_the_language() -> None:
+    parsed = parse_audio_form(form(model="m", prompt="Meeting notes.", **{"keywords[]": ["Triton", "CTranslate2"],
+                                                                          "languages[]": "de"}),
+                              FILE, "transcribe")
+    assert parsed.prompt == "Meeting notes. Triton, CTranslate2."
+    assert parsed.language == "de"
+
+
+def test_translation_ignores_language_and_refuses_diarized_json() -> None:
+    assert parse_audio_form(form(model="m", language="fr"), FILE, "translate").language is None
+    with pytest.raises(APIError) as info:
+        parse_audio_form(form(model="m", response_format="diarized_json"), FILE, "translate")
+    assert info.value.param == "response_format" and info.value.status == 400
+
+
+@pytest.mark.parametrize(("fields", "param"), [
+    (form(response_format="json"), "model"),
+    (form(model="m", temperature="nan"), "temperature"),
+    (form(model="m", temperature="-0.1"), "temperature"),
+    (form(model="m", response_format="diarized_json"), "response_format"),
+    (form(model="m", **{"include[]": "everything"}), "include"),
+])
+def test_invalid_fields(fields: dict[str, list[str]], param: str) -> None:
+    with pytest.raises(APIError) as info:
+        parse_audio_form(fields, FILE, "transcribe")
+    assert info.value.param == param and info.value.status == 400
+
+
+def test_missing_file() -> None:
+    with pytest.raises(APIError) as info:
+        parse_audio_form(form(model="m"), {}, "transcribe")
+    assert info.value.param == "file"
