@@ -12,6 +12,7 @@ from litestar import Controller, Request, Response, get, post
 from litestar.connection import ASGIConnection
 from litestar.handlers import BaseRouteHandler
 from litestar.openapi import ResponseSpec
+from litestar.params import FromPath
 from litestar.openapi.spec import OpenAPIMediaType, Operation, Reference, RequestBody, Schema
 from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
 from litestar.response import Stream
@@ -189,7 +190,7 @@ class ModelsController(Controller):
         return ModelList(data=[Model(id=i, created=svc.started, owned_by="whisper-triton") for i in ids])
 
     @get("/{model_id:str}", operation_id="retrieveModel", responses={404: _ERRORS[404]})
-    async def retrieve_model(self, request: Request[Any, Any, Any], model_id: str) -> Model:
+    async def retrieve_model(self, request: Request[Any, Any, Any], model_id: FromPath[str]) -> Model:
         svc = services(request)
         if svc.settings.resolve_model(model_id) is None:
             raise model_not_found(model_id)

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+import av
 import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -58,7 +59,7 @@ def _digest(*parts: object) -> str:
     return hashlib.sha1(repr(parts).encode()).hexdigest()[:8]
 
 
-def _cached(name: str, make: Callable[[Path], None]) -> Path:
+def _cached(name: str, make: Callable[[Path], object]) -> Path:
     """Returns assets_dir()/name, calling make(tmp) and renaming tmp into place when it is missing.
 
     The temporary file keeps the final suffix, so ffmpeg picks the right muxer from it.
@@ -175,10 +176,9 @@ def _ffmpeg_has_encoder(codec: str) -> bool:
 
 def _encode_with_pyav(src: Path, dest: Path, codec: str, rate: int, bit_rate: int) -> None:
     """Mono audio-only encoding through PyAV's own FFmpeg build (used for AMR-NB)."""
-    import av
-
     with av.open(str(src)) as inp, av.open(str(dest), "w", format=dest.suffix.lstrip(".")) as out:
         stream = out.add_stream(codec, rate=rate, layout="mono")
+        assert isinstance(stream, av.AudioStream)
         stream.bit_rate = bit_rate
         resampler = av.AudioResampler(format=stream.format, layout="mono", rate=rate)
         fifo = av.AudioFifo()
@@ -203,14 +203,16 @@ def video_without_audio() -> Path:
 # --------------------------------------------------------------------------------------------------
 # Other languages (espeak-ng)
 
-# Sentences the multilingual Whisper `base` model (CTranslate2, int8 and float32 on CPU, greedy and
-# beam 5) detects as the right language and translates to English containing the keywords below
-# (checked case-insensitively). Measured translations:
-#   es: "Good morning. I like the music and the coffee."   (detected es, p≈0.88)
-#   fr: "for you. I love the music and the coffee."        (detected fr, p≈0.84)
-#   de: "I drink coffee and I drink music."                (detected de, p≈0.99)
-# The espeak voices are robotic: longer or less common sentences were detected as English or
-# translated into nonsense, so these stay short and use words Whisper recognises easily.
+# Sentences that the multilingual Whisper `base` model (CTranslate2 on CPU; int8 and float32, greedy and
+# beam 5, audio passed through whisper_triton.audio.decode_audio) detects as the right language and
+# translates (task="translate") into English that always contains the keywords below (compare
+# case-insensitively). Measured translations:
+#   es (detected es, p≈0.88): "Good morning/news/evening. I like (love) the music and the coffee."
+#   fr (detected fr, p≈0.80-0.84): "For you. I love (like) the music and the coffee."
+#   de (detected de, p≈0.99): "I drink coffee and I drink (play) music."
+# Only the keywords are stable; the rest of the wording changes with compute type and beam size.
+# espeak-ng voices are robotic: longer sentences, or the default speed, were often detected as
+# English or translated into nonsense, so these stay short, slow and made of very common words.
 MULTILINGUAL: dict[str, tuple[str, list[str]]] = {
     "es": ("Buenos días. Me gusta mucho la música y el café.", ["music", "coffee"]),
     "fr": ("Bonjour. J'aime beaucoup la musique et le café.", ["music", "coffee"]),

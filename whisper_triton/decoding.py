@@ -22,6 +22,7 @@ from whisper_triton.words import Word, align_words, assign_words
 MAX_LENGTH = 448
 MAX_PROMPT_TOKENS = MAX_LENGTH // 2 - 1
 FRAMES_PER_SECOND = 100  # log-mel frames (hop of 10 ms)
+MIN_RESUME_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,9 @@ class WindowResult:
     language: str
     language_probability: float
     segments: list[Segment]
+    # Seconds into the window where decoding stopped with speech left (Whisper opened a segment it
+    # would continue in the next 30 s): the caller decodes the rest of the window from here.
+    resume_at: float | None = None
 
 
 @dataclass
@@ -90,7 +94,8 @@ def decode_windows(
     results = []
     for job, (language, probability), attempt in zip(jobs, languages, attempts, strict=True):
         segments = _segments(tokenizer, job, attempt)
-        results.append(WindowResult(language, probability, segments))
+        resume_at = None if not segments else unfinished_from(tokenizer, attempt.generation.tokens, job.num_frames)
+        results.append(WindowResult(language, probability, segments, resume_at))
     _add_words(engine, tokenizer, encoded, jobs, results)
     return results
 
@@ -247,6 +252,22 @@ def split_timestamps(
         first = start if start is not None else last_time
         pieces.append((first, max(first, duration), current))
     return pieces
+
+
+def unfinished_from(tokenizer: WhisperTokenizer, tokens: list[int], num_frames: int) -> float | None:
+    """Where an unfinished last segment starts, as OpenAI's Whisper seeks: None when complete.
+
+    Output ending in two timestamps closes a segment and opens one that got no text; when that is
+    well before the end of the audio, the speech after it was not transcribed.
+    """
+    begin = tokenizer.timestamp_begin
+    tokens = [t for t in tokens if t != tokenizer.eot]
+    if len(tokens) < 2 or tokens[-1] < begin or tokens[-2] < begin:
+        return None
+    closed_at = (tokens[-2] - begin) * 0.02
+    if num_frames / FRAMES_PER_SECOND - closed_at < MIN_RESUME_SECONDS:
+        return None
+    return round(closed_at, 3)
 
 
 def _add_words(

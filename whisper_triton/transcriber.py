@@ -25,6 +25,7 @@ from whisper_triton.windows import Window, plan_windows
 
 DecodeFn = Callable[[WindowJob], Awaitable[WindowResult]]
 MIN_SECONDS = 0.1
+MAX_RESUMES = 4  # each resume starts later in the window, so this only bounds pathological output
 TASKS = ("transcribe", "translate")
 
 
@@ -57,14 +58,21 @@ def validate(request: TranscribeRequest, model: ModelInfo) -> DecodeOptions:
     """Checks a request against the model and turns it into decoding options."""
     if request.task not in TASKS:
         raise InvalidRequestError(f"task must be one of {', '.join(TASKS)}.", param="task")
-    language = normalize_language(request.language, model.num_languages if model.multilingual else 1)
+    language = normalize_language(request.language)
     if not model.multilingual:
         if request.task == "translate":
             raise InvalidRequestError(
                 "This model is English-only and cannot translate; serve a multilingual model.",
                 param="model",
             )
+        if language not in (None, "en"):
+            raise InvalidRequestError(
+                f"This model is English-only and cannot transcribe language '{request.language}'.",
+                param="language",
+            )
         language = "en"
+    elif language is not None:
+        language = normalize_language(language, model.num_languages)
     return DecodeOptions(
         task=request.task,
         language=language,
@@ -126,21 +134,32 @@ class Transcriber:
             return
         gate = asyncio.Semaphore(self.settings.max_windows_in_flight)
 
-        async def run(window: Window, window_options: DecodeOptions) -> WindowResult:
-            async with gate:
-                chunk = samples[window.start : window.end]
-                features, frames = await self._run_blocking(window_features, chunk, self.model.n_mels)
-                return await self._decode(WindowJob(features, frames, window_options))
+        async def run(window: Window, window_options: DecodeOptions) -> list[tuple[Window, WindowResult]]:
+            """The window's result, then those of its remainder while Whisper stops early."""
+            results = []
+            for _ in range(MAX_RESUMES + 1):
+                async with gate:
+                    chunk = samples[window.start : window.end]
+                    features, frames = await self._run_blocking(window_features, chunk, self.model.n_mels)
+                    result = await self._decode(WindowJob(features, frames, window_options))
+                results.append((window, result))
+                if result.resume_at is None:
+                    break
+                window = Window(window.start + int(result.resume_at * SAMPLE_RATE), window.end)
+                window_options = replace(window_options, language=result.language)
+            return results
 
         first = await run(windows[0], options)
-        yield windows[0], first
+        for item in first:
+            yield item
         if options.language is None and self.model.multilingual:
             # One language per request, detected on the first window, as OpenAI's Whisper does.
-            options = replace(options, language=first.language)
+            options = replace(options, language=first[0][1].language)
         tasks = [asyncio.ensure_future(run(w, options)) for w in windows[1:]]
         try:
-            for window, task in zip(windows[1:], tasks, strict=True):
-                yield window, await task
+            for task in tasks:
+                for item in await task:
+                    yield item
         finally:
             for task in tasks:
                 task.cancel()

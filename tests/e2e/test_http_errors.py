@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -11,12 +15,12 @@ import httpx
 import numpy as np
 import openai
 import pytest
-from litestar.testing import AsyncTestClient
+import uvicorn
 
 from frontend.app import create_app
 from frontend.settings import FrontendSettings
 from tests.assets import jfk_wav, long_recording
-from tests.conftest import Served
+from tests.conftest import Served, free_port
 
 
 def _wav(seconds: float) -> bytes:
@@ -147,7 +151,8 @@ def test_server_survives_bad_input_and_serves_good_requests(sdk: openai.OpenAI) 
     for _ in range(3):
         with pytest.raises(openai.BadRequestError):
             sdk.audio.transcriptions.create(model="whisper-1", file=("x.mp3", b"\xff\xfb" + bytes(3000)))
-    assert "fellow americans" in sdk.audio.transcriptions.create(model="whisper-1", file=jfk_wav().open("rb")).text.lower()
+    result = sdk.audio.transcriptions.create(model="whisper-1", file=jfk_wav().open("rb"))
+    assert "fellow americans" in result.text.lower()
 
 
 def test_open_webui_style_chunked_upload(http: httpx.Client) -> None:
@@ -172,43 +177,55 @@ def test_open_webui_style_chunked_upload(http: httpx.Client) -> None:
     assert "your country" in response.json()["text"].lower()
 
 
-def _app_client(served: Served, **settings: Any) -> AsyncTestClient[Any]:
-    app = create_app(FrontendSettings(triton_url=served.grpc_url, model_name="tiny.en", **settings))
-    return AsyncTestClient(app, timeout=300)
+@contextmanager
+def frontend(served: Served, **settings: Any) -> Iterator[str]:
+    """A second frontend with its own settings, in this process, on the served Triton."""
+    port = free_port()
+    app = create_app(FrontendSettings(triton_url=served.grpc_url, model_name="tiny.en", port=port, **settings))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
 
 
-async def test_api_key_is_enforced_when_configured(served: Served) -> None:
-    async with _app_client(served, api_keys=["sk-right"]) as client:
-        base = str(client.base_url) + "/v1"
-        wrong = openai.AsyncOpenAI(base_url=base, api_key="sk-wrong", http_client=client, max_retries=0)
+def test_api_key_is_enforced_when_configured(served: Served) -> None:
+    with frontend(served, api_keys=["sk-right", "sk-other"]) as base_url:
+        wrong = openai.OpenAI(base_url=f"{base_url}/v1", api_key="sk-wrong", max_retries=0)
         with pytest.raises(openai.AuthenticationError) as info:
-            await wrong.audio.transcriptions.create(model="whisper-1", file=jfk_wav().open("rb"))
+            wrong.audio.transcriptions.create(model="whisper-1", file=jfk_wav().open("rb"))
         assert info.value.code == "invalid_api_key"
         with pytest.raises(openai.AuthenticationError):
-            await wrong.models.list()
-        assert_openai_error(await client.get("/v1/models"), 401)
-        right = openai.AsyncOpenAI(base_url=base, api_key="sk-right", http_client=client, max_retries=0)
-        result = await right.audio.transcriptions.create(model="whisper-1", file=jfk_wav().open("rb"))
+            wrong.models.list()
+        assert_openai_error(httpx.get(f"{base_url}/v1/models"), 401)
+        right = openai.OpenAI(base_url=f"{base_url}/v1", api_key="sk-other", max_retries=0)
+        result = right.audio.transcriptions.create(model="whisper-1", file=jfk_wav().open("rb"))
         assert "fellow americans" in result.text.lower()
-        assert (await client.get("/health/live")).status_code == 200  # probes need no key
+        assert httpx.get(f"{base_url}/health/live").status_code == 200  # probes need no key
 
 
 async def test_overload_is_503_with_retry_after(served: Served) -> None:
     long_audio = long_recording(1.0).path.read_bytes()
-    async with _app_client(served, max_concurrent_requests=1, retry_after_s=7) as client:
+    with frontend(served, max_concurrent_requests=1, retry_after_s=7) as base_url:
+        async with httpx.AsyncClient(base_url=base_url, timeout=300) as client:
 
-        async def post(audio: bytes) -> httpx.Response:
-            return await client.post("/v1/audio/transcriptions", data={"model": "whisper-1"},
-                                     files={"file": ("a.wav", audio)})
+            async def post(audio: bytes) -> httpx.Response:
+                return await client.post("/v1/audio/transcriptions", data={"model": "whisper-1"},
+                                         files={"file": ("a.wav", audio)})
 
-        slow = asyncio.ensure_future(post(long_audio))
-        await asyncio.sleep(0.5)
-        refused = await post(jfk_wav().read_bytes())
-        error = assert_openai_error(refused, 503)
-        assert error["type"] == "server_error"
-        assert refused.headers["retry-after"] == "7"
-        assert (await slow).status_code == 200
-        assert (await post(jfk_wav().read_bytes())).status_code == 200  # the slot is free again
+            slow = asyncio.ensure_future(post(long_audio))
+            await asyncio.sleep(1.0)
+            refused = await post(jfk_wav().read_bytes())
+            error = assert_openai_error(refused, 503)
+            assert error["type"] == "server_error"
+            assert refused.headers["retry-after"] == "7"
+            assert (await slow).status_code == 200
+            assert (await post(jfk_wav().read_bytes())).status_code == 200  # the slot is free again
 
 
 def test_sdk_exception_message_is_readable(sdk: openai.OpenAI, tmp_path: Path) -> None:

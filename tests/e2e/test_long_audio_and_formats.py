@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
+
 import openai
 import pytest
 
-from tests.assets import FORMATS, JFK_TEXT, encoded, long_recording_mp3, long_recording
+from tests.assets import FORMATS, JFK_TEXT, encoded, long_recording, long_recording_mp3
 from tests.conftest import Served
 from tests.text import normalize, wer, words
 
@@ -27,7 +29,7 @@ def test_every_container_is_sniffed_not_named(sdk: openai.OpenAI, name: str) -> 
 
 def test_ten_minute_recording_is_complete_with_monotonic_correct_timestamps(sdk: openai.OpenAI) -> None:
     recording = long_recording(10.0)
-    with long_recording_mp3(10.0).open("rb") as audio:
+    with long_recording_mp3(10.0).path.open("rb") as audio:
         result = sdk.audio.transcriptions.create(
             model="whisper-1", file=audio, response_format="verbose_json", timestamp_granularities=["segment"]
         )
@@ -38,7 +40,7 @@ def test_ten_minute_recording_is_complete_with_monotonic_correct_timestamps(sdk:
     assert len(words(result.text)) == pytest.approx(len(words(recording.text)), rel=0.1)
     segments = result.segments or []
     assert [s.id for s in segments] == list(range(len(segments)))
-    for before, after in zip(segments, segments[1:], strict=False):
+    for before, after in itertools.pairwise(segments):
         assert before.start <= before.end <= after.start + 0.01, (before, after)
     assert segments[-1].end <= recording.duration + 0.5
     # Correct: each piece's words are found in segments that overlap the piece's true time span.

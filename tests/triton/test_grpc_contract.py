@@ -113,7 +113,8 @@ def test_engine_model_contract(url: str) -> None:
     inputs[1].set_data_from_numpy(np.array([[frames]], dtype=np.int32))
     inputs[2].set_data_from_numpy(np.array([[contract.encode(DecodeOptions(word_timestamps=True))]], dtype=object))
     client = grpcclient.InferenceServerClient(url)
-    result = contract.decode_result(client.infer(contract.ENGINE_MODEL, inputs).as_numpy(contract.RESULT).reshape(-1)[0])
+    raw = client.infer(contract.ENGINE_MODEL, inputs).as_numpy(contract.RESULT).reshape(-1)[0]
+    result = contract.decode_result(raw)
     client.close()
     assert result.language == "en"
     assert wer(JFK_TEXT, "".join(s.text for s in result.segments)) < 0.1

@@ -1,0 +1,119 @@
+"""The transcription orchestration with a fake engine call: order, offsets, language, resumes."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from tests.assets import jfk_wav, long_recording
+from whisper_triton.decoding import Segment, WindowJob, WindowResult, unfinished_from
+from whisper_triton.errors import AudioTooShortError, InvalidRequestError
+from whisper_triton.models import ModelInfo, read_model_info, resolve_model
+from whisper_triton.text import WhisperTokenizer
+from whisper_triton.transcriber import TranscribeRequest, Transcriber, temperature_schedule
+
+MULTILINGUAL = ModelInfo(n_mels=80, multilingual=True, num_languages=99)
+ENGLISH = ModelInfo(n_mels=80, multilingual=False, num_languages=1)
+
+
+def segment(start: float, end: float, text: str) -> Segment:
+    return Segment(start, end, text, [1, 2], 0.0, -0.2, 1.3, 0.01)
+
+
+class FakeDecode:
+    """Answers each window with one segment spanning its audio; records the jobs it got."""
+
+    def __init__(self, resume_once_at: float | None = None, language: str = "de") -> None:
+        self.jobs: list[WindowJob] = []
+        self.resume_once_at = resume_once_at
+        self.language = language
+        self.in_flight = 0
+        self.max_in_flight = 0
+
+    async def __call__(self, job: WindowJob) -> WindowResult:
+        self.jobs.append(job)
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        await asyncio.sleep(0.01)
+        self.in_flight -= 1
+        duration = job.num_frames / 100
+        resume = None
+        if self.resume_once_at is not None and len(self.jobs) == 1:
+            resume, duration = self.resume_once_at, self.resume_once_at
+        language = job.options.language or self.language
+        return WindowResult(language, 0.9, [segment(0.0, duration, f" window {len(self.jobs)}")], resume)
+
+
+async def collect(transcriber: Transcriber, audio: bytes, request: TranscribeRequest) -> list[dict[str, Any]]:
+    return [event async for event in transcriber.events(audio, request)]
+
+
+async def test_windows_in_order_with_absolute_times_and_one_detected_language() -> None:
+    recording = long_recording(2.0)
+    fake = FakeDecode(language="de")
+    events = await collect(Transcriber(MULTILINGUAL, fake), recording.path.read_bytes(), TranscribeRequest())
+    done = events[-1]
+    assert done["type"] == "done" and done["language"] == "de"
+    assert done["duration"] == pytest.approx(recording.duration, abs=0.01)
+    assert [e["type"] for e in events[:-1]] == ["segments"] * (len(events) - 1) == ["segments"] * len(fake.jobs)
+    # The first window is detected alone; every later one is sent with its language.
+    assert fake.jobs[0].options.language is None
+    assert all(job.options.language == "de" for job in fake.jobs[1:])
+    segments = done["segments"]
+    assert [s["id"] for s in segments] == list(range(len(segments)))
+    assert len(segments) == len(fake.jobs) and len({s["text"] for s in segments}) == len(segments)
+    starts = [s["start"] for s in segments]
+    assert starts == sorted(starts) and starts[-1] > 60
+    assert all(s["seek"] == round(s["start"] * 100) for s in segments)
+    assert fake.max_in_flight > 1  # the windows after the first are sent together
+
+
+async def test_an_unfinished_window_is_resumed_from_where_it_stopped() -> None:
+    fake = FakeDecode(resume_once_at=4.0)
+    events = await collect(Transcriber(ENGLISH, fake), jfk_wav().read_bytes(), TranscribeRequest())
+    done = events[-1]
+    assert len(fake.jobs) == 2
+    assert fake.jobs[1].num_frames == fake.jobs[0].num_frames - 400
+    assert [(s["start"], s["text"]) for s in done["segments"]] == [(0.0, " window 1"), (4.0, " window 2")]
+    assert done["segments"][1]["end"] == pytest.approx(11.0, abs=0.01)
+
+
+async def test_validation() -> None:
+    transcriber = Transcriber(ENGLISH, FakeDecode())
+    with pytest.raises(InvalidRequestError) as info:
+        await collect(transcriber, jfk_wav().read_bytes(), TranscribeRequest(task="translate"))
+    assert info.value.param == "model"
+    with pytest.raises(InvalidRequestError):
+        await collect(transcriber, jfk_wav().read_bytes(), TranscribeRequest(task="summarize"))
+    with pytest.raises(AudioTooShortError):
+        await collect(transcriber, jfk_wav().read_bytes()[:44 + 1000], TranscribeRequest())
+    with pytest.raises(InvalidRequestError) as info:
+        await collect(transcriber, jfk_wav().read_bytes(), TranscribeRequest(language="de"))
+    assert info.value.param == "language" and "English-only" in info.value.message
+    english = await collect(transcriber, jfk_wav().read_bytes(), TranscribeRequest(language="en-GB"))
+    assert english[-1]["language"] == "en"
+
+
+def test_temperature_schedule() -> None:
+    assert temperature_schedule(0.0) == (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+    assert temperature_schedule(0.5) == (0.5, 0.7, 0.9)
+    assert temperature_schedule(1.0) == (1.0,)
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(InvalidRequestError):
+            temperature_schedule(bad)
+
+
+def test_unfinished_from() -> None:
+    path = resolve_model("tiny.en").path
+    info = read_model_info(path)
+    tokenizer = WhisperTokenizer(path / "tokenizer.json", info.multilingual, info.num_languages)
+    begin = tokenizer.timestamp_begin
+    text = tokenizer.encode(" Hello there.")
+    closed_then_opened = [begin, *text, begin + 100, begin + 110, tokenizer.eot]
+    assert unfinished_from(tokenizer, closed_then_opened, num_frames=2800) == pytest.approx(2.0)
+    # Near the end of the audio nothing was left out.
+    assert unfinished_from(tokenizer, closed_then_opened, num_frames=230) is None
+    assert unfinished_from(tokenizer, [begin, *text, begin + 100, tokenizer.eot], num_frames=2800) is None
+    assert unfinished_from(tokenizer, [begin, *text], num_frames=2800) is None
