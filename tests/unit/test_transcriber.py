@@ -12,7 +12,7 @@ from whisper_triton.decoding import Segment, WindowJob, WindowResult, unfinished
 from whisper_triton.errors import AudioTooShortError, InvalidRequestError
 from whisper_triton.models import ModelInfo, read_model_info, resolve_model
 from whisper_triton.text import WhisperTokenizer
-from whisper_triton.transcriber import TranscribeRequest, Transcriber, temperature_schedule
+from whisper_triton.transcriber import Transcriber, TranscribeRequest, temperature_schedule
 
 MULTILINGUAL = ModelInfo(n_mels=80, multilingual=True, num_languages=99)
 ENGLISH = ModelInfo(n_mels=80, multilingual=False, num_languages=1)
@@ -34,16 +34,17 @@ class FakeDecode:
 
     async def __call__(self, job: WindowJob) -> WindowResult:
         self.jobs.append(job)
+        number = len(self.jobs)
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         await asyncio.sleep(0.01)
         self.in_flight -= 1
         duration = job.num_frames / 100
         resume = None
-        if self.resume_once_at is not None and len(self.jobs) == 1:
+        if self.resume_once_at is not None and number == 1:
             resume, duration = self.resume_once_at, self.resume_once_at
         language = job.options.language or self.language
-        return WindowResult(language, 0.9, [segment(0.0, duration, f" window {len(self.jobs)}")], resume)
+        return WindowResult(language, 0.9, [segment(0.0, duration, f" window {number}")], resume)
 
 
 async def collect(transcriber: Transcriber, audio: bytes, request: TranscribeRequest) -> list[dict[str, Any]]:
