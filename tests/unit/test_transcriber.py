@@ -67,7 +67,7 @@ async def test_windows_in_order_with_absolute_times_and_one_detected_language() 
     assert len(segments) == len(fake.jobs) and len({s["text"] for s in segments}) == len(segments)
     starts = [s["start"] for s in segments]
     assert starts == sorted(starts) and starts[-1] > 60
-    assert all(s["seek"] == round(s["start"] * 100) for s in segments)
+    assert all(abs(s["seek"] - s["start"] * 100) < 1 for s in segments)  # seek: mel frames
     assert fake.max_in_flight > 1  # the windows after the first are sent together
 
 
