@@ -21,10 +21,12 @@ test: system-test install lint typecheck
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: $(LOCK)
+# No prerequisite on purpose: the path already names the lock's content (a fresh clone's newer
+# file time must not trigger a reinstall).
+$(VENV)/.installed:
 	@echo "Creating $(VENV) from $(LOCK) (first run only: about 5 minutes)"
 	@for old in $(CACHE)/venv-*; do [[ -d $$old && $$old != $(VENV) ]] && rm -rf "$$old" || true; done
-	$(PYTHON) -m venv $(VENV)
+	rm -rf $(VENV) && $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r $(LOCK)
 	@touch $@
 
