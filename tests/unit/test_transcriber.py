@@ -37,7 +37,7 @@ class FakeDecode:
         number = len(self.jobs)
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.3)  # long enough for the other windows' features to be ready
         self.in_flight -= 1
         duration = job.num_frames / 100
         resume = None
