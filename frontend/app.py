@@ -5,35 +5,76 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
-from litestar import Litestar
+from litestar import Litestar, MediaType, get
+from litestar.datastructures import CacheControlHeader
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.response import File
+from litestar.static_files import create_static_files_router
 
 from frontend.errors import EXCEPTION_HANDLERS
+from frontend.net import UrlPolicy
 from frontend.routes import Admission, AudioController, HealthController, ModelsController, Services
 from frontend.settings import FrontendSettings
+from frontend.tasks.api import InsanelyFastWhisperController, WhisperXController
+from frontend.tasks.glue import url_fetcher, webhook_notifier, webhook_secret
+from frontend.tasks.runner import RunnerSettings, TaskRunner
+from frontend.tasks.store import open_store
 from frontend.triton import TritonClient
 
 log = logging.getLogger("frontend")
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+
+@get("/", include_in_schema=False, media_type=MediaType.HTML, cache_control=CacheControlHeader(no_cache=True))
+async def web_page() -> File:
+    """The web page: upload or record audio, follow tasks, download results."""
+    return File(STATIC_DIR / "index.html", filename="index.html", content_disposition_type="inline",
+                media_type=MediaType.HTML)
+
+
+static_files = create_static_files_router(path="/static", directories=[STATIC_DIR], include_in_schema=False,
+                                          cache_control=CacheControlHeader(no_cache=True))
 MULTIPART_OVERHEAD = 1024 * 1024  # form fields and boundaries around the file
 
 
 def create_app(settings: FrontendSettings) -> Litestar:
+    data_dir = Path(settings.data_dir).expanduser()
+
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         triton = TritonClient(settings.triton_url)
-        app.state.services = Services(settings, triton, Admission(settings.max_concurrent_requests))
-        if not settings.api_keys:
-            log.warning("no FRONTEND_API_KEYS set: the API is open to anyone who can reach %s:%d",
+        store = await open_store(settings.db_url, data_dir)
+        policy = UrlPolicy(allow_private=settings.allow_private_urls, max_bytes=settings.max_upload_bytes,
+                           timeout_s=settings.url_timeout_s)
+        runner = TaskRunner(
+            store,
+            triton,
+            RunnerSettings(workers=settings.task_workers, lease_s=settings.task_lease_s,
+                           max_attempts=settings.task_max_attempts,
+                           results_ttl_s=settings.delete_results_after_m * 60),
+            fetch=url_fetcher(policy),
+            notify=webhook_notifier(store, webhook_secret(settings.webhook_secret, data_dir), policy,
+                                    settings.webhook_attempts),
+        )
+        app.state.services = Services(settings, triton, Admission(settings.max_concurrent_requests), store,
+                                      runner, policy)
+        if not settings.auth_enabled:
+            log.warning("no FRONTEND_API_KEYS or ADMIN_API_KEY set: the API is open to anyone who can reach %s:%d",
                         settings.host, settings.port)
+        runner.start()
         try:
             yield
         finally:
+            await runner.stop()
+            await store.close()
             await triton.close()
 
     return Litestar(
-        route_handlers=[AudioController, ModelsController, HealthController],
+        route_handlers=[AudioController, ModelsController, HealthController, WhisperXController,
+                        InsanelyFastWhisperController, web_page, static_files],
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.max_upload_bytes + MULTIPART_OVERHEAD,

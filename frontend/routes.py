@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -17,12 +19,19 @@ from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
 from litestar.params import FromPath
 from litestar.response import Stream
 
-from frontend.errors import model_not_found, overloaded, unauthorized
+from frontend.errors import APIError, bad_request, model_not_found, overloaded, unauthorized
 from frontend.forms import RESPONSE_FORMATS, AudioForm, parse_audio_form, read_multipart
+from frontend.net import FetchError, UnsafeUrlError, UrlPolicy, check_url
 from frontend.responses import render, stream_events
 from frontend.schemas import ErrorResponse, Model, ModelList
 from frontend.settings import FrontendSettings
+from frontend.tasks.model import Task, TaskError, TaskRequest, new_task
+from frontend.tasks.runner import TaskRunner
+from frontend.tasks.store import StoreError, TaskStore
 from frontend.triton import TranscriptionCall, TritonClient
+from whisper_triton.errors import ServiceError
+
+log = logging.getLogger("frontend.routes")
 
 
 class Admission:
@@ -47,7 +56,44 @@ class Services:
     settings: FrontendSettings
     triton: TritonClient
     admission: Admission
+    store: TaskStore
+    runner: TaskRunner
+    url_policy: UrlPolicy
     started: int = field(default_factory=lambda: int(time.time()))
+
+    async def check_url(self, url: str, param: str = "url") -> None:
+        """400 for a URL we will not fetch (scheme, private address unless allowed, bad host)."""
+        try:
+            await check_url(url, self.url_policy)
+        except (UnsafeUrlError, FetchError) as exc:
+            raise bad_request(str(exc), param=param, code="invalid_url") from exc
+
+    async def wait_for(self, task_id: str, poll_s: float = 0.25) -> Task:
+        """Waits until a task ends (for synchronous task requests)."""
+        while True:
+            task = await self.store.get(task_id)
+            if task is None:
+                raise APIError(404, "The task was deleted while it ran.", code="task_not_found")
+            if task.finished:
+                return task
+            await asyncio.sleep(poll_s)
+
+    async def record_sync(self, form: AudioForm, done: dict[str, Any] | None, error: Exception | None) -> None:
+        """Synchronous OpenAI requests are recorded as (finished) tasks too."""
+        request = TaskRequest(model=form.model, task=form.task, language=form.language, prompt=form.prompt,
+                              temperature=form.temperature, word_timestamps=form.word_timestamps,
+                              dialect="openai", file_name=form.file.filename)
+        task = new_task(request, "sync", status="completed" if error is None else "failed")
+        task.completed_at = time.time()
+        task.progress = 100.0 if error is None else 0.0
+        task.result = done
+        task.audio_duration = float(done["duration"]) if done else None
+        if error is not None:
+            task.error = TaskError(getattr(error, "message", str(error)), getattr(error, "code", None))
+        try:
+            await self.store.create(task)
+        except StoreError as exc:
+            log.error("recording a synchronous request failed: %s", exc)
 
 
 def services(connection: ASGIConnection[Any, Any, Any, Any]) -> Services:
@@ -56,16 +102,20 @@ def services(connection: ASGIConnection[Any, Any, Any, Any]) -> Services:
 
 
 def require_api_key(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
-    keys = services(connection).settings.api_keys
-    if not keys:
+    """`Authorization: Bearer <key>` with an API key or the admin key, or `x-admin-api-key`."""
+    settings = services(connection).settings
+    if not settings.auth_enabled:
         return
-    header = connection.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
+    keys = [*settings.api_keys, *([settings.admin_api_key] if settings.admin_api_key else [])]
+    admin = connection.headers.get("x-admin-api-key", "").strip()
+    scheme, _, token = connection.headers.get("authorization", "").partition(" ")
+    candidates = [c for c in (admin, token.strip() if scheme.lower() == "bearer" else "") if c]
+    if not candidates:
         raise unauthorized("You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.")
     # Compare with every key, always, so the time taken does not reveal which one matched.
-    matches = [hmac.compare_digest(token.encode(), key.encode()) for key in keys]
+    matches = [hmac.compare_digest(c.encode(), key.encode()) for c in candidates for key in keys]
+    if admin and not (settings.admin_api_key and hmac.compare_digest(admin.encode(), settings.admin_api_key.encode())):
+        raise unauthorized("The x-admin-api-key header does not match the admin key.")
     if not any(matches):
         raise unauthorized()
 
@@ -146,14 +196,18 @@ async def _transcribe(request: Request[Any, Any, Any], task: str) -> Response[An
                          retry_after=svc.settings.retry_after_s)
     call = _call(form)
     if form.stream and task == "transcribe":
-        return _stream(svc, call)
+        return _stream(svc, call, form)
+    done: dict[str, Any] = {}
     try:
-        done: dict[str, Any] = {}
         async for event in svc.triton.transcribe(call):
             done = event
-        return render(done, form)
+    except (APIError, ServiceError) as exc:
+        await svc.record_sync(form, None, exc)
+        raise
     finally:
         svc.admission.release()
+    await svc.record_sync(form, done, None)
+    return render(done, form)
 
 
 def _call(form: AudioForm) -> TranscriptionCall:
@@ -168,10 +222,20 @@ def _call(form: AudioForm) -> TranscriptionCall:
     )
 
 
-def _stream(svc: Services, call: TranscriptionCall) -> Stream:
-    events: AsyncIterator[dict[str, Any]] = svc.triton.transcribe(call)
+def _stream(svc: Services, call: TranscriptionCall, form: AudioForm) -> Stream:
+    async def recorded() -> AsyncIterator[dict[str, Any]]:
+        done: dict[str, Any] | None = None
+        try:
+            async for event in svc.triton.transcribe(call):
+                done = event
+                yield event
+        except (APIError, ServiceError) as exc:
+            await svc.record_sync(form, None, exc)
+            raise
+        await svc.record_sync(form, done, None)
+
     return Stream(
-        stream_events(events, svc.admission.release),
+        stream_events(recorded(), svc.admission.release),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
@@ -211,6 +275,10 @@ class HealthController(Controller):
 
     @get("/ready", operation_id="healthReady", responses={503: _ERRORS[503]})
     async def ready(self, request: Request[Any, Any, Any]) -> Response[dict[str, str]]:
-        if await services(request).triton.is_ready():
-            return Response({"status": "ready"})
-        raise overloaded("Triton or the Whisper models are not ready.")
+        """Triton and its models ready, database reachable."""
+        svc = services(request)
+        if not await svc.triton.is_ready():
+            raise overloaded("Triton or the Whisper models are not ready.")
+        if not await svc.store.ping():
+            raise overloaded("The task database is not reachable.")
+        return Response({"status": "ready"})

@@ -21,10 +21,28 @@ class FrontendSettings(msgspec.Struct, frozen=True):
     model_name: str = ""  # empty: the id of WHISPER_MODEL (default base)
     model_aliases: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_ALIASES))
     api_keys: list[str] = msgspec.field(default_factory=list)
+    admin_api_key: str = ""
     max_upload_bytes: int = 25 * 1024 * 1024  # OpenAI's limit: 26,214,400 bytes
     max_concurrent_requests: int = 64
     retry_after_s: int = 5
     log_level: str = "info"
+    log_json: bool = False
+    # Tasks
+    db_url: str = ""  # empty: SQLite in data_dir; postgresql://user:pass@host/db for several replicas
+    data_dir: str = "data"
+    max_task_queue_size: int = 100
+    task_workers: int = 4
+    task_lease_s: float = 30.0
+    task_max_attempts: int = 3
+    delete_results_after_m: float = 24 * 60.0
+    allow_private_urls: bool = False
+    url_timeout_s: float = 60.0
+    webhook_secret: str = ""  # empty: generated once and kept in data_dir/webhook_secret
+    webhook_attempts: int = 5
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.api_keys or self.admin_api_key)
 
     @property
     def served_model(self) -> str:
@@ -37,14 +55,26 @@ class FrontendSettings(msgspec.Struct, frozen=True):
         return None
 
 
+# The names users of insanely-fast-whisper-api / whisperX-FastAPI already set, without prefix.
+BARE_NAMES = ("DB_URL", "MAX_TASK_QUEUE_SIZE", "ALLOW_PRIVATE_URLS", "DELETE_RESULTS_AFTER_M", "ADMIN_API_KEY",
+              "API_KEYS", "WEBHOOK_SECRET")
+
+
 def frontend_settings(environ: Mapping[str, str] | None = None) -> FrontendSettings:
-    settings = load_settings(FrontendSettings, "FRONTEND_", environ)
     if environ is None:
         environ = os.environ
+    environ = {**{f"FRONTEND_{name}": environ[name] for name in BARE_NAMES if name in environ}, **environ}
+    settings = load_settings(FrontendSettings, "FRONTEND_", environ)
     if settings.max_upload_bytes <= 0:
         raise SettingsError("Invalid value for FRONTEND_MAX_UPLOAD_BYTES: must be positive.")
-    if settings.max_concurrent_requests <= 0:
-        raise SettingsError("Invalid value for FRONTEND_MAX_CONCURRENT_REQUESTS: must be positive.")
+    for name in ("max_concurrent_requests", "max_task_queue_size", "task_workers", "task_max_attempts"):
+        if getattr(settings, name) <= 0:
+            raise SettingsError(f"Invalid value for FRONTEND_{name.upper()}: must be positive.")
+    if not settings.auth_enabled and settings.host not in ("127.0.0.1", "localhost", "::1"):
+        raise SettingsError(
+            f"FRONTEND_HOST={settings.host} would open the API to the network without authentication: "
+            "set FRONTEND_API_KEYS (or ADMIN_API_KEY), or keep FRONTEND_HOST=127.0.0.1."
+        )
     if not settings.model_name:
         name = model_id(environ.get("WHISPER_MODEL") or "base")
         settings = msgspec.structs.replace(settings, model_name=name)

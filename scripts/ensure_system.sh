@@ -18,6 +18,8 @@ if [[ $profile == test ]]; then
   command -v espeak-ng >/dev/null 2>&1 || need+=(espeak-ng)
   command -v flite >/dev/null 2>&1 || need+=(flite)
   command -v npm >/dev/null 2>&1 || need+=(npm)
+  [[ -x /usr/bin/chromium ]] || need+=(chromium)   # the web page's browser tests
+  compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)  # the PostgreSQL store tests
 fi
 ((${#need[@]})) || exit 0
 

@@ -7,10 +7,14 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -82,6 +86,7 @@ def start_served(tmp: Path, model: str, **env: str) -> Served:
         "FRONTEND_PORT": str(http_port),
         "TRITON_GRPC_PORT": str(grpc_port),
         "TRITON_METRICS_PORT": str(metrics_port),
+        "FRONTEND_DATA_DIR": str(tmp / "data"),
         **env,
     }
     with log_path.open("wb") as log:
@@ -110,3 +115,37 @@ def served_base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     instance = start_served(tmp_path_factory.mktemp("serve-base"), "base")
     yield instance
     instance.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str | None]:
+    """A PostgreSQL server for the session (TEST_DB_URL, or one started here), or None."""
+    from tests.postgres import postgres_server
+
+    with postgres_server(free_port()) as url:
+        yield url
+
+
+@contextmanager
+def run_frontend(served: Served, **settings: Any) -> Iterator[str]:
+    """A second frontend with its own settings, in this process, on the served Triton."""
+    import uvicorn
+
+    from frontend.app import create_app
+    from frontend.settings import FrontendSettings
+
+    port = free_port()
+    settings.setdefault("data_dir", tempfile.mkdtemp(prefix="frontend-data-"))
+    app = create_app(FrontendSettings(triton_url=served.grpc_url, model_name="tiny.en", port=port, **settings))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        if not thread.is_alive():
+            raise RuntimeError("the frontend did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)

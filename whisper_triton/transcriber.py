@@ -111,12 +111,12 @@ class Transcriber:
         windows: list[Window] = await self._run_blocking(plan_windows, samples, request.vad)
         segments: list[dict[str, Any]] = []
         language = options.language
-        async for window, result in self._decode_windows(samples, windows, options):
+        async for window, result, progress in self._decode_windows(samples, windows, options):
             if language is None:
                 language = result.language
             new = [_segment_dict(len(segments) + i, window, s) for i, s in enumerate(result.segments)]
             segments.extend(new)
-            yield {"type": "segments", "language": language, "segments": new}
+            yield {"type": "segments", "language": language, "progress": progress, "segments": new}
         text = "".join(s["text"] for s in segments)
         yield {
             "type": "done",
@@ -129,7 +129,8 @@ class Transcriber:
 
     async def _decode_windows(
         self, samples: np.ndarray, windows: list[Window], options: DecodeOptions
-    ) -> AsyncIterator[tuple[Window, WindowResult]]:
+    ) -> AsyncIterator[tuple[Window, WindowResult, float]]:
+        """Results in audio order with the fraction of windows done (resumed parts count with theirs)."""
         if not windows:
             return
         gate = asyncio.Semaphore(self.settings.max_windows_in_flight)
@@ -149,16 +150,22 @@ class Transcriber:
                 window_options = replace(window_options, language=result.language)
             return results
 
+        def progressed(
+            index: int, items: list[tuple[Window, WindowResult]]
+        ) -> list[tuple[Window, WindowResult, float]]:
+            done = [round(index / len(windows), 4)] * (len(items) - 1) + [round((index + 1) / len(windows), 4)]
+            return [(w, r, p) for (w, r), p in zip(items, done, strict=True)]
+
         first = await run(windows[0], options)
-        for item in first:
+        for item in progressed(0, first):
             yield item
         if options.language is None and self.model.multilingual:
             # One language per request, detected on the first window, as OpenAI's Whisper does.
             options = replace(options, language=first[0][1].language)
         tasks = [asyncio.ensure_future(run(w, options)) for w in windows[1:]]
         try:
-            for task in tasks:
-                for item in await task:
+            for index, task in enumerate(tasks, start=1):
+                for item in progressed(index, await task):
                     yield item
         finally:
             for task in tasks:

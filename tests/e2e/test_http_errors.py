@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import threading
-import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +11,9 @@ import httpx
 import numpy as np
 import openai
 import pytest
-import uvicorn
 
-from frontend.app import create_app
-from frontend.settings import FrontendSettings
 from tests.assets import jfk_wav, long_recording
-from tests.conftest import Served, free_port
+from tests.conftest import Served, run_frontend
 
 
 def _wav(seconds: float) -> bytes:
@@ -177,25 +170,8 @@ def test_open_webui_style_chunked_upload(http: httpx.Client) -> None:
     assert "your country" in response.json()["text"].lower()
 
 
-@contextmanager
-def frontend(served: Served, **settings: Any) -> Iterator[str]:
-    """A second frontend with its own settings, in this process, on the served Triton."""
-    port = free_port()
-    app = create_app(FrontendSettings(triton_url=served.grpc_url, model_name="tiny.en", port=port, **settings))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(30)
-
-
 def test_api_key_is_enforced_when_configured(served: Served) -> None:
-    with frontend(served, api_keys=["sk-right", "sk-other"]) as base_url:
+    with run_frontend(served, api_keys=["sk-right", "sk-other"]) as base_url:
         wrong = openai.OpenAI(base_url=f"{base_url}/v1", api_key="sk-wrong", max_retries=0)
         with pytest.raises(openai.AuthenticationError) as info:
             wrong.audio.transcriptions.create(model="whisper-1", file=jfk_wav().open("rb"))
@@ -211,7 +187,7 @@ def test_api_key_is_enforced_when_configured(served: Served) -> None:
 
 async def test_overload_is_503_with_retry_after(served: Served) -> None:
     long_audio = long_recording(1.0).path.read_bytes()
-    with frontend(served, max_concurrent_requests=1, retry_after_s=7) as base_url:
+    with run_frontend(served, max_concurrent_requests=1, retry_after_s=7) as base_url:
         async with httpx.AsyncClient(base_url=base_url, timeout=300) as client:
 
             async def post(audio: bytes) -> httpx.Response:

@@ -1,0 +1,214 @@
+"""Runs queued tasks: claims them from the store, transcribes through Triton, records the outcome.
+
+Each replica runs `workers` loops; Triton batches the windows of all of them. While a task runs,
+a heartbeat renews its lease, saves progress and notices cancellation (the gRPC stream is then
+cancelled, which stops the work inside Triton). Triton being unavailable re-queues the task;
+a client fault (bad audio) fails it with the message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from frontend.errors import APIError
+from frontend.tasks.model import Task, TaskError, short_id
+from frontend.tasks.store import StoreError, TaskStore
+from frontend.triton import TranscriptionCall, TritonClient
+from whisper_triton.errors import ServiceError
+
+log = logging.getLogger("frontend.tasks")
+
+FetchFn = Callable[[str], Awaitable[bytes]]
+NotifyFn = Callable[[Task], Coroutine[Any, Any, None]]
+
+
+@dataclass(frozen=True)
+class RunnerSettings:
+    workers: int = 4
+    lease_s: float = 30.0
+    max_attempts: int = 3
+    heartbeat_s: float = 2.0
+    poll_s: float = 1.0
+    retry_delay_s: float = 2.0
+    results_ttl_s: float = 24 * 3600.0
+
+
+class TaskRunner:
+    def __init__(
+        self,
+        store: TaskStore,
+        triton: TritonClient,
+        settings: RunnerSettings,
+        fetch: FetchFn,
+        notify: NotifyFn | None = None,
+        on_audio_seconds: Callable[[float, str], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.triton = triton
+        self.settings = settings
+        self.worker_id = secrets.token_hex(6)
+        self._fetch = fetch
+        self._notify = notify
+        self._on_audio_seconds = on_audio_seconds
+        self._wake = asyncio.Event()
+        self._loops: list[asyncio.Task[None]] = []
+        self.running: dict[str, asyncio.Task[None]] = {}
+        self._notifications: set[asyncio.Task[None]] = set()
+
+    def start(self) -> None:
+        self._loops = [asyncio.create_task(self._work(), name=f"task-worker-{i}")
+                       for i in range(self.settings.workers)]
+        self._loops.append(asyncio.create_task(self._maintain(), name="task-maintenance"))
+
+    def wake(self) -> None:
+        """A task was queued: a sleeping worker takes it now rather than at its next poll."""
+        self._wake.set()
+
+    async def stop(self) -> None:
+        """Stops the loops; tasks running here go back to the queue for this or another replica."""
+        running = list(self.running)
+        for loop in self._loops:
+            loop.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        for task_id in running:
+            with contextlib.suppress(StoreError):
+                await self.store.requeue(task_id)
+        self._loops = []
+
+    async def _work(self) -> None:
+        while True:
+            try:
+                task = await self.store.claim(self.worker_id)
+            except StoreError as exc:
+                log.error("claiming a task failed: %s", exc)
+                task = None
+            if task is None:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.settings.poll_s)
+                continue
+            runner = asyncio.create_task(self._run(task))
+            self.running[task.id] = runner
+            try:
+                await runner
+            finally:
+                self.running.pop(task.id, None)
+
+    async def _maintain(self) -> None:
+        while True:
+            try:
+                requeued = await self.store.recover(self.settings.lease_s, self.settings.max_attempts)
+                for task_id in requeued:
+                    log.warning("task %s was interrupted (lease expired); queued again", short_id(task_id))
+                if requeued:
+                    self.wake()
+                await self.store.expire(self.settings.results_ttl_s)
+            except StoreError as exc:
+                log.error("task maintenance failed: %s", exc)
+            await asyncio.sleep(max(1.0, self.settings.lease_s / 3))
+
+    async def _run(self, task: Task) -> None:
+        log.info("task %s started (attempt %d)", short_id(task.id), task.attempts)
+        progress = [task.progress]
+        work = asyncio.create_task(self._transcribe(task, progress))
+        beat = asyncio.create_task(self._heartbeat(task, work, progress))
+        try:
+            result = await work
+        except asyncio.CancelledError:
+            if not work.cancelled() or not beat.done():
+                raise
+            await self._end(task, "cancelled", error=TaskError("The task was cancelled.", "cancelled"))
+            return
+        except (APIError, ServiceError, StoreError) as exc:
+            await self._failed(task, exc)
+            return
+        finally:
+            beat.cancel()
+            await asyncio.gather(beat, return_exceptions=True)
+        duration = float(result.get("duration", 0.0))
+        if self._on_audio_seconds is not None:
+            self._on_audio_seconds(duration, task.request.task)
+        await self._end(task, "completed", result=result, audio_duration=duration)
+
+    async def _transcribe(self, task: Task, progress: list[float]) -> dict[str, Any]:
+        audio = await self.store.audio(task.id)
+        if audio is None:
+            if task.request.url is None:
+                raise ServiceError("The task's audio is gone; submit it again.")
+            audio = await self._fetch(task.request.url)
+        call = TranscriptionCall(
+            audio=audio,
+            task=task.request.task,
+            language=task.request.language,
+            prompt=task.request.prompt,
+            temperature=task.request.temperature,
+            word_timestamps=task.request.word_timestamps,
+            stream=True,
+        )
+        done: dict[str, Any] = {}
+        async for event in self.triton.transcribe(call):
+            if event.get("type") == "segments":
+                progress[0] = round(100 * float(event.get("progress", 0.0)), 1)
+            done = event
+        return done
+
+    async def _heartbeat(self, task: Task, work: asyncio.Task[Any], progress: list[float]) -> None:
+        """Renews the lease; cancels the work when the task was cancelled or taken over."""
+        while not work.done():
+            await asyncio.sleep(self.settings.heartbeat_s)
+            try:
+                keep = await self.store.heartbeat(task.id, self.worker_id, progress[0])
+            except StoreError as exc:
+                log.error("heartbeat of task %s failed: %s", short_id(task.id), exc)
+                continue
+            if not keep:
+                log.info("task %s cancelled", short_id(task.id))
+                work.cancel()
+                return
+
+    async def _failed(self, task: Task, exc: Exception) -> None:
+        if isinstance(exc, APIError) and exc.status >= 500:
+            # Triton is unavailable (restarting): not the task's fault. Queue the task again without
+            # counting the attempt, and wait for Triton before this worker claims more.
+            log.warning("task %s: inference server unavailable; queued again", short_id(task.id))
+            with contextlib.suppress(StoreError):
+                await self.store.requeue(task.id, refund_attempt=True)
+            await self._wait_for_triton()  # before this worker claims anything again
+            self.wake()
+            return
+        if isinstance(exc, StoreError) and task.attempts < self.settings.max_attempts:
+            log.warning("task %s: %s; queued again", short_id(task.id), exc)
+            await asyncio.sleep(self.settings.retry_delay_s)
+            with contextlib.suppress(StoreError):
+                await self.store.requeue(task.id)
+            self.wake()
+            return
+        message = exc.message if isinstance(exc, (APIError, ServiceError)) else str(exc)
+        code = exc.code if isinstance(exc, (APIError, ServiceError)) else "store_error"
+        await self._end(task, "failed", error=TaskError(message, code))
+
+    async def _wait_for_triton(self, timeout_s: float = 120.0) -> None:
+        for _ in range(max(1, int(timeout_s / self.settings.retry_delay_s))):
+            if await self.triton.is_ready():
+                return
+            await asyncio.sleep(self.settings.retry_delay_s)
+
+    async def _end(self, task: Task, status: str, **outcome: Any) -> None:
+        try:
+            await self.store.finish(task.id, status, **outcome)
+        except StoreError as exc:
+            log.error("recording the end of task %s failed: %s", short_id(task.id), exc)
+            return
+        log.info("task %s %s", short_id(task.id), status)
+        if self._notify is not None and status in ("completed", "failed"):
+            ended = await self.store.get(task.id)
+            if ended is not None:
+                notification = asyncio.create_task(self._notify(ended))
+                self._notifications.add(notification)
+                notification.add_done_callback(self._notifications.discard)
