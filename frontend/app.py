@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -40,12 +41,20 @@ static_files = create_static_files_router(path="/static", directories=[STATIC_DI
 MULTIPART_OVERHEAD = 1024 * 1024  # form fields and boundaries around the file
 
 
+async def _unload_idle_models(triton: TritonClient) -> None:
+    if triton.unload_after_s <= 0:
+        return
+    while True:
+        await asyncio.sleep(min(30.0, max(1.0, triton.unload_after_s / 4)))
+        await triton.unload_idle()
+
+
 def create_app(settings: FrontendSettings) -> Litestar:
     data_dir = Path(settings.data_dir).expanduser()
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        triton = TritonClient(settings.triton_url)
+        triton = TritonClient(settings.triton_url, settings.model_ids, settings.unload_model_after_s)
         store = await open_store(settings.db_url, data_dir)
         policy = UrlPolicy(allow_private=settings.allow_private_urls, max_bytes=settings.max_upload_bytes,
                            timeout_s=settings.url_timeout_s)
@@ -65,9 +74,12 @@ def create_app(settings: FrontendSettings) -> Litestar:
             log.warning("no FRONTEND_API_KEYS or ADMIN_API_KEY set: the API is open to anyone who can reach %s:%d",
                         settings.host, settings.port)
         runner.start()
+        unloader = asyncio.create_task(_unload_idle_models(triton))
         try:
             yield
         finally:
+            unloader.cancel()
+            await asyncio.gather(unloader, return_exceptions=True)
             await runner.stop()
             await store.close()
             await triton.close()

@@ -189,12 +189,13 @@ async def _transcribe(request: Request[Any, Any, Any], task: str) -> Response[An
     svc = services(request)
     fields, files = await read_multipart(request, svc.settings.max_upload_bytes)
     form = parse_audio_form(fields, files, task)
-    if svc.settings.resolve_model(form.model) is None:
+    model = svc.settings.resolve_model(form.model)
+    if model is None:
         raise model_not_found(form.model)
     if not svc.admission.try_acquire():
         raise overloaded("The server is busy with other transcriptions; retry shortly.",
                          retry_after=svc.settings.retry_after_s)
-    call = _call(form)
+    call = _call(form, model)
     if form.stream and task == "transcribe":
         return _stream(svc, call, form)
     done: dict[str, Any] = {}
@@ -210,9 +211,10 @@ async def _transcribe(request: Request[Any, Any, Any], task: str) -> Response[An
     return render(done, form)
 
 
-def _call(form: AudioForm) -> TranscriptionCall:
+def _call(form: AudioForm, model: str) -> TranscriptionCall:
     return TranscriptionCall(
         audio=form.file.data,
+        model=model,
         task=form.task,
         language=form.language,
         prompt=form.prompt,
@@ -248,9 +250,9 @@ class ModelsController(Controller):
 
     @get("/", operation_id="listModels")
     async def list_models(self, request: Request[Any, Any, Any]) -> ModelList:
-        """The served model and the aliases it answers to."""
+        """Every model the Triton repository serves (the default first), then the default's aliases."""
         svc = services(request)
-        ids = [svc.settings.served_model, *svc.settings.model_aliases]
+        ids = [*await svc.triton.served_models(), *svc.settings.model_aliases]
         return ModelList(data=[Model(id=i, created=svc.started, owned_by="whisper-triton") for i in ids])
 
     @get("/{model_id:str}", operation_id="retrieveModel", responses={404: _ERRORS[404]})

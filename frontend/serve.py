@@ -17,6 +17,7 @@ from frontend.app import create_app
 from frontend.settings import frontend_settings
 from whisper_triton.launcher import Supervisor, TritonError, TritonServer, triton_settings
 from whisper_triton.models import ModelError, resolve_model
+from whisper_triton.repository import model_specs
 from whisper_triton.settings import SettingsError, model_settings
 
 log = logging.getLogger("serve")
@@ -28,9 +29,10 @@ def main() -> int:
         model = model_settings()
         triton = triton_settings()
         frontend = frontend_settings()
-        log.info("preparing model %s (first use may convert it)", model.model)
-        resolved = resolve_model(model.model, model.cache_path())
-        log.info("model %s at %s", resolved.name, resolved.path)
+        for spec in model_specs():
+            log.info("preparing model %s (first use may convert it)", spec)
+            resolved = resolve_model(spec, model.cache_path())
+            log.info("model %s at %s", resolved.name, resolved.path)
     except (SettingsError, ModelError) as exc:
         log.error("%s", exc)
         return 2

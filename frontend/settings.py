@@ -8,6 +8,7 @@ from collections.abc import Mapping
 import msgspec
 
 from whisper_triton.models import model_id
+from whisper_triton.repository import model_specs
 from whisper_triton.settings import SettingsError, load_settings
 
 DEFAULT_ALIASES = ("whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe",
@@ -18,7 +19,8 @@ class FrontendSettings(msgspec.Struct, frozen=True):
     host: str = "127.0.0.1"
     port: int = 8000
     triton_url: str = "127.0.0.1:8001"
-    model_name: str = ""  # empty: the id of WHISPER_MODEL (default base)
+    models: list[str] = msgspec.field(default_factory=list)  # empty: the ids of WHISPER_MODELS
+    model_name: str = ""  # deprecated alias: a single model id
     model_aliases: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_ALIASES))
     api_keys: list[str] = msgspec.field(default_factory=list)
     admin_api_key: str = ""
@@ -44,20 +46,29 @@ class FrontendSettings(msgspec.Struct, frozen=True):
     def auth_enabled(self) -> bool:
         return bool(self.api_keys or self.admin_api_key)
 
+    unload_model_after_s: float = 0.0  # 0: never unload idle models
+
+    @property
+    def model_ids(self) -> list[str]:
+        return self.models or [self.model_name or "base"]
+
     @property
     def served_model(self) -> str:
-        return self.model_name
+        """The default model: the first of `models`."""
+        return self.model_ids[0]
 
     def resolve_model(self, requested: str) -> str | None:
-        """The served model for a requested id or alias; None when it is not served."""
-        if requested in (self.served_model, *self.model_aliases):
+        """The served model for a requested id or alias (aliases mean the default); None if not served."""
+        if requested in self.model_ids:
+            return requested
+        if requested in self.model_aliases:
             return self.served_model
         return None
 
 
 # The names users of insanely-fast-whisper-api / whisperX-FastAPI already set, without prefix.
 BARE_NAMES = ("DB_URL", "MAX_TASK_QUEUE_SIZE", "ALLOW_PRIVATE_URLS", "DELETE_RESULTS_AFTER_M", "ADMIN_API_KEY",
-              "API_KEYS", "WEBHOOK_SECRET")
+              "API_KEYS", "WEBHOOK_SECRET", "UNLOAD_MODEL_AFTER_S")
 
 
 def frontend_settings(environ: Mapping[str, str] | None = None) -> FrontendSettings:
@@ -75,7 +86,7 @@ def frontend_settings(environ: Mapping[str, str] | None = None) -> FrontendSetti
             f"FRONTEND_HOST={settings.host} would open the API to the network without authentication: "
             "set FRONTEND_API_KEYS (or ADMIN_API_KEY), or keep FRONTEND_HOST=127.0.0.1."
         )
-    if not settings.model_name:
-        name = model_id(environ.get("WHISPER_MODEL") or "base")
-        settings = msgspec.structs.replace(settings, model_name=name)
+    if not settings.models:
+        ids = [settings.model_name] if settings.model_name else [model_id(s) for s in model_specs(environ)]
+        settings = msgspec.structs.replace(settings, models=ids)
     return settings

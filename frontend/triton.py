@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +17,7 @@ from tritonclient.utils import InferenceServerException
 from frontend.errors import APIError, overloaded
 from whisper_triton import contract
 from whisper_triton.errors import ServiceError, from_wire
+from whisper_triton.repository import engine_model_name
 
 log = logging.getLogger("frontend.triton")
 
@@ -22,6 +25,7 @@ log = logging.getLogger("frontend.triton")
 @dataclass(frozen=True)
 class TranscriptionCall:
     audio: bytes
+    model: str | None = None  # a served model id; None: Triton's default (the first of WHISPER_MODELS)
     task: str = "transcribe"
     language: str | None = None
     prompt: str | None = None
@@ -39,6 +43,8 @@ def _bytes_input(name: str, value: bytes) -> grpcclient.InferInput:
 
 def _inputs(call: TranscriptionCall) -> list[grpcclient.InferInput]:
     inputs = [_bytes_input(contract.AUDIO, call.audio), _bytes_input(contract.TASK, call.task.encode())]
+    if call.model:
+        inputs.append(_bytes_input(contract.MODEL, call.model.encode()))
     if call.language:
         inputs.append(_bytes_input(contract.LANGUAGE, call.language.encode()))
     if call.prompt:
@@ -54,12 +60,58 @@ def _inputs(call: TranscriptionCall) -> list[grpcclient.InferInput]:
 
 
 class TritonClient:
-    def __init__(self, url: str) -> None:
+    """Transcriptions through the entry model; engines loaded on demand and unloaded when idle."""
+
+    def __init__(self, url: str, models: list[str] | None = None, unload_after_s: float = 0.0) -> None:
         self.url = url
+        self.models = models or []
+        self.unload_after_s = unload_after_s
         self._client = grpcclient.InferenceServerClient(url)
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._in_flight: dict[str, int] = {}
+        self._last_used: dict[str, float] = {}
 
     async def close(self) -> None:
         await self._client.close()
+
+    async def served_models(self) -> list[str]:
+        """The configured models the Triton repository has (loaded or loadable)."""
+        try:
+            index = await self._client.get_model_repository_index(as_json=True)
+        except (InferenceServerException, grpc.RpcError):
+            return list(self.models)
+        names = {entry["name"] for entry in index.get("models", [])}
+        return [m for m in self.models if engine_model_name(m) in names]
+
+    async def _ensure_loaded(self, model: str) -> None:
+        engine = engine_model_name(model)
+        try:
+            if await self._client.is_model_ready(engine):
+                return
+            async with self._locks.setdefault(model, asyncio.Lock()):
+                if not await self._client.is_model_ready(engine):
+                    log.info("loading model %s", model)
+                    await self._client.load_model(engine)
+        except (InferenceServerException, grpc.RpcError) as exc:
+            log.error("loading model %s failed: %s", model, exc)
+            raise overloaded(f"The model '{model}' could not be loaded; retry shortly.") from exc
+
+    async def unload_idle(self) -> list[str]:
+        """Unloads engines unused for `unload_after_s` (0: never); returns the unloaded models."""
+        if self.unload_after_s <= 0:
+            return []
+        now, unloaded = time.monotonic(), []
+        for model, last in list(self._last_used.items()):
+            if self._in_flight.get(model, 0) == 0 and now - last >= self.unload_after_s:
+                try:
+                    if await self._client.is_model_ready(engine_model_name(model)):
+                        await self._client.unload_model(engine_model_name(model))
+                        log.info("unloaded idle model %s", model)
+                        unloaded.append(model)
+                except (InferenceServerException, grpc.RpcError) as exc:
+                    log.warning("unloading model %s failed: %s", model, exc)
+                self._last_used.pop(model, None)
+        return unloaded
 
     async def is_ready(self) -> bool:
         try:
@@ -71,7 +123,21 @@ class TritonClient:
 
     async def transcribe(self, call: TranscriptionCall) -> AsyncIterator[dict[str, Any]]:
         """Yields the entry model's events; the last one has type `done`."""
+        model = call.model or (self.models[0] if self.models else None)
+        if model is None:
+            async for event in self._stream(call):
+                yield event
+            return
+        self._in_flight[model] = self._in_flight.get(model, 0) + 1
+        try:
+            await self._ensure_loaded(model)
+            async for event in self._stream(call):
+                yield event
+        finally:
+            self._in_flight[model] -= 1
+            self._last_used[model] = time.monotonic()
 
+    async def _stream(self, call: TranscriptionCall) -> AsyncIterator[dict[str, Any]]:
         async def requests() -> AsyncIterator[dict[str, Any]]:
             yield {"model_name": contract.ENTRY_MODEL, "inputs": _inputs(call)}
 

@@ -2,6 +2,7 @@
 
 Entry model `whisper` (decoupled; call it with gRPC streaming):
   inputs  AUDIO            BYTES [1]  the file: any container FFmpeg reads
+          MODEL            BYTES [1]  optional: model id (WHISPER_MODELS); default: the first
           TASK             BYTES [1]  optional: transcribe (default) | translate
           LANGUAGE         BYTES [1]  optional: ISO-639-1 or BCP-47; empty = detect
           PROMPT           BYTES [1]  optional: initial prompt (vocabulary, style)
@@ -11,7 +12,7 @@ Entry model `whisper` (decoupled; call it with gRPC streaming):
           STREAM           BOOL  [1]  optional: default false; true sends a response per window
   output  EVENT            BYTES [1]  one JSON event per response (see README)
 
-Engine model `whisper_engine` (dynamic batching over windows of all requests):
+Engine models `whisper_engine__<model id>`, one per model (dynamic batching over windows of all requests):
   inputs  FEATURES    FP32  [n_mels, 3000]  log-mel of one 30 s window
           NUM_FRAMES  INT32 [1]             frames of the window that hold audio
           OPTIONS     BYTES [1]             JSON `DecodeOptions`
@@ -28,6 +29,7 @@ ENTRY_MODEL = "whisper"
 ENGINE_MODEL = "whisper_engine"
 
 AUDIO = "AUDIO"
+MODEL = "MODEL"
 TASK = "TASK"
 LANGUAGE = "LANGUAGE"
 PROMPT = "PROMPT"

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import msgspec
 
-from whisper_triton.contract import ENGINE_MODEL, ENTRY_MODEL
+from whisper_triton.contract import ENTRY_MODEL
+from whisper_triton.repository import build_repository, model_specs
 from whisper_triton.settings import load_settings
 
 log = logging.getLogger("whisper_triton.launcher")
@@ -43,6 +44,7 @@ class TritonSettings(msgspec.Struct, frozen=True):
     startup_timeout_s: float = 600.0
     log_verbose: int = 0
     shm_size_mb: int = 16
+    model_load: str = "startup"  # startup: every WHISPER_MODELS engine; first_request: on demand
 
     @property
     def grpc_url(self) -> str:
@@ -81,12 +83,14 @@ def prepare_backend_dir(target: Path) -> Path:
     return target
 
 
-def server_command(settings: TritonSettings, backend_dir: Path) -> list[str]:
+def server_command(settings: TritonSettings, backend_dir: Path, repository: Path, preload: list[str]) -> list[str]:
     binary = _pytriton_dir() / "tritonserver" / "bin" / "tritonserver"
     shm = settings.shm_size_mb * 1024 * 1024
     command = [
         str(binary),
-        f"--model-repository={Path(settings.model_repository).resolve()}",
+        f"--model-repository={repository.resolve()}",
+        "--model-control-mode=explicit",
+        *(f"--load-model={name}" for name in [ENTRY_MODEL, *preload]),
         f"--backend-directory={backend_dir}",
         "--disable-auto-complete-config",
         "--exit-on-error=true",
@@ -131,11 +135,17 @@ class TritonServer:
         self.work_dir = work_dir
         self._env = env
         self.process: subprocess.Popen[bytes] | None = None
+        self.preload: list[str] = []
         self._log_thread: threading.Thread | None = None
 
     def start(self) -> None:
+        if self.settings.model_load not in ("startup", "first_request"):
+            raise TritonError("TRITON_MODEL_LOAD must be 'startup' or 'first_request'.")
         backend_dir = prepare_backend_dir(self.work_dir / "backends")
-        command = server_command(self.settings, backend_dir)
+        engines = build_repository(Path(self.settings.model_repository), self.work_dir / "repository",
+                                   model_specs(self._env))
+        self.preload = engines if self.settings.model_load == "startup" else []
+        command = server_command(self.settings, backend_dir, self.work_dir / "repository", self.preload)
         log.info("starting Triton: gRPC %s, metrics %s:%d", self.settings.grpc_url, self.settings.host,
                  self.settings.metrics_port)
         self.process = subprocess.Popen(
@@ -173,7 +183,7 @@ class TritonServer:
                     raise TritonError(f"tritonserver exited with code {self.returncode} during start-up; see its log.")
                 try:
                     if client.is_server_ready() and all(
-                        client.is_model_ready(name) for name in (ENTRY_MODEL, ENGINE_MODEL)
+                        client.is_model_ready(name) for name in (ENTRY_MODEL, *self.preload)
                     ):
                         log.info("Triton is ready")
                         return

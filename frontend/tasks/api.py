@@ -63,8 +63,10 @@ def task_view(task: Task, with_result: bool = True) -> dict[str, Any]:
 async def enqueue(svc: Services, request: TaskRequest, source: str, audio: bytes | None,
                   task_id: str | None = None) -> Task:
     """Stores a queued task (FIFO) or refuses with 503 + Retry-After when the queue is full."""
-    if svc.settings.resolve_model(request.model) is None:
+    model = svc.settings.resolve_model(request.model)
+    if model is None:
         raise model_not_found(request.model)
+    request = msgspec.structs.replace(request, model=model)
     if task_id is not None:
         if not TASK_ID.match(task_id):
             raise bad_request("Task ids are 1 to 64 letters, digits, '-' or '_'.", param="managed_task_id")

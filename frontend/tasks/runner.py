@@ -144,6 +144,7 @@ class TaskRunner:
             audio = await self._fetch(task.request.url)
         call = TranscriptionCall(
             audio=audio,
+            model=task.request.model,
             task=task.request.task,
             language=task.request.language,
             prompt=task.request.prompt,

@@ -22,7 +22,9 @@ from frontend.webhooks import verify
 from tests.assets import JFK_TEXT, jfk_wav, long_recording
 from tests.conftest import Served, run_frontend, start_served
 from tests.text import wer
-from whisper_triton.contract import ENGINE_MODEL
+from whisper_triton.repository import engine_model_name
+
+TINY_ENGINE = engine_model_name("tiny.en")
 
 
 class Peer:
@@ -211,7 +213,7 @@ def test_insanely_fast_whisper_dialect(served: Served) -> None:
 def _engine_windows(served: Served) -> int:
     client = grpcclient.InferenceServerClient(served.grpc_url)
     try:
-        return int(client.get_inference_statistics(ENGINE_MODEL).model_stats[0].inference_count)
+        return int(client.get_inference_statistics(TINY_ENGINE).model_stats[0].inference_count)
     finally:
         client.close()
 

@@ -20,6 +20,9 @@ from whisper_triton.audio import decode_audio
 from whisper_triton.decoding import DecodeOptions
 from whisper_triton.errors import InvalidAudioError, InvalidRequestError, from_wire
 from whisper_triton.features import window_features
+from whisper_triton.repository import engine_model_name
+
+TINY_ENGINE = engine_model_name("tiny.en")
 
 
 def _bytes(name: str, value: bytes) -> grpcclient.InferInput:
@@ -113,7 +116,7 @@ def test_engine_model_contract(url: str) -> None:
     inputs[1].set_data_from_numpy(np.array([[frames]], dtype=np.int32))
     inputs[2].set_data_from_numpy(np.array([[contract.encode(DecodeOptions(word_timestamps=True))]], dtype=object))
     client = grpcclient.InferenceServerClient(url)
-    raw = client.infer(contract.ENGINE_MODEL, inputs).as_numpy(contract.RESULT).reshape(-1)[0]
+    raw = client.infer(TINY_ENGINE, inputs).as_numpy(contract.RESULT).reshape(-1)[0]
     result = contract.decode_result(raw)
     client.close()
     assert result.language == "en"
@@ -125,7 +128,7 @@ def test_windows_of_concurrent_requests_share_engine_batches(url: str) -> None:
     client = grpcclient.InferenceServerClient(url)
 
     def counts() -> tuple[int, int]:
-        stats = client.get_inference_statistics(contract.ENGINE_MODEL).model_stats[0]
+        stats = client.get_inference_statistics(TINY_ENGINE).model_stats[0]
         return int(stats.inference_count), int(stats.execution_count)
 
     audio = long_recording(1.0).path.read_bytes()

@@ -16,8 +16,9 @@ if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 from whisper_triton import contract
-from whisper_triton.errors import EngineError, ServiceError, from_wire
-from whisper_triton.models import read_model_info, resolve_model
+from whisper_triton.errors import EngineError, InvalidRequestError, ServiceError, from_wire
+from whisper_triton.models import model_id, read_model_info, resolve_model
+from whisper_triton.repository import engine_model_name, model_specs
 from whisper_triton.settings import model_settings
 from whisper_triton.transcriber import Transcriber, TranscribeRequest, TranscriberSettings
 
@@ -26,23 +27,38 @@ FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 
 class TritonPythonModel:
     def initialize(self, args):
-        settings = model_settings()
-        resolved = resolve_model(settings.model, settings.cache_path())
+        self.settings = model_settings()
         self.logger = pb_utils.Logger
         # Decoding, VAD and log-mel run in threads (they release the GIL) so the event loop
         # keeps serving other requests; BLS calls block a thread each while the engine works.
         self.cpu_pool = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="cpu")
-        self.bls_pool = ThreadPoolExecutor(max_workers=settings.bls_threads, thread_name_prefix="bls")
-        self.transcriber = Transcriber(
-            read_model_info(resolved.path),
-            self._decode_window,
-            executor=self.cpu_pool,
-            settings=TranscriberSettings(
-                beam_size=settings.beam_size,
-                max_audio_seconds=settings.max_audio_seconds,
-                max_windows_in_flight=settings.max_windows_in_flight,
-            ),
-        )
+        self.bls_pool = ThreadPoolExecutor(max_workers=self.settings.bls_threads, thread_name_prefix="bls")
+        self.specs = {model_id(spec): spec for spec in model_specs()}
+        self.default_model = next(iter(self.specs))
+        self.transcribers = {}
+
+    def _transcriber(self, model):
+        """The pipeline of one Whisper model (its tokenizer, mel size, engine model), made on first use."""
+        if model not in self.transcribers:
+            if model not in self.specs:
+                raise InvalidRequestError(f"The model '{model}' is not served here.", param="model")
+            resolved = resolve_model(self.specs[model], self.settings.cache_path())
+            engine = engine_model_name(model)
+
+            async def decode(job):
+                return await self._decode_window(engine, job)
+
+            self.transcribers[model] = Transcriber(
+                read_model_info(resolved.path),
+                decode,
+                executor=self.cpu_pool,
+                settings=TranscriberSettings(
+                    beam_size=self.settings.beam_size,
+                    max_audio_seconds=self.settings.max_audio_seconds,
+                    max_windows_in_flight=self.settings.max_windows_in_flight,
+                ),
+            )
+        return self.transcribers[model]
 
     async def execute(self, requests):
         await asyncio.gather(*(self._handle(request) for request in requests))
@@ -51,8 +67,9 @@ class TritonPythonModel:
     async def _handle(self, request):
         sender = request.get_response_sender()
         try:
-            audio, options, stream = _read_request(request)
-            async for event in self.transcriber.events(audio, options):
+            audio, options, stream, model = _read_request(request)
+            transcriber = self._transcriber(model or self.default_model)
+            async for event in transcriber.events(audio, options):
                 if request.is_cancelled():
                     error = pb_utils.TritonError("cancelled", pb_utils.TritonError.CANCELLED)
                     sender.send(pb_utils.InferenceResponse(error=error), flags=FINAL)
@@ -69,14 +86,14 @@ class TritonPythonModel:
             error = pb_utils.TritonError("[internal_error] transcription failed", pb_utils.TritonError.INTERNAL)
             sender.send(pb_utils.InferenceResponse(error=error), flags=FINAL)
 
-    async def _decode_window(self, job):
+    async def _decode_window(self, engine, job):
         inputs = [
             pb_utils.Tensor(contract.FEATURES, job.features[np.newaxis]),
             pb_utils.Tensor(contract.NUM_FRAMES, np.array([[job.num_frames]], dtype=np.int32)),
             pb_utils.Tensor(contract.OPTIONS, np.array([[contract.encode(job.options)]], dtype=object)),
         ]
         call = pb_utils.InferenceRequest(
-            model_name=contract.ENGINE_MODEL, requested_output_names=[contract.RESULT], inputs=inputs
+            model_name=engine, requested_output_names=[contract.RESULT], inputs=inputs
         )
         response = await asyncio.get_running_loop().run_in_executor(self.bls_pool, call.exec)
         if response.has_error():
@@ -114,7 +131,8 @@ def _read_request(request):
         word_timestamps=bool(value(contract.WORD_TIMESTAMPS) or False),
         vad=True if value(contract.VAD) is None else bool(value(contract.VAD)),
     )
-    return audio if isinstance(audio, bytes) else b"", options, bool(value(contract.STREAM) or False)
+    stream = bool(value(contract.STREAM) or False)
+    return audio if isinstance(audio, bytes) else b"", options, stream, text(contract.MODEL)
 
 
 def _response(event):

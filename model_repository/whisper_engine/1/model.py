@@ -1,5 +1,6 @@
 """Triton glue of the Whisper engine model: one dynamic batch of windows per execute()."""
 
+import json
 import sys
 import traceback
 from pathlib import Path
@@ -23,7 +24,10 @@ from whisper_triton.text import WhisperTokenizer
 class TritonPythonModel:
     def initialize(self, args):
         settings = model_settings()
-        resolved = resolve_model(settings.model, settings.cache_path())
+        # One engine model per Whisper model: the generated repository names it in the config.
+        parameters = json.loads(args["model_config"]).get("parameters", {})
+        spec = parameters.get("WHISPER_MODEL", {}).get("string_value") or settings.model
+        resolved = resolve_model(spec, settings.cache_path())
         info = read_model_info(resolved.path)
         self.engine = CTranslate2Engine(
             resolved.path,

@@ -1,0 +1,58 @@
+"""The model repository Triton serves, generated from `model_repository/` for the configured models.
+
+`model_repository/whisper` is served as is (one entry model for every Whisper model);
+`model_repository/whisper_engine` is the template of the engine models: one copy per model in
+`WHISPER_MODELS`, named `whisper_engine__<model id>`, with the model spec in its config
+parameters. Triton runs in explicit model-control mode, so engines can be loaded at start-up or
+on first use and unloaded when idle.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+
+from whisper_triton.contract import ENGINE_MODEL, ENTRY_MODEL
+from whisper_triton.models import model_id
+
+ENGINE_PREFIX = f"{ENGINE_MODEL}__"
+
+
+def model_specs(environ: Mapping[str, str] | None = None) -> list[str]:
+    """`WHISPER_MODELS` (comma-separated), else `WHISPER_MODEL`, else `base`; the first is the default."""
+    env = os.environ if environ is None else environ
+    raw = env.get("WHISPER_MODELS") or env.get("WHISPER_MODEL") or "base"
+    specs = [spec.strip() for spec in raw.split(",") if spec.strip()]
+    unique: dict[str, str] = {}
+    for spec in specs:
+        unique.setdefault(model_id(spec), spec)
+    return list(unique.values())
+
+
+def engine_model_name(model: str) -> str:
+    """The Triton name of a model's engine: `whisper_engine__<id>` with unsafe characters replaced."""
+    return ENGINE_PREFIX + re.sub(r"[^A-Za-z0-9_.-]", "_", model)
+
+
+def build_repository(source: Path, target: Path, specs: list[str]) -> list[str]:
+    """Writes the served repository; returns the engine model names, default model first."""
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    (target / ENTRY_MODEL).symlink_to((source / ENTRY_MODEL).resolve(), target_is_directory=True)
+    template = (source / ENGINE_MODEL / "config.pbtxt").read_text(encoding="utf-8")
+    names = []
+    for spec in specs:
+        name = engine_model_name(model_id(spec))
+        folder = target / name
+        (folder / "1").mkdir(parents=True)
+        (folder / "1" / "model.py").symlink_to((source / ENGINE_MODEL / "1" / "model.py").resolve())
+        config = re.sub(r'^name: "[^"]*"', f'name: "{name}"', template, count=1, flags=re.M)
+        escaped = spec.replace("\\", "\\\\").replace('"', '\\"')
+        config += f'parameters {{ key: "WHISPER_MODEL" value {{ string_value: "{escaped}" }} }}\n'
+        (folder / "config.pbtxt").write_text(config, encoding="utf-8")
+        names.append(name)
+    return names
