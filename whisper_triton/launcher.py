@@ -142,10 +142,11 @@ class TritonServer:
         if self.settings.model_load not in ("startup", "first_request"):
             raise TritonError("TRITON_MODEL_LOAD must be 'startup' or 'first_request'.")
         backend_dir = prepare_backend_dir(self.work_dir / "backends")
-        engines = build_repository(Path(self.settings.model_repository), self.work_dir / "repository",
-                                   model_specs(self._env))
+        # One generated repository per server (keyed by its port): Triton reads it while it runs.
+        repository = self.work_dir / f"repository-{self.settings.grpc_port}"
+        engines = build_repository(Path(self.settings.model_repository), repository, model_specs(self._env))
         self.preload = engines if self.settings.model_load == "startup" else []
-        command = server_command(self.settings, backend_dir, self.work_dir / "repository", self.preload)
+        command = server_command(self.settings, backend_dir, repository, self.preload)
         log.info("starting Triton: gRPC %s, metrics %s:%d", self.settings.grpc_url, self.settings.host,
                  self.settings.metrics_port)
         self.process = subprocess.Popen(
