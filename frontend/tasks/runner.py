@@ -101,6 +101,7 @@ class TaskRunner:
                 self.running.pop(task.id, None)
 
     async def _maintain(self) -> None:
+        await self._redeliver()
         while True:
             try:
                 requeued = await self.store.recover(self.settings.lease_s, self.settings.max_attempts)
@@ -112,6 +113,25 @@ class TaskRunner:
             except StoreError as exc:
                 log.error("task maintenance failed: %s", exc)
             await asyncio.sleep(max(1.0, self.settings.lease_s / 3))
+
+    async def _redeliver(self) -> None:
+        """Webhooks interrupted by a stop are sent again at start (at least once, never lost)."""
+        if self._notify is None:
+            return
+        try:
+            pending = await self.store.undelivered()
+        except StoreError as exc:
+            log.error("looking for undelivered webhooks failed: %s", exc)
+            return
+        for task in pending:
+            log.info("delivering the webhook of task %s again", short_id(task.id))
+            self._spawn_notification(task)
+
+    def _spawn_notification(self, task: Task) -> None:
+        assert self._notify is not None
+        notification = asyncio.create_task(self._notify(task))
+        self._notifications.add(notification)
+        notification.add_done_callback(self._notifications.discard)
 
     async def _run(self, task: Task) -> None:
         log.info("task %s started (attempt %d)", short_id(task.id), task.attempts)
@@ -210,6 +230,4 @@ class TaskRunner:
         if self._notify is not None and status in ("completed", "failed"):
             ended = await self.store.get(task.id)
             if ended is not None:
-                notification = asyncio.create_task(self._notify(ended))
-                self._notifications.add(notification)
-                notification.add_done_callback(self._notifications.discard)
+                self._spawn_notification(ended)

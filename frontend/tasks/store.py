@@ -168,6 +168,16 @@ class TaskStore:
         await self._execute("DELETE FROM task_audio WHERE task_id = ?", (task_id,))
         return bool(rows)
 
+    async def undelivered(self) -> list[Task]:
+        """Ended tasks with a webhook whose delivery never finished (the replica stopped mid-way)."""
+        rows = await self._execute(
+            f"SELECT {_COLUMNS} FROM tasks WHERE status IN ('completed', 'failed') AND request LIKE ? "
+            "AND (webhook IS NULL OR webhook LIKE ?) ORDER BY seq",
+            ('%"webhook":{%', '%"state":"pending"%'),
+            fetch=True,
+        )
+        return [_task(row) for row in rows]
+
     async def set_webhook(self, task_id: str, delivery: dict[str, Any]) -> None:
         await self._execute("UPDATE tasks SET webhook = ? WHERE id = ?", (_json(delivery), task_id))
 

@@ -125,3 +125,18 @@ async def test_webhook_state_and_delete(store: TaskStore) -> None:
 
 async def test_ping(store: TaskStore) -> None:
     assert await store.ping()
+
+
+async def test_undelivered_webhooks_are_found(store: TaskStore) -> None:
+    from frontend.tasks.model import Webhook
+
+    hooked = TaskRequest(model="tiny.en", webhook=Webhook(url="https://hooks.example.com/x"))
+    pending, delivered, no_hook, running = (new_task(hooked, "url"), new_task(hooked, "url"),
+                                            new_task(request_(), "upload"), new_task(hooked, "url"))
+    for task in (pending, delivered, no_hook, running):
+        await store.create(task)
+    for task in (pending, delivered, no_hook):
+        await store.finish(task.id, "completed", result={"text": ""})
+    await store.set_webhook(pending.id, {"state": "pending", "attempts": 1})
+    await store.set_webhook(delivered.id, {"state": "delivered", "attempts": 1})
+    assert [t.id for t in await store.undelivered()] == [pending.id]
