@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import logging
-
 import uvicorn
 
 from frontend.app import create_app
+from frontend.logs import configure_logging
 from frontend.settings import frontend_settings
 
 
 def main() -> None:
     settings = frontend_settings()
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level, json=settings.log_json)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
+                log_config=None,
                 timeout_graceful_shutdown=30)
 
 

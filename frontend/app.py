@@ -15,7 +15,9 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.response import File
 from litestar.static_files import create_static_files_router
 
+from frontend.chat import ChatController
 from frontend.errors import EXCEPTION_HANDLERS
+from frontend.metrics import FrontendMetrics, MetricsPlugin
 from frontend.net import UrlPolicy
 from frontend.routes import Admission, AudioController, HealthController, ModelsController, Services
 from frontend.settings import FrontendSettings
@@ -51,6 +53,7 @@ async def _unload_idle_models(triton: TritonClient) -> None:
 
 def create_app(settings: FrontendSettings) -> Litestar:
     data_dir = Path(settings.data_dir).expanduser()
+    metrics = FrontendMetrics()
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -67,6 +70,8 @@ def create_app(settings: FrontendSettings) -> Litestar:
             fetch=url_fetcher(policy),
             notify=webhook_notifier(store, webhook_secret(settings.webhook_secret, data_dir), policy,
                                     settings.webhook_attempts),
+            on_audio_seconds=metrics.observe_audio,
+            on_queue_depth=metrics.set_queue_depth,
         )
         app.state.services = Services(settings, triton, Admission(settings.max_concurrent_requests), store,
                                       runner, policy)
@@ -86,7 +91,8 @@ def create_app(settings: FrontendSettings) -> Litestar:
 
     return Litestar(
         route_handlers=[AudioController, ModelsController, HealthController, WhisperXController,
-                        InsanelyFastWhisperController, web_page, static_files],
+                        InsanelyFastWhisperController, ChatController, web_page, static_files],
+        plugins=[MetricsPlugin(metrics)],
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.max_upload_bytes + MULTIPART_OVERHEAD,

@@ -21,6 +21,7 @@ from litestar.response import Stream
 
 from frontend.errors import APIError, bad_request, model_not_found, overloaded, unauthorized
 from frontend.forms import RESPONSE_FORMATS, AudioForm, parse_audio_form, read_multipart
+from frontend.metrics import metrics_of
 from frontend.net import FetchError, UnsafeUrlError, UrlPolicy, check_url
 from frontend.responses import render, stream_events
 from frontend.schemas import ErrorResponse, Model, ModelList
@@ -208,6 +209,8 @@ async def _transcribe(request: Request[Any, Any, Any], task: str) -> Response[An
     finally:
         svc.admission.release()
     await svc.record_sync(form, done, None)
+    if (metrics := metrics_of(request.app)) is not None:
+        metrics.observe_audio(float(done.get("duration", 0.0)), form.task)
     return render(done, form)
 
 

@@ -14,6 +14,7 @@ import msgspec
 import uvicorn
 
 from frontend.app import create_app
+from frontend.logs import configure_logging
 from frontend.settings import frontend_settings
 from whisper_triton.launcher import Supervisor, TritonError, TritonServer, triton_settings
 from whisper_triton.models import ModelError, resolve_model
@@ -24,7 +25,7 @@ log = logging.getLogger("serve")
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging("info", json=False)
     try:
         model = model_settings()
         triton = triton_settings()
@@ -36,6 +37,7 @@ def main() -> int:
     except (SettingsError, ModelError) as exc:
         log.error("%s", exc)
         return 2
+    configure_logging(frontend.log_level, json=frontend.log_json)
     if "FRONTEND_TRITON_URL" not in os.environ:
         frontend = msgspec.structs.replace(frontend, triton_url=triton.grpc_url)
     supervisor = Supervisor(TritonServer(triton, model.cache_path() / "triton"))
@@ -51,7 +53,7 @@ def main() -> int:
     try:
         log.info("frontend on http://%s:%d (API docs at /docs)", frontend.host, frontend.port)
         uvicorn.run(create_app(frontend), host=frontend.host, port=frontend.port,
-                    log_level=frontend.log_level, timeout_graceful_shutdown=30)
+                    log_level=frontend.log_level, log_config=None, timeout_graceful_shutdown=30)
     except SystemExit:
         pass
     finally:

@@ -48,6 +48,7 @@ class TaskRunner:
         fetch: FetchFn,
         notify: NotifyFn | None = None,
         on_audio_seconds: Callable[[float, str], None] | None = None,
+        on_queue_depth: Callable[[int], None] | None = None,
     ) -> None:
         self.store = store
         self.triton = triton
@@ -56,6 +57,7 @@ class TaskRunner:
         self._fetch = fetch
         self._notify = notify
         self._on_audio_seconds = on_audio_seconds
+        self._on_queue_depth = on_queue_depth
         self._wake = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
         self.running: dict[str, asyncio.Task[None]] = {}
@@ -110,9 +112,11 @@ class TaskRunner:
                 if requeued:
                     self.wake()
                 await self.store.expire(self.settings.results_ttl_s)
+                if self._on_queue_depth is not None:
+                    self._on_queue_depth(await self.store.count_queued())
             except StoreError as exc:
                 log.error("task maintenance failed: %s", exc)
-            await asyncio.sleep(max(1.0, self.settings.lease_s / 3))
+            await asyncio.sleep(min(5.0, max(1.0, self.settings.lease_s / 3)))
 
     async def _redeliver(self) -> None:
         """Webhooks interrupted by a stop are sent again at start (at least once, never lost)."""
