@@ -32,7 +32,7 @@ class TranscriptionCall:
     temperature: float = 0.0
     word_timestamps: bool = False
     stream: bool = False
-
+    transcript: bytes | None = None  # JSON segments: align this text instead of transcribing
 
 def _bytes_input(name: str, value: bytes) -> grpcclient.InferInput:
     tensor = grpcclient.InferInput(name, [1], "BYTES")
@@ -49,6 +49,8 @@ def _inputs(call: TranscriptionCall) -> list[grpcclient.InferInput]:
         inputs.append(_bytes_input(contract.LANGUAGE, call.language.encode()))
     if call.prompt:
         inputs.append(_bytes_input(contract.PROMPT, call.prompt.encode()))
+    if call.transcript is not None:
+        inputs.append(_bytes_input(contract.TRANSCRIPT, call.transcript))
     temperature = grpcclient.InferInput(contract.TEMPERATURE, [1], "FP32")
     temperature.set_data_from_numpy(np.array([call.temperature], dtype=np.float32))
     inputs.append(temperature)

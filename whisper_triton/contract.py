@@ -10,6 +10,7 @@ Entry model `whisper` (decoupled; call it with gRPC streaming):
           WORD_TIMESTAMPS  BOOL  [1]  optional: default false
           VAD              BOOL  [1]  optional: default true (used for audio over 30 s)
           STREAM           BOOL  [1]  optional: default false; true sends a response per window
+          TRANSCRIPT       BYTES [1]  optional: JSON segments [{start, end, text}] to align, not transcribe
   output  EVENT            BYTES [1]  one JSON event per response (see README)
 
 Engine models `whisper_engine__<model id>`, one per model (dynamic batching over windows of all requests):
@@ -30,6 +31,7 @@ ENGINE_MODEL = "whisper_engine"
 
 AUDIO = "AUDIO"
 MODEL = "MODEL"
+TRANSCRIPT = "TRANSCRIPT"
 TASK = "TASK"
 LANGUAGE = "LANGUAGE"
 PROMPT = "PROMPT"
@@ -59,6 +61,16 @@ def decode_options(data: bytes) -> DecodeOptions:
 
 def decode_result(data: bytes) -> WindowResult:
     return _result_decoder.decode(data)
+
+
+def decode_transcript(data: bytes) -> list[dict[str, object]]:
+    """`{"segments": [...]}` or a bare list of `{start, end, text}`."""
+    value = msgspec.json.decode(data)
+    if isinstance(value, dict):
+        value = value.get("segments")
+    if not isinstance(value, list) or not all(isinstance(s, dict) for s in value):
+        raise ValueError("a transcript is a list of segments or an object with 'segments'")
+    return value
 
 
 def decode_event(data: bytes) -> dict[str, object]:

@@ -36,6 +36,9 @@ class DecodeOptions:
     compression_ratio_threshold: float = 2.4
     log_prob_threshold: float = -1.0
     no_speech_threshold: float = 0.6
+    # Forced alignment: the window's known segments (text, start, end in window seconds) get word
+    # timings instead of being transcribed.
+    given: tuple[tuple[str, float, float], ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,27 @@ def decode_windows(
         return []
     encoded = engine.encode(np.stack([job.features for job in jobs]))
     languages = _languages(engine, encoded, jobs)
+    aligning = [i for i, job in enumerate(jobs) if job.options.given is not None]
+    if not aligning:
+        return _transcribe(engine, tokenizer, encoded, jobs, languages)
+    results: list[WindowResult | None] = [None] * len(jobs)
+    decoding = [i for i in range(len(jobs)) if i not in aligning]
+    for indices, run in ((decoding, _transcribe), (aligning, _align_given)):
+        if indices:
+            sub = run(engine, tokenizer, _subset(engine, encoded, indices, len(jobs)), [jobs[i] for i in indices],
+                      [languages[i] for i in indices])
+            for i, result in zip(indices, sub, strict=True):
+                results[i] = result
+    return [result for result in results if result is not None]
+
+
+def _transcribe(
+    engine: WhisperEngine,
+    tokenizer: WhisperTokenizer,
+    encoded: Any,
+    jobs: list[WindowJob],
+    languages: list[tuple[str, float]],
+) -> list[WindowResult]:
     prompts = [
         _prompt(tokenizer, job.options, language) for job, (language, _) in zip(jobs, languages, strict=True)
     ]
@@ -96,6 +120,27 @@ def decode_windows(
         segments = _segments(tokenizer, job, attempt)
         resume_at = None if not segments else unfinished_from(tokenizer, attempt.generation.tokens, job.num_frames)
         results.append(WindowResult(language, probability, segments, resume_at))
+    _add_words(engine, tokenizer, encoded, jobs, results)
+    return results
+
+
+def _align_given(
+    engine: WhisperEngine,
+    tokenizer: WhisperTokenizer,
+    encoded: Any,
+    jobs: list[WindowJob],
+    languages: list[tuple[str, float]],
+) -> list[WindowResult]:
+    """Word timings for known text: each given segment is tokenized and aligned, nothing generated."""
+    results = []
+    for job, (language, probability) in zip(jobs, languages, strict=True):
+        segments = []
+        for text, start, end in job.options.given or ():
+            clean = " " + text.strip()
+            tokens = tokenizer.encode(clean)
+            segments.append(Segment(start=start, end=end, text=clean, tokens=tokens, temperature=0.0,
+                                    avg_logprob=0.0, compression_ratio=compression_ratio(clean), no_speech_prob=0.0))
+        results.append(WindowResult(language, probability, segments))
     _add_words(engine, tokenizer, encoded, jobs, results)
     return results
 

@@ -21,7 +21,7 @@ from whisper_triton.errors import AudioTooShortError, InvalidRequestError
 from whisper_triton.features import window_features
 from whisper_triton.languages import normalize_language
 from whisper_triton.models import ModelInfo
-from whisper_triton.windows import Window, plan_windows
+from whisper_triton.windows import WINDOW_SAMPLES, WINDOW_SECONDS, Window, plan_windows
 
 DecodeFn = Callable[[WindowJob], Awaitable[WindowResult]]
 MIN_SECONDS = 0.1
@@ -127,6 +127,36 @@ class Transcriber:
             "segments": segments,
         }
 
+    async def align(
+        self, audio: bytes, transcript: list[dict[str, Any]], language: str | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Word timings for a given transcript (`[{start, end, text}]`): one `done` event."""
+        given = _given_segments(transcript)
+        options = replace(validate(TranscribeRequest(language=language), self.model), word_timestamps=True)
+        decoded = await self._run_blocking(decode_audio, audio, self.settings.max_audio_seconds)
+        samples: np.ndarray = decoded.samples
+        duration = len(samples) / SAMPLE_RATE
+        if duration < MIN_SECONDS:
+            raise AudioTooShortError(f"Audio file is too short. Minimum audio length is {MIN_SECONDS} seconds.")
+        segments: list[dict[str, Any]] = []
+        languages: list[str] = []
+        for window, pieces in _pack_given(given, len(samples)):
+            chunk = samples[window.start : window.end]
+            features, frames = await self._run_blocking(window_features, chunk, self.model.n_mels)
+            relative = tuple((text, max(0.0, s - window.offset), min(window.duration, e - window.offset))
+                             for text, s, e in pieces)
+            result = await self._decode(WindowJob(features, frames, replace(options, given=relative)))
+            languages.append(result.language)
+            segments.extend(_segment_dict(len(segments) + i, window, s) for i, s in enumerate(result.segments))
+        yield {
+            "type": "done",
+            "task": "align",
+            "language": options.language or (max(set(languages), key=languages.count) if languages else "en"),
+            "duration": round(duration, 3),
+            "text": "".join(s["text"] for s in segments).strip(),
+            "segments": segments,
+        }
+
     async def _decode_windows(
         self, samples: np.ndarray, windows: list[Window], options: DecodeOptions
     ) -> AsyncIterator[tuple[Window, WindowResult, float]]:
@@ -171,6 +201,37 @@ class Transcriber:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _given_segments(transcript: list[dict[str, Any]]) -> list[tuple[str, float, float]]:
+    try:
+        given = [(str(s["text"]), float(s["start"]), float(s["end"])) for s in transcript]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InvalidRequestError(
+            "The transcript must be a list of segments with 'text', 'start' and 'end'.", param="transcript"
+        ) from exc
+    if not given or any(end < start or start < 0 for _, start, end in given):
+        raise InvalidRequestError("The transcript needs segments with 0 <= start <= end.", param="transcript")
+    return sorted(given, key=lambda g: g[1])
+
+
+def _pack_given(
+    given: list[tuple[str, float, float]], num_samples: int, margin: float = 0.5
+) -> list[tuple[Window, list[tuple[str, float, float]]]]:
+    """Consecutive segments in windows of at most 30 s (with a little audio around them)."""
+    packed: list[tuple[Window, list[tuple[str, float, float]]]] = []
+    for text, start, end in given:
+        if packed:
+            window, pieces = packed[-1]
+            first = window.start / SAMPLE_RATE
+            if end + margin - first <= WINDOW_SECONDS:
+                pieces.append((text, start, end))
+                packed[-1] = (Window(window.start, min(num_samples, int((end + margin) * SAMPLE_RATE))), pieces)
+                continue
+        begin = max(0, int((start - margin) * SAMPLE_RATE))
+        stop = min(num_samples, begin + WINDOW_SAMPLES, int((end + margin) * SAMPLE_RATE))
+        packed.append((Window(begin, max(stop, begin + 1)), [(text, start, end)]))
+    return packed
 
 
 def _segment_dict(index: int, window: Window, segment: Segment) -> dict[str, Any]:

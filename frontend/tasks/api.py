@@ -16,6 +16,7 @@ from frontend.formats import to_srt, to_text, to_vtt
 from frontend.forms import FormReader, read_multipart
 from frontend.routes import Services, require_api_key, services
 from frontend.tasks.model import TASK_ID, Task, TaskRequest, Webhook, new_task
+from whisper_triton.contract import decode_transcript
 from whisper_triton.errors import InvalidRequestError
 from whisper_triton.languages import normalize_language
 from whisper_triton.speakers import assign_speakers
@@ -196,11 +197,30 @@ class WhisperXController(Controller):
         return {"message": "Task deleted"}
 
     @post("/service/align", operation_id="serviceAlign", status_code=200)
-    async def service_align(self) -> None:
-        """Not available yet: word timings come with the transcription (word_timestamps=true)."""
-        raise APIError(501, "Aligning a given transcript is not available on this server yet; request word "
-                       "timestamps with the transcription instead (word_timestamps=true).",
-                       type="server_error", code="not_implemented")
+    async def service_align(self, request: Request[Any, Any, Any]) -> dict[str, str]:
+        """Word timings for a given transcript: multipart `file` (audio) and `transcript` (JSON segments)."""
+        svc = services(request)
+        fields, files = await read_multipart(request, svc.settings.max_upload_bytes)
+        upload = files.get("file")
+        if upload is None or not upload.data:
+            raise bad_request("You must provide the audio as the 'file' part.", param="file",
+                              code="missing_required_parameter")
+        raw = files["transcript"].data if "transcript" in files else (fields.get("transcript") or [""])[0].encode()
+        try:
+            segments = decode_transcript(raw)
+            if not segments or not all(isinstance(s.get("text"), str) for s in segments):
+                raise ValueError("segments need 'text'")
+        except (ValueError, msgspec.DecodeError) as exc:
+            raise bad_request(f"'transcript' must be JSON segments with start, end and text ({exc}).",
+                              param="transcript") from exc
+        reader = _query_and_form(request, fields)
+        task_request = TaskRequest(
+            model=reader.text("model") or svc.settings.served_model, task="align",
+            language=_language(reader.text("language")), word_timestamps=True, dialect="whisperx",
+            file_name=upload.filename, transcript=segments,
+        )
+        task = await enqueue(svc, task_request, "upload", upload.data)
+        return {"identifier": task.id, "message": "Task queued"}
 
     @post("/service/diarize", operation_id="serviceDiarize", status_code=200)
     async def service_diarize(self) -> None:

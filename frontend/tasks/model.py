@@ -32,6 +32,7 @@ class TaskRequest(msgspec.Struct, frozen=True, omit_defaults=True):
     file_name: str | None = None
     url: str | None = None
     webhook: Webhook | None = None
+    transcript: list[dict[str, Any]] | None = None  # task "align": segments whose words are timed
 
 
 class TaskError(msgspec.Struct, frozen=True):

@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
 from frontend.errors import APIError
 from frontend.tasks.model import Task, TaskError, short_id
 from frontend.tasks.store import StoreError, TaskStore
@@ -166,10 +168,12 @@ class TaskRunner:
             if task.request.url is None:
                 raise ServiceError("The task's audio is gone; submit it again.")
             audio = await self._fetch(task.request.url)
+        transcript = task.request.transcript
         call = TranscriptionCall(
             audio=audio,
             model=task.request.model,
-            task=task.request.task,
+            task="transcribe" if transcript is not None else task.request.task,
+            transcript=None if transcript is None else msgspec.json.encode(transcript),
             language=task.request.language,
             prompt=task.request.prompt,
             temperature=task.request.temperature,

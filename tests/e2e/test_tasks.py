@@ -270,7 +270,30 @@ def test_combine_transcript_with_speaker_turns(served: Served) -> None:
     assert [s["speaker"] for s in segments] == ["SPEAKER_00", "SPEAKER_01"]
     assert segments[0]["words"][0]["speaker"] == "SPEAKER_00"
     assert httpx.post(f"{served.base_url}/service/combine", json={"transcript": {}}).status_code == 400
-    assert httpx.post(f"{served.base_url}/service/align", files={"file": ("a", b"1")}).status_code == 501
+
+
+def test_align_a_given_transcript(served: Served) -> None:
+    """Word timings for known text (forced alignment through the engine's cross-attention DTW)."""
+    transcript = {"segments": [
+        {"start": 0.0, "end": 8.0, "text": "And so, my fellow Americans, ask not what your country can do for you,"},
+        {"start": 8.0, "end": 11.0, "text": "ask what you can do for your country."}]}
+    with httpx.Client(base_url=served.base_url, timeout=60) as client:
+        response = client.post("/service/align", files={"file": ("jfk.wav", jfk_wav().read_bytes()),
+                                                        "transcript": ("t.json", json.dumps(transcript))})
+        assert response.status_code == 200, response.text
+        task = wait_task(client, response.json()["identifier"])
+        assert task["status"] == "completed" and task["metadata"]["task_type"] == "align", task
+        segments = task["result"]["segments"]
+        assert [s["text"].strip() for s in segments] == [s["text"] for s in transcript["segments"]]
+        words = [w for s in segments for w in s["words"]]
+        assert [w["word"].strip() for w in words][:4] == ["And", "so,", "my", "fellow"]
+        starts = [w["start"] for w in words]
+        assert starts == sorted(starts)
+        country = [w for w in words if w["word"].strip().startswith("country")]
+        assert len(country) == 2 and country[0]["end"] < 8.5 < country[1]["start"] and country[1]["end"] > 9.5
+        bad = client.post("/service/align", files={"file": ("jfk.wav", jfk_wav().read_bytes())},
+                          data={"transcript": "[{\"start\": 0}]"})
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "transcript"
 
 
 def test_tasks_survive_crashes_of_the_frontend_and_of_triton(tmp_path: Path) -> None:

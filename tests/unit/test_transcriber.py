@@ -118,3 +118,19 @@ def test_unfinished_from() -> None:
     assert unfinished_from(tokenizer, closed_then_opened, num_frames=230) is None
     assert unfinished_from(tokenizer, [begin, *text, begin + 100, tokenizer.eot], num_frames=2800) is None
     assert unfinished_from(tokenizer, [begin, *text], num_frames=2800) is None
+
+
+async def test_align_packs_given_segments_into_windows_with_relative_times() -> None:
+    fake = FakeDecode()
+    transcript = [{"start": 0.5, "end": 4.0, "text": "first"}, {"start": 5.0, "end": 9.0, "text": "second"},
+                  {"start": 40.0, "end": 45.0, "text": "third"}]
+    audio = long_recording(1.0).path.read_bytes()
+    events = [e async for e in Transcriber(ENGLISH, fake).align(audio, transcript)]
+    assert len(fake.jobs) == 2  # 0.5-9 s in one window, 40-45 s in another
+    first, second = (job.options for job in fake.jobs)
+    assert first.word_timestamps and first.given == (("first", 0.5, 4.0), ("second", 5.0, 9.0))
+    assert second.given is not None and second.given[0][0] == "third"
+    assert second.given[0][1] == pytest.approx(0.5, abs=0.01)  # 40 s, relative to a window from 39.5 s
+    assert events[-1]["type"] == "done" and events[-1]["task"] == "align"
+    with pytest.raises(InvalidRequestError):
+        [e async for e in Transcriber(ENGLISH, fake).align(audio, [{"text": "no times"}])]

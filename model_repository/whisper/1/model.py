@@ -7,6 +7,7 @@ import traceback
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import msgspec
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
@@ -67,9 +68,13 @@ class TritonPythonModel:
     async def _handle(self, request):
         sender = request.get_response_sender()
         try:
-            audio, options, stream, model = _read_request(request)
+            audio, options, stream, model, transcript = _read_request(request)
             transcriber = self._transcriber(model or self.default_model)
-            async for event in transcriber.events(audio, options):
+            if transcript is None:
+                events = transcriber.events(audio, options)
+            else:
+                events = transcriber.align(audio, transcript, options.language)
+            async for event in events:
                 if request.is_cancelled():
                     error = pb_utils.TritonError("cancelled", pb_utils.TritonError.CANCELLED)
                     sender.send(pb_utils.InferenceResponse(error=error), flags=FINAL)
@@ -132,7 +137,13 @@ def _read_request(request):
         vad=True if value(contract.VAD) is None else bool(value(contract.VAD)),
     )
     stream = bool(value(contract.STREAM) or False)
-    return audio if isinstance(audio, bytes) else b"", options, stream, text(contract.MODEL)
+    transcript = value(contract.TRANSCRIPT)
+    if transcript is not None:
+        try:
+            transcript = contract.decode_transcript(transcript)
+        except (ValueError, msgspec.DecodeError) as exc:
+            raise InvalidRequestError(f"TRANSCRIPT is not valid: {exc}", param="transcript") from exc
+    return audio if isinstance(audio, bytes) else b"", options, stream, text(contract.MODEL), transcript
 
 
 def _response(event):
