@@ -110,4 +110,5 @@ def configure_logging(level: str = "info", json: bool = True) -> logging.Handler
         logger = logging.getLogger(name)
         logger.handlers.clear()
         logger.propagate = True
+        logger.setLevel(logging.NOTSET)  # the root's level decides (uvicorn's config may have set one)
     return handler
