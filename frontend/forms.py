@@ -46,6 +46,10 @@ class AudioForm:
     temperature: float
     timestamp_granularities: tuple[str, ...]
     stream: bool
+    diarize: bool = False
+    num_speakers: int | None = None
+    min_speakers: int | None = None
+    max_speakers: int | None = None
 
     @property
     def word_timestamps(self) -> bool:
@@ -207,10 +211,10 @@ def parse_audio_form(
             param="response_format",
             code="unsupported_value",
         )
-    if response_format == "diarized_json" or reader.array("known_speaker_names"):
+    if reader.array("known_speaker_names") or reader.array("known_speaker_references"):
         raise bad_request(
-            "Speaker diarization is not available on this server yet.",
-            param="response_format" if response_format == "diarized_json" else "known_speaker_names",
+            "Known speakers are not supported on this server yet; speakers are labelled A, B, ...",
+            param="known_speaker_names",
             code="unsupported_value",
         )
     granularities = tuple(g.lower() for g in reader.array("timestamp_granularities")) or ("segment",)
@@ -239,7 +243,19 @@ def parse_audio_form(
         temperature=reader.number("temperature", 0.0, 0.0, 1.0),
         timestamp_granularities=granularities,
         stream=reader.boolean("stream"),
+        diarize=task == "transcribe" and (response_format == "diarized_json" or reader.boolean("diarize")
+                                          or model.strip().endswith("-diarize")),
+        num_speakers=speaker_count(reader, "num_speakers"),
+        min_speakers=speaker_count(reader, "min_speakers"),
+        max_speakers=speaker_count(reader, "max_speakers"),
     )
+
+
+def speaker_count(reader: FormReader, name: str) -> int | None:
+    value = reader.number(name, 0, 0, 64)
+    if value != int(value):
+        raise bad_request(f"'{name}' must be a whole number.", param=name)
+    return int(value) or None
 
 
 def _prompt(reader: FormReader) -> str | None:

@@ -14,15 +14,19 @@ from frontend.formats import to_srt, to_text, to_vtt
 from frontend.forms import AudioForm
 from frontend.schemas import (
     Transcription,
+    TranscriptionDiarized,
+    TranscriptionDiarizedSegment,
     TranscriptionSegment,
     TranscriptionVerbose,
     TranscriptionWord,
     TranscriptTextDeltaEvent,
     TranscriptTextDoneEvent,
+    TranscriptTextSegmentEvent,
     UsageDuration,
 )
 from whisper_triton.errors import ServiceError
 from whisper_triton.languages import language_name
+from whisper_triton.speakers import speaker_letters
 
 JSON = "application/json"
 TEXT = "text/plain; charset=utf-8"
@@ -36,7 +40,35 @@ def usage(done: dict[str, Any]) -> UsageDuration:
 
 
 def segments(done: dict[str, Any]) -> list[TranscriptionSegment]:
-    return [TranscriptionSegment(**{k: s[k] for k in _SEGMENT_FIELDS}) for s in done["segments"]]
+    """OpenAI segments; with diarization, `speaker` is the letter (A, B, ...) and text has no prefix."""
+    letters = speaker_letters(done["segments"])
+    return [
+        TranscriptionSegment(**{k: s[k] for k in _SEGMENT_FIELDS if k in s and k != "speaker"},
+                             speaker=letters.get(s.get("speaker", "")))
+        for s in done["segments"]
+    ]
+
+
+def cues(done: dict[str, Any]) -> list[TranscriptionSegment]:
+    """Segments for srt/vtt: with diarization, the text starts with the speaker (`A: ...`)."""
+    return [msgspec.structs.replace(s, text=f"{s.speaker}: {s.text.strip()}") if s.speaker else s
+            for s in segments(done)]
+
+
+def diarized_text(done: dict[str, Any]) -> str:
+    """`A: ...` lines, one per speaker turn (consecutive segments of one speaker are joined)."""
+    lines: list[tuple[str, str]] = []
+    for segment in segments(done):
+        if lines and lines[-1][0] == segment.speaker:
+            lines[-1] = (lines[-1][0], lines[-1][1] + " " + segment.text.strip())
+        else:
+            lines.append((segment.speaker or "?", segment.text.strip()))
+    return "\n".join(f"{speaker}: {text}" for speaker, text in lines)
+
+
+def diarized_segments(done: dict[str, Any]) -> list[TranscriptionDiarizedSegment]:
+    return [TranscriptionDiarizedSegment(id=f"seg_{s.id + 1:03d}", start=s.start, end=s.end, text=s.text.strip(),
+                                         speaker=s.speaker or "A") for s in segments(done)]
 
 
 def words(done: dict[str, Any]) -> list[TranscriptionWord]:
@@ -50,12 +82,18 @@ def words(done: dict[str, Any]) -> list[TranscriptionWord]:
 def render(done: dict[str, Any], form: AudioForm) -> Response[Any]:
     """The body for `response_format`, with the content type clients such as aiohttp require."""
     fmt = form.response_format
+    diarized = "speakers" in done
+    text = diarized_text(done) if diarized else done["text"]
     if fmt == "text":
-        return Response(to_text(done["text"]), media_type=TEXT)
+        return Response(to_text(text), media_type=TEXT)
     if fmt == "srt":
-        return Response(to_srt(segments(done)), media_type=TEXT)
+        return Response(to_srt(cues(done)), media_type=TEXT)
     if fmt == "vtt":
-        return Response(to_vtt(segments(done)), media_type=VTT)
+        return Response(to_vtt(cues(done)), media_type=VTT)
+    if fmt == "diarized_json":
+        diarized_body = TranscriptionDiarized(task="transcribe", duration=float(done["duration"]), text=text,
+                                              segments=diarized_segments(done), usage=usage(done))
+        return Response(_encoder.encode(diarized_body), media_type=JSON)
     if fmt == "verbose_json":
         language = "english" if form.task == "translate" else language_name(done["language"])
         body: msgspec.Struct = TranscriptionVerbose(
@@ -68,7 +106,7 @@ def render(done: dict[str, Any], form: AudioForm) -> Response[Any]:
             usage=usage(done) if form.task == "transcribe" else None,
         )
     else:
-        body = Transcription(text=done["text"], usage=usage(done) if form.task == "transcribe" else None)
+        body = Transcription(text=text, usage=usage(done) if form.task == "transcribe" else None)
     return Response(_encoder.encode(body), media_type=JSON)
 
 
@@ -77,7 +115,7 @@ def sse(data: msgspec.Struct | dict[str, Any]) -> bytes:
 
 
 async def stream_events(
-    events: AsyncIterator[dict[str, Any]], on_close: Callable[[], None]
+    events: AsyncIterator[dict[str, Any]], on_close: Callable[[], None], diarized: bool = False
 ) -> AsyncIterator[bytes]:
     """`transcript.text.delta` per decoded segment, then `transcript.text.done`.
 
@@ -92,6 +130,12 @@ async def stream_events(
                     delta = segment["text"].lstrip() if first else segment["text"]
                     first = False
                     yield sse(TranscriptTextDeltaEvent(delta=delta))
+                if diarized:
+                    letters = speaker_letters(event["segments"])
+                    for segment in event["segments"]:
+                        yield sse(TranscriptTextSegmentEvent(
+                            id=f"seg_{segment['id'] + 1:03d}", start=segment["start"], end=segment["end"],
+                            text=segment["text"].strip(), speaker=letters.get(segment.get("speaker", ""), "A")))
             elif event["type"] == "done":
                 yield sse(TranscriptTextDoneEvent(text=event["text"], usage=usage(event)))
     except (APIError, ServiceError) as exc:

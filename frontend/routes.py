@@ -224,6 +224,10 @@ def _call(form: AudioForm, model: str) -> TranscriptionCall:
         temperature=form.temperature,
         word_timestamps=form.word_timestamps,
         stream=form.stream,
+        diarize=form.diarize,
+        num_speakers=form.num_speakers,
+        min_speakers=form.min_speakers,
+        max_speakers=form.max_speakers,
     )
 
 
@@ -240,7 +244,7 @@ def _stream(svc: Services, call: TranscriptionCall, form: AudioForm) -> Stream:
         await svc.record_sync(form, done, None)
 
     return Stream(
-        stream_events(recorded(), svc.admission.release),
+        stream_events(recorded(), svc.admission.release, diarized=form.response_format == "diarized_json"),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

@@ -13,7 +13,7 @@ class TranscriptionWord(msgspec.Struct, frozen=True):
     end: float
 
 
-class TranscriptionSegment(msgspec.Struct, frozen=True):
+class TranscriptionSegment(msgspec.Struct, frozen=True, omit_defaults=True):
     id: int
     seek: int
     start: float
@@ -24,6 +24,7 @@ class TranscriptionSegment(msgspec.Struct, frozen=True):
     avg_logprob: float
     compression_ratio: float
     no_speech_prob: float
+    speaker: str | None = None  # only when diarization was asked for
 
 
 class UsageDuration(msgspec.Struct, frozen=True, tag_field="type", tag="duration"):
@@ -43,6 +44,31 @@ class TranscriptionVerbose(msgspec.Struct, frozen=True, omit_defaults=True):
     segments: list[TranscriptionSegment]
     words: list[TranscriptionWord] | None = None
     usage: UsageDuration | None = None
+
+
+class TranscriptionDiarizedSegment(msgspec.Struct, frozen=True):
+    id: str
+    start: float
+    end: float
+    text: str
+    speaker: str
+    type: Literal["transcript.text.segment"] = "transcript.text.segment"
+
+
+class TranscriptionDiarized(msgspec.Struct, frozen=True, omit_defaults=True):
+    task: Literal["transcribe"]  # required, so never omitted
+    duration: float
+    text: str
+    segments: list[TranscriptionDiarizedSegment]
+    usage: UsageDuration | None = None
+
+
+class TranscriptTextSegmentEvent(msgspec.Struct, frozen=True, tag_field="type", tag="transcript.text.segment"):
+    id: str
+    start: float
+    end: float
+    text: str
+    speaker: str
 
 
 class TranscriptTextDeltaEvent(msgspec.Struct, frozen=True, tag_field="type", tag="transcript.text.delta"):

@@ -12,7 +12,7 @@ from whisper_triton.repository import model_specs
 from whisper_triton.settings import SettingsError, load_settings
 
 DEFAULT_ALIASES = ("whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe",
-                   "gpt-4o-mini-transcribe-2025-12-15", "gpt-transcribe")  # fmt: skip
+                   "gpt-4o-mini-transcribe-2025-12-15", "gpt-transcribe", "gpt-4o-transcribe-diarize")  # fmt: skip
 
 
 class FrontendSettings(msgspec.Struct, frozen=True):

@@ -33,6 +33,10 @@ class TranscriptionCall:
     word_timestamps: bool = False
     stream: bool = False
     transcript: bytes | None = None  # JSON segments: align this text instead of transcribing
+    diarize: bool = False
+    num_speakers: int | None = None
+    min_speakers: int | None = None
+    max_speakers: int | None = None
 
 def _bytes_input(name: str, value: bytes) -> grpcclient.InferInput:
     tensor = grpcclient.InferInput(name, [1], "BYTES")
@@ -51,6 +55,16 @@ def _inputs(call: TranscriptionCall) -> list[grpcclient.InferInput]:
         inputs.append(_bytes_input(contract.PROMPT, call.prompt.encode()))
     if call.transcript is not None:
         inputs.append(_bytes_input(contract.TRANSCRIPT, call.transcript))
+    if call.diarize or call.task == "diarize":
+        flag = grpcclient.InferInput(contract.DIARIZE, [1], "BOOL")
+        flag.set_data_from_numpy(np.array([True], dtype=bool))
+        inputs.append(flag)
+    for name, count in ((contract.NUM_SPEAKERS, call.num_speakers), (contract.MIN_SPEAKERS, call.min_speakers),
+                        (contract.MAX_SPEAKERS, call.max_speakers)):
+        if count:
+            tensor = grpcclient.InferInput(name, [1], "INT32")
+            tensor.set_data_from_numpy(np.array([count], dtype=np.int32))
+            inputs.append(tensor)
     temperature = grpcclient.InferInput(contract.TEMPERATURE, [1], "FP32")
     temperature.set_data_from_numpy(np.array([call.temperature], dtype=np.float32))
     inputs.append(temperature)
@@ -84,6 +98,23 @@ class TritonClient:
             return list(self.models)
         names = {entry["name"] for entry in index.get("models", [])}
         return [m for m in self.models if engine_model_name(m) in names]
+
+    async def _ensure_diarization(self) -> None:
+        """The diarization model is loaded on first use (it is large: pyannote.audio + torch)."""
+        try:
+            if await self._client.is_model_ready(contract.DIARIZATION_MODEL):
+                return
+            index = await self._client.get_model_repository_index(as_json=True)
+            if contract.DIARIZATION_MODEL not in {m["name"] for m in index.get("models", [])}:
+                raise APIError(400, "Speaker diarization is not enabled on this server (WHISPER_DIARIZATION=off).",
+                               param="diarize", code="unsupported_value")
+            async with self._locks.setdefault(contract.DIARIZATION_MODEL, asyncio.Lock()):
+                if not await self._client.is_model_ready(contract.DIARIZATION_MODEL):
+                    log.info("loading the diarization model")
+                    await self._client.load_model(contract.DIARIZATION_MODEL)
+        except (InferenceServerException, grpc.RpcError) as exc:
+            log.error("loading the diarization model failed: %s", exc)
+            raise overloaded("The diarization model could not be loaded; retry shortly.") from exc
 
     async def _ensure_loaded(self, model: str) -> None:
         engine = engine_model_name(model)
@@ -133,6 +164,8 @@ class TritonClient:
         self._in_flight[model] = self._in_flight.get(model, 0) + 1
         try:
             await self._ensure_loaded(model)
+            if call.diarize or call.task == "diarize":
+                await self._ensure_diarization()
             async for event in self._stream(call):
                 yield event
         finally:

@@ -11,7 +11,12 @@ Entry model `whisper` (decoupled; call it with gRPC streaming):
           VAD              BOOL  [1]  optional: default true (used for audio over 30 s)
           STREAM           BOOL  [1]  optional: default false; true sends a response per window
           TRANSCRIPT       BYTES [1]  optional: JSON segments [{start, end, text}] to align, not transcribe
+          DIARIZE          BOOL  [1]  optional: speakers on segments and words (needs the diarization model)
+          NUM_SPEAKERS, MIN_SPEAKERS, MAX_SPEAKERS  INT32 [1]  optional: speaker count hints
   output  EVENT            BYTES [1]  one JSON event per response (see README)
+
+Diarization model `diarization`: WAVEFORM FP32 [-1] (16 kHz mono) and the speaker count hints in,
+  TURNS BYTES [1] (JSON [{start, end, speaker}]) out.
 
 Engine models `whisper_engine__<model id>`, one per model (dynamic batching over windows of all requests):
   inputs  FEATURES    FP32  [n_mels, 3000]  log-mel of one 30 s window
@@ -40,6 +45,14 @@ WORD_TIMESTAMPS = "WORD_TIMESTAMPS"
 VAD = "VAD"
 STREAM = "STREAM"
 EVENT = "EVENT"
+
+DIARIZATION_MODEL = "diarization"
+DIARIZE = "DIARIZE"
+NUM_SPEAKERS = "NUM_SPEAKERS"
+MIN_SPEAKERS = "MIN_SPEAKERS"
+MAX_SPEAKERS = "MAX_SPEAKERS"
+WAVEFORM = "WAVEFORM"
+TURNS = "TURNS"
 
 FEATURES = "FEATURES"
 NUM_FRAMES = "NUM_FRAMES"

@@ -144,7 +144,9 @@ class TritonServer:
         backend_dir = prepare_backend_dir(self.work_dir / "backends")
         # One generated repository per server (keyed by its port): Triton reads it while it runs.
         repository = self.work_dir / f"repository-{self.settings.grpc_port}"
-        engines = build_repository(Path(self.settings.model_repository), repository, model_specs(self._env))
+        env = os.environ if self._env is None else self._env
+        diarization = env.get("WHISPER_DIARIZATION", "embedded").strip().lower() not in ("off", "false", "0", "")
+        engines = build_repository(Path(self.settings.model_repository), repository, model_specs(env), diarization)
         self.preload = engines if self.settings.model_load == "startup" else []
         command = server_command(self.settings, backend_dir, repository, self.preload)
         log.info("starting Triton: gRPC %s, metrics %s:%d", self.settings.grpc_url, self.settings.host,

@@ -15,7 +15,7 @@ import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
-from whisper_triton.contract import ENGINE_MODEL, ENTRY_MODEL
+from whisper_triton.contract import DIARIZATION_MODEL, ENGINE_MODEL, ENTRY_MODEL
 from whisper_triton.models import model_id
 
 ENGINE_PREFIX = f"{ENGINE_MODEL}__"
@@ -37,12 +37,17 @@ def engine_model_name(model: str) -> str:
     return ENGINE_PREFIX + re.sub(r"[^A-Za-z0-9_.-]", "_", model)
 
 
-def build_repository(source: Path, target: Path, specs: list[str]) -> list[str]:
-    """Writes the served repository; returns the engine model names, default model first."""
+def build_repository(source: Path, target: Path, specs: list[str], diarization: bool = True) -> list[str]:
+    """Writes the served repository; returns the engine model names, default model first.
+
+    The diarization model is included (loaded on first use) unless `diarization` is off.
+    """
     if target.exists():
         shutil.rmtree(target)
     target.mkdir(parents=True)
     (target / ENTRY_MODEL).symlink_to((source / ENTRY_MODEL).resolve(), target_is_directory=True)
+    if diarization:
+        (target / DIARIZATION_MODEL).symlink_to((source / DIARIZATION_MODEL).resolve(), target_is_directory=True)
     template = (source / ENGINE_MODEL / "config.pbtxt").read_text(encoding="utf-8")
     names = []
     for spec in specs:

@@ -33,6 +33,9 @@ class ModelSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
     max_audio_seconds: float = 4 * 3600.0
     max_windows_in_flight: int = 16
     bls_threads: int = 32
+    diarization: str = "embedded"  # embedded | off | a pyannote pipeline directory or Hugging Face id
+    diarization_device: str = "cpu"
+    hf_token: str = ""
 
     def cache_path(self) -> Path:
         return Path(self.cache_dir).expanduser() if self.cache_dir else default_cache_dir()

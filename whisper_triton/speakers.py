@@ -41,3 +41,44 @@ def assign_speakers(
             ]
         merged.append(copy)
     return merged
+
+
+def split_by_speaker(
+    segments: Sequence[Mapping[str, Any]], turns: Sequence[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """Speakers on segments and words; a segment whose words change speaker is split there.
+
+    Without word timings a segment keeps its bounds and gets the speaker it overlaps most.
+    Segments are renumbered.
+    """
+    result: list[dict[str, Any]] = []
+    for segment in assign_speakers(segments, turns):
+        words = segment.get("words") or []
+        groups: list[list[dict[str, Any]]] = []
+        for word in words:
+            if groups and groups[-1][-1]["speaker"] == word["speaker"]:
+                groups[-1].append(word)
+            else:
+                groups.append([word])
+        if len(groups) <= 1:
+            result.append(segment)
+            continue
+        for group in groups:
+            tokens = [t for word in group for t in word.get("tokens", [])]
+            result.append({**segment, "start": group[0]["start"], "end": group[-1]["end"],
+                           "text": "".join(w["word"] for w in group), "tokens": tokens or segment["tokens"],
+                           "words": group, "speaker": group[0]["speaker"]})
+    for index, segment in enumerate(result):
+        segment["id"] = index
+    return result
+
+
+def speaker_letters(segments: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """Diarization labels to OpenAI's `A`, `B`, ... in order of first appearance."""
+    letters: dict[str, str] = {}
+    for segment in segments:
+        speaker = segment.get("speaker")
+        if speaker is not None and speaker not in letters:
+            index = len(letters)
+            letters[speaker] = chr(ord("A") + index) if index < 26 else f"S{index + 1}"
+    return letters

@@ -21,22 +21,34 @@ from whisper_triton.errors import AudioTooShortError, InvalidRequestError
 from whisper_triton.features import window_features
 from whisper_triton.languages import normalize_language
 from whisper_triton.models import ModelInfo
+from whisper_triton.speakers import split_by_speaker
 from whisper_triton.windows import WINDOW_SAMPLES, WINDOW_SECONDS, Window, plan_windows
 
 DecodeFn = Callable[[WindowJob], Awaitable[WindowResult]]
+# Speaker turns of the whole audio: [{"start", "end", "speaker"}], from the diarization model.
+DiarizeFn = Callable[[np.ndarray, "SpeakerCount"], Awaitable[list[dict[str, Any]]]]
 MIN_SECONDS = 0.1
 MAX_RESUMES = 4  # each resume starts later in the window, so this only bounds pathological output
 TASKS = ("transcribe", "translate")
 
 
 @dataclass(frozen=True)
+class SpeakerCount:
+    num: int | None = None
+    min: int | None = None
+    max: int | None = None
+
+
+@dataclass(frozen=True)
 class TranscribeRequest:
-    task: str = "transcribe"
+    task: str = "transcribe"  # transcribe | translate | diarize (speaker turns only)
     language: str | None = None
     prompt: str | None = None
     temperature: float = 0.0
     word_timestamps: bool = False
     vad: bool = True
+    diarize: bool = False
+    speakers: SpeakerCount = SpeakerCount()
 
 
 @dataclass(frozen=True)
@@ -89,9 +101,11 @@ class Transcriber:
         decode: DecodeFn,
         executor: Executor | None = None,
         settings: TranscriberSettings | None = None,
+        diarize: DiarizeFn | None = None,
     ) -> None:
         self.model = model
         self._decode = decode
+        self._diarize = diarize
         self._executor = executor
         self.settings = settings or TranscriberSettings()
 
@@ -99,8 +113,18 @@ class Transcriber:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     async def events(self, audio: bytes, request: TranscribeRequest) -> AsyncIterator[dict[str, Any]]:
-        """Yields `segments` events (one per window, in order) and finally one `done` event."""
-        options = replace(validate(request, self.model), beam_size=self.settings.beam_size)
+        """Yields `segments` events (one per window, in order) and finally one `done` event.
+
+        With diarization, speaker turns are computed alongside decoding; segments then carry
+        speakers (and are split where the speaker changes), so they are sent once turns are known.
+        """
+        diarize_only = request.task == "diarize"
+        diarizing = request.diarize or diarize_only
+        if diarizing and self._diarize is None:
+            raise InvalidRequestError("Speaker diarization is not enabled on this server.", param="diarize")
+        checked = replace(request, task="transcribe") if diarize_only else request
+        options = replace(validate(checked, self.model), beam_size=self.settings.beam_size,
+                          word_timestamps=request.word_timestamps or diarizing)
         decoded = await self._run_blocking(decode_audio, audio, self.settings.max_audio_seconds)
         samples: np.ndarray = decoded.samples
         duration = len(samples) / SAMPLE_RATE
@@ -108,24 +132,39 @@ class Transcriber:
             raise AudioTooShortError(
                 f"Audio file is too short. Minimum audio length is {MIN_SECONDS} seconds."
             )
-        windows: list[Window] = await self._run_blocking(plan_windows, samples, request.vad)
-        segments: list[dict[str, Any]] = []
-        language = options.language
-        async for window, result, progress in self._decode_windows(samples, windows, options):
-            if language is None:
-                language = result.language
-            new = [_segment_dict(len(segments) + i, window, s) for i, s in enumerate(result.segments)]
-            segments.extend(new)
-            yield {"type": "segments", "language": language, "progress": progress, "segments": new}
-        text = "".join(s["text"] for s in segments)
-        yield {
-            "type": "done",
-            "task": options.task,
-            "language": language or "en",
-            "duration": round(duration, 3),
-            "text": text.strip(),
-            "segments": segments,
-        }
+        turns_task = None
+        if diarizing:
+            assert self._diarize is not None
+            turns_task = asyncio.ensure_future(self._diarize(samples, request.speakers))
+        try:
+            if diarize_only:
+                turns = await turns_task  # type: ignore[misc]
+                yield {"type": "done", "task": "diarize", "language": None, "duration": round(duration, 3),
+                       "text": "", "segments": [], "speakers": turns}
+                return
+            windows: list[Window] = await self._run_blocking(plan_windows, samples, request.vad)
+            segments: list[dict[str, Any]] = []
+            language = options.language
+            async for window, result, progress in self._decode_windows(samples, windows, options):
+                if language is None:
+                    language = result.language
+                new = [_segment_dict(len(segments) + i, window, s) for i, s in enumerate(result.segments)]
+                segments.extend(new)
+                if not diarizing:
+                    yield {"type": "segments", "language": language, "progress": progress, "segments": new}
+            done: dict[str, Any] = {"type": "done", "task": options.task, "language": language or "en",
+                                    "duration": round(duration, 3)}
+            if turns_task is not None:
+                turns = await turns_task
+                segments = split_by_speaker(segments, turns)
+                if not request.word_timestamps:
+                    segments = [{k: v for k, v in s.items() if k != "words"} for s in segments]
+                done["speakers"] = turns
+                yield {"type": "segments", "language": language, "progress": 1.0, "segments": segments}
+        finally:
+            if turns_task is not None and not turns_task.done():
+                turns_task.cancel()
+        yield {**done, "text": "".join(s["text"] for s in segments).strip(), "segments": segments}
 
     async def align(
         self, audio: bytes, transcript: list[dict[str, Any]], language: str | None = None
@@ -255,6 +294,7 @@ def _segment_dict(index: int, window: Window, segment: Segment) -> dict[str, Any
                 "start": round(offset + w.start, 3),
                 "end": round(offset + w.end, 3),
                 "probability": round(w.probability, 4),
+                "tokens": w.tokens,
             }
             for w in segment.words
         ]

@@ -13,15 +13,13 @@ from litestar.status_codes import HTTP_404_NOT_FOUND, HTTP_409_CONFLICT
 
 from frontend.errors import APIError, bad_request, model_not_found, overloaded
 from frontend.formats import to_srt, to_text, to_vtt
-from frontend.forms import FormReader, read_multipart
+from frontend.forms import FormReader, read_multipart, speaker_count
 from frontend.routes import Services, require_api_key, services
 from frontend.tasks.model import TASK_ID, Task, TaskRequest, Webhook, new_task
 from whisper_triton.contract import decode_transcript
 from whisper_triton.errors import InvalidRequestError
 from whisper_triton.languages import normalize_language
 from whisper_triton.speakers import assign_speakers
-
-_DIARIZATION_UNAVAILABLE = "Speaker diarization is not available on this server yet."
 
 
 def not_found(task_id: str) -> APIError:
@@ -104,12 +102,12 @@ def _webhook(url: str | None, headers: object) -> Webhook | None:
     return Webhook(url=url, headers={str(k): v for k, v in headers.items()})
 
 
-def _whisperx_request(svc: Services, reader: FormReader, file_name: str | None, url: str | None) -> TaskRequest:
-    if reader.boolean("diarize") or reader.boolean("diarization"):
-        raise bad_request(_DIARIZATION_UNAVAILABLE, param="diarize", code="unsupported_value")
-    task = (reader.text("task") or "transcribe").lower()
-    if task not in ("transcribe", "translate"):
+def _whisperx_request(svc: Services, reader: FormReader, file_name: str | None, url: str | None,
+                      task: str | None = None) -> TaskRequest:
+    task = task or (reader.text("task") or "transcribe").lower()
+    if task not in ("transcribe", "translate", "diarize"):
         raise bad_request("task must be 'transcribe' or 'translate'.", param="task")
+    diarize = task == "diarize" or reader.boolean("diarize") or reader.boolean("diarization")
     return TaskRequest(
         model=reader.text("model") or svc.settings.served_model,
         task=task,
@@ -121,6 +119,10 @@ def _whisperx_request(svc: Services, reader: FormReader, file_name: str | None, 
         file_name=file_name,
         url=url,
         webhook=_webhook(reader.text("webhook_url"), reader.text("webhook_headers")),
+        diarize=diarize,
+        num_speakers=speaker_count(reader, "num_speakers"),
+        min_speakers=speaker_count(reader, "min_speakers"),
+        max_speakers=speaker_count(reader, "max_speakers"),
     )
 
 
@@ -223,9 +225,9 @@ class WhisperXController(Controller):
         return {"identifier": task.id, "message": "Task queued"}
 
     @post("/service/diarize", operation_id="serviceDiarize", status_code=200)
-    async def service_diarize(self) -> None:
-        """Not available yet (speaker diarization)."""
-        raise APIError(501, _DIARIZATION_UNAVAILABLE, type="server_error", code="not_implemented")
+    async def service_diarize(self, request: Request[Any, Any, Any]) -> dict[str, str]:
+        """Speaker turns only (no transcript): the result's `speakers` is `[{start, end, speaker}]`."""
+        return await _upload_task(request, task="diarize")
 
     @post("/service/combine", operation_id="combineTranscriptAndSpeakers", status_code=200)
     async def combine(self, data: JSONBody[dict[str, Any]]) -> dict[str, Any]:
@@ -246,7 +248,7 @@ class WhisperXController(Controller):
         return {**transcript, "segments": segments}
 
 
-async def _upload_task(request: Request[Any, Any, Any]) -> dict[str, str]:
+async def _upload_task(request: Request[Any, Any, Any], task: str | None = None) -> dict[str, str]:
     svc = services(request)
     fields, files = await read_multipart(request, svc.settings.max_upload_bytes)
     upload = files.get("file")
@@ -255,9 +257,9 @@ async def _upload_task(request: Request[Any, Any, Any]) -> dict[str, str]:
                           code="missing_required_parameter")
     if not upload.data:
         raise bad_request("The audio file is empty.", param="file", code="invalid_audio")
-    task_request = _whisperx_request(svc, _query_and_form(request, fields), upload.filename, None)
-    task = await enqueue(svc, task_request, "upload", upload.data)
-    return {"identifier": task.id, "message": "Task queued"}
+    task_request = _whisperx_request(svc, _query_and_form(request, fields), upload.filename, None, task)
+    queued = await enqueue(svc, task_request, "upload", upload.data)
+    return {"identifier": queued.id, "message": "Task queued"}
 
 
 def result_file(task: Task, fmt: str) -> Response[Any]:
@@ -317,8 +319,6 @@ class InsanelyFastWhisperController(Controller):
         if not isinstance(url, str) or not url:
             raise bad_request("You must provide the 'url' of the audio.", param="url",
                               code="missing_required_parameter")
-        if body.get("diarise_audio"):
-            raise bad_request(_DIARIZATION_UNAVAILABLE, param="diarise_audio", code="unsupported_value")
         timestamp = body.get("timestamp", "chunk")
         if timestamp not in ("chunk", "word"):
             raise bad_request("timestamp must be 'chunk' or 'word'.", param="timestamp")
@@ -334,7 +334,7 @@ class InsanelyFastWhisperController(Controller):
         task_request = TaskRequest(
             model=str(body.get("model") or svc.settings.served_model), task=task,
             language=_language(body.get("language") if isinstance(body.get("language"), str) else None),
-            word_timestamps=timestamp == "word", dialect="ifw", url=url,
+            word_timestamps=timestamp == "word", dialect="ifw", url=url, diarize=bool(body.get("diarise_audio")),
             webhook=_webhook(webhook.get("url"), webhook.get("header", webhook.get("headers"))),
         )
         managed = body.get("managed_task_id")
@@ -384,7 +384,9 @@ def ifw_output(task: Task) -> dict[str, Any]:
                   for s in segments for w in s.get("words", [])]
     else:
         chunks = [{"timestamp": [s["start"], s["end"]], "text": s["text"]} for s in segments]
-    return {"speakers": [], "chunks": chunks, "text": result.get("text", "")}
+    speakers = [{"speaker": s["speaker"], "timestamp": [s["start"], s["end"]], "text": s["text"]}
+                for s in segments if s.get("speaker") is not None]
+    return {"speakers": speakers, "chunks": chunks, "text": result.get("text", "")}
 
 
 def ifw_status(task: Task, with_output: bool = True) -> dict[str, Any]:

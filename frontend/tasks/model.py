@@ -33,6 +33,10 @@ class TaskRequest(msgspec.Struct, frozen=True, omit_defaults=True):
     url: str | None = None
     webhook: Webhook | None = None
     transcript: list[dict[str, Any]] | None = None  # task "align": segments whose words are timed
+    diarize: bool = False
+    num_speakers: int | None = None
+    min_speakers: int | None = None
+    max_speakers: int | None = None
 
 
 class TaskError(msgspec.Struct, frozen=True):

@@ -179,6 +179,10 @@ class TaskRunner:
             temperature=task.request.temperature,
             word_timestamps=task.request.word_timestamps,
             stream=True,
+            diarize=task.request.diarize,
+            num_speakers=task.request.num_speakers,
+            min_speakers=task.request.min_speakers,
+            max_speakers=task.request.max_speakers,
         )
         done: dict[str, Any] = {}
         async for event in self.triton.transcribe(call):

@@ -124,7 +124,7 @@ def test_bad_task_requests(served: Served) -> None:
     with httpx.Client(base_url=served.base_url, timeout=60) as client:
         empty = client.post("/speech-to-text", files={"file": ("a.wav", b"")})
         assert empty.status_code == 400 and empty.json()["error"]["param"] == "file"
-        for bad in ({"language": "xx"}, {"task": "summarize"}, {"model": "nope"}, {"diarize": "true"}):
+        for bad in ({"language": "xx"}, {"task": "summarize"}, {"model": "nope"}, {"min_speakers": "-1"}):
             response = client.post("/speech-to-text", files={"file": ("a.wav", b"RIFF")}, data=bad)
             assert 400 <= response.status_code < 500 and set(response.json()["error"]) == {
                 "message", "type", "param", "code"}, (bad, response.text)

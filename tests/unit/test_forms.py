@@ -73,7 +73,8 @@ def test_translation_ignores_language_and_refuses_diarized_json() -> None:
     (form(response_format="json"), "model"),
     (form(model="m", temperature="nan"), "temperature"),
     (form(model="m", temperature="-0.1"), "temperature"),
-    (form(model="m", response_format="diarized_json"), "response_format"),
+    (form(model="m", **{"known_speaker_names[]": "agent"}), "known_speaker_names"),
+    (form(model="m", num_speakers="2.5"), "num_speakers"),
     (form(model="m", **{"include[]": "everything"}), "include"),
 ])
 def test_invalid_fields(fields: dict[str, list[str]], param: str) -> None:
@@ -86,3 +87,10 @@ def test_missing_file() -> None:
     with pytest.raises(APIError) as info:
         parse_audio_form(form(model="m"), {}, "transcribe")
     assert info.value.param == "file"
+
+
+def test_diarization_is_asked_by_format_flag_or_model() -> None:
+    assert parse_audio_form(form(model="m", response_format="diarized_json"), FILE, "transcribe").diarize
+    assert parse_audio_form(form(model="m", diarize="true", max_speakers="3"), FILE, "transcribe").max_speakers == 3
+    assert parse_audio_form(form(model="gpt-4o-transcribe-diarize"), FILE, "transcribe").diarize
+    assert not parse_audio_form(form(model="m"), FILE, "transcribe").diarize

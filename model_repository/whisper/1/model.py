@@ -21,7 +21,7 @@ from whisper_triton.errors import EngineError, InvalidRequestError, ServiceError
 from whisper_triton.models import model_id, read_model_info, resolve_model
 from whisper_triton.repository import engine_model_name, model_specs
 from whisper_triton.settings import model_settings
-from whisper_triton.transcriber import Transcriber, TranscribeRequest, TranscriberSettings
+from whisper_triton.transcriber import SpeakerCount, Transcriber, TranscribeRequest, TranscriberSettings
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 
@@ -52,6 +52,7 @@ class TritonPythonModel:
             self.transcribers[model] = Transcriber(
                 read_model_info(resolved.path),
                 decode,
+                diarize=None if self.settings.diarization.lower() in ("off", "false", "0") else self._diarize,
                 executor=self.cpu_pool,
                 settings=TranscriberSettings(
                     beam_size=self.settings.beam_size,
@@ -91,6 +92,25 @@ class TritonPythonModel:
             error = pb_utils.TritonError("[internal_error] transcription failed", pb_utils.TritonError.INTERNAL)
             sender.send(pb_utils.InferenceResponse(error=error), flags=FINAL)
 
+    async def _diarize(self, samples, speakers):
+        inputs = [pb_utils.Tensor(contract.WAVEFORM, np.ascontiguousarray(samples, dtype=np.float32))]
+        for name, count in ((contract.NUM_SPEAKERS, speakers.num), (contract.MIN_SPEAKERS, speakers.min),
+                            (contract.MAX_SPEAKERS, speakers.max)):
+            if count:
+                inputs.append(pb_utils.Tensor(name, np.array([count], dtype=np.int32)))
+        call = pb_utils.InferenceRequest(
+            model_name=contract.DIARIZATION_MODEL, requested_output_names=[contract.TURNS], inputs=inputs
+        )
+        response = await asyncio.get_running_loop().run_in_executor(self.bls_pool, call.exec)
+        if response.has_error():
+            message = response.error().message()
+            if "not found" in message or "not ready" in message or "unavailable" in message.lower():
+                raise EngineError("The diarization model is not loaded: load 'diarization' (Triton model "
+                                  "control) or send the request through the HTTP frontend, which loads it.")
+            raise EngineError("Speaker diarization failed.")
+        turns = pb_utils.get_output_tensor_by_name(response, contract.TURNS).as_numpy().reshape(-1)[0]
+        return msgspec.json.decode(turns)
+
     async def _decode_window(self, engine, job):
         inputs = [
             pb_utils.Tensor(contract.FEATURES, job.features[np.newaxis]),
@@ -128,7 +148,13 @@ def _read_request(request):
 
     audio = value(contract.AUDIO)
     temperature = value(contract.TEMPERATURE)
+    def count(name):
+        raw = value(name)
+        return int(raw) if raw is not None and int(raw) > 0 else None
+
     options = TranscribeRequest(
+        diarize=bool(value(contract.DIARIZE) or False),
+        speakers=SpeakerCount(count(contract.NUM_SPEAKERS), count(contract.MIN_SPEAKERS), count(contract.MAX_SPEAKERS)),
         task=text(contract.TASK) or "transcribe",
         language=text(contract.LANGUAGE) or None,
         prompt=text(contract.PROMPT) or None,

@@ -1,0 +1,111 @@
+"""Speakers on segments and words, splitting at speaker changes, OpenAI's diarized shapes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from frontend.forms import AudioForm, UploadedFile
+from frontend.responses import diarized_text, render
+from tests.assets import jfk_wav
+from whisper_triton.decoding import Segment, WindowJob, WindowResult
+from whisper_triton.models import ModelInfo
+from whisper_triton.speakers import speaker_at, speaker_letters, split_by_speaker
+from whisper_triton.transcriber import SpeakerCount, Transcriber, TranscribeRequest
+from whisper_triton.words import Word
+
+TURNS = [{"start": 0.0, "end": 3.0, "speaker": "SPEAKER_01"}, {"start": 3.0, "end": 6.0, "speaker": "SPEAKER_00"}]
+
+
+def word(text: str, start: float, end: float) -> dict[str, Any]:
+    return {"word": text, "start": start, "end": end, "probability": 0.9, "tokens": [len(text)]}
+
+
+def segment(words: list[dict[str, Any]] | None, start: float, end: float, text: str) -> dict[str, Any]:
+    extra = {"words": words} if words else {}
+    return {"id": 0, "seek": 0, "start": start, "end": end, "text": text, "tokens": [1, 2, 3], "temperature": 0.0,
+            "avg_logprob": -0.1, "compression_ratio": 1.2, "no_speech_prob": 0.01, **extra}
+
+
+def test_speaker_by_overlap_or_nearest() -> None:
+    assert speaker_at(0.5, 2.5, TURNS) == "SPEAKER_01"
+    assert speaker_at(2.0, 5.5, TURNS) == "SPEAKER_00"  # 2.5 s of overlap against 1 s
+    assert speaker_at(7.0, 8.0, TURNS) == "SPEAKER_00"  # no overlap: nearest turn
+    assert speaker_at(0.0, 1.0, []) is None
+
+
+def test_segments_are_split_where_the_speaker_changes() -> None:
+    words = [word(" Hello", 0.2, 0.8), word(" there.", 0.9, 1.6), word(" Hi", 3.4, 3.9), word(" back.", 4.0, 4.6)]
+    split = split_by_speaker([segment(words, 0.2, 4.6, " Hello there. Hi back.")], TURNS)
+    assert [(s["id"], s["speaker"], s["text"], s["start"], s["end"]) for s in split] == [
+        (0, "SPEAKER_01", " Hello there.", 0.2, 1.6), (1, "SPEAKER_00", " Hi back.", 3.4, 4.6)]
+    assert split[1]["tokens"] == [3, 6] and all(w["speaker"] == "SPEAKER_00" for w in split[1]["words"])
+    whole = split_by_speaker([segment(None, 0.0, 2.0, " No words.")], TURNS)
+    assert len(whole) == 1 and whole[0]["speaker"] == "SPEAKER_01"
+
+
+def test_letters_follow_first_appearance() -> None:
+    assert speaker_letters([{"speaker": "SPEAKER_01"}, {"speaker": "SPEAKER_00"}, {"speaker": "SPEAKER_01"}]) == {
+        "SPEAKER_01": "A", "SPEAKER_00": "B"}
+
+
+async def test_transcriber_diarizes_alongside_decoding() -> None:
+    calls: list[tuple[int, SpeakerCount]] = []
+
+    async def diarize(samples: np.ndarray, speakers: SpeakerCount) -> list[dict[str, Any]]:
+        calls.append((len(samples), speakers))
+        return [{"start": 0.0, "end": 5.0, "speaker": "SPEAKER_00"},
+                {"start": 5.0, "end": 11.0, "speaker": "SPEAKER_01"}]
+
+    async def decode(job: WindowJob) -> WindowResult:
+        assert job.options.word_timestamps  # diarization splits segments by word
+        words = [Word(" one", 1.0, 2.0, 0.9, [1]), Word(" two", 7.0, 8.0, 0.9, [2])]
+        return WindowResult("en", 1.0, [Segment(1.0, 8.0, " one two", [1, 2], 0.0, -0.1, 1.0, 0.0, words)])
+
+    info = ModelInfo(n_mels=80, multilingual=False, num_languages=1)
+    transcriber = Transcriber(info, decode, diarize=diarize)
+    request = TranscribeRequest(diarize=True, speakers=SpeakerCount(max=2))
+    events = [e async for e in transcriber.events(jfk_wav().read_bytes(), request)]
+    assert [e["type"] for e in events] == ["segments", "done"]  # segments only once speakers are known
+    done = events[-1]
+    assert calls == [(176000, SpeakerCount(max=2))]
+    assert [(s["speaker"], s["text"]) for s in done["segments"]] == [("SPEAKER_00", " one"), ("SPEAKER_01", " two")]
+    assert "words" not in done["segments"][0]  # not asked for
+    assert done["speakers"][1]["speaker"] == "SPEAKER_01"
+    only = [e async for e in transcriber.events(jfk_wav().read_bytes(), TranscribeRequest(task="diarize"))]
+    assert only[-1]["segments"] == [] and len(only[-1]["speakers"]) == 2
+    with pytest.raises(Exception, match="not enabled"):
+        [e async for e in Transcriber(info, decode).events(jfk_wav().read_bytes(), request)]
+
+
+def _form(fmt: str) -> AudioForm:
+    return AudioForm(file=UploadedFile("a.wav", "audio/wav", b""), model="m", task="transcribe", language=None,
+                     prompt=None, response_format=fmt, temperature=0.0, timestamp_granularities=("segment",),
+                     stream=False, diarize=True)
+
+
+DONE = {"type": "done", "task": "transcribe", "language": "en", "duration": 6.2, "text": "Hello there. Hi back.",
+        "speakers": TURNS, "segments": [
+            {**segment(None, 0.2, 1.6, " Hello there."), "id": 0, "speaker": "SPEAKER_01"},
+            {**segment(None, 3.4, 4.6, " Hi back."), "id": 1, "speaker": "SPEAKER_00"}]}
+
+
+def test_diarized_json_verbose_and_text_formats() -> None:
+    import json
+
+    body = json.loads(render(DONE, _form("diarized_json")).content)
+    assert body["task"] == "transcribe" and body["duration"] == 6.2 and body["usage"]["seconds"] == 7
+    assert body["segments"] == [
+        {"id": "seg_001", "start": 0.2, "end": 1.6, "text": "Hello there.", "speaker": "A",
+         "type": "transcript.text.segment"},
+        {"id": "seg_002", "start": 3.4, "end": 4.6, "text": "Hi back.", "speaker": "B",
+         "type": "transcript.text.segment"}]
+    assert body["text"] == diarized_text(DONE) == "A: Hello there.\nB: Hi back."
+    verbose = json.loads(render(DONE, _form("verbose_json")).content)
+    assert [s["speaker"] for s in verbose["segments"]] == ["A", "B"]
+    assert "1\n00:00:00,200 --> 00:00:01,600\nA: Hello there.\n" in str(render(DONE, _form("srt")).content)
+    plain = {k: v for k, v in DONE.items() if k != "speakers"}
+    plain["segments"] = [{k: v for k, v in s.items() if k != "speaker"} for s in DONE["segments"]]
+    assert "speaker" not in json.loads(render(plain, _form("verbose_json")).content)["segments"][0]
