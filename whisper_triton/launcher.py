@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 import threading
 import time
 from pathlib import Path
@@ -113,8 +114,14 @@ def server_command(settings: TritonSettings, backend_dir: Path, repository: Path
 
 def server_environment(base: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ if base is None else base)
-    libs = _pytriton_dir().parent / "nvidia_pytriton.libs"
-    env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (str(libs), env.get("LD_LIBRARY_PATH", "")) if p)
+    libs = [str(_pytriton_dir().parent / "nvidia_pytriton.libs")]
+    # The stub links libpython3.X.so.1.0: take the one of the Python this venv was made from, so
+    # that its compiled stdlib modules (_ssl, ...) match (a system libpython of another patch
+    # release lacks symbols they need). Debian's own Python finds its library anyway.
+    python_lib = Path(sysconfig.get_config_var("LIBDIR") or "")
+    if (python_lib / f"libpython{sys.version_info.major}.{sys.version_info.minor}.so.1.0").exists():
+        libs.append(str(python_lib))
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (*libs, env.get("LD_LIBRARY_PATH", "")) if p)
     # The stub embeds Python in isolated mode: it finds this venv only through PATH.
     env["PATH"] = os.pathsep.join((str(Path(sys.prefix) / "bin"), env.get("PATH", "")))
     env.setdefault("LC_ALL", "C.UTF-8")

@@ -84,4 +84,7 @@ def validate_model_settings(settings: ModelSettings) -> ModelSettings:
 
 
 def model_settings(environ: Mapping[str, str] | None = None) -> ModelSettings:
-    return validate_model_settings(load_settings(ModelSettings, "WHISPER_", environ))
+    env = dict(os.environ if environ is None else environ)
+    if env.get("HF_TOKEN") and not env.get("WHISPER_HF_TOKEN"):
+        env["WHISPER_HF_TOKEN"] = env["HF_TOKEN"]  # the variable Hugging Face users already set
+    return validate_model_settings(load_settings(ModelSettings, "WHISPER_", env))

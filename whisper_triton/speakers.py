@@ -53,13 +53,7 @@ def split_by_speaker(
     """
     result: list[dict[str, Any]] = []
     for segment in assign_speakers(segments, turns):
-        words = segment.get("words") or []
-        groups: list[list[dict[str, Any]]] = []
-        for word in words:
-            if groups and groups[-1][-1]["speaker"] == word["speaker"]:
-                groups[-1].append(word)
-            else:
-                groups.append([word])
+        groups = _smooth(_runs(segment.get("words") or []))
         if len(groups) <= 1:
             result.append(segment)
             continue
@@ -71,6 +65,35 @@ def split_by_speaker(
     for index, segment in enumerate(result):
         segment["id"] = index
     return result
+
+
+def _runs(words: Sequence[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    runs: list[list[dict[str, Any]]] = []
+    for word in words:
+        if runs and runs[-1][-1]["speaker"] == word["speaker"]:
+            runs[-1].append(word)
+        else:
+            runs.append([word])
+    return runs
+
+
+def _smooth(
+    runs: list[list[dict[str, Any]]], max_words: int = 1, max_seconds: float = 0.6
+) -> list[list[dict[str, Any]]]:
+    """A lone short word between turns is a timing artefact more often than a speaker change:
+    it joins the run before it (or after it, at the start)."""
+    smoothed: list[list[dict[str, Any]]] = []
+    for index, run in enumerate(runs):
+        short = len(run) <= max_words and run[-1]["end"] - run[0]["start"] <= max_seconds and len(runs) > 1
+        if short and smoothed:
+            smoothed[-1].extend({**w, "speaker": smoothed[-1][0]["speaker"]} for w in run)
+        elif short and index + 1 < len(runs):
+            runs[index + 1][0:0] = [{**w, "speaker": runs[index + 1][0]["speaker"]} for w in run]
+        elif smoothed and smoothed[-1][0]["speaker"] == run[0]["speaker"]:
+            smoothed[-1].extend(run)
+        else:
+            smoothed.append(run)
+    return smoothed
 
 
 def speaker_letters(segments: Sequence[Mapping[str, Any]]) -> dict[str, str]:

@@ -81,7 +81,9 @@ def _limit_long_words(words: list[Word]) -> None:
             continue
         if word.word.strip() in sentence_end:
             word.end = word.start + max_duration
-        elif i > 0 and words[i - 1].word.strip() in sentence_end:
+        elif i == 0 or words[i - 1].word.strip() in sentence_end:
+            # The path reaches the first word across the pause before it (leading silence, a new
+            # sentence): its sound is at the end.
             word.start = max(word.start, word.end - max_duration)
 
 

@@ -13,14 +13,13 @@ if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 from whisper_triton import contract
+from whisper_triton.diarization import Diarizer, turns_to_json
 from whisper_triton.settings import model_settings
 
 
 class TritonPythonModel:
     def initialize(self, args):
         settings = model_settings()
-        from whisper_triton.diarization import Diarizer
-
         self.diarizer = Diarizer(settings.diarization, device=settings.diarization_device,
                                  threads=settings.cpu_threads, hf_token=settings.hf_token or None)
         pb_utils.Logger.log_info(f"diarization: {settings.diarization} on {settings.diarization_device}")
@@ -34,7 +33,7 @@ class TritonPythonModel:
                           (("num_speakers", contract.NUM_SPEAKERS), ("min_speakers", contract.MIN_SPEAKERS),
                            ("max_speakers", contract.MAX_SPEAKERS))}
                 turns = self.diarizer(samples.astype(np.float32, copy=False), **counts)
-                payload = np.array([contract.encode([t.__dict__ for t in turns])], dtype=object)
+                payload = np.array([contract.encode(turns_to_json(turns))], dtype=object)
                 responses.append(pb_utils.InferenceResponse([pb_utils.Tensor(contract.TURNS, payload)]))
             except Exception:
                 pb_utils.Logger.log_error(f"diarization failed: {traceback.format_exc(limit=5)}")

