@@ -35,6 +35,7 @@ class ModelSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
     bls_threads: int = 32
     diarization: str = "embedded"  # embedded | off | a pyannote pipeline directory or Hugging Face id
     diarization_device: str = "cpu"
+    diarization_threads: int = 1  # torch threads: it runs beside the Whisper engine
     hf_token: str = ""
 
     def cache_path(self) -> Path:

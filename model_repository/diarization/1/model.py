@@ -21,7 +21,7 @@ class TritonPythonModel:
     def initialize(self, args):
         settings = model_settings()
         self.diarizer = Diarizer(settings.diarization, device=settings.diarization_device,
-                                 threads=settings.cpu_threads, hf_token=settings.hf_token or None)
+                                 threads=settings.diarization_threads, hf_token=settings.hf_token or None)
         pb_utils.Logger.log_info(f"diarization: {settings.diarization} on {settings.diarization_device}")
 
     def execute(self, requests):
