@@ -23,16 +23,22 @@ from typing import Any, Literal
 
 import msgspec
 from litestar import Controller, Request, Response, post
-from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Schema
 from litestar.openapi.spec.enums import OpenAPIType
 from litestar.response import Stream
 from litestar.status_codes import HTTP_413_REQUEST_ENTITY_TOO_LARGE
 
-from frontend.errors import APIError, bad_request, error_body, from_service_error, model_not_found, overloaded
+from frontend.errors import (
+    APIError,
+    bad_request,
+    error_body,
+    error_responses,
+    from_service_error,
+    model_not_found,
+    overloaded,
+)
 from frontend.metrics import metrics_of
 from frontend.routes import Services, require_api_key, services
-from frontend.schemas import ErrorResponse
 from frontend.triton import TranscriptionCall
 from whisper_triton.errors import ServiceError
 
@@ -202,16 +208,13 @@ def _audio(part: dict[str, Any], param: str, max_upload_bytes: int) -> bytes:
     return audio
 
 
-_ERRORS = {
-    status: ResponseSpec(data_container=ErrorResponse, description=description)
-    for status, description in {
-        400: "Bad parameters, no audio part, bad base64 or audio that cannot be decoded",
-        401: "Missing or wrong API key",
-        404: "Unknown model",
-        413: "Body larger than the limit",
-        503: "Overloaded or inference server unavailable (see Retry-After)",
-    }.items()
-}
+_ERRORS = error_responses({
+    400: "Bad parameters, no audio part, bad base64 or audio that cannot be decoded",
+    401: "Missing or wrong API key",
+    404: "Unknown model",
+    413: "Body larger than the limit",
+    503: "Overloaded or inference server unavailable (see Retry-After)",
+})
 
 
 @dataclass

@@ -11,6 +11,7 @@ from typing import Any
 
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
+from litestar.openapi import ResponseSpec
 from litestar.status_codes import (
     HTTP_400_BAD_REQUEST,
     HTTP_401_UNAUTHORIZED,
@@ -88,6 +89,12 @@ def from_service_error(error: ServiceError) -> APIError:
         HTTP_500_INTERNAL_SERVER_ERROR, "The server failed to transcribe the audio.", type="server_error",
         code=error.code,
     )
+
+
+def error_responses(descriptions: dict[int, str]) -> dict[int, ResponseSpec]:
+    """OpenAPI responses documenting OpenAI's error body for each status."""
+    return {status: ResponseSpec(data_container=ErrorResponse, description=text)
+            for status, text in descriptions.items()}
 
 
 def error_body(error: APIError) -> ErrorResponse:

@@ -13,18 +13,17 @@ from typing import Any
 from litestar import Controller, Request, Response, get, post
 from litestar.connection import ASGIConnection
 from litestar.handlers import BaseRouteHandler
-from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import OpenAPIMediaType, Operation, Reference, RequestBody, Schema
 from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
 from litestar.params import FromPath
 from litestar.response import Stream
 
-from frontend.errors import APIError, bad_request, model_not_found, overloaded, unauthorized
+from frontend.errors import APIError, bad_request, error_responses, model_not_found, overloaded, unauthorized
 from frontend.forms import RESPONSE_FORMATS, AudioForm, parse_audio_form, read_multipart
 from frontend.metrics import metrics_of
 from frontend.net import FetchError, UnsafeUrlError, UrlPolicy, check_url
 from frontend.responses import render, stream_events
-from frontend.schemas import ErrorResponse, Model, ModelList
+from frontend.schemas import Model, ModelList
 from frontend.settings import FrontendSettings
 from frontend.tasks.model import Task, TaskError, TaskRequest, new_task
 from frontend.tasks.runner import TaskRunner
@@ -156,16 +155,13 @@ def _operation(task: str) -> type[Operation]:
     return AudioOperation
 
 
-_ERRORS = {
-    status: ResponseSpec(data_container=ErrorResponse, description=description)
-    for status, description in {
-        400: "Bad parameters, or audio that is empty, too short or cannot be decoded",
-        401: "Missing or wrong API key",
-        404: "Unknown model",
-        413: "Upload larger than the limit",
-        503: "Overloaded or inference server unavailable (see Retry-After)",
-    }.items()
-}
+_ERRORS = error_responses({
+    400: "Bad parameters, or audio that is empty, too short or cannot be decoded",
+    401: "Missing or wrong API key",
+    404: "Unknown model",
+    413: "Upload larger than the limit",
+    503: "Overloaded or inference server unavailable (see Retry-After)",
+})
 
 
 class AudioController(Controller):
