@@ -47,6 +47,12 @@ class AudioTooShortError(InvalidAudioError):
     code = "audio_too_short"
 
 
+class FetchFailedError(InvalidRequestError):
+    """The audio URL of a task could not be fetched (status, size, timeout, address refused)."""
+
+    code = "fetch_failed"
+
+
 class EngineError(ServiceError):
     """The Whisper engine failed on input that was valid."""
 
@@ -55,8 +61,15 @@ class EngineError(ServiceError):
 
 _WIRE = re.compile(r"\[(?P<code>[a-z_]+)(?:\((?P<param>[^)]*)\))?\] (?P<message>.*)$", re.S)
 _BY_CODE: dict[str, type[ServiceError]] = {
-    cls.code: cls for cls in (InvalidRequestError, InvalidAudioError, AudioTooShortError, EngineError)
+    cls.code: cls
+    for cls in (InvalidRequestError, InvalidAudioError, AudioTooShortError, FetchFailedError, EngineError)
 }
+
+
+def is_client_fault(code: str | None) -> bool:
+    """Whether an error code (as stored on a failed task) is the client's fault."""
+    cls = _BY_CODE.get(code or "")
+    return cls is not None and cls.client_fault
 
 
 def from_wire(text: str) -> ServiceError:

@@ -17,9 +17,17 @@ from frontend.forms import FormReader, read_multipart, speaker_count
 from frontend.routes import Services, require_api_key, services
 from frontend.tasks.model import TASK_ID, Task, TaskRequest, Webhook, new_task
 from whisper_triton.contract import decode_transcript
-from whisper_triton.errors import InvalidRequestError
+from whisper_triton.errors import InvalidRequestError, is_client_fault
 from whisper_triton.languages import normalize_language
 from whisper_triton.speakers import assign_speakers
+
+
+async def find_task(svc: Services, task_id: str) -> Task:
+    """The task, or a 404 in OpenAI's error shape."""
+    task = await svc.store.get(task_id)
+    if task is None:
+        raise not_found(task_id)
+    return task
 
 
 def not_found(task_id: str) -> APIError:
@@ -171,18 +179,14 @@ class WhisperXController(Controller):
 
     @get("/task/{task_id:str}", operation_id="getTask")
     async def get_task(self, request: Request[Any, Any, Any], task_id: FromPath[str]) -> dict[str, Any]:
-        task = await services(request).store.get(task_id)
-        if task is None:
-            raise not_found(task_id)
+        task = await find_task(services(request), task_id)
         return task_view(task)
 
     @get("/task/{task_id:str}/result", operation_id="getTaskResult")
     async def get_task_result(self, request: Request[Any, Any, Any], task_id: FromPath[str],
                               format: FromQuery[str] = "json") -> Response[Any]:
         """The result as a file: json, txt, srt or vtt."""
-        task = await services(request).store.get(task_id)
-        if task is None:
-            raise not_found(task_id)
+        task = await find_task(services(request), task_id)
         if task.result is None:
             raise bad_request(f"The task is {task.status}; it has no result.", param="task_id", code="no_result")
         return result_file(task, format)
@@ -190,9 +194,7 @@ class WhisperXController(Controller):
     @delete("/task/{task_id:str}/delete", operation_id="deleteTask", status_code=200)
     async def delete_task(self, request: Request[Any, Any, Any], task_id: FromPath[str]) -> dict[str, str]:
         svc = services(request)
-        task = await svc.store.get(task_id)
-        if task is None:
-            raise not_found(task_id)
+        task = await find_task(svc, task_id)
         if not task.finished:
             await svc.store.request_cancel(task_id)
         await svc.store.delete(task_id)
@@ -345,8 +347,7 @@ class InsanelyFastWhisperController(Controller):
         finished = await svc.wait_for(queued.id)
         if finished.status != "completed":
             error = finished.error
-            raise APIError(400 if error and error.code in ("invalid_audio", "audio_too_short", "invalid_value",
-                                                            "fetch_failed") else 500,
+            raise APIError(400 if error and is_client_fault(error.code) else 500,
                            error.message if error else f"The task ended {finished.status}.",
                            code=error.code if error else None)
         return ifw_output(finished)
@@ -358,9 +359,7 @@ class InsanelyFastWhisperController(Controller):
 
     @get("/status/{task_id:str}", operation_id="ifwStatus")
     async def status(self, request: Request[Any, Any, Any], task_id: FromPath[str]) -> dict[str, Any]:
-        task = await services(request).store.get(task_id)
-        if task is None:
-            raise not_found(task_id)
+        task = await find_task(services(request), task_id)
         return ifw_status(task)
 
     @delete("/cancel/{task_id:str}", operation_id="ifwCancel", status_code=200)

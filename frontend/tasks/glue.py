@@ -13,13 +13,9 @@ from frontend.net import FetchError, UnsafeUrlError, UrlPolicy, fetch
 from frontend.tasks.model import Task, short_id
 from frontend.tasks.store import TaskStore
 from frontend.webhooks import Delivery, deliver
-from whisper_triton.errors import InvalidRequestError
+from whisper_triton.errors import FetchFailedError
 
 log = logging.getLogger("frontend.tasks")
-
-
-class FetchFailed(InvalidRequestError):
-    code = "fetch_failed"
 
 
 def url_fetcher(policy: UrlPolicy) -> Any:
@@ -27,7 +23,7 @@ def url_fetcher(policy: UrlPolicy) -> Any:
         try:
             return await fetch(url, policy)
         except (UnsafeUrlError, FetchError) as exc:
-            raise FetchFailed(f"Could not fetch the audio: {exc}", param="url") from exc
+            raise FetchFailedError(f"Could not fetch the audio: {exc}", param="url") from exc
 
     return fetch_audio
 

@@ -89,3 +89,12 @@ def test_other_text_is_a_plain_service_error(text: str) -> None:
 
 def test_unknown_text_keeps_the_whole_message() -> None:
     assert from_wire("Stub process is not healthy.").message == "Stub process is not healthy."
+
+
+def test_client_fault_codes_come_from_the_registry() -> None:
+    from whisper_triton.errors import is_client_fault
+
+    for code in ("invalid_value", "invalid_audio", "audio_too_short", "fetch_failed"):
+        assert is_client_fault(code), code
+    for code in ("engine_error", "internal_error", "server_overloaded", None, "no_such_code"):
+        assert not is_client_fault(code), code
