@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import io
 import json
 import os
 import random
@@ -378,12 +379,21 @@ def _silence(seconds: float) -> np.ndarray:
     return np.zeros(round(seconds * SAMPLE_RATE), dtype="<i2")
 
 
-def _write_wav(dest: Path, samples: np.ndarray) -> None:
-    with wave.open(str(dest), "wb") as out:
+def wav_bytes(samples: np.ndarray) -> bytes:
+    """16 kHz mono 16-bit WAV of 16-bit samples (floats in [-1, 1] are scaled)."""
+    if samples.dtype.kind == "f":
+        samples = np.clip(samples, -1.0, 1.0) * 32767
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
         out.setnchannels(1)
         out.setsampwidth(2)
         out.setframerate(SAMPLE_RATE)
         out.writeframes(samples.astype("<i2").tobytes())
+    return buffer.getvalue()
+
+
+def _write_wav(dest: Path, samples: np.ndarray) -> None:
+    dest.write_bytes(wav_bytes(samples))
 
 
 def _wav_duration(path: Path) -> float:

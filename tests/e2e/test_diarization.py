@@ -11,6 +11,7 @@ import httpx
 import openai
 import pytest
 
+from tests.assets import wav_bytes
 from tests.conftest import Served
 from whisper_triton.audio import decode_audio
 
@@ -75,22 +76,7 @@ def test_diarization_in_the_task_apis(served: Served) -> None:
         combined = client.post("/service/combine", json={"transcript": task["result"], "diarization": turns})
         assert combined.status_code == 200 and all(s["speaker"] for s in combined.json()["segments"])
         short = decode_audio(wav.read_bytes()).samples[: 16000 * 12]  # the first exchange, for speed
-        only = client.post("/service/diarize", files={"file": ("start.wav", _wav_bytes(short))})
+        only = client.post("/service/diarize", files={"file": ("start.wav", wav_bytes(short))})
         diarized = wait_task(client, only.json()["identifier"], timeout=600)
         assert diarized["status"] == "completed" and diarized["result"]["segments"] == []
         assert len({t["speaker"] for t in diarized["result"]["speakers"]}) == 2
-
-
-def _wav_bytes(samples: Any) -> bytes:
-    import io
-    import wave
-
-    import numpy as np
-
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(16000)
-        out.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
-    return buffer.getvalue()

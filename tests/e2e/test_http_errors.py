@@ -12,21 +12,12 @@ import numpy as np
 import openai
 import pytest
 
-from tests.assets import jfk_wav, long_recording
+from tests.assets import jfk_wav, long_recording, wav_bytes
 from tests.conftest import Served, run_frontend
 
 
 def _wav(seconds: float) -> bytes:
-    import io
-    import wave
-
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(16000)
-        out.writeframes((np.sin(np.arange(int(16000 * seconds)) / 5) * 3000).astype("<i2").tobytes())
-    return buffer.getvalue()
+    return wav_bytes((np.sin(np.arange(int(16000 * seconds)) / 5) * 3000).astype("<i2"))
 
 
 def assert_openai_error(response: httpx.Response, status: int, param: str | None = None) -> dict[str, Any]:
