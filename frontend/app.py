@@ -21,6 +21,7 @@ from frontend.metrics import FrontendMetrics, MetricsPlugin
 from frontend.net import UrlPolicy
 from frontend.routes import Admission, AudioController, HealthController, ModelsController, Services
 from frontend.settings import FrontendSettings
+from frontend.speakers import SpeakersController
 from frontend.tasks.api import InsanelyFastWhisperController, WhisperXController
 from frontend.tasks.glue import url_fetcher, webhook_notifier, webhook_secret
 from frontend.tasks.runner import RunnerSettings, TaskRunner
@@ -91,7 +92,7 @@ def create_app(settings: FrontendSettings) -> Litestar:
 
     return Litestar(
         route_handlers=[AudioController, ModelsController, HealthController, WhisperXController,
-                        InsanelyFastWhisperController, ChatController, web_page, static_files],
+                        InsanelyFastWhisperController, ChatController, SpeakersController, web_page, static_files],
         plugins=[MetricsPlugin(metrics)],
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,

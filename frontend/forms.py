@@ -7,8 +7,11 @@ no temporary files. Field names follow the SDKs' encoding: lists as repeated `na
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import math
+import re
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +24,10 @@ from frontend.errors import APIError, bad_request, too_large
 RESPONSE_FORMATS = ("json", "text", "srt", "verbose_json", "vtt", "diarized_json")
 GRANULARITIES = ("word", "segment")
 MAX_FIELD_BYTES = 64 * 1024
+# known_speaker_references[] carry whole clips as data URLs: 30 s of 48 kHz stereo 16-bit WAV in base64.
+MAX_REFERENCE_FIELD_BYTES = 8 * 1024 * 1024
+REFERENCE_FIELDS = ("known_speaker_references", "known_speaker_references[]")
+_DATA_URL = re.compile(r"data:(?P<type>[\w.+/-]*)(?P<params>(?:;[\w.+-]+=[^;,]*)*);base64,(?P<data>.*)", re.S)
 MAX_PARTS = 64
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off", ""}
@@ -50,6 +57,10 @@ class AudioForm:
     num_speakers: int | None = None
     min_speakers: int | None = None
     max_speakers: int | None = None
+    # Names of known speakers: the first ones with the reference clips, in order; the rest name speakers
+    # stored with /v1/speakers.
+    known_speaker_names: tuple[str, ...] = ()
+    known_speaker_references: tuple[bytes, ...] = ()
 
     @property
     def word_timestamps(self) -> bool:
@@ -94,9 +105,11 @@ def _check_size(segment: MultipartSegment | None, buffer: bytearray, max_file_by
     if segment is not None and segment.filename is not None:
         if len(buffer) > max_file_bytes:
             raise too_large(max_file_bytes)
-    elif len(buffer) > MAX_FIELD_BYTES:
-        name = segment.name if segment is not None else "field"
-        raise bad_request(f"The form field '{name}' is longer than {MAX_FIELD_BYTES} bytes.", param=name)
+        return
+    name = segment.name if segment is not None else "field"
+    limit = MAX_REFERENCE_FIELD_BYTES if name in REFERENCE_FIELDS else MAX_FIELD_BYTES
+    if len(buffer) > limit:
+        raise bad_request(f"The form field '{name}' is longer than {limit} bytes.", param=name)
 
 
 def _store(
@@ -173,6 +186,21 @@ class FormReader:
                 values.extend(v.strip() for v in stripped.split(",") if v.strip())
         return values
 
+    def items(self, name: str) -> list[str]:
+        """`name[]` or `name` repeated, or a JSON array; values may contain commas."""
+        values: list[str] = []
+        for raw in self.fields.get(f"{name}[]", []) + self.fields.get(name, []):
+            stripped = raw.strip()
+            if stripped.startswith("["):
+                try:
+                    parsed = json.loads(stripped)
+                except json.JSONDecodeError:
+                    raise bad_request(f"'{name}' is not a valid JSON array.", param=name) from None
+                values.extend(str(v) for v in (parsed if isinstance(parsed, list) else [parsed]))
+            elif stripped:
+                values.append(stripped)
+        return values
+
     def object(self, name: str) -> dict[str, str] | str | None:
         """`name=auto`, `name={"type": ...}` or bracketed sub-fields `name[type]=...`."""
         prefix = f"{name}["
@@ -211,12 +239,6 @@ def parse_audio_form(
             param="response_format",
             code="unsupported_value",
         )
-    if reader.array("known_speaker_names") or reader.array("known_speaker_references"):
-        raise bad_request(
-            "Known speakers are not supported on this server yet; speakers are labelled A, B, ...",
-            param="known_speaker_names",
-            code="unsupported_value",
-        )
     granularities = tuple(g.lower() for g in reader.array("timestamp_granularities")) or ("segment",)
     for granularity in granularities:
         if granularity not in GRANULARITIES:
@@ -229,6 +251,9 @@ def parse_audio_form(
     for item in reader.array("include"):
         if item != "logprobs":
             raise bad_request(f"Unsupported include value '{item}'.", param="include", code="unsupported_value")
+    diarize = task == "transcribe" and (response_format == "diarized_json" or reader.boolean("diarize")
+                                        or model.strip().endswith("-diarize"))
+    names, references = _known_speakers(reader, diarize)
     language = reader.text("language")
     languages = reader.array("languages")
     if language is None and len(languages) == 1:
@@ -243,8 +268,9 @@ def parse_audio_form(
         temperature=reader.number("temperature", 0.0, 0.0, 1.0),
         timestamp_granularities=granularities,
         stream=reader.boolean("stream"),
-        diarize=task == "transcribe" and (response_format == "diarized_json" or reader.boolean("diarize")
-                                          or model.strip().endswith("-diarize")),
+        diarize=diarize,
+        known_speaker_names=names,
+        known_speaker_references=references,
         num_speakers=speaker_count(reader, "num_speakers"),
         min_speakers=speaker_count(reader, "min_speakers"),
         max_speakers=speaker_count(reader, "max_speakers"),
@@ -256,6 +282,36 @@ def speaker_count(reader: FormReader, name: str) -> int | None:
     if value != int(value):
         raise bad_request(f"'{name}' must be a whole number.", param=name)
     return int(value) or None
+
+
+def _known_speakers(reader: FormReader, diarize: bool) -> tuple[tuple[str, ...], tuple[bytes, ...]]:
+    names = tuple(name.strip() for name in reader.items("known_speaker_names"))
+    references = tuple(data_url_audio(url, "known_speaker_references")
+                       for url in reader.items("known_speaker_references"))
+    if not names and not references:
+        return (), ()
+    if not diarize:
+        raise bad_request("Known speakers need diarization: use response_format=diarized_json.",
+                          param="known_speaker_names")
+    if len(references) > len(names):
+        raise bad_request(f"{len(references)} known_speaker_references for {len(names)} known_speaker_names: "
+                          "give a name for every reference.", param="known_speaker_names")
+    return names, references
+
+
+def data_url_audio(url: str, param: str) -> bytes:
+    """The bytes of a base64 `data:` URL (`data:audio/wav;base64,...`)."""
+    match = _DATA_URL.fullmatch(url.strip())
+    if match is None:
+        raise bad_request("Each known speaker reference must be a data URL such as 'data:audio/wav;base64,...'.",
+                          param=param)
+    try:
+        data = base64.b64decode(re.sub(r"\s+", "", match["data"]), validate=True)
+    except (binascii.Error, ValueError):
+        raise bad_request("A known speaker reference is not valid base64.", param=param) from None
+    if not data:
+        raise bad_request("A known speaker reference is empty.", param=param)
+    return data
 
 
 def _prompt(reader: FormReader) -> str | None:

@@ -25,6 +25,7 @@ from frontend.net import FetchError, UnsafeUrlError, UrlPolicy, check_url
 from frontend.responses import render, stream_events
 from frontend.schemas import Model, ModelList
 from frontend.settings import FrontendSettings
+from frontend.speaker_store import resolve_known
 from frontend.tasks.model import Task, TaskError, TaskRequest, new_task
 from frontend.tasks.runner import TaskRunner
 from frontend.tasks.store import StoreError, TaskStore
@@ -140,6 +141,15 @@ def _form_schema(task: str) -> Schema:
             "stream": Schema(type=OpenAPIType.BOOLEAN, default=False),
             "chunking_strategy": Schema(type=OpenAPIType.STRING, description="'auto' or a server_vad object."),
             "include[]": Schema(type=OpenAPIType.ARRAY, items=Schema(type=OpenAPIType.STRING)),
+            "known_speaker_names[]": Schema(
+                type=OpenAPIType.ARRAY, items=Schema(type=OpenAPIType.STRING),
+                description="With diarized_json: names for the speakers; one per reference clip, then names "
+                            "of speakers stored with /v1/speakers.",
+            ),
+            "known_speaker_references[]": Schema(
+                type=OpenAPIType.ARRAY, items=Schema(type=OpenAPIType.STRING),
+                description="Data URLs (data:audio/wav;base64,...) of 2-10 s clips, one per name.",
+            ),
         }
     return Schema(type=OpenAPIType.OBJECT, properties=properties, required=["file", "model"])
 
@@ -189,10 +199,10 @@ async def _transcribe(request: Request[Any, Any, Any], task: str) -> Response[An
     model = svc.settings.resolve_model(form.model)
     if model is None:
         raise model_not_found(form.model)
+    call = _call(form, model, await resolve_known(svc.store, form))
     if not svc.admission.try_acquire():
         raise overloaded("The server is busy with other transcriptions; retry shortly.",
                          retry_after=svc.settings.retry_after_s)
-    call = _call(form, model)
     if form.stream and task == "transcribe":
         return _stream(svc, call, form)
     done: dict[str, Any] = {}
@@ -210,7 +220,7 @@ async def _transcribe(request: Request[Any, Any, Any], task: str) -> Response[An
     return render(done, form)
 
 
-def _call(form: AudioForm, model: str) -> TranscriptionCall:
+def _call(form: AudioForm, model: str, stored_voices: tuple[tuple[float, ...], ...] = ()) -> TranscriptionCall:
     return TranscriptionCall(
         audio=form.file.data,
         model=model,
@@ -224,6 +234,9 @@ def _call(form: AudioForm, model: str) -> TranscriptionCall:
         num_speakers=form.num_speakers,
         min_speakers=form.min_speakers,
         max_speakers=form.max_speakers,
+        known_names=form.known_speaker_names,
+        known_references=form.known_speaker_references,
+        known_embeddings=stored_voices,
     )
 
 

@@ -37,6 +37,15 @@ class TranscriptionCall:
     num_speakers: int | None = None
     min_speakers: int | None = None
     max_speakers: int | None = None
+    # Known speakers: one name per reference clip, then one per embedding (stored voices).
+    known_names: tuple[str, ...] = ()
+    known_references: tuple[bytes, ...] = ()
+    known_embeddings: tuple[tuple[float, ...], ...] = ()
+
+    @property
+    def needs_diarization(self) -> bool:
+        return self.diarize or self.task in ("diarize", "embed")
+
 
 def _bytes_input(name: str, value: bytes) -> grpcclient.InferInput:
     tensor = grpcclient.InferInput(name, [1], "BYTES")
@@ -55,6 +64,7 @@ def _inputs(call: TranscriptionCall) -> list[grpcclient.InferInput]:
         inputs.append(_bytes_input(contract.PROMPT, call.prompt.encode()))
     if call.transcript is not None:
         inputs.append(_bytes_input(contract.TRANSCRIPT, call.transcript))
+    inputs += _known_inputs(call)
     if call.diarize or call.task == "diarize":
         flag = grpcclient.InferInput(contract.DIARIZE, [1], "BOOL")
         flag.set_data_from_numpy(np.array([True], dtype=bool))
@@ -71,6 +81,22 @@ def _inputs(call: TranscriptionCall) -> list[grpcclient.InferInput]:
     for name, flag in ((contract.WORD_TIMESTAMPS, call.word_timestamps), (contract.STREAM, call.stream)):
         tensor = grpcclient.InferInput(name, [1], "BOOL")
         tensor.set_data_from_numpy(np.array([flag], dtype=bool))
+        inputs.append(tensor)
+    return inputs
+
+
+def _known_inputs(call: TranscriptionCall) -> list[grpcclient.InferInput]:
+    inputs = []
+    for name, values in ((contract.KNOWN_SPEAKER_NAMES, [n.encode() for n in call.known_names]),
+                         (contract.KNOWN_SPEAKER_REFERENCES, list(call.known_references))):
+        if values:
+            tensor = grpcclient.InferInput(name, [len(values)], "BYTES")
+            tensor.set_data_from_numpy(np.array(values, dtype=object))
+            inputs.append(tensor)
+    if call.known_embeddings:
+        rows = np.array(call.known_embeddings, dtype=np.float32)
+        tensor = grpcclient.InferInput(contract.KNOWN_SPEAKER_EMBEDDINGS, list(rows.shape), "FP32")
+        tensor.set_data_from_numpy(rows)
         inputs.append(tensor)
     return inputs
 
@@ -164,13 +190,20 @@ class TritonClient:
         self._in_flight[model] = self._in_flight.get(model, 0) + 1
         try:
             await self._ensure_loaded(model)
-            if call.diarize or call.task == "diarize":
+            if call.needs_diarization:
                 await self._ensure_diarization()
             async for event in self._stream(call):
                 yield event
         finally:
             self._in_flight[model] -= 1
             self._last_used[model] = time.monotonic()
+
+    async def embed(self, audio: bytes) -> dict[str, Any]:
+        """The speaker embedding of a clip of one voice: `{embedding, embedding_model, duration}`."""
+        done: dict[str, Any] = {}
+        async for event in self.transcribe(TranscriptionCall(audio=audio, task="embed")):
+            done = event
+        return done
 
     async def _stream(self, call: TranscriptionCall) -> AsyncIterator[dict[str, Any]]:
         async def requests() -> AsyncIterator[dict[str, Any]]:

@@ -36,6 +36,7 @@ class ModelSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
     diarization: str = "embedded"  # embedded | off | a pyannote pipeline directory or Hugging Face id
     diarization_device: str = "cpu"
     diarization_threads: int = 1  # torch threads: it runs beside the Whisper engine
+    speaker_match_threshold: float = 0.65  # cosine similarity naming a cluster after a known speaker
     hf_token: str = ""
 
     def cache_path(self) -> Path:

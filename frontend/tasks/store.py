@@ -41,7 +41,15 @@ CREATE TABLE IF NOT EXISTS tasks (
   audio_duration DOUBLE PRECISION
 );
 CREATE INDEX IF NOT EXISTS tasks_status_seq ON tasks (status, seq);
-CREATE TABLE IF NOT EXISTS task_audio (task_id TEXT PRIMARY KEY, data {blob} NOT NULL)
+CREATE TABLE IF NOT EXISTS task_audio (task_id TEXT PRIMARY KEY, data {blob} NOT NULL);
+CREATE TABLE IF NOT EXISTS speakers (
+  id TEXT PRIMARY KEY,
+  name TEXT NOT NULL UNIQUE,
+  embedding TEXT NOT NULL,
+  embedding_model TEXT NOT NULL,
+  duration DOUBLE PRECISION NOT NULL,
+  created_at DOUBLE PRECISION NOT NULL
+)
 """
 _COLUMNS = ("id, status, source, request, progress, result, error, webhook, attempts, cancel_requested, "
             "created_at, started_at, completed_at, audio_duration")
@@ -63,6 +71,10 @@ class TaskStore:
 
     async def close(self) -> None:
         raise NotImplementedError
+
+    async def execute(self, sql: str, args: tuple[Any, ...] = (), fetch: bool = False) -> list[tuple[Any, ...]]:
+        """Runs SQL written with `?` placeholders (for other tables of the same database)."""
+        return await self._execute(sql, args, fetch)
 
     async def ping(self) -> bool:
         try:

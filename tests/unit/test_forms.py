@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from frontend.errors import APIError
-from frontend.forms import FormReader, UploadedFile, parse_audio_form
+from frontend.forms import FormReader, UploadedFile, data_url_audio, parse_audio_form
 
 FILE = {"file": UploadedFile("a.wav", "audio/wav", b"RIFF")}
 
@@ -73,7 +73,15 @@ def test_translation_ignores_language_and_refuses_diarized_json() -> None:
     (form(response_format="json"), "model"),
     (form(model="m", temperature="nan"), "temperature"),
     (form(model="m", temperature="-0.1"), "temperature"),
-    (form(model="m", **{"known_speaker_names[]": "agent"}), "known_speaker_names"),
+    (form(model="m", **{"known_speaker_names[]": "agent"}), "known_speaker_names"),  # without diarization
+    (form(model="m", response_format="diarized_json", **{"known_speaker_references[]": "data:audio/wav;base64,UklG"}),
+     "known_speaker_names"),
+    (form(model="m", response_format="diarized_json", **{"known_speaker_names[]": "a",
+                                                        "known_speaker_references[]": "http://x/a.wav"}),
+     "known_speaker_references"),
+    (form(model="m", response_format="diarized_json", **{"known_speaker_names[]": "a",
+                                                        "known_speaker_references[]": "data:audio/wav;base64,%%%"}),
+     "known_speaker_references"),
     (form(model="m", num_speakers="2.5"), "num_speakers"),
     (form(model="m", **{"include[]": "everything"}), "include"),
 ])
@@ -94,3 +102,22 @@ def test_diarization_is_asked_by_format_flag_or_model() -> None:
     assert parse_audio_form(form(model="m", diarize="true", max_speakers="3"), FILE, "transcribe").max_speakers == 3
     assert parse_audio_form(form(model="gpt-4o-transcribe-diarize"), FILE, "transcribe").diarize
     assert not parse_audio_form(form(model="m"), FILE, "transcribe").diarize
+
+
+def test_known_speakers_pair_names_with_data_url_clips() -> None:
+    fields = {"model": ["m"], "response_format": ["diarized_json"],
+              "known_speaker_names[]": ["Smith, Jane", "agent", "stored one"],
+              "known_speaker_references[]": ["data:audio/wav;base64,UklGRg==", "data:audio/x-wav;codecs=1;base64,AAE="]}
+    parsed = parse_audio_form(fields, FILE, "transcribe")
+    assert parsed.known_speaker_names == ("Smith, Jane", "agent", "stored one")  # commas stay in names
+    assert parsed.known_speaker_references == (b"RIFF", b"\x00\x01")
+    as_json = parse_audio_form(form(model="m", response_format="diarized_json",
+                                    known_speaker_names='["a", "b"]'), FILE, "transcribe")
+    assert as_json.known_speaker_names == ("a", "b") and as_json.known_speaker_references == ()
+
+
+@pytest.mark.parametrize("url", ["data:audio/wav,UklGRg==", "data:audio/wav;base64,", "UklGRg==", "data:;base64,@@"])
+def test_bad_data_urls(url: str) -> None:
+    with pytest.raises(APIError) as info:
+        data_url_audio(url, "known_speaker_references")
+    assert info.value.param == "known_speaker_references" and info.value.status == 400

@@ -1,0 +1,166 @@
+"""Known speakers: named voice embeddings kept in the database, used to label diarized transcripts.
+
+    POST   /v1/speakers            enrol: `name` + `file` (or `reference`, a data URL) -> the speaker
+    GET    /v1/speakers            list
+    GET    /v1/speakers/{id}       one
+    DELETE /v1/speakers/{id}       forget
+    POST   /v1/speakers/identify   whose voice is this clip? -> ranked matches
+
+Later transcriptions name stored speakers in `known_speaker_names[]` without a reference clip; the
+stored embedding is then sent to Triton instead (`speaker_store.resolve_known`).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import msgspec
+import numpy as np
+from litestar import Controller, Request, delete, get, post
+from litestar.params import FromPath
+from litestar.status_codes import HTTP_201_CREATED, HTTP_404_NOT_FOUND
+
+from frontend.errors import APIError, bad_request, error_responses
+from frontend.forms import FormReader, UploadedFile, data_url_audio, read_multipart
+from frontend.routes import require_api_key, services
+from frontend.speaker_store import SpeakerRecord, SpeakerStore
+from whisper_triton.errors import InvalidRequestError
+from whisper_triton.speakers import MATCH_THRESHOLD, cosine
+from whisper_triton.voices import check_name
+
+
+class Speaker(msgspec.Struct, frozen=True):
+    """A stored voice, as the API shows it (the embedding itself is not returned)."""
+
+    id: str
+    name: str
+    embedding_model: str
+    duration: float  # seconds of audio enrolled
+    created_at: int
+    object: str = "speaker"
+
+
+class SpeakerList(msgspec.Struct, frozen=True):
+    data: list[Speaker]
+    object: str = "list"
+
+
+class DeletedSpeaker(msgspec.Struct, frozen=True):
+    id: str
+    deleted: bool = True
+    object: str = "speaker.deleted"
+
+
+class SpeakerMatch(msgspec.Struct, frozen=True):
+    id: str
+    name: str
+    similarity: float
+
+
+class Identification(msgspec.Struct, frozen=True):
+    speaker: SpeakerMatch | None  # the best match at or above the threshold
+    matches: list[SpeakerMatch]  # every stored voice of the same embedding model, most similar first
+    threshold: float
+    duration: float
+    object: str = "speaker.identification"
+
+
+def _public(record: SpeakerRecord) -> Speaker:
+    return Speaker(record.id, record.name, record.embedding_model, record.duration, int(record.created_at))
+
+
+def _not_found(speaker_id: str) -> APIError:
+    return APIError(HTTP_404_NOT_FOUND, f"No speaker with id '{speaker_id[:64]}'.", param="speaker_id",
+                    code="speaker_not_found")
+
+
+async def _clip(request: Request[Any, Any, Any]) -> tuple[FormReader, bytes]:
+    """The form fields and the voice clip: multipart (`file` or `reference`) or JSON (`reference`)."""
+    svc = services(request)
+    if request.content_type[0] == "application/json":
+        try:
+            body = msgspec.json.decode(await request.body())
+        except msgspec.DecodeError:
+            raise bad_request("The body is not valid JSON.") from None
+        if not isinstance(body, dict):
+            raise bad_request("The body must be a JSON object.")
+        fields = {str(k): [str(v)] for k, v in body.items() if v is not None}
+        files: dict[str, UploadedFile] = {}
+    else:
+        fields, files = await read_multipart(request, svc.settings.max_upload_bytes)
+    reader = FormReader(fields)
+    upload, reference = files.get("file"), reader.text("reference")
+    if upload is not None and reference is not None:
+        raise bad_request("Give the voice as 'file' or as 'reference', not both.", param="file")
+    if upload is not None:
+        return reader, upload.data
+    if reference is not None:
+        return reader, data_url_audio(reference, "reference")
+    raise bad_request("You must provide a 'file' part with a clip of the voice (or a 'reference' data URL).",
+                      param="file", code="missing_required_parameter")
+
+
+_ERRORS = error_responses({
+    400: "Bad parameters, or a clip that is not 1 to 30 s of decodable audio",
+    401: "Missing or wrong API key",
+    503: "The diarization model is loading or the inference server is unavailable (see Retry-After)",
+})
+
+
+class SpeakersController(Controller):
+    path = "/v1/speakers"
+    guards = [require_api_key]  # noqa: RUF012
+    tags = ["speakers"]  # noqa: RUF012
+
+    @post("/", operation_id="createSpeaker", status_code=HTTP_201_CREATED,
+          responses=_ERRORS | error_responses({409: "A speaker of that name exists"}))
+    async def create_speaker(self, request: Request[Any, Any, Any]) -> Speaker:
+        """Enrols a voice: `name` and `file` (multipart; 1 to 30 s of one speaker, 2 to 10 s works best), or
+        JSON `{"name", "reference"}` with the clip as a data URL."""
+        reader, clip = await _clip(request)
+        name = (reader.text("name") or "").strip()
+        try:
+            check_name(name)
+        except InvalidRequestError as exc:
+            raise bad_request(exc.message, param="name") from exc
+        voice = await services(request).triton.embed(clip)
+        record = SpeakerRecord(f"spk_{uuid.uuid4().hex}", name, [float(v) for v in voice["embedding"]],
+                               str(voice["embedding_model"]), float(voice["duration"]), time.time())
+        await SpeakerStore(services(request).store).create(record)
+        return _public(record)
+
+    @get("/", operation_id="listSpeakers")
+    async def list_speakers(self, request: Request[Any, Any, Any]) -> SpeakerList:
+        """Every stored speaker, oldest first."""
+        return SpeakerList([_public(r) for r in await SpeakerStore(services(request).store).all()])
+
+    @get("/{speaker_id:str}", operation_id="retrieveSpeaker", responses=error_responses({404: "No such speaker"}))
+    async def retrieve_speaker(self, request: Request[Any, Any, Any], speaker_id: FromPath[str]) -> Speaker:
+        record = await SpeakerStore(services(request).store).get(speaker_id)
+        if record is None:
+            raise _not_found(speaker_id)
+        return _public(record)
+
+    @delete("/{speaker_id:str}", operation_id="deleteSpeaker", status_code=200,
+            responses=error_responses({404: "No such speaker"}))
+    async def delete_speaker(self, request: Request[Any, Any, Any], speaker_id: FromPath[str]) -> DeletedSpeaker:
+        if not await SpeakerStore(services(request).store).delete(speaker_id):
+            raise _not_found(speaker_id)
+        return DeletedSpeaker(speaker_id)
+
+    @post("/identify", operation_id="identifySpeaker", status_code=200, responses=_ERRORS)
+    async def identify_speaker(self, request: Request[Any, Any, Any]) -> Identification:
+        """Compares a clip of one voice with the stored speakers; `threshold` (default 0.65) decides a match."""
+        reader, clip = await _clip(request)
+        threshold = reader.number("threshold", MATCH_THRESHOLD, -1.0, 1.0)
+        voice = await services(request).triton.embed(clip)
+        records = await SpeakerStore(services(request).store).all()
+        matches = sorted(
+            (SpeakerMatch(r.id, r.name, round(cosine(np.asarray(voice["embedding"]), np.asarray(r.embedding)), 4))
+             for r in records if r.embedding_model == voice["embedding_model"]),
+            key=lambda m: -m.similarity,
+        )
+        best = matches[0] if matches and matches[0].similarity >= threshold else None
+        return Identification(best, matches, threshold, float(voice["duration"]))
