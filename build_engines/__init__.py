@@ -1,0 +1,1 @@
+"""TensorRT-LLM engines for the GPU path: checkpoint conversion, `trtllm-build`, GPU model configuration."""
