@@ -27,8 +27,7 @@ from frontend.forms import FormReader, UploadedFile, data_url_audio, read_multip
 from frontend.routes import require_api_key, services
 from frontend.speaker_store import SpeakerRecord, SpeakerStore
 from whisper_triton.errors import InvalidRequestError
-from whisper_triton.speakers import MATCH_THRESHOLD, cosine
-from whisper_triton.voices import check_name
+from whisper_triton.speakers import MATCH_THRESHOLD, check_name, cosine
 
 
 class Speaker(msgspec.Struct, frozen=True):

@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from whisper_triton.errors import InvalidRequestError
+
 
 def overlap(a_start: float, a_end: float, b_start: float, b_end: float) -> float:
     return max(0.0, min(a_end, b_end) - max(a_start, b_start))
@@ -118,6 +120,7 @@ def speaker_letters(segments: Sequence[Mapping[str, Any]]) -> dict[str, str]:
 # Cosine similarity of a CAM++ reference clip to the centroid of its own cluster measured 0.74-0.94 here,
 # to other speakers' clusters at most 0.55 (two voices on one phone line): the default cut sits between.
 MATCH_THRESHOLD = 0.65
+MAX_NAME_LENGTH = 64
 _UNNAMED = re.compile(r"SPEAKER_\d+")
 
 
@@ -148,6 +151,14 @@ def match_speakers(
     scores = np.array([[cosine(centroids[label], speaker.embedding) for speaker in known] for label in labels])
     rows, columns = linear_sum_assignment(scores, maximize=True)
     return {labels[r]: known[c].name for r, c in zip(rows, columns, strict=True) if scores[r, c] >= threshold}
+
+
+def check_name(name: str) -> None:
+    """A known speaker's name: 1 to MAX_NAME_LENGTH printable characters."""
+    if not name.strip() or len(name) > MAX_NAME_LENGTH or any(ord(c) < 32 for c in name):
+        raise InvalidRequestError(
+            f"A speaker name must be 1 to {MAX_NAME_LENGTH} printable characters.", param="known_speaker_names"
+        )
 
 
 def is_unnamed(label: str) -> bool:

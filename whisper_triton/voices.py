@@ -14,14 +14,13 @@ import numpy as np
 
 from whisper_triton.audio import decode_audio
 from whisper_triton.errors import InvalidAudioError, InvalidRequestError, ServiceError
-from whisper_triton.speakers import KnownSpeaker
+from whisper_triton.speakers import KnownSpeaker, check_name
 
 # OpenAI asks for 2-10 s clips; shorter than a second holds too little voice for an embedding, and a
 # clip much longer than needed only costs time.
 MIN_REFERENCE_SECONDS = 1.0
 MAX_REFERENCE_SECONDS = 30.0
 MAX_KNOWN_SPEAKERS = 32
-MAX_NAME_LENGTH = 64
 
 # The voice of a clip of one speaker: (L2-normalised embedding, name of the embedding model).
 EmbedFn = Callable[[np.ndarray], Awaitable[tuple[np.ndarray, str]]]
@@ -57,13 +56,6 @@ def check_voices(voices: KnownVoices) -> None:
         if name in seen:
             raise InvalidRequestError(f"The known speaker name '{name}' is given twice.", param="known_speaker_names")
         seen.add(name)
-
-
-def check_name(name: str) -> None:
-    if not name.strip() or len(name) > MAX_NAME_LENGTH or any(ord(c) < 32 for c in name):
-        raise InvalidRequestError(
-            f"A speaker name must be 1 to {MAX_NAME_LENGTH} printable characters.", param="known_speaker_names"
-        )
 
 
 def voice_samples(data: bytes, param: str = "file", label: str = "The voice sample") -> np.ndarray:
