@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import sysconfig
@@ -128,6 +129,27 @@ def server_environment(base: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def remove_stale_repositories(work_dir: Path, min_age_s: float = 600.0) -> list[Path]:
+    """Generated repositories of servers that are gone (nothing listens on their port): a launcher that
+    was killed could not remove its own. Young ones are kept: their server may still be starting."""
+    removed = []
+    for folder in work_dir.glob("repository-*"):
+        port = folder.name.removeprefix("repository-")
+        if not port.isdigit() or time.time() - folder.stat().st_mtime < min_age_s or _listening(int(port)):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
+
+
+def _listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
 def _die_with_parent() -> None:
     """In the child: get SIGTERM when the launching thread dies, so Triton is never orphaned."""
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
@@ -142,6 +164,7 @@ class TritonServer:
         self.work_dir = work_dir
         self._env = env
         self.process: subprocess.Popen[bytes] | None = None
+        self.repository: Path | None = None
         self.preload: list[str] = []
         self._log_thread: threading.Thread | None = None
 
@@ -150,7 +173,9 @@ class TritonServer:
             raise TritonError("TRITON_MODEL_LOAD must be 'startup' or 'first_request'.")
         backend_dir = prepare_backend_dir(self.work_dir / "backends")
         # One generated repository per server (keyed by its port): Triton reads it while it runs.
+        remove_stale_repositories(self.work_dir)
         repository = self.work_dir / f"repository-{self.settings.grpc_port}"
+        self.repository = repository
         env = os.environ if self._env is None else self._env
         diarization = env.get("WHISPER_DIARIZATION", "embedded").strip().lower() not in ("off", "false", "0", "")
         engines = build_repository(Path(self.settings.model_repository), repository, model_specs(env), diarization)
@@ -229,6 +254,8 @@ class TritonServer:
         if self._log_thread is not None:
             self._log_thread.join(timeout=5)
         self.process = None
+        if self.repository is not None:
+            shutil.rmtree(self.repository, ignore_errors=True)
 
     def __enter__(self) -> TritonServer:
         self.start()
