@@ -8,6 +8,7 @@ The TensorRT-LLM engine (GPU) implements the same protocol.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -64,6 +65,15 @@ class WhisperEngine(Protocol):
         """Cross-attention DTW alignment of each item's text tokens to its audio frames."""
 
 
+def usable_cores() -> int:
+    """Cores this process may run on. CTranslate2's own default is 4 threads whatever the machine: on
+    fewer cores its OpenMP threads wait on each other."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
 class CTranslate2Engine:
     """Whisper on CTranslate2: int8 on CPU by default, float16 on a CUDA GPU."""
 
@@ -82,7 +92,7 @@ class CTranslate2Engine:
             str(model_dir),
             device=device,
             compute_type=compute_type,
-            intra_threads=intra_threads,
+            intra_threads=intra_threads if intra_threads > 0 else usable_cores(),
             inter_threads=inter_threads,
         )
         self.n_mels = int(self.model.n_mels)
