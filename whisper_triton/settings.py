@@ -33,6 +33,12 @@ class ModelSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
     max_audio_seconds: float = 4 * 3600.0
     max_windows_in_flight: int = 16
     bls_threads: int = 32
+    engine: str = "ctranslate2"  # ctranslate2 (CPU or CUDA) | tensorrt_llm (GPU, engines of build_engines)
+    trtllm_engine_dir: str = ""  # <dir>/{encoder,decoder} or <dir>/<model id>/{encoder,decoder}
+    trtllm_max_batch_size: int = 0  # requests the executor runs at once; 0: the engine's maximum
+    trtllm_kv_cache_fraction: float = 0.5  # of the GPU memory free after loading, for the paged KV cache
+    trtllm_cross_kv_cache_fraction: float = 0.5  # of that KV cache, for cross-attention
+    trtllm_aligner: str = "ctranslate2"  # word timestamps on GPU: ctranslate2 (same checkpoint, CUDA) | off
     diarization: str = "embedded"  # embedded | off | a pyannote pipeline directory or Hugging Face id
     diarization_device: str = "cpu"
     diarization_threads: int = 1  # torch threads: it runs beside the Whisper engine

@@ -1,6 +1,7 @@
 """Triton glue of the Whisper engine model: one dynamic batch of windows per execute()."""
 
 import json
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -17,29 +18,41 @@ from whisper_triton import contract
 from whisper_triton.decoding import WindowJob, decode_windows
 from whisper_triton.engine import CTranslate2Engine
 from whisper_triton.models import read_model_info, resolve_model
-from whisper_triton.settings import model_settings
+from whisper_triton.settings import SettingsError, model_settings
 from whisper_triton.text import WhisperTokenizer
 
 
 class TritonPythonModel:
     def initialize(self, args):
-        settings = model_settings()
-        # One engine model per Whisper model: the generated repository names it in the config.
-        parameters = json.loads(args["model_config"]).get("parameters", {})
-        spec = parameters.get("WHISPER_MODEL", {}).get("string_value") or settings.model
+        # One engine model per Whisper model: the generated repository names it in the config. The config's
+        # WHISPER_* parameters (the GPU variant rendered by build_engines) take precedence over the environment.
+        config = json.loads(args["model_config"])
+        parameters = {key: value.get("string_value", "") for key, value in config.get("parameters", {}).items()}
+        settings = model_settings({**os.environ, **parameters})
+        spec = parameters.get("WHISPER_MODEL") or settings.model
         resolved = resolve_model(spec, settings.cache_path())
         info = read_model_info(resolved.path)
-        self.engine = CTranslate2Engine(
-            resolved.path,
-            device=settings.device,
-            compute_type=settings.compute_type,
-            intra_threads=settings.cpu_threads,
-        )
         self.tokenizer = WhisperTokenizer(resolved.path / "tokenizer.json", info.multilingual, info.num_languages)
         self.logger = pb_utils.Logger
+        if settings.engine == "tensorrt_llm":
+            from whisper_triton.trtllm_engine import create_engine
+
+            gpu = args.get("model_instance_kind") == "GPU"
+            device_id = int(args.get("model_instance_device_id", 0)) if gpu else None
+            self.engine = create_engine(settings, resolved, info, self.tokenizer, device_id=device_id)
+            where = f"TensorRT-LLM engines {self.engine.config} on GPU {device_id or 0}"
+        elif settings.engine == "ctranslate2":
+            self.engine = CTranslate2Engine(
+                resolved.path,
+                device=settings.device,
+                compute_type=settings.compute_type,
+                intra_threads=settings.cpu_threads,
+            )
+            where = f"{settings.device} ({settings.compute_type})"
+        else:
+            raise SettingsError(f"Invalid value for WHISPER_ENGINE: {settings.engine!r} (ctranslate2 or tensorrt_llm).")
         self.logger.log_info(
-            f"whisper_engine: {resolved.name} from {resolved.path} on {settings.device} "
-            f"({settings.compute_type}), n_mels={self.engine.n_mels}"
+            f"whisper_engine: {resolved.name} from {resolved.path} on {where}, n_mels={self.engine.n_mels}"
         )
 
     def execute(self, requests):
@@ -75,3 +88,8 @@ class TritonPythonModel:
         raw_options = pb_utils.get_input_tensor_by_name(request, contract.OPTIONS).as_numpy().reshape(-1)[0]
         options = contract.decode_options(raw_options)
         return WindowJob(features=features.astype(np.float32, copy=False), num_frames=frames, options=options)
+
+    def finalize(self):
+        close = getattr(self.engine, "close", None)
+        if close is not None:
+            close()
