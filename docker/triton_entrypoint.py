@@ -1,0 +1,270 @@
+"""Entry point of the GPU image: TensorRT-LLM engines built on first start, then tritonserver itself.
+
+    python3 docker/triton_entrypoint.py build   build the engines of WHISPER_MODELS if missing (init container)
+    python3 docker/triton_entrypoint.py serve   the same, then render the model repository and exec tritonserver
+
+Engines go to `$WHISPER_CACHE_DIR/trtllm/<key>/<model id>` (`python -m build_engines all --workdir`), where the
+key names everything an engine is valid for only (TensorRT-LLM version, GPU model and compute capability,
+build options): a volume shared by pods on different GPUs or images never serves a wrong engine. A file lock
+keeps pods that start together on a shared volume from building at once. Each pod renders its own GPU model
+repository (build_engines' `render_repository`) into its temporary directory, from the engines and the
+WHISPER_TRTLLM_* settings. Unlike `make serve`, nothing supervises tritonserver: it replaces this process,
+so the container runtime sees its exit and its signals.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import logging
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping, MutableMapping
+from importlib import metadata
+from pathlib import Path
+
+import msgspec
+
+from build_engines.build import BuildError
+from build_engines.render import SERVE_ENV, RenderOptions, render_repository
+from whisper_triton.contract import ENTRY_MODEL
+from whisper_triton.launcher import TritonSettings
+from whisper_triton.models import ModelError, model_id, resolve_model
+from whisper_triton.repository import build_repository, model_specs
+from whisper_triton.settings import ModelSettings, SettingsError, load_settings, model_settings
+
+log = logging.getLogger("triton_entrypoint")
+APP_DIR = Path(__file__).resolve().parent.parent
+ENGINES = ("ctranslate2", "tensorrt_llm")
+
+
+class BuildSettings(msgspec.Struct, frozen=True):
+    """`BUILD_ENGINES_*`: options of `python -m build_engines`.
+
+    The first four shape the engines (and name their cache folder); the last two only the served
+    configuration, rendered at every start.
+    """
+
+    dtype: str = "float16"
+    weight_only: str = "none"  # none | int8 | int4
+    max_batch_size: int = 64
+    max_beam_width: int = 4
+    instances: int = 1  # engine model instances on the GPU, each with its own executor and KV cache
+    max_queue_delay_us: int = 5000  # the dynamic batcher's wait for a fuller batch
+
+
+def build_settings(environ: Mapping[str, str] | None = None) -> BuildSettings:
+    settings = load_settings(BuildSettings, "BUILD_ENGINES_", environ)
+    if settings.weight_only not in ("none", "int8", "int4"):
+        raise SettingsError("Invalid value for BUILD_ENGINES_WEIGHT_ONLY: must be none, int8 or int4.")
+    for name in ("max_batch_size", "max_beam_width", "instances"):
+        if getattr(settings, name) < 1:
+            raise SettingsError(f"Invalid value for BUILD_ENGINES_{name.upper()}: must be positive.")
+    return settings
+
+
+def engine_of(settings: ModelSettings) -> str:
+    if settings.engine not in ENGINES:
+        raise SettingsError(f"Invalid value for WHISPER_ENGINE: expected one of {', '.join(ENGINES)}.")
+    return settings.engine
+
+
+def diarization_enabled(environ: Mapping[str, str]) -> bool:
+    # The same reading as the launcher's (`make serve`).
+    return environ.get("WHISPER_DIARIZATION", "embedded").strip().lower() not in ("off", "false", "0", "")
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9.]+", "-", text.lower()).strip("-") or "unknown"
+
+
+def gpu_identity() -> str:
+    """`<gpu name>-sm<compute capability>` of the first GPU; `unknown-gpu` when nvidia-smi cannot tell."""
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,compute_cap", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=30, check=True,
+        ).stdout.strip().splitlines()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown-gpu"
+    if not out:
+        return "unknown-gpu"
+    name, _, capability = out[0].partition(",")
+    return f"{_slug(name)}-sm{capability.strip().replace('.', '')}"
+
+
+def trtllm_version() -> str:
+    try:
+        return metadata.version("tensorrt_llm")
+    except metadata.PackageNotFoundError:
+        return "none"
+
+
+def engine_key(build: BuildSettings, version: str, gpu: str) -> str:
+    return "_".join((
+        f"trtllm-{_slug(version)}", gpu, build.dtype, f"wo-{build.weight_only}",
+        f"b{build.max_batch_size}", f"beam{build.max_beam_width}",
+    ))
+
+
+def build_command(spec: str, workdir: Path, build: BuildSettings) -> list[str]:
+    return [
+        sys.executable, "-m", "build_engines", "all",
+        "--model", spec,
+        "--workdir", str(workdir),
+        "--dtype", build.dtype,
+        "--weight-only", build.weight_only,
+        "--max-batch-size", str(build.max_batch_size),
+        "--max-beam-width", str(build.max_beam_width),
+    ]
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def built_marker(workdir: Path, spec: str) -> Path:
+    return workdir / f".built-{_slug(model_id(spec))}"
+
+
+def ensure_engines(spec: str, workdir: Path, build: BuildSettings) -> None:
+    """Builds one model's engines into `workdir/<model id>` unless a finished build is there."""
+    marker = built_marker(workdir, spec)
+    if marker.is_file():
+        log.info("engines of %s found in %s", spec, workdir)
+        return
+    with _exclusive(workdir.with_name(f"{workdir.name}.lock")):
+        if marker.is_file():  # another pod built them while this one waited for the lock
+            return
+        command = build_command(spec, workdir, build)
+        log.info("building the TensorRT-LLM engines of %s (first start only: minutes): %s", spec, shlex.join(command))
+        subprocess.run(command, check=True, cwd=APP_DIR)
+        marker.write_text(shlex.join(command) + "\n", encoding="utf-8")
+
+
+def prepare_engines(environ: MutableMapping[str, str]) -> None:
+    """Builds or finds what WHISPER_MODELS needs; sets WHISPER_TRTLLM_ENGINE_DIR to the engines."""
+    settings = model_settings(environ)
+    specs = model_specs(environ)
+    if engine_of(settings) != "tensorrt_llm":
+        for spec in specs:  # download or convert before Triton starts, as `make serve` does
+            resolved = resolve_model(spec, settings.cache_path())
+            log.info("model %s at %s", resolved.name, resolved.path)
+        return
+    if settings.trtllm_engine_dir:
+        log.info("using the engines in %s (WHISPER_TRTLLM_ENGINE_DIR): nothing to build", settings.trtllm_engine_dir)
+        return
+    build = build_settings(environ)
+    workdir = settings.cache_path() / "trtllm" / engine_key(build, trtllm_version(), gpu_identity())
+    for spec in specs:
+        ensure_engines(spec, workdir, build)
+    environ["WHISPER_TRTLLM_ENGINE_DIR"] = str(workdir)
+
+
+def read_serve_env(path: Path) -> dict[str, str]:
+    """`serve.env` of a rendered repository: `NAME=value` lines, values shell-quoted."""
+    values = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            name, _, value = shlex.split(line)[0].partition("=")
+            values[name] = value
+    return values
+
+
+def render_gpu_repository(environ: MutableMapping[str, str], target: Path) -> None:
+    """This pod's GPU model repository for the engines; its serve.env fills what the environment leaves unset."""
+    settings = model_settings(environ)
+    build = build_settings(environ)
+    options = RenderOptions(
+        instances=build.instances,
+        max_batch_size=settings.trtllm_max_batch_size or None,
+        max_queue_delay_us=build.max_queue_delay_us,
+        kv_cache_fraction=settings.trtllm_kv_cache_fraction,
+        cross_kv_cache_fraction=settings.trtllm_cross_kv_cache_fraction,
+        beam_size=settings.beam_size,
+    )
+    repository = render_repository(Path(settings.trtllm_engine_dir), target, options, models=model_specs(environ))
+    for name, value in read_serve_env(repository / SERVE_ENV).items():
+        environ.setdefault(name, value)
+
+
+def server_command(binary: str, settings: TritonSettings, repository: Path, preload: list[str]) -> list[str]:
+    """The tritonserver flags `make serve` uses (whisper_triton.launcher), with the container's own backends."""
+    shm = settings.shm_size_mb * 1024 * 1024
+    command = [
+        binary,
+        f"--model-repository={repository}",
+        "--model-control-mode=explicit",
+        *(f"--load-model={name}" for name in [ENTRY_MODEL, *preload]),
+        "--disable-auto-complete-config",
+        "--exit-on-error=true",
+        "--strict-readiness=true",
+        f"--grpc-address={settings.host}",
+        f"--grpc-port={settings.grpc_port}",
+        "--allow-metrics=true",
+        f"--metrics-address={settings.host}",
+        f"--metrics-port={settings.metrics_port}",
+        f"--backend-config=python,shm-default-byte-size={shm}",
+        f"--backend-config=python,shm-growth-byte-size={shm}",
+        f"--log-verbose={settings.log_verbose}",
+    ]
+    if settings.http_port:  # the Kubernetes probes and the image's HEALTHCHECK use /v2/health/*
+        command += ["--allow-http=true", f"--http-address={settings.host}", f"--http-port={settings.http_port}"]
+    else:
+        command += ["--allow-http=false"]
+    return command
+
+
+def serve(environ: MutableMapping[str, str]) -> list[str]:
+    """Writes the served model repository and returns tritonserver's command line."""
+    work = Path(environ.get("TMPDIR") or "/tmp") / "whisper-triton"
+    if engine_of(model_settings(environ)) == "tensorrt_llm":
+        render_gpu_repository(environ, work / "gpu-repository")
+    settings = load_settings(TritonSettings, "TRITON_", environ)
+    if settings.model_load not in ("startup", "first_request"):
+        raise SettingsError("TRITON_MODEL_LOAD must be 'startup' or 'first_request'.")
+    repository = work / f"repository-{settings.grpc_port}"
+    engines = build_repository(Path(settings.model_repository), repository, model_specs(environ),
+                               diarization_enabled(environ))
+    binary = shutil.which("tritonserver") or "/opt/tritonserver/bin/tritonserver"
+    return server_command(binary, settings, repository, engines if settings.model_load == "startup" else [])
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    parser = argparse.ArgumentParser(description="Build the TensorRT-LLM engines if missing, then run tritonserver.")
+    parser.add_argument("step", choices=("build", "serve"))
+    step = parser.parse_args(argv).step
+    environ = os.environ  # what is set here (the engine directory) reaches tritonserver and its model stubs
+    try:
+        prepare_engines(environ)
+        if step == "build":
+            return 0
+        command = serve(environ)
+    except (SettingsError, ModelError, BuildError) as exc:
+        log.error("%s", exc)
+        return 2
+    except subprocess.CalledProcessError as exc:
+        log.error("building the engines failed (exit code %d); see the log above", exc.returncode)
+        return 1
+    log.info("starting %s", shlex.join(command))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(command[0], command)
+    return 0  # not reached
+
+
+if __name__ == "__main__":
+    sys.exit(main())

