@@ -11,13 +11,18 @@ VENV ?= $(CACHE)/venv-$(LOCK_HASH)
 PY := $(VENV)/bin/python
 export TEST_ASSETS_DIR ?= $(CACHE)/test-assets
 
-.PHONY: serve test install system system-test lint typecheck unit lock clean-venvs
+.PHONY: serve test bench install system system-test lint typecheck unit lock clean-venvs
 
 serve: system install
 	$(PY) -m frontend.serve
 
 test: system-test install lint typecheck
 	$(PY) -m pytest
+
+# Our stack against faster-whisper (batched and sequential) on the same audio; prints a table, writes JSON.
+bench: install
+	@scripts/ensure_system.sh bench
+	$(PY) -m bench.run --json bench/results.json
 
 install: $(VENV)/.installed
 

@@ -2,6 +2,7 @@
 # Installs the Debian packages the project needs when they are missing (idempotent, quiet when done).
 #   scripts/ensure_system.sh serve   what `make serve` needs
 #   scripts/ensure_system.sh test    plus what the test suite needs to generate its audio
+#   scripts/ensure_system.sh bench   plus what the benchmark needs to generate its audio
 set -euo pipefail
 profile=${1:-serve}
 need=()
@@ -13,11 +14,13 @@ command -v "$python" >/dev/null 2>&1 || need+=(python3.11)
 if command -v "$python" >/dev/null 2>&1 && ! "$python" -c 'import ensurepip, venv' >/dev/null 2>&1; then
   need+=(python3.11-venv)
 fi
-if [[ $profile == test ]]; then
+if [[ $profile == test || $profile == bench ]]; then
   command -v ffmpeg >/dev/null 2>&1 || need+=(ffmpeg)
   command -v espeak-ng >/dev/null 2>&1 || need+=(espeak-ng)
   command -v flite >/dev/null 2>&1 || need+=(flite)
   command -v npm >/dev/null 2>&1 || need+=(npm)
+fi
+if [[ $profile == test ]]; then
   [[ -x /usr/bin/chromium ]] || need+=(chromium)   # the web page's browser tests
   compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)  # the PostgreSQL store tests
 fi

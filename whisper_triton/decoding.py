@@ -340,3 +340,16 @@ def _add_words(
         for i, tokens, alignment in zip(indices, text_tokens, alignments, strict=True):
             words = align_words(tokenizer, language, tokens, alignment)
             assign_words(tokenizer, results[i].segments, words)
+
+
+def warm_up(engine: WhisperEngine, tokenizer: WhisperTokenizer) -> None:
+    """One window of quiet noise through every engine path (encode, language, generate, align), so that
+    the first real request does not pay for lazy initialisation."""
+    from whisper_triton.features import window_features
+
+    noise = np.random.default_rng(0).normal(0.0, 1e-3, 16_000).astype(np.float32)
+    features, frames = window_features(noise, engine.n_mels)
+    transcribe = DecodeOptions(temperatures=(0.0,), word_timestamps=True)
+    align = DecodeOptions(language="en", word_timestamps=True, given=((" Hello.", 0.0, 1.0),))
+    decode_windows(engine, tokenizer, [WindowJob(features, frames, transcribe)])
+    decode_windows(engine, tokenizer, [WindowJob(features, frames, align)])

@@ -91,3 +91,12 @@ def _split(span: Window, max_samples: int) -> list[Window]:
     return [
         Window(s, min(s + max_samples, span.end)) for s in range(span.start, span.end, max_samples)
     ]
+
+
+def warm_up() -> None:
+    """Loads the VAD model (and the log-mel filters of both mel sizes) before the first long request."""
+    from whisper_triton.features import window_features
+
+    speech_spans(np.zeros(SAMPLE_RATE, dtype=np.float32))
+    for n_mels in (80, 128):
+        window_features(np.zeros(SAMPLE_RATE, dtype=np.float32), n_mels)

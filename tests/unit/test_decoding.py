@@ -20,6 +20,7 @@ from whisper_triton.decoding import (
     compression_ratio,
     decode_windows,
     split_timestamps,
+    warm_up,
 )
 from whisper_triton.engine import Alignment, CTranslate2Engine, Generation
 from whisper_triton.features import window_features
@@ -476,3 +477,20 @@ def test_real_engine_transcribes_jfk_with_words(
     country = [w for w in words if normalized(w.word) == "country"]
     assert len(country) == 2
     assert country[-1].end > 9.0
+
+
+def test_warm_up_runs_every_engine_path(english: WhisperTokenizer, tiny_en: CTranslate2Engine) -> None:
+    called: list[str] = []
+
+    class Recording:
+        def __getattr__(self, name: str) -> Any:
+            value = getattr(tiny_en, name)
+            if callable(value):
+                def record(*args: Any, **kwargs: Any) -> Any:
+                    called.append(name)
+                    return value(*args, **kwargs)
+                return record
+            return value
+
+    warm_up(Recording(), english)  # type: ignore[arg-type]
+    assert {"encode", "generate", "align"} <= set(called)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from whisper_triton import windows
 from whisper_triton.audio import SAMPLE_RATE, decode_audio
 from whisper_triton.windows import (
     WINDOW_SAMPLES,
@@ -187,3 +188,11 @@ def test_plan_of_long_speech_cuts_only_in_silence(spoken: tuple[np.ndarray, list
         holders = [w for w in windows if w.start <= sentence.start and sentence.end <= w.end]
         assert len(holders) == 1, sentence
     assert np.max(coverage(windows, len(samples))) == 1
+
+
+def test_warm_up_loads_the_vad_model() -> None:
+    from faster_whisper.vad import get_vad_model
+
+    get_vad_model.cache_clear()
+    windows.warm_up()
+    assert get_vad_model.cache_info().currsize == 1

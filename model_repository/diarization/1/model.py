@@ -82,4 +82,4 @@ def _known(request):
     if len(names) != len(rows):
         raise InvalidRequestError(f"{len(names)} known speaker names for {len(rows)} embeddings: give one name "
                                   "per embedding.", param="known_speaker_names")
-    return [KnownSpeaker(name, row) for name, row in zip(names, rows)]
+    return [KnownSpeaker(name, row) for name, row in zip(names, rows, strict=True)]

@@ -16,7 +16,7 @@ _ROOT = str(Path(__file__).resolve().parents[3])
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-from whisper_triton import contract
+from whisper_triton import contract, windows
 from whisper_triton.errors import EngineError, InvalidRequestError, ServiceError, from_wire
 from whisper_triton.models import model_id, read_model_info, resolve_model
 from whisper_triton.repository import engine_model_name, model_specs
@@ -38,6 +38,7 @@ class TritonPythonModel:
         self.specs = {model_id(spec): spec for spec in model_specs()}
         self.default_model = next(iter(self.specs))
         self.transcribers = {}
+        windows.warm_up()
 
     def _transcriber(self, model):
         """The pipeline of one Whisper model (its tokenizer, mel size, engine model), made on first use."""

@@ -3,6 +3,7 @@
 import json
 import os
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -15,7 +16,7 @@ if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 from whisper_triton import contract
-from whisper_triton.decoding import WindowJob, decode_windows
+from whisper_triton.decoding import WindowJob, decode_windows, warm_up
 from whisper_triton.engine import CTranslate2Engine
 from whisper_triton.models import read_model_info, resolve_model
 from whisper_triton.settings import SettingsError, model_settings
@@ -51,8 +52,11 @@ class TritonPythonModel:
             where = f"{settings.device} ({settings.compute_type})"
         else:
             raise SettingsError(f"Invalid value for WHISPER_ENGINE: {settings.engine!r} (ctranslate2 or tensorrt_llm).")
+        started = time.monotonic()
+        warm_up(self.engine, self.tokenizer)
         self.logger.log_info(
-            f"whisper_engine: {resolved.name} from {resolved.path} on {where}, n_mels={self.engine.n_mels}"
+            f"whisper_engine: {resolved.name} from {resolved.path} on {where}, n_mels={self.engine.n_mels}, "
+            f"warmed up in {time.monotonic() - started:.2f} s"
         )
 
     def execute(self, requests):
