@@ -32,8 +32,8 @@ import msgspec
 
 from build_engines.build import BuildError
 from build_engines.render import SERVE_ENV, RenderOptions, render_repository
-from whisper_triton.contract import ENTRY_MODEL
 from whisper_triton.launcher import TritonSettings
+from whisper_triton.launcher import server_command as launcher_command
 from whisper_triton.models import ModelError, model_id, resolve_model
 from whisper_triton.repository import build_repository, model_specs
 from whisper_triton.settings import ModelSettings, SettingsError, load_settings, model_settings
@@ -202,29 +202,7 @@ def render_gpu_repository(environ: MutableMapping[str, str], target: Path) -> No
 
 def server_command(binary: str, settings: TritonSettings, repository: Path, preload: list[str]) -> list[str]:
     """The tritonserver flags `make serve` uses (whisper_triton.launcher), with the container's own backends."""
-    shm = settings.shm_size_mb * 1024 * 1024
-    command = [
-        binary,
-        f"--model-repository={repository}",
-        "--model-control-mode=explicit",
-        *(f"--load-model={name}" for name in [ENTRY_MODEL, *preload]),
-        "--disable-auto-complete-config",
-        "--exit-on-error=true",
-        "--strict-readiness=true",
-        f"--grpc-address={settings.host}",
-        f"--grpc-port={settings.grpc_port}",
-        "--allow-metrics=true",
-        f"--metrics-address={settings.host}",
-        f"--metrics-port={settings.metrics_port}",
-        f"--backend-config=python,shm-default-byte-size={shm}",
-        f"--backend-config=python,shm-growth-byte-size={shm}",
-        f"--log-verbose={settings.log_verbose}",
-    ]
-    if settings.http_port:  # the Kubernetes probes and the image's HEALTHCHECK use /v2/health/*
-        command += ["--allow-http=true", f"--http-address={settings.host}", f"--http-port={settings.http_port}"]
-    else:
-        command += ["--allow-http=false"]
-    return command
+    return launcher_command(settings, None, repository, preload, binary=binary)
 
 
 def serve(environ: MutableMapping[str, str]) -> list[str]:

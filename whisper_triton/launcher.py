@@ -85,15 +85,23 @@ def prepare_backend_dir(target: Path) -> Path:
     return target
 
 
-def server_command(settings: TritonSettings, backend_dir: Path, repository: Path, preload: list[str]) -> list[str]:
-    binary = _pytriton_dir() / "tritonserver" / "bin" / "tritonserver"
+def server_command(
+    settings: TritonSettings,
+    backend_dir: Path | None,
+    repository: Path,
+    preload: list[str],
+    binary: str | None = None,
+) -> list[str]:
+    """tritonserver's command line: pytriton's binary and our backend folder here; in NVIDIA's container
+    (docker/triton_entrypoint.py) its own binary and backends (`backend_dir=None`)."""
+    binary = binary or str(_pytriton_dir() / "tritonserver" / "bin" / "tritonserver")
     shm = settings.shm_size_mb * 1024 * 1024
     command = [
-        str(binary),
+        binary,
         f"--model-repository={repository.resolve()}",
         "--model-control-mode=explicit",
         *(f"--load-model={name}" for name in [ENTRY_MODEL, *preload]),
-        f"--backend-directory={backend_dir}",
+        *([f"--backend-directory={backend_dir}"] if backend_dir is not None else []),
         "--disable-auto-complete-config",
         "--exit-on-error=true",
         "--strict-readiness=true",
@@ -106,7 +114,7 @@ def server_command(settings: TritonSettings, backend_dir: Path, repository: Path
         f"--backend-config=python,shm-growth-byte-size={shm}",
         f"--log-verbose={settings.log_verbose}",
     ]
-    if settings.http_port:
+    if settings.http_port:  # the Kubernetes probes and the image's HEALTHCHECK use /v2/health/*
         command += ["--allow-http=true", f"--http-address={settings.host}", f"--http-port={settings.http_port}"]
     else:
         command += ["--allow-http=false"]

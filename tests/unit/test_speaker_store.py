@@ -3,29 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
 from frontend.errors import APIError
 from frontend.forms import AudioForm, UploadedFile
 from frontend.speaker_store import SpeakerRecord, SpeakerStore, resolve_known
-from frontend.tasks.store import SQLiteStore, TaskStore, open_store
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[TaskStore]:
-    if request.param == "sqlite":
-        opened: TaskStore = SQLiteStore(tmp_path / "tasks.db")
-    else:
-        url = request.getfixturevalue("postgres_url")
-        if url is None:
-            pytest.skip("no PostgreSQL server can be started here")
-        opened = await open_store(url, tmp_path)
-        await opened.execute("DELETE FROM speakers")
-    yield opened
-    await opened.close()
+from frontend.tasks.store import TaskStore
 
 
 def record(name: str, value: float, created_at: float) -> SpeakerRecord:

@@ -4,28 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
 
 from frontend.tasks.model import TaskError, TaskRequest, new_task
-from frontend.tasks.store import SQLiteStore, TaskStore, open_store
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[TaskStore]:
-    if request.param == "sqlite":
-        opened: TaskStore = SQLiteStore(tmp_path / "tasks.db")
-    else:
-        url = request.getfixturevalue("postgres_url")
-        if url is None:
-            pytest.skip("no PostgreSQL server can be started here")
-        opened = await open_store(url, tmp_path)
-        await opened._execute("DELETE FROM tasks")
-        await opened._execute("DELETE FROM task_audio")
-    yield opened
-    await opened.close()
+from frontend.tasks.store import TaskStore
 
 
 def request_() -> TaskRequest:
