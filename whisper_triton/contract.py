@@ -39,9 +39,13 @@ Engine models `whisper_engine__<model id>`, one per model (dynamic batching over
 
 from __future__ import annotations
 
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
 import msgspec
 
-from whisper_triton.decoding import DecodeOptions, WindowResult
+if TYPE_CHECKING:  # the frontend imports this module: it needs no tokenizer or engine code
+    from whisper_triton.decoding import DecodeOptions, WindowResult
 
 ENTRY_MODEL = "whisper"
 ENGINE_MODEL = "whisper_engine"
@@ -78,8 +82,13 @@ OPTIONS = "OPTIONS"
 RESULT = "RESULT"
 
 _encoder = msgspec.json.Encoder()
-_options_decoder = msgspec.json.Decoder(DecodeOptions)
-_result_decoder = msgspec.json.Decoder(WindowResult)
+
+
+@cache
+def _decoder(name: str) -> msgspec.json.Decoder[Any]:
+    from whisper_triton import decoding
+
+    return msgspec.json.Decoder(getattr(decoding, name))
 
 
 def encode(value: object) -> bytes:
@@ -87,11 +96,13 @@ def encode(value: object) -> bytes:
 
 
 def decode_options(data: bytes) -> DecodeOptions:
-    return _options_decoder.decode(data)
+    options: DecodeOptions = _decoder("DecodeOptions").decode(data)
+    return options
 
 
 def decode_result(data: bytes) -> WindowResult:
-    return _result_decoder.decode(data)
+    result: WindowResult = _decoder("WindowResult").decode(data)
+    return result
 
 
 def decode_transcript(data: bytes) -> list[dict[str, object]]:

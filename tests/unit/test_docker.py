@@ -418,9 +418,12 @@ def test_frontend_requirements_are_closed_under_dependencies() -> None:
 
 
 def module_level_imports(path: Path) -> set[str]:
-    """Modules a file imports when it is imported (not those imported inside functions, on demand)."""
+    """Modules a file imports when it is imported (not those imported inside functions, on demand, nor
+    those under `if TYPE_CHECKING:`, for the type checker only)."""
     names: set[str] = set()
     for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            continue
         for inner in ast.walk(node) if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) \
                 else []:
             if isinstance(inner, ast.Import):
@@ -499,3 +502,19 @@ def test_hadolint_is_strict_here(tmp_path: Path) -> None:
     bad.write_text("FROM debian:latest\nRUN apt-get update && apt-get install -y curl\n")
     result = run_tool([hadolint, "--no-color", "--failure-threshold=info", bad])
     assert result.returncode != 0 and "DL3007" in result.stdout and "DL3015" in result.stdout
+
+
+def test_the_frontend_runs_without_the_model_packages(tmp_path: Path) -> None:
+    """What the frontend image leaves out (decoders, engines, tokenizers) is never imported by it."""
+    script = (
+        "import sys\n"
+        "for name in ('av', 'ctranslate2', 'faster_whisper', 'onnxruntime', 'tokenizers', 'torch',\n"
+        "             'huggingface_hub'):\n"
+        "    sys.modules[name] = None  # importing it raises ImportError\n"
+        "import frontend.__main__\n"
+        "from frontend.app import create_app\n"
+        "from frontend.settings import FrontendSettings\n"
+        f"create_app(FrontendSettings(data_dir={str(tmp_path)!r}))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
