@@ -22,7 +22,7 @@ from whisper_triton.words import Word, align_words, assign_words
 MAX_LENGTH = 448
 MAX_PROMPT_TOKENS = MAX_LENGTH // 2 - 1
 FRAMES_PER_SECOND = 100  # log-mel frames (hop of 10 ms)
-MIN_RESUME_SECONDS = 0.5
+MIN_RESUME_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -81,6 +81,28 @@ class _Attempt:
 def compression_ratio(text: str) -> float:
     data = text.encode("utf-8")
     return len(data) / len(zlib.compress(data)) if data else 0.0
+
+
+def decode_each(
+    engine: WhisperEngine, tokenizer: WhisperTokenizer, jobs: list[WindowJob]
+) -> list[WindowResult | Exception]:
+    """`decode_windows`, with a failure kept to the window that causes it.
+
+    The windows of a batch come from many requests; when the batch fails, its windows are decoded
+    again one at a time, so one bad window (or one the engine cannot handle) fails alone.
+    """
+    try:
+        return list(decode_windows(engine, tokenizer, jobs))
+    except Exception as exc:
+        if len(jobs) == 1:
+            return [exc]
+    outcomes: list[WindowResult | Exception] = []
+    for job in jobs:
+        try:
+            outcomes.extend(decode_windows(engine, tokenizer, [job]))
+        except Exception as exc:
+            outcomes.append(exc)
+    return outcomes
 
 
 def decode_windows(
@@ -300,16 +322,20 @@ def split_timestamps(
 
 
 def unfinished_from(tokenizer: WhisperTokenizer, tokens: list[int], num_frames: int) -> float | None:
-    """Where an unfinished last segment starts, as OpenAI's Whisper seeks: None when complete.
+    """Where the audio Whisper did not transcribe starts: the last timestamp, when it is well before the
+    end of the window's audio; None when the output reaches the end.
 
-    Output ending in two timestamps closes a segment and opens one that got no text; when that is
-    well before the end of the audio, the speech after it was not transcribed.
+    Output ending in two timestamps closes a segment and opens one that got no text (OpenAI's Whisper
+    seeks there); output ending in one timestamp closed its last segment, and the model may still have
+    stopped early (base often ends a window after its first sentence). The caller checks that the rest
+    holds speech before decoding it (`Transcriber`), so silence after the last segment costs nothing.
     """
     begin = tokenizer.timestamp_begin
     tokens = [t for t in tokens if t != tokenizer.eot]
-    if len(tokens) < 2 or tokens[-1] < begin or tokens[-2] < begin:
+    if len(tokens) < 2 or tokens[-1] < begin:
         return None
-    closed_at = (tokens[-2] - begin) * 0.02
+    closed = tokens[-2] if tokens[-2] >= begin else tokens[-1]
+    closed_at = (closed - begin) * 0.02
     if num_frames / FRAMES_PER_SECOND - closed_at < MIN_RESUME_SECONDS:
         return None
     return round(closed_at, 3)

@@ -23,7 +23,7 @@ from whisper_triton.languages import normalize_language
 from whisper_triton.models import ModelInfo
 from whisper_triton.speakers import KnownSpeaker, split_by_speaker
 from whisper_triton.voices import EmbedFn, KnownVoices, check_voices, known_speakers, reference_samples, voice_samples
-from whisper_triton.windows import WINDOW_SAMPLES, WINDOW_SECONDS, Window, plan_windows
+from whisper_triton.windows import WINDOW_SAMPLES, WINDOW_SECONDS, Window, has_speech, plan_windows
 
 DecodeFn = Callable[[WindowJob], Awaitable[WindowResult]]
 # Speaker turns of the whole audio: [{"start", "end", "speaker"}], from the diarization model; clusters
@@ -244,8 +244,10 @@ class Transcriber:
                 results.append((window, result))
                 if result.resume_at is None:
                     break
-                window = Window(window.start + int(result.resume_at * SAMPLE_RATE), window.end)
-                window_options = replace(window_options, language=result.language)
+                rest = Window(window.start + int(result.resume_at * SAMPLE_RATE), window.end)
+                if not await self._run_blocking(has_speech, samples[rest.start : rest.end]):
+                    break  # Whisper stopped before silence: nothing was left out
+                window, window_options = rest, replace(window_options, language=result.language)
             return results
 
         def progressed(

@@ -34,12 +34,12 @@ class Window:
         return (self.end - self.start) / SAMPLE_RATE
 
 
-def speech_spans(samples: np.ndarray, threshold: float = 0.5) -> list[Window]:
-    """Speech regions by Silero VAD, each at most one window long."""
+def speech_spans(samples: np.ndarray, threshold: float = 0.5, pad_ms: int = 200) -> list[Window]:
+    """Speech regions by Silero VAD (widened by `pad_ms` on each side), each at most one window long."""
     options = VadOptions(
         threshold=threshold,
         min_silence_duration_ms=160,
-        speech_pad_ms=200,
+        speech_pad_ms=pad_ms,
         # Leave room for the padding so that a maximal span still fits one window.
         max_speech_duration_s=WINDOW_SECONDS - 1,
     )
@@ -47,6 +47,14 @@ def speech_spans(samples: np.ndarray, threshold: float = 0.5) -> list[Window]:
         Window(int(span["start"]), int(span["end"]))
         for span in get_speech_timestamps(samples, options, sampling_rate=SAMPLE_RATE)
     ]
+
+
+def has_speech(samples: np.ndarray, min_seconds: float = 0.5) -> bool:
+    """Whether Silero VAD finds at least `min_seconds` of speech (unpadded) in the samples."""
+    if len(samples) < min_seconds * SAMPLE_RATE:
+        return False
+    spans = speech_spans(samples, pad_ms=0)
+    return sum(span.end - span.start for span in spans) >= min_seconds * SAMPLE_RATE
 
 
 def pack_windows(spans: list[Window], max_samples: int = WINDOW_SAMPLES) -> list[Window]:

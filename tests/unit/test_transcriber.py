@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import numpy as np
 import pytest
 
-from tests.assets import jfk_wav, long_recording
+from tests.assets import jfk_wav, long_recording, wav_bytes
+from whisper_triton.audio import decode_audio
 from whisper_triton.decoding import Segment, WindowJob, WindowResult, unfinished_from
 from whisper_triton.errors import AudioTooShortError, InvalidRequestError
 from whisper_triton.models import ModelInfo, read_model_info, resolve_model
@@ -81,6 +83,16 @@ async def test_an_unfinished_window_is_resumed_from_where_it_stopped() -> None:
     assert done["segments"][1]["end"] == pytest.approx(11.0, abs=0.01)
 
 
+async def test_no_resume_into_silence() -> None:
+    """Whisper stopping where only silence is left is not an early stop: the rest is not decoded."""
+    jfk = decode_audio(jfk_wav().read_bytes()).samples
+    audio = wav_bytes(np.concatenate([jfk, np.zeros(16000 * 8, dtype=np.float32)]))
+    fake = FakeDecode(resume_once_at=11.5)
+    events = await collect(Transcriber(ENGLISH, fake), audio, TranscribeRequest())
+    assert len(fake.jobs) == 1
+    assert [s["text"] for s in events[-1]["segments"]] == [" window 1"]
+
+
 async def test_validation() -> None:
     transcriber = Transcriber(ENGLISH, FakeDecode())
     with pytest.raises(InvalidRequestError) as info:
@@ -115,8 +127,10 @@ def test_unfinished_from() -> None:
     closed_then_opened = [begin, *text, begin + 100, begin + 110, tokenizer.eot]
     assert unfinished_from(tokenizer, closed_then_opened, num_frames=2800) == pytest.approx(2.0)
     # Near the end of the audio nothing was left out.
-    assert unfinished_from(tokenizer, closed_then_opened, num_frames=230) is None
-    assert unfinished_from(tokenizer, [begin, *text, begin + 100, tokenizer.eot], num_frames=2800) is None
+    assert unfinished_from(tokenizer, closed_then_opened, num_frames=250) is None
+    # A closed last segment well before the end: the model may have stopped early (checked by VAD later).
+    assert unfinished_from(tokenizer, [begin, *text, begin + 100, tokenizer.eot], num_frames=2800) == 2.0
+    assert unfinished_from(tokenizer, [begin, *text, begin + 100, tokenizer.eot], num_frames=250) is None
     assert unfinished_from(tokenizer, [begin, *text], num_frames=2800) is None
 
 
