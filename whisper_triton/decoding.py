@@ -32,6 +32,9 @@ class DecodeOptions:
     prompt: str | None = None
     temperatures: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
     word_timestamps: bool = False
+    # False: text only (<|notimestamps|>), one segment per window: less to decode, for answers that show
+    # no times (OpenAI's json and text); the window cannot be resumed where Whisper stopped early.
+    timestamps: bool = True
     beam_size: int = 1
     compression_ratio_threshold: float = 2.4
     log_prob_threshold: float = -1.0
@@ -191,7 +194,8 @@ def _prompt(tokenizer: WhisperTokenizer, options: DecodeOptions, language: str) 
     if options.prompt and options.prompt.strip():
         previous = tokenizer.encode(" " + options.prompt.strip())[-MAX_PROMPT_TOKENS:]
         prompt = [tokenizer.sot_prev, *previous]
-    return prompt + tokenizer.sot_sequence(language, options.task)
+    prompt += tokenizer.sot_sequence(language, options.task)
+    return prompt if options.timestamps else [*prompt, tokenizer.no_timestamps]
 
 
 def _decode_with_fallback(
@@ -206,11 +210,14 @@ def _decode_with_fallback(
     pending = list(range(len(jobs)))
     step = 0
     while pending:
-        by_temperature: dict[float, list[int]] = defaultdict(list)
+        # One generate call per temperature and prompt length: CTranslate2 needs <|startoftranscript|> at
+        # the same position in every item of a batch, so a window with a prompt and one without (two
+        # requests batched together) cannot share a call.
+        groups: dict[tuple[float, int], list[int]] = defaultdict(list)
         for i in pending:
-            by_temperature[jobs[i].options.temperatures[step]].append(i)
+            groups[(jobs[i].options.temperatures[step], len(prompts[i]))].append(i)
         pending = []
-        for temperature, indices in sorted(by_temperature.items()):
+        for (temperature, _), indices in sorted(groups.items()):
             subset = _subset(engine, encoded, indices, len(jobs))
             beam = max(jobs[i].options.beam_size for i in indices)
             generations = engine.generate(

@@ -44,6 +44,10 @@ class WhisperTokenizer:
         return int(self._base.sot_prev)
 
     @property
+    def no_timestamps(self) -> int:
+        return int(self._base.no_timestamps)
+
+    @property
     def timestamp_begin(self) -> int:
         return int(self._base.timestamp_begin)
 

@@ -48,6 +48,7 @@ class TranscribeRequest:
     prompt: str | None = None
     temperature: float = 0.0
     word_timestamps: bool = False
+    timestamps: bool = True  # False: text without segment times (see DecodeOptions.timestamps)
     vad: bool = True
     diarize: bool = False
     speakers: SpeakerCount = SpeakerCount()
@@ -133,7 +134,8 @@ class Transcriber:
         check_voices(request.known)
         checked = replace(request, task="transcribe") if diarize_only else request
         options = replace(validate(checked, self.model), beam_size=self.settings.beam_size,
-                          word_timestamps=request.word_timestamps or diarizing)
+                          word_timestamps=request.word_timestamps or diarizing,
+                          timestamps=request.timestamps or diarizing)
         decoded = await self._run_blocking(decode_audio, audio, self.settings.max_audio_seconds)
         samples: np.ndarray = decoded.samples
         duration = len(samples) / SAMPLE_RATE
