@@ -101,8 +101,8 @@ def error_body(error: APIError) -> ErrorResponse:
     return ErrorResponse(ErrorDetail(message=error.message, type=error.type, param=error.param, code=error.code))
 
 
-def to_response(error: APIError) -> Response[Any]:
-    headers = {}
+def to_response(error: APIError, headers: dict[str, str] | None = None) -> Response[Any]:
+    headers = dict(headers or {})
     if error.retry_after is not None:
         headers["Retry-After"] = str(error.retry_after)
     if 400 <= error.status < 500 and error.status != HTTP_429_TOO_MANY_REQUESTS:
@@ -135,11 +135,25 @@ def handle_http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Resp
         message = "The request body exceeds the maximum upload size."
     elif status == HTTP_400_BAD_REQUEST and exc.extra:
         message = f"{message}: {exc.extra}"
-    return to_response(APIError(status, message, type=kind, code=_HTTP_CODES.get(status)))
+    # Litestar's own headers stay: `Allow` on a 405 (RFC 9110 requires it).
+    headers = {k: v for k, v in (exc.headers or {}).items() if k.lower() == "allow"}
+    return to_response(APIError(status, message, type=kind, code=_HTTP_CODES.get(status)), headers)
+
+
+def handle_too_deep(request: Request[Any, Any, Any], exc: RecursionError) -> Response[Any]:
+    """JSON (or a form field) nested deeper than the decoder's recursion limit: the client's fault."""
+    log.warning("refused a request nested too deeply on %s %r", request.method, request.url.path)
+    return to_response(bad_request("The request body is nested too deeply.", code="invalid_json"))
+
+
+def not_found(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """For routers whose file lookups fail on names no file can have (NUL bytes, over-long names)."""
+    return to_response(APIError(HTTP_404_NOT_FOUND, "Not Found", code="not_found"))
 
 
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    # %r: the decoded path may hold control characters (CR, LF, NUL) that would forge log lines.
+    log.exception("unhandled error on %s %r", request.method, request.url.path)
     return to_response(
         APIError(HTTP_500_INTERNAL_SERVER_ERROR, "Internal server error.", type="server_error", code=None)
     )
@@ -149,5 +163,6 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     APIError: handle_api_error,
     ServiceError: handle_service_error,
     HTTPException: handle_http_exception,
+    RecursionError: handle_too_deep,
     Exception: handle_unexpected,
 }

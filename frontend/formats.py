@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Sequence
 from typing import Protocol
+
+_ARROW = re.compile(r"--+>")
 
 
 class TimedText(Protocol):
@@ -17,7 +21,8 @@ class TimedText(Protocol):
 
 def format_timestamp(seconds: float, decimal_marker: str) -> str:
     """HH:MM:SS,mmm (srt) or HH:MM:SS.mmm (vtt); hours are not wrapped at 24."""
-    milliseconds = max(0, round(seconds * 1000))
+    scaled = seconds * 1000
+    milliseconds = round(scaled) if 0 < scaled < math.inf else 0  # negative (and NaN, inf) times read as 0
     hours, milliseconds = divmod(milliseconds, 3_600_000)
     minutes, milliseconds = divmod(milliseconds, 60_000)
     secs, milliseconds = divmod(milliseconds, 1000)
@@ -25,8 +30,9 @@ def format_timestamp(seconds: float, decimal_marker: str) -> str:
 
 
 def _cue_text(text: str) -> str:
-    # A blank line would end the cue early in both formats; "-->" would read as a time line.
-    lines = [line for line in text.replace("-->", "->").splitlines() if line.strip()]
+    # A blank line would end the cue early in both formats; "-->" would read as a time line (a plain
+    # replace would turn "--->" into "-->" again, hence every run of dashes before ">").
+    lines = [line for line in _ARROW.sub("->", text).splitlines() if line.strip()]
     return "\n".join(lines) or " "
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 
 import msgspec
@@ -41,6 +42,8 @@ class FrontendSettings(msgspec.Struct, frozen=True):
     url_timeout_s: float = 60.0
     webhook_secret: str = ""  # empty: generated once and kept in data_dir/webhook_secret
     webhook_attempts: int = 5
+    docs: str = "open"  # /docs and /docs/openapi.json: open | auth (keys needed when set) | off
+    cors_origins: list[str] = msgspec.field(default_factory=list)  # empty: no CORS headers at all
 
     @property
     def auth_enabled(self) -> bool:
@@ -66,6 +69,9 @@ class FrontendSettings(msgspec.Struct, frozen=True):
         return None
 
 
+DOCS_MODES = ("open", "auth", "off")
+_ORIGIN = re.compile(r"https?://[^/\s?#]+")
+
 # The names users of insanely-fast-whisper-api / whisperX-FastAPI already set, without prefix.
 BARE_NAMES = ("DB_URL", "MAX_TASK_QUEUE_SIZE", "ALLOW_PRIVATE_URLS", "DELETE_RESULTS_AFTER_M", "ADMIN_API_KEY",
               "API_KEYS", "WEBHOOK_SECRET", "UNLOAD_MODEL_AFTER_S")
@@ -81,6 +87,12 @@ def frontend_settings(environ: Mapping[str, str] | None = None) -> FrontendSetti
     for name in ("max_concurrent_requests", "max_task_queue_size", "task_workers", "task_max_attempts"):
         if getattr(settings, name) <= 0:
             raise SettingsError(f"Invalid value for FRONTEND_{name.upper()}: must be positive.")
+    if settings.docs not in DOCS_MODES:
+        raise SettingsError(f"Invalid value for FRONTEND_DOCS: use one of {', '.join(DOCS_MODES)}.")
+    for origin in settings.cors_origins:
+        if origin != "*" and not _ORIGIN.fullmatch(origin):
+            raise SettingsError(f"Invalid origin {origin[:100]!r} in FRONTEND_CORS_ORIGINS: use scheme://host[:port] "
+                                "(or * for any origin).")
     if not settings.auth_enabled and settings.host not in ("127.0.0.1", "localhost", "::1"):
         raise SettingsError(
             f"FRONTEND_HOST={settings.host} would open the API to the network without authentication: "

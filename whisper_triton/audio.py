@@ -44,8 +44,10 @@ def decode_audio(data: bytes, max_seconds: float | None = None) -> DecodedAudio:
         if not container.streams.audio:
             raise InvalidAudioError("The file has no audio track.")
         stream = container.streams.audio[0]
+        if stream.codec_context is None:  # an audio stream FFmpeg has no decoder for
+            raise InvalidAudioError("The audio stream could not be decoded: its codec is not supported.")
         stream.codec_context.thread_type = "AUTO"
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+        resampler = _Resampler()
         max_samples = None if max_seconds is None else int(max_seconds * SAMPLE_RATE)
         chunks: list[np.ndarray] = []
         total = 0
@@ -58,7 +60,7 @@ def decode_audio(data: bytes, max_seconds: float | None = None) -> DecodedAudio:
                     raise InvalidAudioError(
                         f"The audio is longer than the maximum of {max_seconds:.0f} seconds."
                     )
-            for out in resampler.resample(None):
+            for out in resampler.flush():
                 total += _append(chunks, out)
         except av.FFmpegError as exc:
             if total == 0:
@@ -70,6 +72,27 @@ def decode_audio(data: bytes, max_seconds: float | None = None) -> DecodedAudio:
     samples = np.nan_to_num(samples, nan=0.0, posinf=1.0, neginf=-1.0)
     np.clip(samples, -1.0, 1.0, out=samples)
     return DecodedAudio(samples=samples.astype(np.float32, copy=False), container=fmt)
+
+
+class _Resampler:
+    """To 16 kHz mono float, set up again when the input's format, layout or rate changes mid-stream
+    (as it may in MP3 and ADTS, or in a damaged file), which one AudioResampler refuses."""
+
+    def __init__(self) -> None:
+        self._resampler: av.AudioResampler | None = None
+        self._input: tuple[str, str, int] | None = None
+
+    def resample(self, frame: av.AudioFrame) -> list[av.AudioFrame]:
+        key = (frame.format.name, frame.layout.name, frame.sample_rate)
+        flushed = self.flush() if self._input is not None and key != self._input else []
+        if self._resampler is None:
+            self._resampler, self._input = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE), key
+        return [*flushed, *self._resampler.resample(frame)]
+
+    def flush(self) -> list[av.AudioFrame]:
+        frames = self._resampler.resample(None) if self._resampler is not None else []
+        self._resampler = self._input = None
+        return list(frames)
 
 
 def _append(chunks: list[np.ndarray], frame: av.AudioFrame) -> int:

@@ -57,7 +57,7 @@ def normalize_language(value: str | None, num_languages: int = len(LANGUAGES)) -
                 break
             return code
     raise InvalidRequestError(
-        f"Unsupported language '{value}'. Use an ISO-639-1 code such as 'en' or a BCP-47 tag "
+        f"Unsupported language '{value[:64]}'. Use an ISO-639-1 code such as 'en' or a BCP-47 tag "
         "such as 'en-US'.",
         param="language",
     )
