@@ -11,7 +11,7 @@ VENV ?= $(CACHE)/venv-$(LOCK_HASH)
 PY := $(VENV)/bin/python
 export TEST_ASSETS_DIR ?= $(CACHE)/test-assets
 
-.PHONY: serve test bench install system system-test lint typecheck unit lock clean-venvs
+.PHONY: serve test bench fuzz install system system-test lint typecheck unit lock clean-venvs
 
 serve: system install
 	$(PY) -m frontend.serve
@@ -23,6 +23,12 @@ test: system-test install lint typecheck
 bench: install
 	@scripts/ensure_system.sh bench
 	$(PY) -m bench.run --json bench/results.json
+
+# The fuzzers, property tests and the OpenAPI fuzzing of `make test`, for 10 minutes each instead of seconds.
+FUZZ_SECONDS ?= 600
+fuzz: system-test install
+	HYPOTHESIS_PROFILE=fuzz FUZZ_SECONDS=$(FUZZ_SECONDS) $(PY) -m pytest -o timeout=0 -s tests/fuzz \
+		tests/unit/test_properties.py tests/e2e/test_openapi_fuzz.py
 
 install: $(VENV)/.installed
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uvicorn
 
 from frontend.app import create_app
+from frontend.deadlines import ClientDeadlines, deadline_settings
 from frontend.logs import configure_logging
 from frontend.settings import frontend_settings
 
@@ -12,8 +13,8 @@ from frontend.settings import frontend_settings
 def main() -> None:
     settings = frontend_settings()
     configure_logging(settings.log_level, json=settings.log_json)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
-                log_config=None,
+    app = ClientDeadlines(create_app(settings), deadline_settings())
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, log_config=None,
                 timeout_graceful_shutdown=30)
 
 

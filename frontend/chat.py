@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import math
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -25,9 +26,9 @@ import msgspec
 from litestar import Controller, Request, Response, post
 from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Schema
 from litestar.openapi.spec.enums import OpenAPIType
-from litestar.response import Stream
 from litestar.status_codes import HTTP_413_REQUEST_ENTITY_TOO_LARGE
 
+from frontend.deadlines import unless_disconnected
 from frontend.errors import (
     APIError,
     bad_request,
@@ -38,6 +39,7 @@ from frontend.errors import (
     overloaded,
 )
 from frontend.metrics import metrics_of
+from frontend.responses import ClosingStream
 from frontend.routes import Services, require_api_key, services
 from frontend.triton import TranscriptionCall
 from whisper_triton.errors import ServiceError
@@ -260,13 +262,14 @@ class ChatController(Controller):
             raise overloaded("The server is busy with other transcriptions; retry shortly.",
                              retry_after=svc.settings.retry_after_s)
         answer = ChatAnswer(svc, request, turn, model)
-        if turn.stream:
-            return Stream(answer.chunks(), media_type="text/event-stream",
-                          headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        if turn.stream:  # the slot is released when the response ends, however it ends
+            return ClosingStream(answer.chunks(), on_close=svc.admission.release, media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         try:
-            return Response(_encoder.encode(await answer.completion()), media_type="application/json")
+            completion = await unless_disconnected(request.receive, answer.completion())
         finally:
             svc.admission.release()
+        return Response(_encoder.encode(completion), media_type="application/json")
 
 
 class ChatAnswer:
@@ -281,14 +284,16 @@ class ChatAnswer:
         self.created = int(time.time())
         self.tokens = 0
 
-    async def _events(self, audio: bytes, stream: bool) -> AsyncIterator[dict[str, Any]]:
-        async for event in self.svc.triton.transcribe(TranscriptionCall(audio=audio, model=self.model, stream=stream)):
-            if event["type"] == "done":
-                self.tokens += sum(len(s.get("tokens", ())) for s in event["segments"])
-                metrics = metrics_of(self.request.app)
-                if metrics is not None:
-                    metrics.observe_audio(float(event["duration"]), "transcribe")
-            yield event
+    async def _events(self, audio: bytes, stream: bool) -> AsyncGenerator[dict[str, Any], None]:
+        call = TranscriptionCall(audio=audio, model=self.model, stream=stream, timestamps=False)  # text only
+        async with contextlib.aclosing(self.svc.triton.transcribe(call)) as events:
+            async for event in events:
+                if event["type"] == "done":
+                    self.tokens += sum(len(s.get("tokens", ())) for s in event["segments"])
+                    metrics = metrics_of(self.request.app)
+                    if metrics is not None:
+                        metrics.observe_audio(float(event["duration"]), "transcribe")
+                yield event
 
     def _usage(self) -> CompletionUsage:
         return CompletionUsage(prompt_tokens=0, completion_tokens=self.tokens, total_tokens=self.tokens)
@@ -308,7 +313,7 @@ class ChatAnswer:
                                     choices=[ChunkChoice(delta=delta, finish_reason="stop" if finish else None)])
         return b"data: " + _encoder.encode(chunk) + b"\n\n"
 
-    async def chunks(self) -> AsyncIterator[bytes]:
+    async def chunks(self) -> AsyncGenerator[bytes, None]:
         """Role first, a content delta per decoded segment, `stop`, usage if asked, `[DONE]`.
 
         A failure after the stream started is sent as an `error` event and ends the stream
@@ -337,5 +342,3 @@ class ChatAnswer:
         except (APIError, ServiceError) as exc:
             error = exc if isinstance(exc, APIError) else from_service_error(exc)
             yield b"data: " + _encoder.encode(error_body(error)) + b"\n\n"
-        finally:
-            self.svc.admission.release()

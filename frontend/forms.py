@@ -66,6 +66,11 @@ class AudioForm:
     def word_timestamps(self) -> bool:
         return self.response_format == "verbose_json" and "word" in self.timestamp_granularities
 
+    @property
+    def needs_timestamps(self) -> bool:
+        """Whether the answer shows times: json and text (and their streams) need the text only."""
+        return self.diarize or self.response_format not in ("json", "text")
+
 
 async def read_multipart(
     request: Request[Any, Any, Any], max_file_bytes: int
@@ -95,7 +100,9 @@ async def read_multipart(
             if not parser.closed:
                 raise bad_request("The multipart body ended before its closing boundary.", code="invalid_request")
     except ParserLimitReached as exc:
-        raise bad_request(f"Too many form fields (at most {MAX_PARTS}).", code="invalid_request") from exc
+        if "segment count" in str(exc):
+            raise bad_request(f"Too many form fields (at most {MAX_PARTS}).", code="invalid_request") from exc
+        raise bad_request(f"Malformed multipart body: {exc}.", code="invalid_request") from exc
     except ParserError as exc:
         raise bad_request(f"Malformed multipart body: {exc}", code="invalid_request") from exc
     return dict(fields), files
@@ -119,16 +126,29 @@ def _store(
     files: dict[str, UploadedFile],
 ) -> None:
     if segment.filename is not None or segment.name == "file":
+        if segment.name in files:
+            raise bad_request(f"The file part '{segment.name}' was given more than once.", param=segment.name)
         files[segment.name] = UploadedFile(
             filename=segment.filename or "upload",
             content_type=segment.content_type or "application/octet-stream",
             data=bytes(buffer),
         )
         return
+    charset = segment.charset or "utf-8"
     try:
-        fields[segment.name].append(buffer.decode(segment.charset or "utf-8"))
-    except (UnicodeDecodeError, LookupError) as exc:
-        raise bad_request(f"The form field '{segment.name}' is not valid UTF-8.", param=segment.name) from exc
+        fields[segment.name].append(buffer.decode(charset))
+    # UnicodeError, not only UnicodeDecodeError: codecs such as punycode raise the base class.
+    except (UnicodeError, LookupError) as exc:
+        raise bad_request(f"The form field '{segment.name}' is not valid text in charset '{charset[:40]}'.",
+                          param=segment.name) from exc
+
+
+def _json_field(value: str, name: str, what: str) -> Any:
+    try:
+        return json.loads(value)
+    # RecursionError: a few KB of "[[[[..." nest deeper than the parser's recursion limit.
+    except (json.JSONDecodeError, RecursionError):
+        raise bad_request(f"'{name}' is not {what}.", param=name) from None
 
 
 class FormReader:
@@ -177,10 +197,7 @@ class FormReader:
         for raw in self.fields.get(f"{name}[]", []) + self.fields.get(name, []):
             stripped = raw.strip()
             if stripped.startswith("["):
-                try:
-                    parsed = json.loads(stripped)
-                except json.JSONDecodeError:
-                    raise bad_request(f"'{name}' is not a valid JSON array.", param=name) from None
+                parsed = _json_field(stripped, name, "a valid JSON array")
                 values.extend(str(v) for v in (parsed if isinstance(parsed, list) else [parsed]))
             else:
                 values.extend(v.strip() for v in stripped.split(",") if v.strip())
@@ -192,10 +209,7 @@ class FormReader:
         for raw in self.fields.get(f"{name}[]", []) + self.fields.get(name, []):
             stripped = raw.strip()
             if stripped.startswith("["):
-                try:
-                    parsed = json.loads(stripped)
-                except json.JSONDecodeError:
-                    raise bad_request(f"'{name}' is not a valid JSON array.", param=name) from None
+                parsed = _json_field(stripped, name, "a valid JSON array")
                 values.extend(str(v) for v in (parsed if isinstance(parsed, list) else [parsed]))
             elif stripped:
                 values.append(stripped)
@@ -207,10 +221,7 @@ class FormReader:
         nested = {k[len(prefix):-1]: v[-1] for k, v in self.fields.items() if k.startswith(prefix) and k.endswith("]")}
         value = self.scalar(name)
         if value is not None and value.strip().startswith("{"):
-            try:
-                parsed = json.loads(value)
-            except json.JSONDecodeError:
-                raise bad_request(f"'{name}' is not valid JSON.", param=name) from None
+            parsed = _json_field(value, name, "valid JSON")
             if not isinstance(parsed, dict):
                 raise bad_request(f"'{name}' must be an object.", param=name)
             nested.update({str(k): str(v) for k, v in parsed.items()})

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 import msgspec
 from litestar import Response
+from litestar.response import Stream
+from litestar.response.base import ASGIResponse
+from litestar.types import Receive, Scope, Send
 
 from frontend.errors import APIError, error_body, from_service_error
 from frontend.formats import to_srt, to_text, to_vtt
@@ -115,8 +119,8 @@ def sse(data: msgspec.Struct | dict[str, Any]) -> bytes:
 
 
 async def stream_events(
-    events: AsyncIterator[dict[str, Any]], on_close: Callable[[], None], diarized: bool = False
-) -> AsyncIterator[bytes]:
+    events: AsyncIterator[dict[str, Any]], diarized: bool = False
+) -> AsyncGenerator[bytes, None]:
     """`transcript.text.delta` per decoded segment, then `transcript.text.done`.
 
     A failure after the response started is sent as an `error` event (the SDK raises it), and the
@@ -142,4 +146,53 @@ async def stream_events(
         error = exc if isinstance(exc, APIError) else from_service_error(exc)
         yield sse(msgspec.to_builtins(error_body(error)))
     finally:
-        on_close()
+        if isinstance(events, AsyncGenerator):
+            await events.aclose()  # now, not when collected: it cancels the Triton call
+
+
+class ClosingStream(Stream):
+    """A streamed response that closes its body generator and calls `on_close` once, however it ends.
+
+    Litestar runs the body in a task it cancels when the client disconnects; a client that leaves
+    before the first byte cancels that task before the generator starts, so a `finally` inside the
+    generator never runs. Releasing what the response holds (an admission slot) therefore happens here,
+    around the whole ASGI response.
+    """
+
+    def __init__(self, content: AsyncGenerator[bytes, None], on_close: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self._body = content
+        self._on_close: Callable[[], None] | None = on_close
+
+    async def close(self) -> None:
+        try:
+            await self._body.aclose()
+        finally:
+            on_close, self._on_close = self._on_close, None
+            if on_close is not None:
+                on_close()
+
+    def to_asgi_response(self, *args: Any, **kwargs: Any) -> ASGIResponse:
+        return _Closing(super().to_asgi_response(*args, **kwargs), self)
+
+
+class _Closing(ASGIResponse):
+    __slots__ = ("_inner", "_owner")
+
+    def __init__(self, inner: ASGIResponse, owner: ClosingStream) -> None:
+        super().__init__(status_code=inner.status_code)
+        self._inner = inner
+        self._owner = owner
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self._inner(scope, receive, send)
+        except BaseExceptionGroup as group:
+            # The body task's failure, wrapped by the task group Litestar streams in: unwrapped, it reaches
+            # the handler registered for its type.
+            if len(group.exceptions) == 1 and isinstance(group.exceptions[0], Exception):
+                raise group.exceptions[0] from None
+            raise
+        finally:
+            with contextlib.suppress(Exception):
+                await self._owner.close()

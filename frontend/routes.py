@@ -3,26 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
 from litestar import Controller, Request, Response, get, post
 from litestar.connection import ASGIConnection
 from litestar.handlers import BaseRouteHandler
-from litestar.openapi.spec import OpenAPIMediaType, Operation, Reference, RequestBody, Schema
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, Operation, Reference, RequestBody, Schema
 from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
 from litestar.params import FromPath
-from litestar.response import Stream
 
+from frontend.deadlines import unless_disconnected
 from frontend.errors import APIError, bad_request, error_responses, model_not_found, overloaded, unauthorized
 from frontend.forms import RESPONSE_FORMATS, AudioForm, parse_audio_form, read_multipart
 from frontend.metrics import metrics_of
 from frontend.net import FetchError, UnsafeUrlError, UrlPolicy, check_url
-from frontend.responses import render, stream_events
+from frontend.responses import ClosingStream, render, stream_events
 from frontend.schemas import Model, ModelList
 from frontend.settings import FrontendSettings
 from frontend.speaker_store import resolve_known
@@ -140,7 +141,7 @@ def _form_schema(task: str) -> Schema:
             ),
             "stream": Schema(type=OpenAPIType.BOOLEAN, default=False),
             "chunking_strategy": Schema(type=OpenAPIType.STRING, description="'auto' or a server_vad object."),
-            "include[]": Schema(type=OpenAPIType.ARRAY, items=Schema(type=OpenAPIType.STRING)),
+            "include[]": Schema(type=OpenAPIType.ARRAY, items=Schema(type=OpenAPIType.STRING, enum=["logprobs"])),
             "known_speaker_names[]": Schema(
                 type=OpenAPIType.ARRAY, items=Schema(type=OpenAPIType.STRING),
                 description="With diarized_json: names for the speakers; one per reference clip, then names "
@@ -161,6 +162,11 @@ def _operation(task: str) -> type[Operation]:
             self.request_body = RequestBody(
                 content={"multipart/form-data": OpenAPIMediaType(schema=_form_schema(task))}, required=True
             )
+            ok = (self.responses or {}).get("200")
+            if isinstance(ok, OpenAPIResponse) and ok.content is not None:
+                # The body follows response_format (and stream): JSON, plain text (text, srt), WebVTT or SSE.
+                text = OpenAPIMediaType(schema=Schema(type=OpenAPIType.STRING))
+                ok.content |= {"text/plain": text, "text/vtt": text, "text/event-stream": text}
 
     return AudioOperation
 
@@ -205,10 +211,9 @@ async def _transcribe(request: Request[Any, Any, Any], task: str) -> Response[An
                          retry_after=svc.settings.retry_after_s)
     if form.stream and task == "transcribe":
         return _stream(svc, call, form)
-    done: dict[str, Any] = {}
     try:
-        async for event in svc.triton.transcribe(call):
-            done = event
+        # A client that leaves stops its transcription (and frees its slot) instead of waiting for it.
+        done = await unless_disconnected(request.receive, _last_event(svc.triton, call))
     except (APIError, ServiceError) as exc:
         await svc.record_sync(form, None, exc)
         raise
@@ -220,6 +225,14 @@ async def _transcribe(request: Request[Any, Any, Any], task: str) -> Response[An
     return render(done, form)
 
 
+async def _last_event(triton: TritonClient, call: TranscriptionCall) -> dict[str, Any]:
+    done: dict[str, Any] = {}
+    async with contextlib.aclosing(triton.transcribe(call)) as events:
+        async for event in events:
+            done = event
+    return done
+
+
 def _call(form: AudioForm, model: str, stored_voices: tuple[tuple[float, ...], ...] = ()) -> TranscriptionCall:
     return TranscriptionCall(
         audio=form.file.data,
@@ -229,6 +242,7 @@ def _call(form: AudioForm, model: str, stored_voices: tuple[tuple[float, ...], .
         prompt=form.prompt,
         temperature=form.temperature,
         word_timestamps=form.word_timestamps,
+        timestamps=form.needs_timestamps,
         stream=form.stream,
         diarize=form.diarize,
         num_speakers=form.num_speakers,
@@ -240,20 +254,23 @@ def _call(form: AudioForm, model: str, stored_voices: tuple[tuple[float, ...], .
     )
 
 
-def _stream(svc: Services, call: TranscriptionCall, form: AudioForm) -> Stream:
-    async def recorded() -> AsyncIterator[dict[str, Any]]:
+def _stream(svc: Services, call: TranscriptionCall, form: AudioForm) -> ClosingStream:
+    async def recorded() -> AsyncGenerator[dict[str, Any], None]:
         done: dict[str, Any] | None = None
         try:
-            async for event in svc.triton.transcribe(call):
-                done = event
-                yield event
+            async with contextlib.aclosing(svc.triton.transcribe(call)) as events:
+                async for event in events:
+                    done = event
+                    yield event
         except (APIError, ServiceError) as exc:
             await svc.record_sync(form, None, exc)
             raise
         await svc.record_sync(form, done, None)
 
-    return Stream(
-        stream_events(recorded(), svc.admission.release, diarized=form.response_format == "diarized_json"),
+    # The slot is released when the response ends, however it ends (see ClosingStream).
+    return ClosingStream(
+        stream_events(recorded(), diarized=form.response_format == "diarized_json"),
+        on_close=svc.admission.release,
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

@@ -14,6 +14,7 @@ import msgspec
 import uvicorn
 
 from frontend.app import create_app
+from frontend.deadlines import ClientDeadlines, deadline_settings
 from frontend.logs import configure_logging
 from frontend.settings import frontend_settings
 from whisper_triton.launcher import Supervisor, TritonError, TritonServer, triton_settings
@@ -30,6 +31,7 @@ def main() -> int:
         model = model_settings()
         triton = triton_settings()
         frontend = frontend_settings()
+        deadlines = deadline_settings()
         for spec in model_specs():
             log.info("preparing model %s (first use may convert it)", spec)
             resolved = resolve_model(spec, model.cache_path())
@@ -52,7 +54,7 @@ def main() -> int:
     signal.signal(signal.SIGINT, _exit_quietly)
     try:
         log.info("frontend on http://%s:%d (API docs at /docs)", frontend.host, frontend.port)
-        uvicorn.run(create_app(frontend), host=frontend.host, port=frontend.port,
+        uvicorn.run(ClientDeadlines(create_app(frontend), deadlines), host=frontend.host, port=frontend.port,
                     log_level=frontend.log_level, log_config=None, timeout_graceful_shutdown=30)
     except SystemExit:
         pass

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +17,7 @@ from tritonclient.utils import InferenceServerException
 
 from frontend.errors import APIError, overloaded
 from whisper_triton import contract
-from whisper_triton.errors import ServiceError, from_wire
+from whisper_triton.errors import ServiceError, UnavailableError, from_wire
 from whisper_triton.repository import engine_model_name
 
 log = logging.getLogger("frontend.triton")
@@ -31,6 +32,7 @@ class TranscriptionCall:
     prompt: str | None = None
     temperature: float = 0.0
     word_timestamps: bool = False
+    timestamps: bool = True  # False: text only (answers that show no times), less to decode
     stream: bool = False
     transcript: bytes | None = None  # JSON segments: align this text instead of transcribing
     diarize: bool = False
@@ -78,7 +80,8 @@ def _inputs(call: TranscriptionCall) -> list[grpcclient.InferInput]:
     temperature = grpcclient.InferInput(contract.TEMPERATURE, [1], "FP32")
     temperature.set_data_from_numpy(np.array([call.temperature], dtype=np.float32))
     inputs.append(temperature)
-    for name, flag in ((contract.WORD_TIMESTAMPS, call.word_timestamps), (contract.STREAM, call.stream)):
+    for name, flag in ((contract.WORD_TIMESTAMPS, call.word_timestamps), (contract.STREAM, call.stream),
+                       (contract.TIMESTAMPS, call.timestamps)):
         tensor = grpcclient.InferInput(name, [1], "BOOL")
         tensor.set_data_from_numpy(np.array([flag], dtype=bool))
         inputs.append(tensor)
@@ -180,20 +183,23 @@ class TritonClient:
         except (InferenceServerException, grpc.RpcError):
             return False
 
-    async def transcribe(self, call: TranscriptionCall) -> AsyncIterator[dict[str, Any]]:
+    async def transcribe(self, call: TranscriptionCall) -> AsyncGenerator[dict[str, Any], None]:
         """Yields the entry model's events; the last one has type `done`."""
         model = call.model or (self.models[0] if self.models else None)
         if model is None:
-            async for event in self._stream(call):
-                yield event
+            async with contextlib.aclosing(self._stream(call)) as events:
+                async for event in events:
+                    yield event
             return
         self._in_flight[model] = self._in_flight.get(model, 0) + 1
         try:
             await self._ensure_loaded(model)
             if call.needs_diarization:
                 await self._ensure_diarization()
-            async for event in self._stream(call):
-                yield event
+            # Closed at once when the caller stops (client gone): that cancels the gRPC stream.
+            async with contextlib.aclosing(self._stream(call)) as events:
+                async for event in events:
+                    yield event
         finally:
             self._in_flight[model] -= 1
             self._last_used[model] = time.monotonic()
@@ -205,7 +211,7 @@ class TritonClient:
             done = event
         return done
 
-    async def _stream(self, call: TranscriptionCall) -> AsyncIterator[dict[str, Any]]:
+    async def _stream(self, call: TranscriptionCall) -> AsyncGenerator[dict[str, Any], None]:
         async def requests() -> AsyncIterator[dict[str, Any]]:
             yield {"model_name": contract.ENTRY_MODEL, "inputs": _inputs(call)}
 
@@ -231,6 +237,8 @@ class TritonClient:
 
 def _api_error(message: str) -> APIError | ServiceError:
     error = from_wire(message)
+    if isinstance(error, UnavailableError):
+        return overloaded("A model process of the inference server is restarting; retry shortly.")
     if error.code != "internal_error" or "[internal_error]" in message:
         return error
     lowered = message.lower()

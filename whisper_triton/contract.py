@@ -8,6 +8,7 @@ Entry model `whisper` (decoupled; call it with gRPC streaming):
           PROMPT           BYTES [1]  optional: initial prompt (vocabulary, style)
           TEMPERATURE      FP32  [1]  optional: 0 (default) = automatic fallback
           WORD_TIMESTAMPS  BOOL  [1]  optional: default false
+          TIMESTAMPS       BOOL  [1]  optional: default true; false: text only, one segment per window
           VAD              BOOL  [1]  optional: default true (used for audio over 30 s)
           STREAM           BOOL  [1]  optional: default false; true sends a response per window
           TRANSCRIPT       BYTES [1]  optional: JSON segments [{start, end, text}] to align, not transcribe
@@ -58,6 +59,7 @@ LANGUAGE = "LANGUAGE"
 PROMPT = "PROMPT"
 TEMPERATURE = "TEMPERATURE"
 WORD_TIMESTAMPS = "WORD_TIMESTAMPS"
+TIMESTAMPS = "TIMESTAMPS"
 VAD = "VAD"
 STREAM = "STREAM"
 EVENT = "EVENT"
@@ -96,7 +98,12 @@ def encode(value: object) -> bytes:
 
 
 def decode_options(data: bytes) -> DecodeOptions:
+    """Raises ValueError (msgspec's errors are ValueErrors) for options no window can be decoded with."""
     options: DecodeOptions = _decoder("DecodeOptions").decode(data)
+    if not options.temperatures or not all(0.0 <= t <= 1.0 for t in options.temperatures):
+        raise ValueError("temperatures must be one or more values from 0 to 1")
+    if not 1 <= options.beam_size <= 64:
+        raise ValueError("beam_size must be from 1 to 64")
     return options
 
 

@@ -59,10 +59,26 @@ class EngineError(ServiceError):
     code = "engine_error"
 
 
+class UnavailableError(ServiceError):
+    """A model the request needs is down for a moment (its process died and is being restarted)."""
+
+    code = "unavailable"
+
+
+# What Triton says about a model whose process died, or that is being loaded again.
+_UNAVAILABLE = ("not healthy", "not ready", "unavailable", "unknown model", "is not found")
+
+
+def is_unavailable(message: str) -> bool:
+    lowered = message.lower()
+    return any(words in lowered for words in _UNAVAILABLE)
+
+
 _WIRE = re.compile(r"\[(?P<code>[a-z_]+)(?:\((?P<param>[^)]*)\))?\] (?P<message>.*)$", re.S)
 _BY_CODE: dict[str, type[ServiceError]] = {
     cls.code: cls
-    for cls in (InvalidRequestError, InvalidAudioError, AudioTooShortError, FetchFailedError, EngineError)
+    for cls in (InvalidRequestError, InvalidAudioError, AudioTooShortError, FetchFailedError, EngineError,
+                UnavailableError)
 }
 
 

@@ -28,6 +28,7 @@ import msgspec
 from whisper_triton.contract import ENTRY_MODEL
 from whisper_triton.repository import build_repository, model_specs
 from whisper_triton.settings import load_settings
+from whisper_triton.stubs import StubWatch, children
 
 log = logging.getLogger("whisper_triton.launcher")
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -175,6 +176,7 @@ class TritonServer:
         self.repository: Path | None = None
         self.preload: list[str] = []
         self._log_thread: threading.Thread | None = None
+        self._stubs = StubWatch()
 
     def start(self) -> None:
         if self.settings.model_load not in ("startup", "first_request"):
@@ -237,6 +239,23 @@ class TritonServer:
             client.close()
         raise TritonError(f"Triton was not ready within {timeout:.0f} s.")
 
+    def crashed_models(self) -> list[str]:
+        """Models whose Python-backend process died while Triton runs (see `whisper_triton.stubs`)."""
+        if not self.is_running():
+            return []
+        assert self.process is not None
+        return self._stubs.crashed(children(self.process.pid))
+
+    def reload(self, model: str, timeout: float = 120.0) -> None:
+        """Loads a model again (new processes); requests that need it wait or fail meanwhile."""
+        import tritonclient.grpc as grpcclient
+
+        client = grpcclient.InferenceServerClient(self.settings.grpc_url)
+        try:
+            client.load_model(model, client_timeout=timeout)
+        finally:
+            client.close()
+
     def is_running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
@@ -262,6 +281,7 @@ class TritonServer:
         if self._log_thread is not None:
             self._log_thread.join(timeout=5)
         self.process = None
+        self._stubs = StubWatch()
         if self.repository is not None:
             shutil.rmtree(self.repository, ignore_errors=True)
 
@@ -274,12 +294,15 @@ class TritonServer:
 
 
 class Supervisor:
-    """Keeps one TritonServer running: restarts it (with backoff) whenever it exits."""
+    """Keeps one TritonServer running: restarts it (with backoff) whenever it exits, and brings back a
+    model whose Python process died (Triton itself does not): the model is loaded again, or, for the
+    entry model, whose in-flight streams would otherwise never end, Triton is restarted."""
 
     def __init__(self, server: TritonServer, max_backoff_s: float = 30.0) -> None:
         self.server = server
         self.max_backoff_s = max_backoff_s
         self.restarts = 0
+        self.model_reloads = 0
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self.ready = threading.Event()
@@ -294,6 +317,7 @@ class Supervisor:
         backoff = 1.0
         while not self._stopping.is_set():
             if self.server.is_running():
+                self._recover(self.server.crashed_models())
                 self._stopping.wait(0.5)
                 continue
             self.ready.clear()
@@ -309,6 +333,22 @@ class Supervisor:
             except Exception as exc:
                 log.error("restarting Triton failed: %s", exc)
                 backoff = min(backoff * 2, self.max_backoff_s)
+
+    def _recover(self, crashed: list[str]) -> None:
+        if not crashed:
+            return
+        if ENTRY_MODEL not in crashed:
+            try:
+                for model in crashed:
+                    log.error("the process of model %s died; loading the model again", model)
+                    self.server.reload(model)
+                    self.model_reloads += 1
+                return
+            except Exception as exc:
+                log.error("loading the model again failed (%s): restarting Triton", exc)
+        else:
+            log.error("the process of the entry model died; its streams would never end: restarting Triton")
+        self.server.stop(timeout=2.0)  # the watch loop starts it again
 
     def stop(self) -> None:
         self._stopping.set()

@@ -206,6 +206,9 @@ class TaskRunner:
                 return
 
     async def _failed(self, task: Task, exc: Exception) -> None:
+        if isinstance(exc, StoreError):
+            await self._store_failed(task, exc)
+            return
         if isinstance(exc, APIError) and exc.status >= 500:
             # Triton is unavailable (restarting): not the task's fault. Queue the task again without
             # counting the attempt, and wait for Triton before this worker claims more.
@@ -215,16 +218,24 @@ class TaskRunner:
             await self._wait_for_triton()  # before this worker claims anything again
             self.wake()
             return
-        if isinstance(exc, StoreError) and task.attempts < self.settings.max_attempts:
+        message = exc.message if isinstance(exc, (APIError, ServiceError)) else str(exc)
+        code = exc.code if isinstance(exc, (APIError, ServiceError)) else None
+        await self._end(task, "failed", error=TaskError(message, code))
+
+    async def _store_failed(self, task: Task, exc: StoreError) -> None:
+        """The database failed under a running task (busy, full): queued again, or failed after its attempts.
+
+        If even that cannot be written, the task stays `processing` until its lease expires and
+        `recover` queues it again: it is never marked completed without its result.
+        """
+        if task.attempts < self.settings.max_attempts:
             log.warning("task %s: %s; queued again", short_id(task.id), exc)
             await asyncio.sleep(self.settings.retry_delay_s)
             with contextlib.suppress(StoreError):
                 await self.store.requeue(task.id)
             self.wake()
             return
-        message = exc.message if isinstance(exc, (APIError, ServiceError)) else str(exc)
-        code = exc.code if isinstance(exc, (APIError, ServiceError)) else "store_error"
-        await self._end(task, "failed", error=TaskError(message, code))
+        await self._end(task, "failed", error=TaskError(exc.message, exc.code))
 
     async def _wait_for_triton(self, timeout_s: float = 120.0) -> None:
         for _ in range(max(1, int(timeout_s / self.settings.retry_delay_s))):

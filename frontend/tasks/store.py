@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
+import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
+from frontend.errors import APIError
 from frontend.tasks.model import FINISHED, Task, TaskError, TaskRequest
 
 _SCHEMA = """
@@ -57,8 +59,19 @@ _CLAIM_NEXT = "SELECT id FROM tasks WHERE status = 'queued' ORDER BY seq LIMIT 1
 _encoder = msgspec.json.Encoder()
 
 
-class StoreError(Exception):
-    """The database cannot be reached or refused the write."""
+class StoreError(APIError):
+    """The database cannot be reached or refused the write (locked too long, disk full, server down).
+
+    Clients get a 503 with Retry-After and a message without the database's own words; the log gets those.
+    """
+
+    def __init__(self, detail: str, retry_after: int = 5) -> None:
+        super().__init__(503, "The task database is unavailable (busy, full or down); retry shortly.",
+                         type="server_error", code="database_unavailable", retry_after=retry_after)
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return self.detail
 
 
 class TaskStore:
@@ -67,6 +80,14 @@ class TaskStore:
     claim_suffix = ""
 
     async def _execute(self, sql: str, args: tuple[Any, ...] = (), fetch: bool = False) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    # Serialises the writers that check the queue's length (SQLite's BEGIN IMMEDIATE does it already).
+    queue_lock = ""
+
+    async def _transaction(self, statements: list[tuple[str, tuple[Any, ...]]]) -> list[int]:
+        """Runs the statements all or none (a task never exists without its audio, nor ends half-recorded);
+        returns the rows each changed."""
         raise NotImplementedError
 
     async def close(self) -> None:
@@ -84,15 +105,24 @@ class TaskStore:
             return False
 
     async def create(self, task: Task, audio: bytes | None = None, max_queued: int | None = None) -> bool:
-        """Stores a new task; False (nothing stored) when `max_queued` tasks are already waiting."""
-        if max_queued is not None and task.status == "queued" and await self.count_queued() >= max_queued:
-            return False
+        """Stores a new task; False (nothing stored) when `max_queued` tasks are already waiting.
+
+        The length is checked inside the insert's transaction, so concurrent requests cannot all see
+        room for one more.
+        """
+        values = ", ".join("?" * len(_row(task)))
+        if max_queued is None or task.status != "queued":
+            statements = [(f"INSERT INTO tasks ({_COLUMNS}) VALUES ({values})", _row(task))]
+        else:
+            statements = [(f"INSERT INTO tasks ({_COLUMNS}) SELECT {values} "
+                           "WHERE (SELECT COUNT(*) FROM tasks WHERE status = 'queued') < ?", (*_row(task), max_queued))]
+            if self.queue_lock:
+                statements.insert(0, (self.queue_lock, ()))
         if audio is not None:
-            await self._execute("INSERT INTO task_audio (task_id, data) VALUES (?, ?)", (task.id, audio))
-        await self._execute(
-            f"INSERT INTO tasks ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", _row(task)
-        )
-        return True
+            statements.append(("INSERT INTO task_audio (task_id, data) SELECT ?, ? WHERE EXISTS "
+                               "(SELECT 1 FROM tasks WHERE id = ?)", (task.id, audio, task.id)))
+        changed = await self._transaction(statements)
+        return changed[1 if self.queue_lock and max_queued is not None and task.status == "queued" else 0] == 1
 
     async def count_queued(self) -> int:
         rows = await self._execute("SELECT COUNT(*) FROM tasks WHERE status = 'queued'", fetch=True)
@@ -133,14 +163,14 @@ class TaskStore:
         error: TaskError | None = None,
         audio_duration: float | None = None,
     ) -> None:
-        """Ends a task (completed, failed or cancelled) and deletes its audio."""
-        await self._execute(
-            "UPDATE tasks SET status = ?, result = ?, error = ?, completed_at = ?, worker = NULL, "
-            "progress = CASE WHEN ? = 'completed' THEN 100 ELSE progress END, "
-            "audio_duration = COALESCE(?, audio_duration) WHERE id = ?",
-            (status, _json(result), _json(error), time.time(), status, audio_duration, task_id),
-        )
-        await self._execute("DELETE FROM task_audio WHERE task_id = ?", (task_id,))
+        """Ends a task (completed, failed or cancelled) and deletes its audio; on failure nothing changed."""
+        await self._transaction([
+            ("UPDATE tasks SET status = ?, result = ?, error = ?, completed_at = ?, worker = NULL, "
+             "progress = CASE WHEN ? = 'completed' THEN 100 ELSE progress END, "
+             "audio_duration = COALESCE(?, audio_duration) WHERE id = ?",
+             (status, _json(result), _json(error), time.time(), status, audio_duration, task_id)),
+            ("DELETE FROM task_audio WHERE task_id = ?", (task_id,)),
+        ])
 
     async def requeue(self, task_id: str, refund_attempt: bool = False) -> None:
         """Back to the queue; `refund_attempt` when the failure was not the task's (Triton restarting)."""
@@ -227,12 +257,15 @@ class TaskStore:
 
 
 class SQLiteStore(TaskStore):
-    def __init__(self, path: Path) -> None:
+    """`busy_timeout_s`: how long a write waits for another connection's lock before it fails (503)."""
+
+    def __init__(self, path: Path, busy_timeout_s: float = 30.0) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
-        self._connection = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
+        self._connection = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None,
+                                           timeout=busy_timeout_s)
         self._connection.execute("PRAGMA journal_mode=WAL")
-        self._connection.execute("PRAGMA busy_timeout=30000")
+        self._connection.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
         self._connection.executescript(_SCHEMA.format(serial="INTEGER", blob="BLOB"))
 
     def _run(self, sql: str, args: tuple[Any, ...], fetch: bool) -> list[tuple[Any, ...]]:
@@ -242,8 +275,26 @@ class SQLiteStore(TaskStore):
         except sqlite3.Error as exc:
             raise StoreError(f"database error: {exc}") from exc
 
+    def _run_all(self, statements: list[tuple[str, tuple[Any, ...]]]) -> list[int]:
+        try:
+            self._connection.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise StoreError(f"database error: {exc}") from exc
+        try:
+            changed = [self._connection.execute(sql, args).rowcount for sql, args in statements]
+            self._connection.execute("COMMIT")
+            return changed
+        except sqlite3.Error as exc:
+            if self._connection.in_transaction:
+                self._connection.execute("ROLLBACK")
+            raise StoreError(f"database error: {exc}") from exc
+
     async def _execute(self, sql: str, args: tuple[Any, ...] = (), fetch: bool = False) -> list[tuple[Any, ...]]:
         return await asyncio.get_running_loop().run_in_executor(self._thread, self._run, sql, args, fetch)
+
+    async def _transaction(self, statements: list[tuple[str, tuple[Any, ...]]]) -> list[int]:
+        changed: list[int] = await asyncio.get_running_loop().run_in_executor(self._thread, self._run_all, statements)
+        return changed
 
     async def close(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self._thread, self._connection.close)
@@ -252,6 +303,7 @@ class SQLiteStore(TaskStore):
 
 class PostgresStore(TaskStore):
     claim_suffix = " FOR UPDATE SKIP LOCKED"
+    queue_lock = "SELECT pg_advisory_xact_lock(7413)"  # held until the transaction ends
 
     def __init__(self, pool: Any) -> None:
         self._pool = pool
@@ -282,16 +334,36 @@ class PostgresStore(TaskStore):
         except (asyncpg.PostgresError, OSError) as exc:
             raise StoreError(f"database error: {exc}") from exc
 
+    async def _transaction(self, statements: list[tuple[str, tuple[Any, ...]]]) -> list[int]:
+        import asyncpg
+
+        try:
+            async with self._pool.acquire() as connection, connection.transaction():
+                # asyncpg returns the command tag: "INSERT 0 1", "UPDATE 3", "SELECT 1".
+                return [int((await connection.execute(_numbered(sql), *args)).split()[-1])
+                        for sql, args in statements]
+        except (asyncpg.PostgresError, OSError) as exc:
+            raise StoreError(f"database error: {exc}") from exc
+
     async def close(self) -> None:
         await self._pool.close()
 
 
 async def open_store(db_url: str, data_dir: Path) -> TaskStore:
-    """`postgresql://...` → PostgreSQL; `sqlite:///path` or empty → a SQLite file in `data_dir`."""
+    """`postgresql://...` → PostgreSQL; `sqlite:///path[?timeout=<s>]` or empty → a SQLite file in `data_dir`.
+
+    `timeout` is how long a SQLite write waits for a lock held by another connection (default 30 s).
+    """
     if db_url.startswith(("postgres://", "postgresql://")):
         return await PostgresStore.connect(db_url)
     if db_url.startswith("sqlite:///"):
-        return SQLiteStore(Path(db_url.removeprefix("sqlite:///")))
+        path, _, query = db_url.removeprefix("sqlite:///").partition("?")
+        options = urllib.parse.parse_qs(query)
+        try:
+            timeout = float(options.get("timeout", ["30"])[-1])
+        except ValueError:
+            raise StoreError("DB_URL: the SQLite timeout must be a number of seconds.") from None
+        return SQLiteStore(Path(path), busy_timeout_s=timeout)
     if db_url:
         raise StoreError(f"Unsupported DB_URL '{db_url.split(':', 1)[0]}:...': use postgresql:// or sqlite:///.")
     return SQLiteStore(data_dir / "tasks.db")

@@ -144,3 +144,13 @@ def test_windows_of_concurrent_requests_share_engine_batches(url: str) -> None:
     assert windows >= 8
     # Batched: markedly fewer engine executions than windows.
     assert executions <= windows / 2, (windows, executions)
+
+
+def test_text_only_requests_skip_timestamps(url: str) -> None:
+    timed = call_entry(url, [_bytes(contract.AUDIO, jfk_wav().read_bytes())])[-1]
+    plain = call_entry(url, [_bytes(contract.AUDIO, jfk_wav().read_bytes()), _bool(contract.TIMESTAMPS, False)])[-1]
+    assert isinstance(timed, dict) and isinstance(plain, dict)
+    assert wer(JFK_TEXT, plain["text"]) < 0.1
+    # One segment over the window, its tokens free of timestamp tokens; with timestamps Whisper splits it.
+    assert [(s["start"], s["end"]) for s in plain["segments"]] == [(0.0, 11.0)]
+    assert len(timed["segments"]) > 1

@@ -17,7 +17,14 @@ if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 from whisper_triton import contract, windows
-from whisper_triton.errors import EngineError, InvalidRequestError, ServiceError, from_wire
+from whisper_triton.errors import (
+    EngineError,
+    InvalidRequestError,
+    ServiceError,
+    UnavailableError,
+    from_wire,
+    is_unavailable,
+)
 from whisper_triton.models import model_id, read_model_info, resolve_model
 from whisper_triton.repository import engine_model_name, model_specs
 from whisper_triton.settings import model_settings
@@ -148,8 +155,13 @@ class TritonPythonModel:
         )
         response = await asyncio.get_running_loop().run_in_executor(self.bls_pool, call.exec)
         if response.has_error():
-            error = from_wire(response.error().message())
-            raise error if error.code != "internal_error" else EngineError(error.message)
+            message = response.error().message()
+            error = from_wire(message)
+            if error.code != "internal_error":
+                raise error
+            if is_unavailable(message):  # the engine's process died: `make serve` reloads it
+                raise UnavailableError("The Whisper engine is restarting; retry shortly.")
+            raise EngineError(error.message)
         result = pb_utils.get_output_tensor_by_name(response, contract.RESULT).as_numpy().reshape(-1)[0]
         return contract.decode_result(result)
 
@@ -187,6 +199,7 @@ def _read_request(request):
         prompt=text(contract.PROMPT) or None,
         temperature=0.0 if temperature is None else float(temperature),
         word_timestamps=bool(value(contract.WORD_TIMESTAMPS) or False),
+        timestamps=True if value(contract.TIMESTAMPS) is None else bool(value(contract.TIMESTAMPS)),
         vad=True if value(contract.VAD) is None else bool(value(contract.VAD)),
     )
     stream = bool(value(contract.STREAM) or False)

@@ -16,7 +16,7 @@ if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 from whisper_triton import contract
-from whisper_triton.decoding import WindowJob, decode_windows, warm_up
+from whisper_triton.decoding import WindowJob, decode_each, warm_up
 from whisper_triton.engine import CTranslate2Engine
 from whisper_triton.models import read_model_info, resolve_model
 from whisper_triton.settings import SettingsError, model_settings
@@ -66,15 +66,16 @@ class TritonPythonModel:
                 jobs.append((index, self._job(request)))
             except Exception as exc:  # a malformed request fails alone
                 errors[index] = pb_utils.TritonError(f"bad window request: {exc}", pb_utils.TritonError.INVALID_ARG)
+        # A window that makes the engine fail fails alone, not the other requests' windows in its batch.
+        outcomes = decode_each(self.engine, self.tokenizer, [job for _, job in jobs])
         results = {}
-        try:
-            decoded = decode_windows(self.engine, self.tokenizer, [job for _, job in jobs])
-            results = {index: result for (index, _), result in zip(jobs, decoded, strict=True)}
-        except Exception:
-            message = traceback.format_exc(limit=3)
-            self.logger.log_error(f"whisper_engine: batch of {len(jobs)} failed: {message}")
-            for index, _ in jobs:
+        for (index, _), outcome in zip(jobs, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                trace = "".join(traceback.format_exception(outcome, limit=3))
+                self.logger.log_error(f"whisper_engine: a window failed (batch of {len(jobs)}): {trace}")
                 errors[index] = pb_utils.TritonError("[engine_error] the Whisper engine failed on this window")
+            else:
+                results[index] = outcome
         responses = []
         for index in range(len(requests)):
             if index in errors:
