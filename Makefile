@@ -11,7 +11,7 @@ VENV ?= $(CACHE)/venv-$(LOCK_HASH)
 PY := $(VENV)/bin/python
 export TEST_ASSETS_DIR ?= $(CACHE)/test-assets
 
-.PHONY: serve test bench fuzz install system system-test lint typecheck unit lock clean-venvs
+.PHONY: serve test bench fuzz soak install system system-test lint typecheck unit lock clean-venvs
 
 serve: system install
 	$(PY) -m frontend.serve
@@ -29,6 +29,11 @@ FUZZ_SECONDS ?= 600
 fuzz: system-test install
 	HYPOTHESIS_PROFILE=fuzz FUZZ_SECONDS=$(FUZZ_SECONDS) $(PY) -m pytest -o timeout=0 -s tests/fuzz \
 		tests/unit/test_properties.py tests/e2e/test_openapi_fuzz.py
+
+# Load and faults (Triton and model processes killed, slow clients, bursts) for SOAK_MINUTES; prints a table.
+SOAK_MINUTES ?= 5
+soak: system install
+	$(PY) -m bench.soak --minutes $(SOAK_MINUTES) --faults
 
 install: $(VENV)/.installed
 
