@@ -153,10 +153,11 @@ async def stream_events(
 class ClosingStream(Stream):
     """A streamed response that closes its body generator and calls `on_close` once, however it ends.
 
-    Litestar runs the body in a task it cancels when the client disconnects; a client that leaves
-    before the first byte cancels that task before the generator starts, so a `finally` inside the
-    generator never runs. Releasing what the response holds (an admission slot) therefore happens here,
-    around the whole ASGI response.
+    Litestar runs the body in a task that it cancels when the client disconnects. A `finally` inside
+    the generator then runs only if the generator had started, and a generator left at a `yield` (a
+    send that failed or timed out: the client stopped reading) is closed only when it is collected.
+    Releasing what the response holds (an admission slot, the Triton call) therefore happens here,
+    around the whole ASGI response, whatever the generator's state.
     """
 
     def __init__(self, content: AsyncGenerator[bytes, None], on_close: Callable[[], None], **kwargs: Any) -> None:

@@ -218,12 +218,15 @@ class TritonClient:
         responses = self._client.stream_infer(requests())
         try:
             async for result, error in responses:
-                if error is not None:
+                if error is not None:  # an error is the last response
+                    await _end_of_stream(responses)
                     raise _api_error(str(error.message() or error))
                 event = contract.decode_event(result.as_numpy(contract.EVENT).reshape(-1)[0])
-                yield event
                 if event.get("type") == "done":
+                    await _end_of_stream(responses)
+                    yield event
                     return
+                yield event
             raise overloaded("The inference server closed the stream early; retry the request.")
         except grpc.RpcError as exc:
             code = exc.code() if isinstance(exc, grpc.aio.AioRpcError) else None
@@ -233,6 +236,19 @@ class TritonClient:
             raise _api_error(str(exc.message() or exc)) from exc
         finally:
             responses.cancel()
+
+
+async def _end_of_stream(responses: Any, timeout_s: float = 5.0) -> None:
+    """Lets Triton end the stream after its last response (our side of it is already closed).
+
+    Cancelling it there instead races Triton's own completion of the stream: when the cancel comes
+    second, Triton 2.51 keeps the stream's state, which holds the entry model, until it shuts down
+    (and then waits 30 s for the model). Cancelling happens only if the end does not come.
+    """
+    with contextlib.suppress(TimeoutError, grpc.RpcError, InferenceServerException):
+        async with asyncio.timeout(timeout_s):
+            async for _ in responses:
+                pass
 
 
 def _api_error(message: str) -> APIError | ServiceError:

@@ -155,3 +155,11 @@ def test_the_task_queue_is_bounded(bounded: Served) -> None:
             assert response.json()["error"]["code"] == "server_overloaded"
         for task_id in [running_id, *accepted]:  # every accepted task runs to the end
             assert eventually(lambda t=task_id: client.get(f"/task/{t}").json()["status"] == "completed", 120, 0.5)
+
+
+def test_stopping_after_the_load_is_quick(bounded: Served) -> None:
+    """After traffic, Ctrl-C used to wait 30 s for Triton: streams cancelled after their last response
+    kept the entry model held in Triton until it gave up."""
+    started = time.monotonic()
+    assert bounded.stop() == 0
+    assert time.monotonic() - started < 15
