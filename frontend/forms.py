@@ -193,24 +193,21 @@ class FormReader:
 
     def array(self, name: str) -> list[str]:
         """`name[]` repeated, `name` repeated, a JSON array, or a comma-separated string."""
-        values: list[str] = []
-        for raw in self.fields.get(f"{name}[]", []) + self.fields.get(name, []):
-            stripped = raw.strip()
-            if stripped.startswith("["):
-                parsed = _json_field(stripped, name, "a valid JSON array")
-                values.extend(str(v) for v in (parsed if isinstance(parsed, list) else [parsed]))
-            else:
-                values.extend(v.strip() for v in stripped.split(",") if v.strip())
-        return values
+        return self._values(name, split_commas=True)
 
     def items(self, name: str) -> list[str]:
         """`name[]` or `name` repeated, or a JSON array; values may contain commas."""
+        return self._values(name, split_commas=False)
+
+    def _values(self, name: str, split_commas: bool) -> list[str]:
         values: list[str] = []
         for raw in self.fields.get(f"{name}[]", []) + self.fields.get(name, []):
             stripped = raw.strip()
             if stripped.startswith("["):
                 parsed = _json_field(stripped, name, "a valid JSON array")
                 values.extend(str(v) for v in (parsed if isinstance(parsed, list) else [parsed]))
+            elif split_commas:
+                values.extend(v.strip() for v in stripped.split(",") if v.strip())
             elif stripped:
                 values.append(stripped)
         return values
