@@ -60,8 +60,8 @@ def _add_render_options(parser: argparse.ArgumentParser, batch_flag: bool) -> No
     if batch_flag:
         parser.add_argument("--max-batch-size", type=int, default=None,
                             help="Triton's and the executor's batch (default: the engines' maximum)")
-    parser.add_argument("--max-queue-delay-us", type=int, default=5000,
-                        help="dynamic batcher's wait for a fuller batch (5000)")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="batches handed to each instance's executor at once (2)")
     parser.add_argument("--kv-cache-fraction", type=float, default=0.5,
                         help="fraction of free GPU memory for the KV cache (0.5)")
     parser.add_argument("--cross-kv-cache-fraction", type=float, default=0.5,
@@ -108,7 +108,7 @@ def _build_options(args: argparse.Namespace, checkpoint: Path) -> BuildOptions:
 
 def _render_options(args: argparse.Namespace, max_batch_size: int | None) -> RenderOptions:
     return RenderOptions(instances=args.instances, max_batch_size=max_batch_size,
-                         max_queue_delay_us=args.max_queue_delay_us, kv_cache_fraction=args.kv_cache_fraction,
+                         workers=args.workers, kv_cache_fraction=args.kv_cache_fraction,
                          cross_kv_cache_fraction=args.cross_kv_cache_fraction, beam_size=args.beam_size)
 
 

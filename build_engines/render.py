@@ -29,16 +29,17 @@ ENGINE_MODEL = "whisper_engine"
 SERVE_ENV = "serve.env"
 ENGINE_CONFIG = Template("""\
 # Whisper engine, GPU variant, rendered by `python -m build_engines render` for the TensorRT-LLM engines in
-# ${engines_comment}. The tensors are those of model_repository/whisper_engine/config.pbtxt. The dynamic
-# batcher gathers the windows of all in-flight requests; each instance runs them through one TensorRT-LLM
-# C++ executor (in-flight batching), which holds its own copy of the engines and its own KV cache.
+# ${engines_comment}. The tensors are those of model_repository/whisper_engine/config.pbtxt. The windows of
+# all in-flight requests queue in the model's scheduler; its workers hand batches of up to ${max_batch_size}
+# to one TensorRT-LLM C++ executor per instance (in-flight batching), which holds its own copy of the engines
+# and its own KV cache.
 name: "whisper_engine"
 backend: "python"
-max_batch_size: ${max_batch_size}
-${io}dynamic_batching {
-  max_queue_delay_microseconds: ${max_queue_delay_us}
-}
-instance_group [ { count: ${instances} kind: KIND_GPU } ]
+max_batch_size: 0
+model_transaction_policy { decoupled: true }
+${io}instance_group [ { count: ${instances} kind: KIND_GPU } ]
+parameters { key: "WHISPER_ENGINE_MAX_BATCH" value { string_value: "${max_batch_size}" } }
+parameters { key: "WHISPER_ENGINE_WORKERS" value { string_value: "${workers}" } }
 parameters { key: "WHISPER_ENGINE" value { string_value: "tensorrt_llm" } }
 parameters { key: "WHISPER_TRTLLM_ENGINE_DIR" value { string_value: "${engine_dir}" } }
 parameters { key: "WHISPER_TRTLLM_MAX_BATCH_SIZE" value { string_value: "${max_batch_size}" } }
@@ -52,7 +53,7 @@ parameters { key: "WHISPER_BEAM_SIZE" value { string_value: "${beam_size}" } }
 class RenderOptions:
     instances: int = 1
     max_batch_size: int | None = None  # None: the engines' own maximum
-    max_queue_delay_us: int = 5000
+    workers: int = 2  # batches handed to the executor at once: one is prepared while another runs
     kv_cache_fraction: float = 0.5  # of the GPU memory free after loading, for the paged KV cache
     cross_kv_cache_fraction: float = 0.5  # of that KV cache, for cross-attention (encoder-decoder models)
     beam_size: int = 1
@@ -62,8 +63,8 @@ class RenderOptions:
             raise BuildError("--instances must be at least 1")
         if self.max_batch_size is not None and self.max_batch_size < 1:
             raise BuildError("--max-batch-size must be at least 1")
-        if self.max_queue_delay_us < 0:
-            raise BuildError("--max-queue-delay-us must not be negative")
+        if self.workers < 1:
+            raise BuildError("--workers must be at least 1")
         for flag, value in (("--kv-cache-fraction", self.kv_cache_fraction),
                             ("--cross-kv-cache-fraction", self.cross_kv_cache_fraction)):
             if not 0 < value < 1:
@@ -107,7 +108,7 @@ def render_engine_config(source_config: str, engines: Path, options: RenderOptio
         engines_comment=str(engines).replace("\n", " "),
         io=io_block(source_config),
         max_batch_size=max_batch_size,
-        max_queue_delay_us=options.max_queue_delay_us,
+        workers=options.workers,
         instances=options.instances,
         engine_dir=_quoted(str(engines)),
         kv_cache_fraction=options.kv_cache_fraction,

@@ -37,6 +37,7 @@ RUN useradd --uid 10001 --user-group --create-home --shell /usr/sbin/nologin whi
 # this directory from their own path. PYTHONPATH serves the entry point and `python3 -m build_engines`.
 # TRITON_MODEL_REPOSITORY is left to the entry point: the GPU repository it renders for the engines.
 ENV PYTHONPATH=/opt/whisper-triton \
+    OPENBLAS_NUM_THREADS=1 \
     WHISPER_ENGINE=tensorrt_llm \
     WHISPER_MODELS=large-v3-turbo \
     WHISPER_DEVICE=cuda \

@@ -55,7 +55,7 @@ class BuildSettings(msgspec.Struct, frozen=True):
     max_batch_size: int = 64
     max_beam_width: int = 4
     instances: int = 1  # engine model instances on the GPU, each with its own executor and KV cache
-    max_queue_delay_us: int = 5000  # the dynamic batcher's wait for a fuller batch
+    workers: int = 2  # batches each instance hands its executor at once (the engine model's scheduler)
 
 
 def build_settings(environ: Mapping[str, str] | None = None) -> BuildSettings:
@@ -190,7 +190,7 @@ def render_gpu_repository(environ: MutableMapping[str, str], target: Path) -> No
     options = RenderOptions(
         instances=build.instances,
         max_batch_size=settings.trtllm_max_batch_size or None,
-        max_queue_delay_us=build.max_queue_delay_us,
+        workers=build.workers,
         kv_cache_fraction=settings.trtllm_kv_cache_fraction,
         cross_kv_cache_fraction=settings.trtllm_cross_kv_cache_fraction,
         beam_size=settings.beam_size,
@@ -215,7 +215,7 @@ def serve(environ: MutableMapping[str, str]) -> list[str]:
         raise SettingsError("TRITON_MODEL_LOAD must be 'startup' or 'first_request'.")
     repository = work / f"repository-{settings.grpc_port}"
     engines = build_repository(Path(settings.model_repository), repository, model_specs(environ),
-                               diarization_enabled(environ))
+                               diarization_enabled(environ), model_settings(environ).entry_instances)
     binary = shutil.which("tritonserver") or "/opt/tritonserver/bin/tritonserver"
     return server_command(binary, settings, repository, engines if settings.model_load == "startup" else [])
 

@@ -285,7 +285,7 @@ class ChatAnswer:
         self.tokens = 0
 
     async def _events(self, audio: bytes, stream: bool) -> AsyncGenerator[dict[str, Any], None]:
-        call = TranscriptionCall(audio=audio, model=self.model, stream=stream, timestamps=False)  # text only
+        call = TranscriptionCall(audio=audio, model=self.model, stream=stream)
         async with contextlib.aclosing(self.svc.triton.transcribe(call)) as events:
             async for event in events:
                 if event["type"] == "done":

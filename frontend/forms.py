@@ -66,11 +66,6 @@ class AudioForm:
     def word_timestamps(self) -> bool:
         return self.response_format == "verbose_json" and "word" in self.timestamp_granularities
 
-    @property
-    def needs_timestamps(self) -> bool:
-        """Whether the answer shows times: json and text (and their streams) need the text only."""
-        return self.diarize or self.response_format not in ("json", "text")
-
 
 async def read_multipart(
     request: Request[Any, Any, Any], max_file_bytes: int

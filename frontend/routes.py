@@ -242,7 +242,6 @@ def _call(form: AudioForm, model: str, stored_voices: tuple[tuple[float, ...], .
         prompt=form.prompt,
         temperature=form.temperature,
         word_timestamps=form.word_timestamps,
-        timestamps=form.needs_timestamps,
         stream=form.stream,
         diarize=form.diarize,
         num_speakers=form.num_speakers,

@@ -32,7 +32,6 @@ class TranscriptionCall:
     prompt: str | None = None
     temperature: float = 0.0
     word_timestamps: bool = False
-    timestamps: bool = True  # False: text only (answers that show no times), less to decode
     stream: bool = False
     transcript: bytes | None = None  # JSON segments: align this text instead of transcribing
     diarize: bool = False
@@ -80,8 +79,7 @@ def _inputs(call: TranscriptionCall) -> list[grpcclient.InferInput]:
     temperature = grpcclient.InferInput(contract.TEMPERATURE, [1], "FP32")
     temperature.set_data_from_numpy(np.array([call.temperature], dtype=np.float32))
     inputs.append(temperature)
-    for name, flag in ((contract.WORD_TIMESTAMPS, call.word_timestamps), (contract.STREAM, call.stream),
-                       (contract.TIMESTAMPS, call.timestamps)):
+    for name, flag in ((contract.WORD_TIMESTAMPS, call.word_timestamps), (contract.STREAM, call.stream)):
         tensor = grpcclient.InferInput(name, [1], "BOOL")
         tensor.set_data_from_numpy(np.array([flag], dtype=bool))
         inputs.append(tensor)

@@ -36,6 +36,7 @@ class Served:
     http_port: int
     grpc_port: int
     log_path: Path
+    metrics_port: int = 0
 
     @property
     def base_url(self) -> str:
@@ -47,6 +48,17 @@ class Served:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def metric(self, name: str, **labels: str) -> float:
+        """The sum of a metric's samples on Triton's /metrics whose labels include `labels` (0 if none)."""
+        text = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10).text
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith(name + "{") or line.startswith(name + " "):
+                head, _, value = line.rpartition(" ")
+                if all(f'{key}="{wanted}"' in head for key, wanted in labels.items()):
+                    total += float(value)
+        return total
 
     def triton_pids(self) -> list[int]:
         out = subprocess.run(["pgrep", "-f", f"tritonserver.*--grpc-port={self.grpc_port}"],
@@ -92,7 +104,7 @@ def start_served(tmp: Path, model: str, **env: str) -> Served:
     with log_path.open("wb") as log:
         process = subprocess.Popen([sys.executable, "-m", "frontend.serve"], cwd=REPO, env=environment,
                                    stdout=log, stderr=subprocess.STDOUT)
-    served = Served(process, http_port, grpc_port, log_path)
+    served = Served(process, http_port, grpc_port, log_path, metrics_port)
     try:
         served.wait_ready()
     except BaseException:

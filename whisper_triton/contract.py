@@ -8,9 +8,11 @@ Entry model `whisper` (decoupled; call it with gRPC streaming):
           PROMPT           BYTES [1]  optional: initial prompt (vocabulary, style)
           TEMPERATURE      FP32  [1]  optional: 0 (default) = automatic fallback
           WORD_TIMESTAMPS  BOOL  [1]  optional: default false
-          TIMESTAMPS       BOOL  [1]  optional: default true; false: text only, one segment per window
-          VAD              BOOL  [1]  optional: default true (used for audio over 30 s)
+          TIMESTAMPS       BOOL  [1]  optional, ignored: every window is decoded with timestamps (kept so that
+                                      older clients still work)
+          VAD              BOOL  [1]  optional: default true; false cuts long audio into fixed 30 s windows
           STREAM           BOOL  [1]  optional: default false; true sends a response per window
+          PROFILE          BOOL  [1]  optional: default false; true adds `profile` (seconds per stage) to `done`
           TRANSCRIPT       BYTES [1]  optional: JSON segments [{start, end, text}] to align, not transcribe
           DIARIZE          BOOL  [1]  optional: speakers on segments and words (needs the diarization model)
           NUM_SPEAKERS, MIN_SPEAKERS, MAX_SPEAKERS  INT32 [1]  optional: speaker count hints
@@ -31,11 +33,12 @@ Diarization model `diarization`:
           EMBEDDING                 FP32  [-1]     the voice of WAVEFORM when EMBED (else empty)
           EMBEDDING_MODEL           BYTES [1]      names the embedding space (vectors of two models differ)
 
-Engine models `whisper_engine__<model id>`, one per model (dynamic batching over windows of all requests):
-  inputs  FEATURES    FP32  [n_mels, 3000]  log-mel of one 30 s window
-          NUM_FRAMES  INT32 [1]             frames of the window that hold audio
-          OPTIONS     BYTES [1]             JSON `DecodeOptions`
-  output  RESULT      BYTES [1]             JSON `WindowResult`
+Engine models `whisper_engine__<model id>`, one per model (decoupled; in-flight batching of the windows of
+all requests, one response per request):
+  inputs  SAMPLES     FP32  [-1]  16 kHz mono audio of one window, at most 30 s (log-mel is computed here)
+          OPTIONS     BYTES [1]   JSON `DecodeOptions` (`request`, `window`, `speech` as the entry model sends)
+          CANCEL      BYTES [1]   instead of the above: a request id whose queued windows are dropped
+  output  RESULT      BYTES [1]   JSON `WindowResult` (for CANCEL: {"cancelled": <windows dropped>})
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ WORD_TIMESTAMPS = "WORD_TIMESTAMPS"
 TIMESTAMPS = "TIMESTAMPS"
 VAD = "VAD"
 STREAM = "STREAM"
+PROFILE = "PROFILE"
 EVENT = "EVENT"
 
 DIARIZATION_MODEL = "diarization"
@@ -78,10 +82,11 @@ EMBED = "EMBED"
 EMBEDDING = "EMBEDDING"
 EMBEDDING_MODEL = "EMBEDDING_MODEL"
 
-FEATURES = "FEATURES"
-NUM_FRAMES = "NUM_FRAMES"
+SAMPLES = "SAMPLES"
 OPTIONS = "OPTIONS"
+CANCEL = "CANCEL"
 RESULT = "RESULT"
+WINDOW_SAMPLES = 30 * 16_000
 
 _encoder = msgspec.json.Encoder()
 

@@ -1,17 +1,25 @@
 """Batched decoding of 30 s windows on any `WhisperEngine`.
 
-One call takes the windows of many requests at once (the engine model's dynamic batch): it
-encodes them once, detects languages where none was given, decodes with temperature fallback,
-splits the tokens into timestamped segments and, when asked, aligns words. Times are relative to
-each window; the caller adds the window offset.
+One call takes the windows of many requests at once (a batch formed by the engine model's scheduler):
+it encodes them once, detects languages where none was given (once per request when windows carry a
+request id), decodes with temperature fallback, splits the tokens into timestamped segments, decodes on
+from where Whisper stopped early while the window's audio still holds speech (on the same encoder output,
+no second encoding), and, when asked, aligns words. Times are relative to each window; the caller adds
+the window offset.
+
+Every window is decoded with timestamp tokens, whatever the answer's format: they are how a window
+where Whisper stopped early is found (text-only decoding silently drops the end of such windows).
 """
 
 from __future__ import annotations
 
+import time
 import zlib
 from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -22,7 +30,10 @@ from whisper_triton.words import Word, align_words, assign_words
 MAX_LENGTH = 448
 MAX_PROMPT_TOKENS = MAX_LENGTH // 2 - 1
 FRAMES_PER_SECOND = 100  # log-mel frames (hop of 10 ms)
-MIN_RESUME_SECONDS = 1.0
+TIME_PRECISION = 0.02  # seconds per timestamp token
+MIN_RESUME_SECONDS = 1.0  # audio left after the last timestamp before a window is decoded on
+MIN_RESUME_SPEECH = 0.5  # seconds of VAD speech that audio must hold
+MAX_RESUMES = 4  # each resume starts later in the window, so this only bounds pathological output
 
 
 @dataclass(frozen=True)
@@ -32,9 +43,6 @@ class DecodeOptions:
     prompt: str | None = None
     temperatures: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
     word_timestamps: bool = False
-    # False: text only (<|notimestamps|>), one segment per window: less to decode, for answers that show
-    # no times (OpenAI's json and text); the window cannot be resumed where Whisper stopped early.
-    timestamps: bool = True
     beam_size: int = 1
     compression_ratio_threshold: float = 2.4
     log_prob_threshold: float = -1.0
@@ -42,6 +50,13 @@ class DecodeOptions:
     # Forced alignment: the window's known segments (text, start, end in window seconds) get word
     # timings instead of being transcribed.
     given: tuple[tuple[str, float, float], ...] | None = None
+    # Where Silero VAD found speech in the window (window seconds). With it, a window where Whisper stopped
+    # early while speech is left is decoded on from its last timestamp; without it, never.
+    speech: tuple[tuple[float, float], ...] | None = None
+    # The request the window belongs to: its windows share one language, detected once, on the first of
+    # them the engine decodes (OpenAI's Whisper detects on the first 30 s); and a request can be cancelled.
+    request: str | None = None
+    window: int = 0  # index of the window in its request (windows are decoded in this order)
 
 
 @dataclass(frozen=True)
@@ -69,9 +84,23 @@ class WindowResult:
     language: str
     language_probability: float
     segments: list[Segment]
-    # Seconds into the window where decoding stopped with speech left (Whisper opened a segment it
-    # would continue in the next 30 s): the caller decodes the rest of the window from here.
-    resume_at: float | None = None
+    resumes: int = 0  # times the window was decoded on from where Whisper stopped early
+    # Seconds of engine work spent on this window, by stage (its share of each batch-wide step).
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class LanguageTicket(Protocol):
+    """A window's part in its request's one language (see `whisper_triton.scheduler.RequestLanguages`)."""
+
+    @property
+    def detector(self) -> bool:
+        """Whether this window detects the request's language for all its windows."""
+
+    def publish(self, language: tuple[str, float] | None) -> None:
+        """The detector's result (None: it failed; the others then detect their own)."""
+
+    def wait(self) -> tuple[str, float] | None:
+        """The request's language once its detector published it (None: detect your own)."""
 
 
 @dataclass
@@ -79,6 +108,25 @@ class _Attempt:
     generation: Generation
     temperature: float
     compression_ratio: float
+    start: float = 0.0  # the window second this pass was forced to start at (resumes)
+
+
+class _Clock:
+    """Seconds per stage, shared evenly by the windows of the batch."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] += time.perf_counter() - started
+
+    def share(self, count: int) -> dict[str, float]:
+        return {stage: round(seconds / count, 6) for stage, seconds in self.seconds.items()}
 
 
 def compression_ratio(text: str) -> float:
@@ -87,86 +135,91 @@ def compression_ratio(text: str) -> float:
 
 
 def decode_each(
-    engine: WhisperEngine, tokenizer: WhisperTokenizer, jobs: list[WindowJob]
+    engine: WhisperEngine,
+    tokenizer: WhisperTokenizer,
+    jobs: list[WindowJob],
+    tickets: Sequence[LanguageTicket | None] | None = None,
+    cancelled: Callable[[WindowJob], bool] | None = None,
 ) -> list[WindowResult | Exception]:
     """`decode_windows`, with a failure kept to the window that causes it.
 
     The windows of a batch come from many requests; when the batch fails, its windows are decoded
     again one at a time, so one bad window (or one the engine cannot handle) fails alone.
     """
+    tickets = list(tickets) if tickets is not None else [None] * len(jobs)
     try:
-        return list(decode_windows(engine, tokenizer, jobs))
+        return list(decode_windows(engine, tokenizer, jobs, tickets, cancelled))
     except Exception as exc:
         if len(jobs) == 1:
+            _abandon(tickets)
             return [exc]
     outcomes: list[WindowResult | Exception] = []
-    for job in jobs:
+    for job, ticket in zip(jobs, tickets, strict=True):
         try:
-            outcomes.extend(decode_windows(engine, tokenizer, [job]))
+            outcomes.extend(decode_windows(engine, tokenizer, [job], [ticket], cancelled))
         except Exception as exc:
+            _abandon([ticket])
             outcomes.append(exc)
     return outcomes
 
 
+def _abandon(tickets: Sequence[LanguageTicket | None]) -> None:
+    """A detector that failed lets the request's other windows detect their own language."""
+    for ticket in tickets:
+        if ticket is not None and ticket.detector:
+            ticket.publish(None)
+
+
 def decode_windows(
-    engine: WhisperEngine, tokenizer: WhisperTokenizer, jobs: list[WindowJob]
+    engine: WhisperEngine,
+    tokenizer: WhisperTokenizer,
+    jobs: list[WindowJob],
+    tickets: Sequence[LanguageTicket | None] | None = None,
+    cancelled: Callable[[WindowJob], bool] | None = None,
+    detectors_first: int = 0,
 ) -> list[WindowResult]:
     if not jobs:
         return []
-    encoded = engine.encode(np.stack([job.features for job in jobs]))
-    languages = _languages(engine, encoded, jobs)
+    tickets = list(tickets) if tickets is not None else [None] * len(jobs)
+    # Windows that detect their request's language go first, encoded and detected before the others are
+    # encoded: windows of the same request in other batches wait for it, and should not wait long.
+    first = [i for i, job in enumerate(jobs) if job.options.language is None and (t := tickets[i]) and t.detector]
+    if first and len(first) < len(jobs) and not detectors_first:
+        order = first + [i for i in range(len(jobs)) if i not in first]
+        sorted_results = decode_windows(engine, tokenizer, [jobs[i] for i in order], [tickets[i] for i in order],
+                                        cancelled, detectors_first=len(first))
+        results: list[WindowResult] = [sorted_results[0]] * len(jobs)
+        for position, i in enumerate(order):
+            results[i] = sorted_results[position]
+        return results
+    clock = _Clock()
+    with clock("encode"):
+        encoded = engine.encode(np.stack([job.features for job in jobs[:detectors_first or len(jobs)]]))
+    known: list[tuple[str, float]] = []
+    if detectors_first:
+        with clock("language"):
+            known = _languages(engine, encoded, jobs[:detectors_first], tickets[:detectors_first])
+        with clock("encode"):
+            encoded = engine.join([encoded, engine.encode(np.stack([job.features for job in jobs[detectors_first:]]))])
+    with clock("language"):
+        languages = known + _languages(engine, encoded, jobs, tickets, start=len(known))
+    run = _Run(engine, tokenizer, clock, cancelled or (lambda job: False))
     aligning = [i for i, job in enumerate(jobs) if job.options.given is not None]
     if not aligning:
-        return _transcribe(engine, tokenizer, encoded, jobs, languages)
-    results: list[WindowResult | None] = [None] * len(jobs)
-    decoding = [i for i in range(len(jobs)) if i not in aligning]
-    for indices, run in ((decoding, _transcribe), (aligning, _align_given)):
-        if indices:
-            sub = run(engine, tokenizer, _subset(engine, encoded, indices, len(jobs)), [jobs[i] for i in indices],
-                      [languages[i] for i in indices])
-            for i, result in zip(indices, sub, strict=True):
-                results[i] = result
-    return [result for result in results if result is not None]
-
-
-def _transcribe(
-    engine: WhisperEngine,
-    tokenizer: WhisperTokenizer,
-    encoded: Any,
-    jobs: list[WindowJob],
-    languages: list[tuple[str, float]],
-) -> list[WindowResult]:
-    prompts = [
-        _prompt(tokenizer, job.options, language) for job, (language, _) in zip(jobs, languages, strict=True)
-    ]
-    attempts = _decode_with_fallback(engine, tokenizer, encoded, jobs, prompts)
-    results = []
-    for job, (language, probability), attempt in zip(jobs, languages, attempts, strict=True):
-        segments = _segments(tokenizer, job, attempt)
-        resume_at = None if not segments else unfinished_from(tokenizer, attempt.generation.tokens, job.num_frames)
-        results.append(WindowResult(language, probability, segments, resume_at))
-    _add_words(engine, tokenizer, encoded, jobs, results)
-    return results
-
-
-def _align_given(
-    engine: WhisperEngine,
-    tokenizer: WhisperTokenizer,
-    encoded: Any,
-    jobs: list[WindowJob],
-    languages: list[tuple[str, float]],
-) -> list[WindowResult]:
-    """Word timings for known text: each given segment is tokenized and aligned, nothing generated."""
-    results = []
-    for job, (language, probability) in zip(jobs, languages, strict=True):
-        segments = []
-        for text, start, end in job.options.given or ():
-            clean = " " + text.strip()
-            tokens = tokenizer.encode(clean)
-            segments.append(Segment(start=start, end=end, text=clean, tokens=tokens, temperature=0.0,
-                                    avg_logprob=0.0, compression_ratio=compression_ratio(clean), no_speech_prob=0.0))
-        results.append(WindowResult(language, probability, segments))
-    _add_words(engine, tokenizer, encoded, jobs, results)
+        results = run.transcribe(encoded, jobs, languages)
+    else:
+        placed: list[WindowResult | None] = [None] * len(jobs)
+        decoding = [i for i in range(len(jobs)) if i not in aligning]
+        for indices, step in ((decoding, run.transcribe), (aligning, run.align_given)):
+            if indices:
+                sub = step(_subset(engine, encoded, indices, len(jobs)), [jobs[i] for i in indices],
+                           [languages[i] for i in indices])
+                for i, result in zip(indices, sub, strict=True):
+                    placed[i] = result
+        results = [result for result in placed if result is not None]
+    timings = clock.share(len(jobs))
+    for result in results:
+        result.timings = {**timings, "batch": float(len(jobs))}
     return results
 
 
@@ -175,70 +228,196 @@ def _subset(engine: WhisperEngine, encoded: Any, indices: list[int], total: int)
     return encoded if indices == list(range(total)) else engine.take(encoded, indices)
 
 
-def _languages(engine: WhisperEngine, encoded: Any, jobs: list[WindowJob]) -> list[tuple[str, float]]:
-    languages: list[tuple[str, float]] = [
-        (job.options.language or "en", 1.0) for job in jobs
-    ]
+def _languages(engine: WhisperEngine, encoded: Any, jobs: list[WindowJob], tickets: Sequence[LanguageTicket | None],
+               start: int = 0) -> list[tuple[str, float]]:
+    """The language of each window from `start` on: given, its request's (detected once), or its own.
+
+    Detectors publish before anyone waits, so two batches waiting on each other's requests cannot deadlock.
+    """
+    count = len(jobs) - start
     if not engine.is_multilingual:
-        return [("en", 1.0)] * len(jobs)
-    unknown = [i for i, job in enumerate(jobs) if job.options.language is None]
-    if unknown:
-        subset = _subset(engine, encoded, unknown, len(jobs))
-        for i, ranking in zip(unknown, engine.detect_language(subset), strict=True):
-            languages[i] = ranking[0]
-    return languages
+        return [("en", 1.0)] * count
+    indices = range(start, len(jobs))
+    languages: dict[int, tuple[str, float] | None] = {}
+    for i in indices:
+        given = jobs[i].options.language
+        languages[i] = (given, 1.0) if given else None
+    detectors = [i for i in indices if languages[i] is None and (t := tickets[i]) is not None and t.detector]
+    for i, language in zip(detectors, _detect(engine, encoded, detectors, len(jobs)), strict=True):
+        languages[i] = language
+        tickets[i].publish(language)  # type: ignore[union-attr]
+    for i in indices:
+        if languages[i] is None and (ticket := tickets[i]) is not None:
+            languages[i] = ticket.wait()
+    unknown = [i for i in indices if languages[i] is None]
+    for i, language in zip(unknown, _detect(engine, encoded, unknown, len(jobs)), strict=True):
+        languages[i] = language
+    return [languages[i] or ("en", 1.0) for i in indices]
 
 
-def _prompt(tokenizer: WhisperTokenizer, options: DecodeOptions, language: str) -> list[int]:
-    prompt: list[int] = []
+def _detect(engine: WhisperEngine, encoded: Any, indices: list[int], total: int) -> list[tuple[str, float]]:
+    if not indices:
+        return []
+    return [ranking[0] for ranking in engine.detect_language(_subset(engine, encoded, indices, total))]
+
+
+def _prompt(tokenizer: WhisperTokenizer, options: DecodeOptions, language: str, previous: Sequence[int] = (),
+            start: float | None = None) -> list[int]:
+    """[<|startofprev|> prompt and text so far] <|startoftranscript|> language task [forced start time]."""
+    context: list[int] = []
     if options.prompt and options.prompt.strip():
-        previous = tokenizer.encode(" " + options.prompt.strip())[-MAX_PROMPT_TOKENS:]
-        prompt = [tokenizer.sot_prev, *previous]
+        context = tokenizer.encode(" " + options.prompt.strip())
+    context = [*context, *previous][-MAX_PROMPT_TOKENS:]
+    prompt = [tokenizer.sot_prev, *context] if context else []
     prompt += tokenizer.sot_sequence(language, options.task)
-    return prompt if options.timestamps else [*prompt, tokenizer.no_timestamps]
+    if start is not None:
+        prompt.append(timestamp_token(tokenizer, start))
+    return prompt
 
 
-def _decode_with_fallback(
-    engine: WhisperEngine,
-    tokenizer: WhisperTokenizer,
-    encoded: Any,
-    jobs: list[WindowJob],
-    prompts: list[list[int]],
-) -> list[_Attempt]:
-    tried: list[list[_Attempt]] = [[] for _ in jobs]
-    final: list[_Attempt | None] = [None] * len(jobs)
-    pending = list(range(len(jobs)))
-    step = 0
-    while pending:
-        # One generate call per temperature and prompt length: CTranslate2 needs <|startoftranscript|> at
-        # the same position in every item of a batch, so a window with a prompt and one without (two
-        # requests batched together) cannot share a call.
-        groups: dict[tuple[float, int], list[int]] = defaultdict(list)
-        for i in pending:
-            groups[(jobs[i].options.temperatures[step], len(prompts[i]))].append(i)
-        pending = []
-        for (temperature, _), indices in sorted(groups.items()):
-            subset = _subset(engine, encoded, indices, len(jobs))
-            beam = max(jobs[i].options.beam_size for i in indices)
-            generations = engine.generate(
+def timestamp_token(tokenizer: WhisperTokenizer, seconds: float) -> int:
+    return tokenizer.timestamp_begin + round(seconds / TIME_PRECISION)
+
+
+class _Run:
+    """The passes over one batch's encoder output: first decoding, fallbacks, resumes, words."""
+
+    def __init__(self, engine: WhisperEngine, tokenizer: WhisperTokenizer, clock: _Clock,
+                 cancelled: Callable[[WindowJob], bool]) -> None:
+        self.engine, self.tokenizer, self.clock, self.cancelled = engine, tokenizer, clock, cancelled
+
+    def transcribe(
+        self, encoded: Any, jobs: list[WindowJob], languages: list[tuple[str, float]]
+    ) -> list[WindowResult]:
+        tokenizer = self.tokenizer
+        prompts = [_prompt(tokenizer, job.options, language) for job, (language, _) in zip(jobs, languages,
+                                                                                            strict=True)]
+        attempts = self._decode_with_fallback(encoded, len(jobs), list(range(len(jobs))), jobs, prompts)
+        results = [
+            WindowResult(language, probability, _segments(tokenizer, job, attempt))
+            for job, (language, probability), attempt in zip(jobs, languages, attempts, strict=True)
+        ]
+        self._resume(encoded, jobs, languages, results, attempts)
+        with self.clock("words"):
+            self._add_words(encoded, jobs, results)
+        return results
+
+    def align_given(
+        self, encoded: Any, jobs: list[WindowJob], languages: list[tuple[str, float]]
+    ) -> list[WindowResult]:
+        """Word timings for known text: each given segment is tokenized and aligned, nothing generated."""
+        results = []
+        for job, (language, probability) in zip(jobs, languages, strict=True):
+            segments = []
+            for text, start, end in job.options.given or ():
+                clean = " " + text.strip()
+                tokens = self.tokenizer.encode(clean)
+                segments.append(Segment(start=start, end=end, text=clean, tokens=tokens, temperature=0.0,
+                                        avg_logprob=0.0, compression_ratio=compression_ratio(clean),
+                                        no_speech_prob=0.0))
+            results.append(WindowResult(language, probability, segments))
+        with self.clock("words"):
+            self._add_words(encoded, jobs, results)
+        return results
+
+    def _resume(self, encoded: Any, jobs: list[WindowJob], languages: list[tuple[str, float]],
+                results: list[WindowResult], attempts: list[_Attempt]) -> None:
+        """Decodes on from the last timestamp of each window where Whisper stopped with speech left.
+
+        The prompt carries the window's text so far (as OpenAI's Whisper conditions on previous text) and
+        forces the first timestamp, so the model transcribes what follows on the encoder output it has.
+        """
+        tokenizer = self.tokenizer
+        generated: list[list[int]] = [_timed_tokens(tokenizer, attempt) for attempt in attempts]
+        reached = [0.0] * len(jobs)  # where the last resume started: the next one must start later
+        for _ in range(MAX_RESUMES):
+            todo, starts = [], []
+            for i, job in enumerate(jobs):
+                start = resume_point(tokenizer, generated[i], job) if results[i].segments else None
+                if start is not None and start > reached[i] and not self.cancelled(job):
+                    todo.append(i)
+                    starts.append(start)
+                    reached[i] = start
+            if not todo:
+                return
+            text = [[t for t in generated[i] if t < tokenizer.eot] for i in todo]
+            prompts = [_prompt(tokenizer, jobs[i].options, languages[i][0], previous, start)
+                       for i, previous, start in zip(todo, text, starts, strict=True)]
+            passes = self._decode_with_fallback(encoded, len(jobs), todo, jobs, prompts, starts, "resume")
+            for i, previous, attempt in zip(todo, text, passes, strict=True):
+                segments = _segments(tokenizer, jobs[i], attempt)
+                tokens = _timed_tokens(tokenizer, attempt)
+                results[i].resumes += 1
+                if repeats(tokenizer.decode(previous), "".join(s.text for s in segments)):
+                    segments = []  # the end of the text so far again: nothing new was heard
+                results[i].segments += segments
+                generated[i] = [*generated[i], *tokens]
+                if not segments or last_timestamp(tokenizer, tokens) is None:
+                    generated[i] = []  # nothing more, or text up to the end of the audio: done
+
+    def _decode_with_fallback(self, encoded: Any, total: int, indices: list[int], jobs: list[WindowJob],
+                              prompts: list[list[int]], starts: Sequence[float] | None = None,
+                              stage: str = "decode") -> list[_Attempt]:
+        """Decodes windows `indices` (prompts in the same order), raising the temperature while the output
+        looks wrong; returns the attempt kept for each. Time goes to `stage`, reruns to "fallback"."""
+        order = {index: position for position, index in enumerate(indices)}
+        tried: list[list[_Attempt]] = [[] for _ in indices]
+        final: list[_Attempt | None] = [None] * len(indices)
+        pending = list(indices)
+        step = 0
+        while pending:
+            # One generate call per temperature and prompt length: CTranslate2 needs <|startoftranscript|> at
+            # the same position in every item of a batch, so windows with prompts of different lengths (two
+            # requests, or a resume beside a first pass) cannot share a call.
+            groups: dict[tuple[float, int], list[int]] = defaultdict(list)
+            for i in pending:
+                groups[(jobs[i].options.temperatures[step], len(prompts[order[i]]))].append(i)
+            pending = []
+            for (temperature, _), members in sorted(groups.items()):
+                with self.clock("fallback" if step else stage):
+                    generations = self.engine.generate(
+                        _subset(self.engine, encoded, members, total),
+                        [prompts[order[i]] for i in members],
+                        temperature=temperature,
+                        beam_size=max(jobs[i].options.beam_size for i in members),
+                        max_length=MAX_LENGTH,
+                    )
+                for i, generation in zip(members, generations, strict=True):
+                    position = order[i]
+                    start = starts[position] if starts is not None else 0.0
+                    text = self.tokenizer.decode([t for t in generation.tokens if t < self.tokenizer.eot])
+                    attempt = _Attempt(generation, temperature, compression_ratio(text), start)
+                    tried[position].append(attempt)
+                    options = jobs[i].options
+                    if not _needs_fallback(attempt, options) or self.cancelled(jobs[i]):
+                        final[position] = attempt
+                    elif step + 1 >= len(options.temperatures):
+                        final[position] = _best(tried[position], options)
+                    else:
+                        pending.append(i)
+            step += 1
+        return [attempt for attempt in final if attempt is not None]
+
+    def _add_words(self, encoded: Any, jobs: list[WindowJob], results: list[WindowResult]) -> None:
+        tokenizer = self.tokenizer
+        groups: dict[tuple[str, str], list[int]] = defaultdict(list)
+        for i, (job, result) in enumerate(zip(jobs, results, strict=True)):
+            if job.options.word_timestamps and result.segments:
+                groups[(result.language, job.options.task)].append(i)
+        for (language, task), indices in groups.items():
+            subset = _subset(self.engine, encoded, indices, len(jobs))
+            text_tokens = [
+                [t for s in results[i].segments for t in s.tokens if t < tokenizer.eot] for i in indices
+            ]
+            alignments = self.engine.align(
                 subset,
-                [prompts[i] for i in indices],
-                temperature=temperature,
-                beam_size=beam,
-                max_length=MAX_LENGTH,
+                tokenizer.sot_sequence(language, task),
+                text_tokens,
+                [jobs[i].num_frames for i in indices],
             )
-            for i, generation in zip(indices, generations, strict=True):
-                text = tokenizer.decode(generation.tokens)
-                attempt = _Attempt(generation, temperature, compression_ratio(text))
-                tried[i].append(attempt)
-                if not _needs_fallback(attempt, jobs[i].options):
-                    final[i] = attempt
-                elif step + 1 >= len(jobs[i].options.temperatures):
-                    final[i] = _best(tried[i], jobs[i].options)
-                else:
-                    pending.append(i)
-        step += 1
-    return [attempt for attempt in final if attempt is not None]
+            for i, tokens, alignment in zip(indices, text_tokens, alignments, strict=True):
+                words = align_words(tokenizer, language, tokens, alignment)
+                assign_words(tokenizer, results[i].segments, words)
 
 
 def _needs_fallback(attempt: _Attempt, options: DecodeOptions) -> bool:
@@ -264,20 +443,27 @@ def _best(attempts: list[_Attempt], options: DecodeOptions) -> _Attempt:
     return max(readable or attempts, key=lambda a: a.generation.avg_logprob)
 
 
+def _timed_tokens(tokenizer: WhisperTokenizer, attempt: _Attempt) -> list[int]:
+    """The attempt's tokens with the timestamp it was forced to start at (resumes) in front."""
+    tokens = [t for t in attempt.generation.tokens if t != tokenizer.eot]
+    return [timestamp_token(tokenizer, attempt.start), *tokens] if attempt.start > 0 else tokens
+
+
 def _segments(tokenizer: WhisperTokenizer, job: WindowJob, attempt: _Attempt) -> list[Segment]:
     if _is_silence(attempt, job.options):
         return []
     generation = attempt.generation
     duration = job.num_frames / FRAMES_PER_SECOND
     segments = []
-    for start, end, tokens in split_timestamps(tokenizer, generation.tokens, duration):
-        text = tokenizer.decode(tokens)
+    for start, end, tokens in split_timestamps(tokenizer, _timed_tokens(tokenizer, attempt), duration):
+        text = tokenizer.decode([t for t in tokens if t < tokenizer.eot])
         if not text.strip():
             continue
+        start = max(start, attempt.start)  # a resumed pass never goes back before where it was started
         segments.append(
             Segment(
                 start=start,
-                end=end,
+                end=max(start, end),
                 text=text,
                 tokens=tokens,
                 temperature=attempt.temperature,
@@ -301,7 +487,7 @@ def split_timestamps(
     tokens = [t for t in tokens if t != tokenizer.eot]
 
     def time(token: int) -> float:
-        return min(round((token - begin) * 0.02, 3), duration)
+        return min(round((token - begin) * TIME_PRECISION, 3), duration)
 
     pieces: list[tuple[float, float, list[int]]] = []
     current: list[int] = []
@@ -328,51 +514,46 @@ def split_timestamps(
     return pieces
 
 
-def unfinished_from(tokenizer: WhisperTokenizer, tokens: list[int], num_frames: int) -> float | None:
-    """Where the audio Whisper did not transcribe starts: the last timestamp, when it is well before the
-    end of the window's audio; None when the output reaches the end.
+def _words(text: str) -> list[str]:
+    return [word for word in (w.strip(".,!?;:\"'()-").lower() for w in text.split()) if word]
 
-    Output ending in two timestamps closes a segment and opens one that got no text (OpenAI's Whisper
-    seeks there); output ending in one timestamp closed its last segment, and the model may still have
-    stopped early (base often ends a window after its first sentence). The caller checks that the rest
-    holds speech before decoding it (`Transcriber`), so silence after the last segment costs nothing.
-    """
-    begin = tokenizer.timestamp_begin
+
+def repeats(before: str, after: str) -> bool:
+    """Whether `after` only repeats words from the end of `before`: a pass decoded on from where Whisper
+    stopped, with the text so far as its prompt, sometimes says the last words again when nothing follows."""
+    new, old = _words(after), _words(before)
+    if not new:
+        return False
+    tail = old[-(3 * len(new) + 5):]
+    return any(tail[k : k + len(new)] == new for k in range(len(tail) - len(new) + 1))
+
+
+def last_timestamp(tokenizer: WhisperTokenizer, tokens: Sequence[int]) -> float | None:
+    """Where the output's transcribed audio ends: its last timestamp when the output ends on one (a closed
+    segment, or a closed segment and an opened one that got no text); None when text runs to the end."""
     tokens = [t for t in tokens if t != tokenizer.eot]
+    begin = tokenizer.timestamp_begin
     if len(tokens) < 2 or tokens[-1] < begin:
         return None
     closed = tokens[-2] if tokens[-2] >= begin else tokens[-1]
-    closed_at = (closed - begin) * 0.02
-    if num_frames / FRAMES_PER_SECOND - closed_at < MIN_RESUME_SECONDS:
+    return round((closed - begin) * TIME_PRECISION, 3)
+
+
+def resume_point(tokenizer: WhisperTokenizer, tokens: Sequence[int], job: WindowJob) -> float | None:
+    """Where to decode the window on from, or None when Whisper's output covers its speech.
+
+    Whisper ends a window early when it takes the last sentence for one the next window will hold
+    (`base` often stops after a window's first sentences). The window is decoded on when at least
+    MIN_RESUME_SECONDS of audio and MIN_RESUME_SPEECH of VAD speech follow the last timestamp.
+    """
+    speech = job.options.speech
+    closed = last_timestamp(tokenizer, tokens)
+    if speech is None or closed is None:
         return None
-    return round(closed_at, 3)
-
-
-def _add_words(
-    engine: WhisperEngine,
-    tokenizer: WhisperTokenizer,
-    encoded: Any,
-    jobs: list[WindowJob],
-    results: list[WindowResult],
-) -> None:
-    groups: dict[tuple[str, str], list[int]] = defaultdict(list)
-    for i, (job, result) in enumerate(zip(jobs, results, strict=True)):
-        if job.options.word_timestamps and result.segments:
-            groups[(result.language, job.options.task)].append(i)
-    for (language, task), indices in groups.items():
-        subset = _subset(engine, encoded, indices, len(jobs))
-        text_tokens = [
-            [t for s in results[i].segments for t in s.tokens if t < tokenizer.eot] for i in indices
-        ]
-        alignments = engine.align(
-            subset,
-            tokenizer.sot_sequence(language, task),
-            text_tokens,
-            [jobs[i].num_frames for i in indices],
-        )
-        for i, tokens, alignment in zip(indices, text_tokens, alignments, strict=True):
-            words = align_words(tokenizer, language, tokens, alignment)
-            assign_words(tokenizer, results[i].segments, words)
+    if job.num_frames / FRAMES_PER_SECOND - closed < MIN_RESUME_SECONDS:
+        return None
+    left = sum(max(0.0, end - max(start, closed)) for start, end in speech)
+    return closed if left >= MIN_RESUME_SPEECH else None
 
 
 def warm_up(engine: WhisperEngine, tokenizer: WhisperTokenizer) -> None:

@@ -42,6 +42,9 @@ class WhisperEngine(Protocol):
     def take(self, encoded: Any, indices: list[int]) -> Any:
         """The encoded state of a sub-batch."""
 
+    def join(self, parts: list[Any]) -> Any:
+        """One encoded state of the windows of `parts`, in that order."""
+
     def detect_language(self, encoded: Any) -> list[list[tuple[str, float]]]:
         """Per item, (language code, probability) pairs, most probable first."""
 
@@ -75,7 +78,13 @@ def usable_cores() -> int:
 
 
 class CTranslate2Engine:
-    """Whisper on CTranslate2: int8 on CPU by default, float16 on a CUDA GPU."""
+    """Whisper on CTranslate2: int8 on CPU by default, float16 on a CUDA GPU.
+
+    `inter_threads` replicas share the weights; calls from that many threads run in parallel, each on
+    `intra_threads` cores. The encoder runs `encode_batch` windows per call: on CPU its cost per window
+    grows with larger batches (cache), while generation gains from them, so a batch is encoded in small
+    pieces and generated whole.
+    """
 
     def __init__(
         self,
@@ -84,10 +93,12 @@ class CTranslate2Engine:
         compute_type: str = "int8",
         intra_threads: int = 0,
         inter_threads: int = 1,
+        encode_batch: int = 2,
     ) -> None:
         import ctranslate2
 
         self._ct2 = ctranslate2
+        self.encode_batch = max(1, encode_batch)
         self.model = ctranslate2.models.Whisper(
             str(model_dir),
             device=device,
@@ -103,11 +114,18 @@ class CTranslate2Engine:
     def encode(self, features: np.ndarray) -> Any:
         array = np.ascontiguousarray(features, dtype=np.float32)
         # On a GPU the encoder output comes back to the host so that sub-batches can be sliced.
-        return self.model.encode(self._ct2.StorageView.from_array(array), to_cpu=self._to_cpu)
+        pieces = [
+            self.model.encode(self._ct2.StorageView.from_array(array[i : i + self.encode_batch]), to_cpu=self._to_cpu)
+            for i in range(0, len(array), self.encode_batch)
+        ]
+        return pieces[0] if len(pieces) == 1 else self.join(pieces)
 
     def take(self, encoded: Any, indices: list[int]) -> Any:
         subset = np.ascontiguousarray(np.asarray(encoded)[indices])
         return self._ct2.StorageView.from_array(subset)
+
+    def join(self, parts: list[Any]) -> Any:
+        return self._ct2.StorageView.from_array(np.concatenate([np.asarray(part) for part in parts]))
 
     def detect_language(self, encoded: Any) -> list[list[tuple[str, float]]]:
         results = self.model.detect_language(encoded)

@@ -27,7 +27,7 @@ import msgspec
 
 from whisper_triton.contract import ENTRY_MODEL
 from whisper_triton.repository import build_repository, model_specs
-from whisper_triton.settings import load_settings
+from whisper_triton.settings import load_settings, model_settings
 from whisper_triton.stubs import StubWatch, children
 
 log = logging.getLogger("whisper_triton.launcher")
@@ -135,6 +135,9 @@ def server_environment(base: dict[str, str] | None = None) -> dict[str, str]:
     # The stub embeds Python in isolated mode: it finds this venv only through PATH.
     env["PATH"] = os.pathsep.join((str(Path(sys.prefix) / "bin"), env.get("PATH", "")))
     env.setdefault("LC_ALL", "C.UTF-8")
+    # NumPy's BLAS would start a thread per core in every model process, for small products (VAD, log-mel)
+    # that one thread does as fast; the spinning extra threads only take CPU from the engine.
+    env.setdefault("OPENBLAS_NUM_THREADS", "1")
     return env
 
 
@@ -188,7 +191,8 @@ class TritonServer:
         self.repository = repository
         env = os.environ if self._env is None else self._env
         diarization = env.get("WHISPER_DIARIZATION", "embedded").strip().lower() not in ("off", "false", "0", "")
-        engines = build_repository(Path(self.settings.model_repository), repository, model_specs(env), diarization)
+        engines = build_repository(Path(self.settings.model_repository), repository, model_specs(env), diarization,
+                                   model_settings(env).entry_instances)
         self.preload = engines if self.settings.model_load == "startup" else []
         command = server_command(self.settings, backend_dir, repository, self.preload)
         log.info("starting Triton: gRPC %s, metrics %s:%d", self.settings.grpc_url, self.settings.host,

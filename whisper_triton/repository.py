@@ -37,15 +37,29 @@ def engine_model_name(model: str) -> str:
     return ENGINE_PREFIX + re.sub(r"[^A-Za-z0-9_.-]", "_", model)
 
 
-def build_repository(source: Path, target: Path, specs: list[str], diarization: bool = True) -> list[str]:
+def _instances(config: str, count: int) -> str:
+    """The config with its instance_group's count set (the templates declare exactly one)."""
+    updated, found = re.subn(r"(instance_group \[ \{ count: )\d+", rf"\g<1>{count}", config)
+    if found != 1:
+        raise ValueError("the entry model's config.pbtxt must declare one instance_group with a count")
+    return updated
+
+
+def build_repository(source: Path, target: Path, specs: list[str], diarization: bool = True,
+                     entry_instances: int = 1) -> list[str]:
     """Writes the served repository; returns the engine model names, default model first.
 
-    The diarization model is included (loaded on first use) unless `diarization` is off.
+    The diarization model is included (loaded on first use) unless `diarization` is off. The entry model
+    runs `entry_instances` processes (its CPU work, decoding and VAD, then scales with the host's cores).
     """
     if target.exists():
         shutil.rmtree(target)
     target.mkdir(parents=True)
-    (target / ENTRY_MODEL).symlink_to((source / ENTRY_MODEL).resolve(), target_is_directory=True)
+    entry = target / ENTRY_MODEL
+    (entry / "1").mkdir(parents=True)
+    (entry / "1" / "model.py").symlink_to((source / ENTRY_MODEL / "1" / "model.py").resolve())
+    entry_config = (source / ENTRY_MODEL / "config.pbtxt").read_text(encoding="utf-8")
+    (entry / "config.pbtxt").write_text(_instances(entry_config, entry_instances), encoding="utf-8")
     if diarization:
         (target / DIARIZATION_MODEL).symlink_to((source / DIARIZATION_MODEL).resolve(), target_is_directory=True)
     template = (source / ENGINE_MODEL / "config.pbtxt").read_text(encoding="utf-8")

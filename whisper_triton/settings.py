@@ -28,11 +28,14 @@ class ModelSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
     cache_dir: str = ""
     device: str = "cpu"
     compute_type: str = "int8"
-    cpu_threads: int = 0
+    cpu_threads: int = 0  # CTranslate2 threads in all (0: the usable cores), shared by the engine workers
+    engine_workers: int = 0  # batches decoded at once (CTranslate2 replicas); 0: one per CPU thread, 1 on a GPU
+    engine_max_batch: int = 8  # windows per batch of one worker
+    entry_instances: int = 1  # processes of the entry model (decoding, VAD, windowing): scale with the host's cores
     beam_size: int = msgspec.field(default=1)
     max_audio_seconds: float = 4 * 3600.0
-    max_windows_in_flight: int = 16
-    bls_threads: int = 32
+    max_windows_in_flight: int = 64  # of one request at the engine: enough for every worker's batch
+    bls_threads: int = 64
     engine: str = "ctranslate2"  # ctranslate2 (CPU or CUDA) | tensorrt_llm (GPU, engines of build_engines)
     trtllm_engine_dir: str = ""  # <dir>/{encoder,decoder} or <dir>/<model id>/{encoder,decoder}
     trtllm_max_batch_size: int = 0  # requests the executor runs at once; 0: the engine's maximum
@@ -81,6 +84,9 @@ def validate_model_settings(settings: ModelSettings) -> ModelSettings:
     checks = {
         "WHISPER_BEAM_SIZE": 1 <= settings.beam_size <= 16,
         "WHISPER_CPU_THREADS": settings.cpu_threads >= 0,
+        "WHISPER_ENGINE_WORKERS": settings.engine_workers >= 0,
+        "WHISPER_ENGINE_MAX_BATCH": 1 <= settings.engine_max_batch <= 256,
+        "WHISPER_ENTRY_INSTANCES": 1 <= settings.entry_instances <= 256,
         "WHISPER_MAX_AUDIO_SECONDS": settings.max_audio_seconds > 0,
         "WHISPER_MAX_WINDOWS_IN_FLIGHT": settings.max_windows_in_flight >= 1,
         "WHISPER_BLS_THREADS": settings.bls_threads >= 1,

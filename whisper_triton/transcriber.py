@@ -7,7 +7,11 @@ windows of all requests are batched); tests run it with a `decode` that calls an
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
+import time
+import uuid
+from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
@@ -16,21 +20,30 @@ from typing import Any
 import numpy as np
 
 from whisper_triton.audio import SAMPLE_RATE, decode_audio
-from whisper_triton.decoding import DecodeOptions, Segment, WindowJob, WindowResult
+from whisper_triton.decoding import DecodeOptions, Segment, WindowResult
 from whisper_triton.errors import AudioTooShortError, InvalidRequestError
-from whisper_triton.features import window_features
 from whisper_triton.languages import normalize_language
 from whisper_triton.models import ModelInfo
 from whisper_triton.speakers import KnownSpeaker, split_by_speaker
 from whisper_triton.voices import EmbedFn, KnownVoices, check_voices, known_speakers, reference_samples, voice_samples
-from whisper_triton.windows import WINDOW_SAMPLES, WINDOW_SECONDS, Window, has_speech, plan_windows
+from whisper_triton.windows import WINDOW_SAMPLES, WINDOW_SECONDS, Window, plan_windows
 
-DecodeFn = Callable[[WindowJob], Awaitable[WindowResult]]
+
+@dataclass(frozen=True)
+class WindowCall:
+    """One window for the engine: its audio and how to decode it."""
+
+    samples: np.ndarray  # float32, 16 kHz, at most 30 s
+    options: DecodeOptions
+
+
+DecodeFn = Callable[[WindowCall], Awaitable[WindowResult]]
+CancelFn = Callable[[str], Awaitable[None]]  # drops a request's windows still queued at the engine
 # Speaker turns of the whole audio: [{"start", "end", "speaker"}], from the diarization model; clusters
 # matching a known speaker carry the name.
 DiarizeFn = Callable[[np.ndarray, "SpeakerCount", list[KnownSpeaker]], Awaitable[list[dict[str, Any]]]]
 MIN_SECONDS = 0.1
-MAX_RESUMES = 4  # each resume starts later in the window, so this only bounds pathological output
+_BACKGROUND: set[asyncio.Future[None]] = set()  # cancellations in flight (asyncio keeps only weak references)
 TASKS = ("transcribe", "translate")
 
 
@@ -48,11 +61,11 @@ class TranscribeRequest:
     prompt: str | None = None
     temperature: float = 0.0
     word_timestamps: bool = False
-    timestamps: bool = True  # False: text without segment times (see DecodeOptions.timestamps)
     vad: bool = True
     diarize: bool = False
     speakers: SpeakerCount = SpeakerCount()
     known: KnownVoices = field(default_factory=KnownVoices)
+    profile: bool = False  # `done` gets the seconds spent per stage
 
 
 @dataclass(frozen=True)
@@ -107,9 +120,11 @@ class Transcriber:
         settings: TranscriberSettings | None = None,
         diarize: DiarizeFn | None = None,
         embed: EmbedFn | None = None,
+        cancel: CancelFn | None = None,
     ) -> None:
         self.model = model
         self._decode = decode
+        self._cancel = cancel
         self._diarize = diarize
         self._embed = embed
         self._executor = executor
@@ -134,9 +149,10 @@ class Transcriber:
         check_voices(request.known)
         checked = replace(request, task="transcribe") if diarize_only else request
         options = replace(validate(checked, self.model), beam_size=self.settings.beam_size,
-                          word_timestamps=request.word_timestamps or diarizing,
-                          timestamps=request.timestamps or diarizing)
-        decoded = await self._run_blocking(decode_audio, audio, self.settings.max_audio_seconds)
+                          word_timestamps=request.word_timestamps or diarizing, request=uuid.uuid4().hex)
+        profile = Profile()
+        with profile.stage("decode"):
+            decoded = await self._run_blocking(decode_audio, audio, self.settings.max_audio_seconds)
         samples: np.ndarray = decoded.samples
         duration = len(samples) / SAMPLE_RATE
         if duration < MIN_SECONDS:
@@ -153,12 +169,12 @@ class Transcriber:
                 yield {"type": "done", "task": "diarize", "language": None, "duration": round(duration, 3),
                        "text": "", "segments": [], "speakers": turns}
                 return
-            windows: list[Window] = await self._run_blocking(plan_windows, samples, request.vad)
+            with profile.stage("vad"):
+                windows: list[Window] = await self._run_blocking(plan_windows, samples, request.vad)
             segments: list[dict[str, Any]] = []
             language = options.language
-            async for window, result, progress in self._decode_windows(samples, windows, options):
-                if language is None:
-                    language = result.language
+            async for window, result, progress in self._decode_windows(samples, windows, options, profile):
+                language = language or result.language
                 new = [_segment_dict(len(segments) + i, window, s) for i, s in enumerate(result.segments)]
                 segments.extend(new)
                 if not diarizing:
@@ -166,7 +182,8 @@ class Transcriber:
             done: dict[str, Any] = {"type": "done", "task": options.task, "language": language or "en",
                                     "duration": round(duration, 3)}
             if turns_task is not None:
-                turns = await turns_task
+                with profile.stage("diarization_wait"):
+                    turns = await turns_task
                 segments = split_by_speaker(segments, turns)
                 if not request.word_timestamps:
                     segments = [{k: v for k, v in s.items() if k != "words"} for s in segments]
@@ -175,6 +192,8 @@ class Transcriber:
         finally:
             if turns_task is not None and not turns_task.done():
                 turns_task.cancel()
+        if request.profile:
+            done["profile"] = profile.report(duration)
         yield {**done, "text": "".join(s["text"] for s in segments).strip(), "segments": segments}
 
     async def voice(self, audio: bytes) -> AsyncIterator[dict[str, Any]]:
@@ -211,11 +230,10 @@ class Transcriber:
         segments: list[dict[str, Any]] = []
         languages: list[str] = []
         for window, pieces in _pack_given(given, len(samples)):
-            chunk = samples[window.start : window.end]
-            features, frames = await self._run_blocking(window_features, chunk, self.model.n_mels)
             relative = tuple((text, max(0.0, s - window.offset), min(window.duration, e - window.offset))
                              for text, s, e in pieces)
-            result = await self._decode(WindowJob(features, frames, replace(options, given=relative)))
+            call = WindowCall(samples[window.start : window.end], replace(options, given=relative))
+            result = await self._decode(call)
             languages.append(result.language)
             segments.extend(_segment_dict(len(segments) + i, window, s) for i, s in enumerate(result.segments))
         yield {
@@ -228,51 +246,84 @@ class Transcriber:
         }
 
     async def _decode_windows(
-        self, samples: np.ndarray, windows: list[Window], options: DecodeOptions
+        self, samples: np.ndarray, windows: list[Window], options: DecodeOptions, profile: Profile
     ) -> AsyncIterator[tuple[Window, WindowResult, float]]:
-        """Results in audio order with the fraction of windows done (resumed parts count with theirs)."""
+        """Results in audio order with the fraction of windows done.
+
+        Every window is sent at once (up to `max_windows_in_flight`): the engine decodes them in window
+        order, detects the request's language on the first and uses it for all, and decodes a window on
+        where Whisper stopped early. When the caller stops early, windows still queued at the engine are
+        dropped there.
+        """
         if not windows:
             return
         gate = asyncio.Semaphore(self.settings.max_windows_in_flight)
 
-        async def run(window: Window, window_options: DecodeOptions) -> list[tuple[Window, WindowResult]]:
-            """The window's result, then those of its remainder while Whisper stops early."""
-            results = []
-            for _ in range(MAX_RESUMES + 1):
-                async with gate:
-                    chunk = samples[window.start : window.end]
-                    features, frames = await self._run_blocking(window_features, chunk, self.model.n_mels)
-                    result = await self._decode(WindowJob(features, frames, window_options))
-                results.append((window, result))
-                if result.resume_at is None:
-                    break
-                rest = Window(window.start + int(result.resume_at * SAMPLE_RATE), window.end)
-                if not await self._run_blocking(has_speech, samples[rest.start : rest.end]):
-                    break  # Whisper stopped before silence: nothing was left out
-                window, window_options = rest, replace(window_options, language=result.language)
-            return results
+        async def run(index: int, window: Window) -> WindowResult:
+            async with gate:
+                call = WindowCall(samples[window.start : window.end],
+                                  replace(options, window=index, speech=window.speech))
+                started = time.perf_counter()
+                result = await self._decode(call)
+                profile.add_window(result, time.perf_counter() - started)
+                return result
 
-        def progressed(
-            index: int, items: list[tuple[Window, WindowResult]]
-        ) -> list[tuple[Window, WindowResult, float]]:
-            done = [round(index / len(windows), 4)] * (len(items) - 1) + [round((index + 1) / len(windows), 4)]
-            return [(w, r, p) for (w, r), p in zip(items, done, strict=True)]
-
-        first = await run(windows[0], options)
-        for item in progressed(0, first):
-            yield item
-        if options.language is None and self.model.multilingual:
-            # One language per request, detected on the first window, as OpenAI's Whisper does.
-            options = replace(options, language=first[0][1].language)
-        tasks = [asyncio.ensure_future(run(w, options)) for w in windows[1:]]
+        tasks = [asyncio.ensure_future(run(index, window)) for index, window in enumerate(windows)]
+        finished = False
         try:
-            for index, task in enumerate(tasks, start=1):
-                for item in progressed(index, await task):
-                    yield item
+            for index, (window, task) in enumerate(zip(windows, tasks, strict=True)):
+                yield window, await task, round((index + 1) / len(windows), 4)
+            finished = True
         finally:
             for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            if not finished and self._cancel is not None and options.request is not None:
+                # Not awaited here: the caller may be gone (cancelled), and the engine needs no answer.
+                cancelling = asyncio.ensure_future(self._cancel(options.request))
+                _BACKGROUND.add(cancelling)
+                cancelling.add_done_callback(_BACKGROUND.discard)
+            with contextlib.suppress(Exception):
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class Profile:
+    """Seconds per stage of one request: the entry model's own, and the engine's shares per window."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.counts: dict[str, float] = defaultdict(float)
+        self._started = time.perf_counter()
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Any:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] += time.perf_counter() - started
+
+    def add_window(self, result: WindowResult, round_trip: float) -> None:
+        timings = dict(result.timings)
+        self.counts["windows"] += 1
+        self.counts["resumes"] += result.resumes
+        self.counts["batch_windows"] += timings.pop("batch", 0.0)
+        queue, wall = timings.pop("queue", 0.0), timings.pop("batch_wall", 0.0)
+        self.seconds["engine_queue"] += queue
+        for stage, seconds in timings.items():
+            self.seconds[f"engine_{stage}"] += seconds
+        # What the round trip holds besides waiting and the batch's work: transfers and serialisation.
+        self.seconds["transfer"] += max(0.0, round_trip - queue - wall)
+
+    def report(self, duration: float) -> dict[str, Any]:
+        windows = self.counts["windows"] or 1.0
+        return {
+            "audio_seconds": round(duration, 3),
+            "wall": round(time.perf_counter() - self._started, 4),
+            "seconds": {stage: round(value, 4) for stage, value in sorted(self.seconds.items())},
+            "windows": int(self.counts["windows"]),
+            "resumes": int(self.counts["resumes"]),
+            "mean_batch": round(self.counts["batch_windows"] / windows, 2),
+        }
 
 
 def _given_segments(transcript: list[dict[str, Any]]) -> list[tuple[str, float, float]]:

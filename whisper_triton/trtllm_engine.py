@@ -270,6 +270,9 @@ class TensorRTLLMEngine:
     def take(self, encoded: Encoded, indices: list[int]) -> Encoded:
         return Encoded(encoded.host[indices], [encoded.items[i] for i in indices])
 
+    def join(self, parts: list[Encoded]) -> Encoded:
+        return Encoded(np.concatenate([part.host for part in parts]), [item for part in parts for item in part.items])
+
     def detect_language(self, encoded: Encoded) -> list[list[tuple[str, float]]]:
         if not self.is_multilingual:
             return [[("en", 1.0)] for _ in encoded.items]

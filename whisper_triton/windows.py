@@ -1,29 +1,34 @@
 """Voice activity detection and packing of speech into Whisper windows of at most 30 s.
 
-Windows are cut only in silence found by Silero VAD (v6, ONNX, shipped in faster-whisper), so no
-word is split between two windows and every word is decoded exactly once. Each window keeps its
-absolute offset, which turns window-relative timestamps into absolute ones.
+Windows are cut only in silence found by Silero VAD, so no word is split between two windows and every
+word is decoded exactly once. Each window keeps its absolute offset, which turns window-relative
+timestamps into absolute ones, and the speech VAD found in it, which tells the engine whether a window
+where Whisper stopped early still holds speech to decode.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
-from faster_whisper.vad import VadOptions, get_speech_timestamps
 
 from whisper_triton.audio import SAMPLE_RATE
+from whisper_triton.features import WINDOW_SAMPLES, WINDOW_SECONDS
+from whisper_triton.vad import SileroVad, VadOptions, speech_timestamps
 
-WINDOW_SECONDS = 30
-WINDOW_SAMPLES = WINDOW_SECONDS * SAMPLE_RATE
+__all__ = ["WINDOW_SAMPLES", "WINDOW_SECONDS", "Window", "pack_windows", "plan_windows", "speech_spans"]
+
+VAD_THRESHOLD = 0.5
+SPAN_PAD_MS = 200  # speech spans are widened by this much on each side before packing
 
 
 @dataclass(frozen=True)
 class Window:
-    """A slice of the audio, in samples: [start, end)."""
+    """A slice of the audio, in samples: [start, end), with the speech VAD found in it (window seconds)."""
 
     start: int
     end: int
+    speech: tuple[tuple[float, float], ...] = field(default=(), compare=False)
 
     @property
     def offset(self) -> float:
@@ -34,27 +39,22 @@ class Window:
         return (self.end - self.start) / SAMPLE_RATE
 
 
-def speech_spans(samples: np.ndarray, threshold: float = 0.5, pad_ms: int = 200) -> list[Window]:
+def _options(pad_ms: int) -> VadOptions:
+    # Leave room for the padding so that a maximal span still fits one window.
+    return VadOptions(threshold=VAD_THRESHOLD, min_silence_duration_ms=160, speech_pad_ms=pad_ms,
+                      max_speech_duration_s=WINDOW_SECONDS - 1)
+
+
+def speech_probabilities(samples: np.ndarray) -> np.ndarray:
+    """Silero VAD's speech probability of each 512-sample frame."""
+    return SileroVad.load().probabilities(samples)
+
+
+def speech_spans(samples: np.ndarray, pad_ms: int = SPAN_PAD_MS, probs: np.ndarray | None = None) -> list[Window]:
     """Speech regions by Silero VAD (widened by `pad_ms` on each side), each at most one window long."""
-    options = VadOptions(
-        threshold=threshold,
-        min_silence_duration_ms=160,
-        speech_pad_ms=pad_ms,
-        # Leave room for the padding so that a maximal span still fits one window.
-        max_speech_duration_s=WINDOW_SECONDS - 1,
-    )
-    return [
-        Window(int(span["start"]), int(span["end"]))
-        for span in get_speech_timestamps(samples, options, sampling_rate=SAMPLE_RATE)
-    ]
-
-
-def has_speech(samples: np.ndarray, min_seconds: float = 0.5) -> bool:
-    """Whether Silero VAD finds at least `min_seconds` of speech (unpadded) in the samples."""
-    if len(samples) < min_seconds * SAMPLE_RATE:
-        return False
-    spans = speech_spans(samples, pad_ms=0)
-    return sum(span.end - span.start for span in spans) >= min_seconds * SAMPLE_RATE
+    if probs is None:
+        probs = speech_probabilities(samples)
+    return [Window(start, end) for start, end in speech_timestamps(probs, len(samples), _options(pad_ms))]
 
 
 def pack_windows(spans: list[Window], max_samples: int = WINDOW_SAMPLES) -> list[Window]:
@@ -83,16 +83,34 @@ def fixed_windows(num_samples: int, max_samples: int = WINDOW_SAMPLES) -> list[W
     return [Window(s, min(s + max_samples, num_samples)) for s in range(0, num_samples, max_samples)]
 
 
-def plan_windows(samples: np.ndarray, use_vad: bool = True, vad_threshold: float = 0.5) -> list[Window]:
-    """Windows to transcribe: one for audio that fits a window, else VAD-packed windows."""
+def plan_windows(samples: np.ndarray, use_vad: bool = True) -> list[Window]:
+    """Windows to transcribe, each with the (unpadded) speech VAD found in it.
+
+    Audio that fits one window stays one window (Whisper's own no-speech detection handles a short clip
+    better than cutting it); longer audio is cut in silence, or every 30 s when `use_vad` is off. VAD runs
+    either way: the speech it finds decides whether a window is decoded on where Whisper stopped early.
+    """
     if len(samples) == 0:
         return []
+    probs = speech_probabilities(samples)
     if len(samples) <= WINDOW_SAMPLES:
-        # Whisper's own no-speech detection handles a short clip better than cutting it.
-        return [Window(0, len(samples))]
-    if not use_vad:
-        return fixed_windows(len(samples))
-    return pack_windows(speech_spans(samples, vad_threshold))
+        windows = [Window(0, len(samples))]
+    elif not use_vad:
+        windows = fixed_windows(len(samples))
+    else:
+        windows = pack_windows(speech_spans(samples, SPAN_PAD_MS, probs))
+    speech = speech_spans(samples, 0, probs)
+    return [_with_speech(window, speech) for window in windows]
+
+
+def _with_speech(window: Window, speech: list[Window]) -> Window:
+    inside = tuple(
+        (round((max(s.start, window.start) - window.start) / SAMPLE_RATE, 3),
+         round((min(s.end, window.end) - window.start) / SAMPLE_RATE, 3))
+        for s in speech
+        if s.end > window.start and s.start < window.end
+    )
+    return Window(window.start, window.end, inside)
 
 
 def _split(span: Window, max_samples: int) -> list[Window]:
@@ -102,9 +120,5 @@ def _split(span: Window, max_samples: int) -> list[Window]:
 
 
 def warm_up() -> None:
-    """Loads the VAD model (and the log-mel filters of both mel sizes) before the first long request."""
-    from whisper_triton.features import window_features
-
-    speech_spans(np.zeros(SAMPLE_RATE, dtype=np.float32))
-    for n_mels in (80, 128):
-        window_features(np.zeros(SAMPLE_RATE, dtype=np.float32), n_mels)
+    """Loads the VAD model before the first request."""
+    speech_probabilities(np.zeros(SAMPLE_RATE, dtype=np.float32))

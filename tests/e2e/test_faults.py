@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import signal
 import sqlite3
@@ -26,19 +27,21 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-import tritonclient.grpc as grpcclient
 
 from frontend.tasks.model import TaskRequest, new_task
 from frontend.tasks.store import SQLiteStore
 from tests.assets import jfk_wav, long_recording
 from tests.clients import connect, multipart, read_all, trickle
 from tests.conftest import Served, run_frontend, start_served
+from tests.grpc_calls import call_engine
 from tests.procfs import eventually, in_flight, open_sockets, rss_bytes, stub_pids
 from tests.text import wer
 from whisper_triton.repository import engine_model_name
 
 ENGINE = engine_model_name("tiny.en")
-ENV = {"FRONTEND_BODY_TIMEOUT_S": "2", "FRONTEND_SEND_TIMEOUT_S": "3", "FRONTEND_MAX_CONCURRENT_REQUESTS": "4"}
+ENV = {"FRONTEND_BODY_TIMEOUT_S": "2", "FRONTEND_SEND_TIMEOUT_S": "3", "FRONTEND_MAX_CONCURRENT_REQUESTS": "4",
+       # One worker decoding two windows at a time: a long request's windows wait in the engine's queue.
+       "WHISPER_ENGINE_WORKERS": "1", "WHISPER_ENGINE_MAX_BATCH": "2"}
 
 
 @pytest.fixture(scope="module")
@@ -77,12 +80,21 @@ def sockets_settle(served: Served, baseline: int, timeout: float = 20) -> bool:
     return eventually(lambda: open_sockets(served.process.pid) <= baseline, timeout)
 
 
-def engine_windows(served: Served) -> int:
-    client = grpcclient.InferenceServerClient(served.grpc_url)
-    try:
-        return int(client.get_inference_statistics(ENGINE).model_stats[0].inference_count)
-    finally:
-        client.close()
+def engine_windows(served: Served, outcome: str) -> float:
+    return served.metric("whisper_engine_windows_total", model=ENGINE, outcome=outcome)
+
+
+def steady(read: Any, for_s: float = 2.0, timeout: float = 90) -> bool:
+    """Whether `read()` stops changing for `for_s` seconds within `timeout`."""
+    deadline, last, since = time.monotonic() + timeout, read(), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.25)
+        value = read()
+        if value != last:
+            last, since = value, time.monotonic()
+        elif time.monotonic() - since >= for_s:
+            return True
+    return False
 
 
 def test_triton_killed_mid_request_gives_a_clear_503_and_comes_back(guarded: Served) -> None:
@@ -136,19 +148,9 @@ def test_a_malformed_window_fails_alone(guarded: Served) -> None:
     stop, failures = threading.Event(), []
 
     def poison() -> None:
-        client = grpcclient.InferenceServerClient(guarded.grpc_url)
-        inputs = [grpcclient.InferInput("FEATURES", [1, 80, 3000], "FP32"),
-                  grpcclient.InferInput("NUM_FRAMES", [1, 1], "INT32"),
-                  grpcclient.InferInput("OPTIONS", [1, 1], "BYTES")]
-        inputs[0].set_data_from_numpy(np.zeros((1, 80, 3000), np.float32))
-        inputs[1].set_data_from_numpy(np.array([[100]], np.int32))
-        inputs[2].set_data_from_numpy(np.array([[b'{"temperatures": []}']], dtype=object))
         while not stop.is_set():
-            try:
-                client.infer(ENGINE, inputs)
-            except Exception as exc:
-                failures.append(str(exc))
-        client.close()
+            outcome = call_engine(guarded.grpc_url, ENGINE, np.zeros(1600, np.float32), b'{"temperatures": []}')
+            failures.append(str(outcome))
 
     poisoners = [threading.Thread(target=poison) for _ in range(3)]
     for thread in poisoners:
@@ -163,24 +165,27 @@ def test_a_malformed_window_fails_alone(guarded: Served) -> None:
             thread.join()
     assert [r.status_code for r in responses] == [200] * 3, [r.text for r in responses]
     assert all(wer(audio.text, r.json()["text"]) < 0.25 for r in responses)
-    assert failures and all("INVALID_ARG" in f and "temperatures" in f for f in failures), failures[:3]
+    assert failures and all("bad window request" in f and "temperatures" in f for f in failures), failures[:3]
 
 
 def test_a_client_that_leaves_stops_its_transcription(guarded: Served) -> None:
+    """Its windows still queued at the engine are dropped, not decoded for nobody; no timing assumed."""
     guarded.wait_ready(180)
-    head, body = multipart(long_recording(2.0).path.read_bytes())
+    recording = long_recording(6.0)
+    windows_in_file = math.ceil(recording.duration / 30)
+    decoded, cancelled = engine_windows(guarded, "decoded"), engine_windows(guarded, "cancelled")
+    head, body = multipart(recording.path.read_bytes())
     sock = connect(guarded.http_port)
     sock.sendall(head + body)
     assert eventually(lambda: in_flight(guarded.base_url) == 1, 30)
-    time.sleep(1.0)
+    assert eventually(lambda: engine_windows(guarded, "decoded") > decoded, 120)  # work has started
     sock.close()
     left = time.monotonic()
     assert eventually(lambda: in_flight(guarded.base_url) == 0, 10)
-    assert time.monotonic() - left < 3  # not when the 2-minute file is done
-    time.sleep(1.5)
-    settled = engine_windows(guarded)
-    time.sleep(3)
-    assert engine_windows(guarded) == settled  # Triton stopped working on it too
+    assert time.monotonic() - left < 3  # not when the 6-minute file is done
+    assert eventually(lambda: engine_windows(guarded, "cancelled") > cancelled, 30)
+    assert steady(lambda: engine_windows(guarded, "decoded"))  # the engine stopped working on it
+    assert engine_windows(guarded, "decoded") - decoded < windows_in_file
 
 
 def test_a_trickling_upload_is_cut_and_its_connection_closed(guarded: Served) -> None:

@@ -9,7 +9,8 @@ import pytest
 
 from tests.assets import FORMATS, JFK_TEXT, encoded, long_recording, long_recording_mp3
 from tests.conftest import Served
-from tests.text import normalize, wer, words
+from tests.speech import long_speech
+from tests.text import english_normalize, english_wer, normalize, wer, words
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +53,28 @@ def test_ten_minute_recording_is_complete_with_monotonic_correct_timestamps(sdk:
         if found < 0.6 * len(piece_words):
             missed.append((piece, near))
     assert len(missed) <= len(recording.pieces) // 20, missed[:3]
+
+
+def test_json_answers_keep_every_sentence_of_long_real_speech(sdk: openai.OpenAI) -> None:
+    """`json` (text only, no times) is decoded like `verbose_json`: where Whisper ends a window early,
+    the window is decoded on, so no sentence is dropped at window ends (text-only decoding dropped them)."""
+    recording = long_speech("report", 4.0, seed=3)
+    with recording.path.open("rb") as audio:
+        plain = sdk.audio.transcriptions.create(model="whisper-1", file=audio, response_format="json")
+    with recording.path.open("rb") as audio:
+        timed = sdk.audio.transcriptions.create(model="whisper-1", file=audio, response_format="verbose_json",
+                                                timestamp_granularities=["segment"])
+    assert plain.text == timed.text
+    assert english_wer(recording.text, plain.text) < 0.15
+    # Every sentence is there, where it was spoken (the json text is the verbose_json text, so its times tell).
+    segments = timed.segments or []
+    missing = []
+    for piece in recording.pieces:
+        near = " ".join(s.text for s in segments if s.end > piece.start - 1.0 and s.start < piece.end + 1.0)
+        heard, said = set(english_normalize(near).split()), english_normalize(piece.text).split()
+        if sum(word in heard for word in said) < 0.6 * len(said):
+            missing.append((piece.start, piece.text, near))
+    assert not missing, missing
 
 
 def test_long_recording_segments_stream_in_order(sdk: openai.OpenAI) -> None:

@@ -2,64 +2,25 @@
 
 from __future__ import annotations
 
-import json
-import queue
 import threading
 from collections.abc import Iterator
-from typing import Any
 
 import numpy as np
 import pytest
-import tritonclient.grpc as grpcclient
 
 from tests.assets import JFK_TEXT, jfk_wav, long_recording
 from tests.conftest import Served
+from tests.grpc_calls import bool_input as _bool
+from tests.grpc_calls import bytes_input as _bytes
+from tests.grpc_calls import call_engine, call_entry
 from tests.text import wer
 from whisper_triton import contract
 from whisper_triton.audio import decode_audio
-from whisper_triton.decoding import DecodeOptions
+from whisper_triton.decoding import DecodeOptions, WindowResult
 from whisper_triton.errors import InvalidAudioError, InvalidRequestError, from_wire
-from whisper_triton.features import window_features
 from whisper_triton.repository import engine_model_name
 
 TINY_ENGINE = engine_model_name("tiny.en")
-
-
-def _bytes(name: str, value: bytes) -> grpcclient.InferInput:
-    tensor = grpcclient.InferInput(name, [1], "BYTES")
-    tensor.set_data_from_numpy(np.array([value], dtype=object))
-    return tensor
-
-
-def _bool(name: str, value: bool) -> grpcclient.InferInput:
-    tensor = grpcclient.InferInput(name, [1], "BOOL")
-    tensor.set_data_from_numpy(np.array([value], dtype=bool))
-    return tensor
-
-
-def call_entry(url: str, inputs: list[grpcclient.InferInput]) -> list[dict[str, Any] | Exception]:
-    """Streams one request to the decoupled entry model; returns its events (or the error)."""
-    results: queue.Queue[dict[str, Any] | Exception] = queue.Queue()
-
-    def callback(result: Any, error: Any) -> None:
-        if error is not None:
-            results.put(error)
-        else:
-            results.put(json.loads(result.as_numpy(contract.EVENT)[0]))
-
-    client = grpcclient.InferenceServerClient(url)
-    client.start_stream(callback=callback)
-    try:
-        client.async_stream_infer(contract.ENTRY_MODEL, inputs)
-        events: list[dict[str, Any] | Exception] = []
-        while True:
-            item = results.get(timeout=600)
-            events.append(item)
-            if isinstance(item, Exception) or item["type"] == "done":
-                return events
-    finally:
-        client.stop_stream()
-        client.close()
 
 
 @pytest.fixture(scope="module")
@@ -108,49 +69,69 @@ def test_invalid_language_is_rejected(url: str) -> None:
 
 def test_engine_model_contract(url: str) -> None:
     samples = decode_audio(jfk_wav().read_bytes()).samples
-    features, frames = window_features(samples, 80)
-    inputs = [grpcclient.InferInput(contract.FEATURES, [1, 80, 3000], "FP32"),
-              grpcclient.InferInput(contract.NUM_FRAMES, [1, 1], "INT32"),
-              grpcclient.InferInput(contract.OPTIONS, [1, 1], "BYTES")]
-    inputs[0].set_data_from_numpy(features[np.newaxis])
-    inputs[1].set_data_from_numpy(np.array([[frames]], dtype=np.int32))
-    inputs[2].set_data_from_numpy(np.array([[contract.encode(DecodeOptions(word_timestamps=True))]], dtype=object))
-    client = grpcclient.InferenceServerClient(url)
-    raw = client.infer(TINY_ENGINE, inputs).as_numpy(contract.RESULT).reshape(-1)[0]
-    result = contract.decode_result(raw)
-    client.close()
+    result = call_engine(url, TINY_ENGINE, samples, DecodeOptions(word_timestamps=True))
+    assert isinstance(result, WindowResult)
     assert result.language == "en"
     assert wer(JFK_TEXT, "".join(s.text for s in result.segments)) < 0.1
     assert all(s.words for s in result.segments)
+    assert {"queue", "features", "encode", "decode", "batch"} <= set(result.timings)
+    # Bad windows fail alone, with a message that says why.
+    for bad in (call_engine(url, TINY_ENGINE, np.zeros(16000 * 31, np.float32)),
+                call_engine(url, TINY_ENGINE, samples, b'{"temperatures": []}'),
+                call_engine(url, TINY_ENGINE, None, DecodeOptions())):
+        assert isinstance(bad, Exception) and "bad window request" in str(bad), bad
+
+
+def test_a_cancelled_requests_queued_windows_are_dropped_at_the_engine(url: str) -> None:
+    samples = decode_audio(long_recording(1.0).path.read_bytes()).samples[: 16000 * 30]
+    outcomes: list[object] = []
+
+    def send(index: int) -> None:
+        outcomes.append(call_engine(url, TINY_ENGINE, samples, DecodeOptions(request="doomed", window=index)))
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(12)]
+    for thread in threads:
+        thread.start()
+    dropped = call_engine(url, TINY_ENGINE, None, cancel="doomed")
+    for thread in threads:
+        thread.join(120)
+    assert isinstance(dropped, dict) and dropped["cancelled"] >= 1
+    cancelled = [o for o in outcomes if isinstance(o, Exception)]
+    assert len(cancelled) >= dropped["cancelled"] and all("cancelled" in str(o).lower() for o in cancelled)
+    # The engine goes on serving other requests.
+    assert isinstance(call_engine(url, TINY_ENGINE, samples, DecodeOptions(request="alive")), WindowResult)
 
 
 def test_windows_of_concurrent_requests_share_engine_batches(url: str) -> None:
-    client = grpcclient.InferenceServerClient(url)
-
-    def counts() -> tuple[int, int]:
-        stats = client.get_inference_statistics(TINY_ENGINE).model_stats[0]
-        return int(stats.inference_count), int(stats.execution_count)
-
     audio = long_recording(1.0).path.read_bytes()
-    before = counts()
-    threads = [threading.Thread(target=call_entry, args=(url, [_bytes(contract.AUDIO, audio)])) for _ in range(4)]
+    profiles: list[dict[str, object]] = []
+
+    def transcribe() -> None:
+        done = call_entry(url, [_bytes(contract.AUDIO, audio), _bool(contract.PROFILE, True)])[-1]
+        assert isinstance(done, dict)
+        profiles.append(done["profile"])
+
+    threads = [threading.Thread(target=transcribe) for _ in range(4)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    after = counts()
-    client.close()
-    windows, executions = after[0] - before[0], after[1] - before[1]
-    assert windows >= 8
-    # Batched: markedly fewer engine executions than windows.
-    assert executions <= windows / 2, (windows, executions)
+    assert len(profiles) == 4
+    assert all(p["windows"] >= 2 for p in profiles)
+    # Batched: a window shares its engine batch with others (of its own request and of the others).
+    assert sum(float(p["mean_batch"]) for p in profiles) / 4 >= 2, profiles  # type: ignore[arg-type]
 
 
-def test_text_only_requests_skip_timestamps(url: str) -> None:
+def test_the_profile_tells_where_the_time_went(url: str) -> None:
+    done = call_entry(url, [_bytes(contract.AUDIO, jfk_wav().read_bytes()), _bool(contract.PROFILE, True)])[-1]
+    assert isinstance(done, dict)
+    seconds = done["profile"]["seconds"]
+    assert {"decode", "vad", "engine_features", "engine_encode", "engine_decode", "transfer"} <= set(seconds)
+    assert done["profile"]["windows"] == 1 and 0 < seconds["engine_encode"] < done["profile"]["wall"]
+
+
+def test_timestamps_false_is_accepted_and_changes_nothing(url: str) -> None:
     timed = call_entry(url, [_bytes(contract.AUDIO, jfk_wav().read_bytes())])[-1]
     plain = call_entry(url, [_bytes(contract.AUDIO, jfk_wav().read_bytes()), _bool(contract.TIMESTAMPS, False)])[-1]
     assert isinstance(timed, dict) and isinstance(plain, dict)
-    assert wer(JFK_TEXT, plain["text"]) < 0.1
-    # One segment over the window, its tokens free of timestamp tokens; with timestamps Whisper splits it.
-    assert [(s["start"], s["end"]) for s in plain["segments"]] == [(0.0, 11.0)]
-    assert len(timed["segments"]) > 1
+    assert plain["text"] == timed["text"] and plain["segments"] == timed["segments"]

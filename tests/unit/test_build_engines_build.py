@@ -345,7 +345,7 @@ def test_all_converts_builds_and_renders(tools: Path, tmp_path: Path, monkeypatc
     assert converted[0] == ("openai/whisper-tiny.en", workdir / "tiny.en" / "checkpoint", "float16")
     assert (workdir / "tiny.en" / "decoder" / "rank0.engine").is_file()
     config = (workdir / "model_repository" / "whisper_engine" / "config.pbtxt").read_text()
-    assert "max_batch_size: 16" in config and "count: 2 kind: KIND_GPU" in config
+    assert 'WHISPER_ENGINE_MAX_BATCH" value { string_value: "16"' in config and "count: 2 kind: KIND_GPU" in config
     assert f'string_value: "{workdir}"' in config
     environment = (workdir / "model_repository" / "serve.env").read_text()
     assert "WHISPER_MODELS=tiny.en\n" in environment and "WHISPER_ENGINE=tensorrt_llm\n" in environment

@@ -25,16 +25,17 @@ CPU_CONFIG = (SOURCE_REPOSITORY / "whisper_engine" / "config.pbtxt").read_text()
 
 GOLDEN = '''\
 # Whisper engine, GPU variant, rendered by `python -m build_engines render` for the TensorRT-LLM engines in
-# /engines. The tensors are those of model_repository/whisper_engine/config.pbtxt. The dynamic
-# batcher gathers the windows of all in-flight requests; each instance runs them through one TensorRT-LLM
-# C++ executor (in-flight batching), which holds its own copy of the engines and its own KV cache.
+# /engines. The tensors are those of model_repository/whisper_engine/config.pbtxt. The windows of
+# all in-flight requests queue in the model's scheduler; its workers hand batches of up to 64
+# to one TensorRT-LLM C++ executor per instance (in-flight batching), which holds its own copy of the engines
+# and its own KV cache.
 name: "whisper_engine"
 backend: "python"
-max_batch_size: 64
-{io}dynamic_batching {{
-  max_queue_delay_microseconds: 5000
-}}
-instance_group [ {{ count: 1 kind: KIND_GPU }} ]
+max_batch_size: 0
+model_transaction_policy {{ decoupled: true }}
+{io}instance_group [ {{ count: 1 kind: KIND_GPU }} ]
+parameters {{ key: "WHISPER_ENGINE_MAX_BATCH" value {{ string_value: "64" }} }}
+parameters {{ key: "WHISPER_ENGINE_WORKERS" value {{ string_value: "2" }} }}
 parameters {{ key: "WHISPER_ENGINE" value {{ string_value: "tensorrt_llm" }} }}
 parameters {{ key: "WHISPER_TRTLLM_ENGINE_DIR" value {{ string_value: "/engines" }} }}
 parameters {{ key: "WHISPER_TRTLLM_MAX_BATCH_SIZE" value {{ string_value: "64" }} }}
@@ -61,16 +62,18 @@ def test_golden_gpu_engine_config() -> None:
 
 def test_the_gpu_config_declares_the_cpu_configs_tensors() -> None:
     rendered = render_engine_config(CPU_CONFIG, Path("/engines"), RenderOptions(), 64)
-    tensors = re.compile(r'\{ name: "(\w+)" data_type: (\w+) dims: \[([^\]]*)\] \}')
+    tensors = re.compile(r'\{ name: "(\w+)" data_type: (\w+) dims: \[([^\]]*)\](?: optional: true)? \}')
     assert tensors.findall(rendered) == tensors.findall(CPU_CONFIG)
-    assert [name for name, _, _ in tensors.findall(rendered)] == ["FEATURES", "NUM_FRAMES", "OPTIONS", "RESULT"]
+    assert [name for name, _, _ in tensors.findall(rendered)] == ["SAMPLES", "OPTIONS", "CANCEL", "RESULT"]
 
 
 def test_options_reach_the_config() -> None:
-    options = RenderOptions(instances=2, max_queue_delay_us=100, kv_cache_fraction=0.8,
+    options = RenderOptions(instances=2, workers=3, kv_cache_fraction=0.8,
                             cross_kv_cache_fraction=0.4, beam_size=4)
     rendered = render_engine_config(CPU_CONFIG, Path('/data/my "engines"'), options, 32)
-    assert "max_batch_size: 32\n" in rendered and "max_queue_delay_microseconds: 100\n" in rendered
+    assert "max_batch_size: 0\n" in rendered and "decoupled: true" in rendered
+    assert 'key: "WHISPER_ENGINE_MAX_BATCH" value { string_value: "32" }' in rendered
+    assert 'key: "WHISPER_ENGINE_WORKERS" value { string_value: "3" }' in rendered
     assert "instance_group [ { count: 2 kind: KIND_GPU } ]" in rendered
     assert 'string_value: "/data/my \\"engines\\""' in rendered
     assert '"WHISPER_TRTLLM_KV_CACHE_FRACTION" value { string_value: "0.8" }' in rendered
@@ -84,7 +87,7 @@ def test_the_repository_links_the_other_models_and_writes_serve_env(tmp_path: Pa
     (tmp_path / "engines" / "tiny" / "checkpoint" / "encoder").mkdir(parents=True)  # not an engine
     repository = render_repository(tmp_path / "engines", tmp_path / "repo", RenderOptions())
     config = (repository / "whisper_engine" / "config.pbtxt").read_text()
-    assert "max_batch_size: 32\n" in config  # the smallest engine's maximum
+    assert 'WHISPER_ENGINE_MAX_BATCH" value { string_value: "32"' in config  # the smallest engine's maximum
     assert "${" not in config
     model = repository / "whisper_engine" / "1" / "model.py"
     assert model.resolve() == (SOURCE_REPOSITORY / "whisper_engine" / "1" / "model.py").resolve()
@@ -155,5 +158,5 @@ def test_the_cli_renders(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert main(["render", "--engines", str(tmp_path / "engines"), "--repository", str(tmp_path / "repo"),
                  "--instances", "2", "--max-batch-size", "16", "--models", "large-v3-turbo"]) == 0
     config = (tmp_path / "repo" / "whisper_engine" / "config.pbtxt").read_text()
-    assert "max_batch_size: 16" in config and "count: 2" in config
+    assert 'WHISPER_ENGINE_MAX_BATCH" value { string_value: "16"' in config and "count: 2" in config
     assert "serve it with: set -a;" in capsys.readouterr().out

@@ -95,8 +95,11 @@ class FakeEngine:
         replies: dict[int, dict[float, Generation]],
         multilingual: bool = False,
         detected: dict[int, list[tuple[str, float]]] | None = None,
+        resumed: dict[tuple[int, int], Generation] | None = None,
     ) -> None:
         self.replies = replies
+        # What a pass forced to start at a timestamp token returns: resumed[(item, that token)].
+        self.resumed = resumed or {}
         self.is_multilingual = multilingual
         self.num_languages = 99 if multilingual else 1
         self.detected = detected or {}
@@ -110,6 +113,9 @@ class FakeEngine:
     def take(self, encoded: Any, indices: list[int]) -> Any:
         return [encoded[i] for i in indices]
 
+    def join(self, parts: list[Any]) -> Any:
+        return [item for part in parts for item in part]
+
     def detect_language(self, encoded: Any) -> list[list[tuple[str, float]]]:
         self.calls.append(Call("detect_language", list(encoded)))
         return [self.detected[item] for item in encoded]
@@ -120,7 +126,8 @@ class FakeEngine:
         assert len(prompts) == len(encoded)
         assert max_length == MAX_LENGTH
         self.calls.append(Call("generate", list(encoded), prompts, temperature, beam_size))
-        return [self.replies[item][temperature] for item in encoded]
+        return [self.resumed[(item, prompt[-1])] if (item, prompt[-1]) in self.resumed else
+                self.replies[item][temperature] for item, prompt in zip(encoded, prompts, strict=True)]
 
     def align(
         self, encoded: Any, start_sequence: list[int], text_tokens: list[list[int]], num_frames: list[int]
@@ -500,15 +507,136 @@ def test_warm_up_runs_every_engine_path(english: WhisperTokenizer, tiny_en: CTra
     assert {"encode", "generate", "align"} <= set(called)
 
 
-def test_without_timestamps_the_window_is_one_segment(english: WhisperTokenizer) -> None:
-    text_only = Generation(english.encode(" Hello there. General Kenobi."), -0.2, 0.01)
-    engine = FakeEngine({0: {0.0: text_only}, 1: {0.0: speech(english, " Timed.", start=1.0, end=2.0)}})
-    results = decode_windows(engine, english, [job(0, num_frames=1200, timestamps=False), job(1)])
-    prompts = {item: prompt for call in engine.called("generate") for item, prompt in zip(call.items, call.prompts,
-                                                                                            strict=True)}
-    assert prompts[0] == [*english.sot_sequence("en", "transcribe"), english.no_timestamps]
-    assert prompts[1] == english.sot_sequence("en", "transcribe")
-    (segment,) = results[0].segments
-    assert (segment.start, segment.end, segment.text) == (0.0, 12.0, " Hello there. General Kenobi.")
-    assert results[0].resume_at is None
-    assert [(s.start, s.end) for s in results[1].segments] == [(1.0, 2.0)]
+# Decoding on where Whisper stopped early (same encoder output)
+
+
+def test_a_window_that_stops_early_is_decoded_on_from_its_last_timestamp(english: WhisperTokenizer) -> None:
+    first = speech(english, " First part.", start=0.0, end=10.0)
+    second = Generation([*english.encode(" Second part."), ts(english, 20.0), english.eot], -0.2, 0.01)
+    nothing = Generation([english.eot], -0.5, 0.01)
+    engine = FakeEngine({0: {0.0: first}}, resumed={(0, ts(english, 10.0)): second, (0, ts(english, 20.0)): nothing})
+    (result,) = decode_windows(engine, english, [job(0, num_frames=2800, speech=((0.5, 27.0),), prompt="Hi.")])
+    assert [(s.start, s.end, s.text) for s in result.segments] == [(0.0, 10.0, " First part."),
+                                                                  (10.0, 20.0, " Second part.")]
+    assert result.resumes == 2  # the second resume found nothing more: done
+    assert len(engine.called("encode")) == 1  # no second encoding
+    prompts = [call.prompts[0] for call in engine.called("generate")]
+    assert prompts[0] == [english.sot_prev, *english.encode(" Hi."), *english.sot_sequence("en", "transcribe")]
+    text_so_far = [t for t in first.tokens if t < english.eot]
+    assert prompts[1] == [english.sot_prev, *english.encode(" Hi."), *text_so_far,
+                          *english.sot_sequence("en", "transcribe"), ts(english, 10.0)]
+    assert prompts[2][-1] == ts(english, 20.0)
+
+
+def test_no_resume_without_speech_after_the_last_timestamp(english: WhisperTokenizer) -> None:
+    engine = FakeEngine({0: {0.0: speech(english, " All of it.", start=0.0, end=10.0)}})
+    # VAD found speech only before 10.2 s (0.2 s after the last timestamp is under the minimum).
+    (result,) = decode_windows(engine, english, [job(0, num_frames=2800, speech=((0.5, 10.2),))])
+    assert result.resumes == 0 and len(engine.called("generate")) == 1
+
+
+def test_no_resume_near_the_end_of_the_audio_or_without_vad(english: WhisperTokenizer) -> None:
+    engine = FakeEngine({0: {0.0: speech(english, " All of it.", start=0.0, end=10.0)}})
+    decode_windows(engine, english, [job(0, num_frames=1050, speech=((0.5, 10.5),))])  # 0.5 s of audio left
+    decode_windows(engine, english, [job(0, num_frames=2800)])  # no VAD spans: never
+    assert len(engine.called("generate")) == 2
+
+
+def test_a_cancelled_window_is_not_decoded_on(english: WhisperTokenizer) -> None:
+    engine = FakeEngine({0: {0.0: speech(english, " First part.", start=0.0, end=10.0)}})
+    (result,) = decode_windows(engine, english, [job(0, num_frames=2800, speech=((0.5, 27.0),))],
+                               cancelled=lambda job: True)
+    assert result.resumes == 0 and len(engine.called("generate")) == 1
+
+
+def test_a_resumed_pass_never_goes_back_before_its_start(english: WhisperTokenizer) -> None:
+    first = speech(english, " First.", start=0.0, end=10.0)
+    backwards = Generation([*english.encode(" Again."), ts(english, 4.0), english.eot], -0.2, 0.01)
+    engine = FakeEngine({0: {0.0: first}}, resumed={(0, ts(english, 10.0)): backwards})
+    (result,) = decode_windows(engine, english, [job(0, num_frames=2800, speech=((0.5, 27.0),))])
+    assert all(s.start >= 10.0 and s.end >= s.start for s in result.segments[1:])
+
+
+# One language per request
+
+
+class Ticket:
+    def __init__(self, detector: bool, board: dict[str, tuple[str, float] | None]) -> None:
+        self.detector, self.board = detector, board
+
+    def publish(self, language: tuple[str, float] | None) -> None:
+        self.board["language"] = language
+
+    def wait(self) -> tuple[str, float] | None:
+        return self.board.get("language")
+
+
+def test_a_request_detects_its_language_once_for_all_its_windows(multilingual: WhisperTokenizer) -> None:
+    board: dict[str, tuple[str, float] | None] = {}
+    engine = FakeEngine({i: {0.0: speech(multilingual, " Salut.")} for i in range(3)}, multilingual=True,
+                        detected={0: [("fr", 0.8)], 1: [("de", 0.9)], 2: [("es", 0.9)]})
+    tickets = [Ticket(False, board), Ticket(True, board), None]
+    results = decode_windows(engine, multilingual, [job(1), job(0), job(2)], tickets)  # type: ignore[arg-type]
+    assert [c.items for c in engine.called("detect_language")] == [[0], [2]]  # the detector, then the loner
+    assert [r.language for r in results] == ["fr", "fr", "es"]
+    assert board["language"] == ("fr", 0.8)
+
+
+def test_when_the_detector_failed_a_waiter_detects_its_own(multilingual: WhisperTokenizer) -> None:
+    board: dict[str, tuple[str, float] | None] = {"language": None}
+    engine = FakeEngine({0: {0.0: speech(multilingual, " Hallo.")}}, multilingual=True, detected={0: [("de", 0.9)]})
+    (result,) = decode_windows(engine, multilingual, [job(0)], [Ticket(False, board)])  # type: ignore[list-item]
+    assert result.language == "de"
+
+
+def test_timings_cover_the_stages_of_the_batch(english: WhisperTokenizer) -> None:
+    engine = FakeEngine({0: {0.0: speech(english, " One.")}, 1: {0.0: speech(english, " Two.")}})
+    results = decode_windows(engine, english, [job(0), job(1)])
+    for result in results:
+        assert {"encode", "language", "decode", "batch"} <= set(result.timings)
+        assert result.timings["batch"] == 2
+
+
+def test_a_resumed_pass_whose_text_runs_to_the_end_is_kept_and_ends_the_window(english: WhisperTokenizer) -> None:
+    first = speech(english, " First part.", start=0.0, end=10.0)
+    # What base does: it repeats the forced timestamp, then transcribes to the end without closing.
+    tail = Generation([ts(english, 10.0), *english.encode(" The rest."), english.eot], -0.2, 0.01)
+    engine = FakeEngine({0: {0.0: first}}, resumed={(0, ts(english, 10.0)): tail})
+    (result,) = decode_windows(engine, english, [job(0, num_frames=2800, speech=((0.5, 27.0),))])
+    assert [(s.start, s.end, s.text) for s in result.segments] == [(0.0, 10.0, " First part."),
+                                                                  (10.0, 28.0, " The rest.")]
+    assert result.resumes == 1 and len(engine.called("generate")) == 2
+
+
+def test_a_detector_is_encoded_and_detected_before_the_rest_of_its_batch(multilingual: WhisperTokenizer) -> None:
+    """Windows of its request in other batches wait for its language: they should not wait for a whole batch."""
+    board: dict[str, tuple[str, float] | None] = {}
+    engine = FakeEngine({i: {0.0: speech(multilingual, " Hola.")} for i in range(4)}, multilingual=True,
+                        detected={2: [("es", 0.9)]})
+    tickets = [None, None, Ticket(True, board), None]
+    jobs = [job(i, language="es" if i != 2 else None) for i in range(4)]
+    results = decode_windows(engine, multilingual, jobs, tickets)  # type: ignore[arg-type]
+    assert [(c.method, c.items) for c in engine.calls[:3]] == [("encode", [2]), ("detect_language", [2]),
+                                                               ("encode", [0, 1, 3])]
+    assert [r.language for r in results] == ["es"] * 4 and board["language"] == ("es", 0.9)
+    assert [r.segments[0].text for r in results] == [" Hola."] * 4
+
+
+def test_a_resumed_pass_that_only_repeats_the_end_is_dropped(english: WhisperTokenizer) -> None:
+    first = speech(english, " Then press the pound key.", start=0.0, end=25.0)
+    again = Generation([ts(english, 25.0), *english.encode(" the pound key"), ts(english, 27.0), english.eot],
+                       -0.3, 0.01)
+    engine = FakeEngine({0: {0.0: first}}, resumed={(0, ts(english, 25.0)): again})
+    (result,) = decode_windows(engine, english, [job(0, num_frames=3000, speech=((0.5, 28.0),))])
+    assert [s.text for s in result.segments] == [" Then press the pound key."]
+    assert result.resumes == 1  # and no further pass from 27 s
+
+
+def test_repeats() -> None:
+    from whisper_triton.decoding import repeats
+
+    assert repeats("After the tone, press the pound key.", " the pound key")
+    assert repeats("Press the pound key.", "Pound key!")
+    assert not repeats("Press the pound key.", " Goodbye.")
+    assert not repeats("Press the pound key.", " the pound key to continue")
+    assert not repeats("Press the pound key.", "")

@@ -75,7 +75,7 @@ def test_serve_tensorrt_llm_renders_the_gpu_repository(module: ModuleType, tmp_p
     repository = Path(next(c for c in command if c.startswith("--model-repository=")).split("=", 1)[1])
     config = (repository / "whisper_engine__large-v3-turbo" / "config.pbtxt").read_text()
     assert 'name: "whisper_engine__large-v3-turbo"' in config and "KIND_GPU" in config
-    assert "count: 2" in config and "max_batch_size: 32" in config
+    assert "count: 2" in config and 'WHISPER_ENGINE_MAX_BATCH" value { string_value: "32"' in config
     assert 'key: "WHISPER_TRTLLM_KV_CACHE_FRACTION" value { string_value: "0.7" }' in config
     assert f'string_value: "{engines}"' in config
     assert 'key: "WHISPER_MODEL" value { string_value: "large-v3-turbo" }' in config
@@ -95,7 +95,7 @@ def test_engine_cache_key_names_everything_an_engine_depends_on(module: ModuleTy
               module.engine_key(msgspec.structs.replace(build, max_batch_size=8), "1.0.0", "x")}
     assert key not in others and len(others) == 4
     # Serving options do not shape the engines: changing them re-renders, it does not rebuild.
-    assert module.engine_key(msgspec.structs.replace(build, instances=2, max_queue_delay_us=100), "1.0.0",
+    assert module.engine_key(msgspec.structs.replace(build, instances=2, workers=3), "1.0.0",
                              "nvidia-h100-80gb-hbm3-sm90") == key
     command = module.build_command("large-v3-turbo", tmp_path, build)
     assert command[1:4] == ["-m", "build_engines", "all"] and command[command.index("--workdir") + 1] == str(tmp_path)

@@ -122,11 +122,3 @@ def test_bad_data_urls(url: str) -> None:
         data_url_audio(url, "known_speaker_references")
     assert info.value.param == "known_speaker_references" and info.value.status == 400
 
-
-def test_only_answers_that_show_times_ask_for_timestamps() -> None:
-    def needs(**fields: str) -> bool:
-        return parse_audio_form(form(model="m", **fields), FILE, "transcribe").needs_timestamps
-
-    assert not needs() and not needs(response_format="text") and not needs(response_format="json", stream="true")
-    assert needs(response_format="verbose_json") and needs(response_format="srt") and needs(response_format="vtt")
-    assert needs(response_format="diarized_json") and needs(diarize="true")

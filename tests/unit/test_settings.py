@@ -15,7 +15,8 @@ def test_defaults() -> None:
     assert (settings.model, settings.device, settings.compute_type) == ("base", "cpu", "int8")
     assert (settings.cpu_threads, settings.beam_size) == (0, 1)
     assert settings.max_audio_seconds == 4 * 3600.0
-    assert (settings.max_windows_in_flight, settings.bls_threads) == (16, 32)
+    assert (settings.max_windows_in_flight, settings.bls_threads) == (64, 64)
+    assert (settings.engine_workers, settings.engine_max_batch, settings.entry_instances) == (0, 8, 1)
 
 
 def test_values_are_converted_from_strings() -> None:

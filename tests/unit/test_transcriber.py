@@ -1,4 +1,4 @@
-"""The transcription orchestration with a fake engine call: order, offsets, language, resumes."""
+"""The transcription orchestration with a fake engine call: order, offsets, language, cancellation."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import pytest
 
 from tests.assets import jfk_wav, long_recording, wav_bytes
 from whisper_triton.audio import decode_audio
-from whisper_triton.decoding import Segment, WindowJob, WindowResult, unfinished_from
+from whisper_triton.decoding import Segment, WindowResult, last_timestamp
 from whisper_triton.errors import AudioTooShortError, InvalidRequestError
 from whisper_triton.models import ModelInfo, read_model_info, resolve_model
 from whisper_triton.text import WhisperTokenizer
-from whisper_triton.transcriber import Transcriber, TranscribeRequest, temperature_schedule
+from whisper_triton.transcriber import Transcriber, TranscribeRequest, WindowCall, temperature_schedule
 
 MULTILINGUAL = ModelInfo(n_mels=80, multilingual=True, num_languages=99)
 ENGLISH = ModelInfo(n_mels=80, multilingual=False, num_languages=1)
@@ -25,28 +25,26 @@ def segment(start: float, end: float, text: str) -> Segment:
 
 
 class FakeDecode:
-    """Answers each window with one segment spanning its audio; records the jobs it got."""
+    """Answers each window with one segment spanning its audio (in the request's language, as the engine
+    does once it detected it); records the calls it got."""
 
-    def __init__(self, resume_once_at: float | None = None, language: str = "de") -> None:
-        self.jobs: list[WindowJob] = []
-        self.resume_once_at = resume_once_at
+    def __init__(self, language: str = "de", delay: float = 0.3) -> None:
+        self.jobs: list[WindowCall] = []
         self.language = language
+        self.delay = delay
         self.in_flight = 0
         self.max_in_flight = 0
 
-    async def __call__(self, job: WindowJob) -> WindowResult:
+    async def __call__(self, job: WindowCall) -> WindowResult:
         self.jobs.append(job)
-        number = len(self.jobs)
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
-        await asyncio.sleep(0.3)  # long enough for the other windows' features to be ready
+        await asyncio.sleep(self.delay)
         self.in_flight -= 1
-        duration = job.num_frames / 100
-        resume = None
-        if self.resume_once_at is not None and number == 1:
-            resume, duration = self.resume_once_at, self.resume_once_at
+        duration = len(job.samples) / 16000
         language = job.options.language or self.language
-        return WindowResult(language, 0.9, [segment(0.0, duration, f" window {number}")], resume)
+        return WindowResult(language, 0.9, [segment(0.0, duration, f" window {job.options.window}")],
+                            timings={"encode": 0.5, "batch": 2.0, "queue": 0.01, "batch_wall": 0.01})
 
 
 async def collect(transcriber: Transcriber, audio: bytes, request: TranscribeRequest) -> list[dict[str, Any]]:
@@ -61,36 +59,67 @@ async def test_windows_in_order_with_absolute_times_and_one_detected_language() 
     assert done["type"] == "done" and done["language"] == "de"
     assert done["duration"] == pytest.approx(recording.duration, abs=0.01)
     assert [e["type"] for e in events[:-1]] == ["segments"] * (len(events) - 1) == ["segments"] * len(fake.jobs)
-    # The first window is detected alone; every later one is sent with its language.
-    assert fake.jobs[0].options.language is None
-    assert all(job.options.language == "de" for job in fake.jobs[1:])
+    # Every window goes out at once, with one request id and its index; the engine resolves the language.
+    assert all(job.options.language is None for job in fake.jobs)
+    assert len({job.options.request for job in fake.jobs}) == 1 and fake.jobs[0].options.request
+    assert sorted(job.options.window for job in fake.jobs) == list(range(len(fake.jobs)))
+    assert fake.max_in_flight == len(fake.jobs) > 2
+    # Each window carries the speech VAD found in it (window seconds), for the engine's resume decisions.
+    for job in fake.jobs:
+        duration = len(job.samples) / 16000
+        assert job.options.speech and all(0 <= a < b <= duration + 0.01 for a, b in job.options.speech)
     segments = done["segments"]
     assert [s["id"] for s in segments] == list(range(len(segments)))
-    assert len(segments) == len(fake.jobs) and len({s["text"] for s in segments}) == len(segments)
+    assert [s["text"] for s in segments] == [f" window {i}" for i in range(len(segments))]
     starts = [s["start"] for s in segments]
     assert starts == sorted(starts) and starts[-1] > 60
     assert all(abs(s["seek"] - s["start"] * 100) < 1 for s in segments)  # seek: mel frames
-    assert fake.max_in_flight > 1  # the windows after the first are sent together
+    assert [e["progress"] for e in events[:-1]][-1] == 1.0
 
 
-async def test_an_unfinished_window_is_resumed_from_where_it_stopped() -> None:
-    fake = FakeDecode(resume_once_at=4.0)
-    events = await collect(Transcriber(ENGLISH, fake), jfk_wav().read_bytes(), TranscribeRequest())
-    done = events[-1]
-    assert len(fake.jobs) == 2
-    assert fake.jobs[1].num_frames == fake.jobs[0].num_frames - 400
-    assert [(s["start"], s["text"]) for s in done["segments"]] == [(0.0, " window 1"), (4.0, " window 2")]
-    assert done["segments"][1]["end"] == pytest.approx(11.0, abs=0.01)
+async def test_the_profile_sums_the_stages_when_asked() -> None:
+    fake = FakeDecode(delay=0.05)
+    plain = await collect(Transcriber(ENGLISH, fake), jfk_wav().read_bytes(), TranscribeRequest())
+    assert "profile" not in plain[-1]
+    events = await collect(Transcriber(ENGLISH, fake), jfk_wav().read_bytes(), TranscribeRequest(profile=True))
+    profile = events[-1]["profile"]
+    assert profile["windows"] == 1 and profile["mean_batch"] == 2.0
+    assert {"decode", "vad", "engine_encode", "engine_queue", "transfer"} <= set(profile["seconds"])
+    assert profile["seconds"]["engine_encode"] == 0.5
+    assert profile["seconds"]["transfer"] >= 0.02  # the fake call's own 50 ms beyond queue and batch time
+    assert profile["audio_seconds"] == pytest.approx(11.0, abs=0.01) and profile["wall"] > 0
 
 
-async def test_no_resume_into_silence() -> None:
-    """Whisper stopping where only silence is left is not an early stop: the rest is not decoded."""
+async def test_a_consumer_that_stops_cancels_the_requests_queued_windows() -> None:
+    recording = long_recording(2.0)
+    cancelled: list[str] = []
+
+    async def cancel(request: str) -> None:
+        cancelled.append(request)
+
+    fake = FakeDecode(delay=0.2)
+    transcriber = Transcriber(MULTILINGUAL, fake, cancel=cancel)
+    events = transcriber.events(recording.path.read_bytes(), TranscribeRequest())
+    first = await anext(events)
+    assert first["type"] == "segments"
+    await events.aclose()
+    await asyncio.sleep(0.05)
+    assert cancelled == [fake.jobs[0].options.request]
+    # A transcription that runs to its end cancels nothing.
+    cancelled.clear()
+    await collect(Transcriber(ENGLISH, FakeDecode(delay=0.01), cancel=cancel), jfk_wav().read_bytes(),
+                  TranscribeRequest())
+    await asyncio.sleep(0.05)
+    assert cancelled == []
+
+
+async def test_a_short_clip_is_one_window_with_its_speech() -> None:
     jfk = decode_audio(jfk_wav().read_bytes()).samples
     audio = wav_bytes(np.concatenate([jfk, np.zeros(16000 * 8, dtype=np.float32)]))
-    fake = FakeDecode(resume_once_at=11.5)
-    events = await collect(Transcriber(ENGLISH, fake), audio, TranscribeRequest())
-    assert len(fake.jobs) == 1
-    assert [s["text"] for s in events[-1]["segments"]] == [" window 1"]
+    fake = FakeDecode()
+    await collect(Transcriber(ENGLISH, fake), audio, TranscribeRequest())
+    (job,) = fake.jobs
+    assert job.options.speech and job.options.speech[-1][1] < 11.5  # no speech in the trailing silence
 
 
 async def test_validation() -> None:
@@ -118,20 +147,16 @@ def test_temperature_schedule() -> None:
             temperature_schedule(bad)
 
 
-def test_unfinished_from() -> None:
+def test_last_timestamp() -> None:
     path = resolve_model("tiny.en").path
     info = read_model_info(path)
     tokenizer = WhisperTokenizer(path / "tokenizer.json", info.multilingual, info.num_languages)
     begin = tokenizer.timestamp_begin
     text = tokenizer.encode(" Hello there.")
-    closed_then_opened = [begin, *text, begin + 100, begin + 110, tokenizer.eot]
-    assert unfinished_from(tokenizer, closed_then_opened, num_frames=2800) == pytest.approx(2.0)
-    # Near the end of the audio nothing was left out.
-    assert unfinished_from(tokenizer, closed_then_opened, num_frames=250) is None
-    # A closed last segment well before the end: the model may have stopped early (checked by VAD later).
-    assert unfinished_from(tokenizer, [begin, *text, begin + 100, tokenizer.eot], num_frames=2800) == 2.0
-    assert unfinished_from(tokenizer, [begin, *text, begin + 100, tokenizer.eot], num_frames=250) is None
-    assert unfinished_from(tokenizer, [begin, *text], num_frames=2800) is None
+    # A closed segment and an opened one without text: the audio is transcribed up to the closing time.
+    assert last_timestamp(tokenizer, [begin, *text, begin + 100, begin + 110, tokenizer.eot]) == pytest.approx(2.0)
+    assert last_timestamp(tokenizer, [begin, *text, begin + 100, tokenizer.eot]) == 2.0
+    assert last_timestamp(tokenizer, [begin, *text]) is None  # text runs to the end
 
 
 async def test_align_packs_given_segments_into_windows_with_relative_times() -> None:

@@ -191,8 +191,8 @@ def test_plan_of_long_speech_cuts_only_in_silence(spoken: tuple[np.ndarray, list
 
 
 def test_warm_up_loads_the_vad_model() -> None:
-    from faster_whisper.vad import get_vad_model
+    from whisper_triton import vad
 
-    get_vad_model.cache_clear()
+    vad._load.cache_clear()
     windows.warm_up()
-    assert get_vad_model.cache_info().currsize == 1
+    assert vad._load.cache_info().currsize == 1

@@ -1,6 +1,7 @@
 """Triton glue of the entry model: one whole transcription per request, windows sent via BLS."""
 
 import asyncio
+import contextlib
 import os
 import sys
 import traceback
@@ -32,6 +33,7 @@ from whisper_triton.transcriber import SpeakerCount, Transcriber, TranscribeRequ
 from whisper_triton.voices import KnownVoices
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+CANCEL_POLL_S = 0.1
 
 
 class TritonPythonModel:
@@ -59,9 +61,13 @@ class TritonPythonModel:
                 return await self._decode_window(engine, job)
 
             diarization = self.settings.diarization.lower() not in ("off", "false", "0")
+            async def cancel(request_id):
+                await self._cancel_windows(engine, request_id)
+
             self.transcribers[model] = Transcriber(
                 read_model_info(resolved.path),
                 decode,
+                cancel=cancel,
                 diarize=self._diarize if diarization else None,
                 embed=self._embed if diarization else None,
                 executor=self.cpu_pool,
@@ -79,6 +85,20 @@ class TritonPythonModel:
 
     async def _handle(self, request):
         sender = request.get_response_sender()
+        work = asyncio.ensure_future(self._respond(request, sender))
+        # A client that leaves (or a cancelled task) cancels the request in Triton: stop the work, which
+        # also drops the request's windows still queued at the engine.
+        while not work.done():
+            await asyncio.wait([work], timeout=CANCEL_POLL_S)
+            if not work.done() and request.is_cancelled():
+                work.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await work
+                error = pb_utils.TritonError("cancelled", pb_utils.TritonError.CANCELLED)
+                sender.send(pb_utils.InferenceResponse(error=error), flags=FINAL)
+                return
+
+    async def _respond(self, request, sender):
         try:
             audio, options, stream, model, transcript = _read_request(request)
             transcriber = self._transcriber(model or self.default_model)
@@ -89,10 +109,6 @@ class TritonPythonModel:
             else:
                 events = transcriber.align(audio, transcript, options.language)
             async for event in events:
-                if request.is_cancelled():
-                    error = pb_utils.TritonError("cancelled", pb_utils.TritonError.CANCELLED)
-                    sender.send(pb_utils.InferenceResponse(error=error), flags=FINAL)
-                    return
                 if event["type"] == "done":
                     sender.send(_response(event), flags=FINAL)
                 elif stream:
@@ -144,30 +160,46 @@ class TritonPythonModel:
             raise EngineError("Speaker diarization failed.")
         return response
 
-    async def _decode_window(self, engine, job):
+    async def _decode_window(self, engine, call):
         inputs = [
-            pb_utils.Tensor(contract.FEATURES, job.features[np.newaxis]),
-            pb_utils.Tensor(contract.NUM_FRAMES, np.array([[job.num_frames]], dtype=np.int32)),
-            pb_utils.Tensor(contract.OPTIONS, np.array([[contract.encode(job.options)]], dtype=object)),
+            pb_utils.Tensor(contract.SAMPLES, np.ascontiguousarray(call.samples, dtype=np.float32)),
+            pb_utils.Tensor(contract.OPTIONS, np.array([contract.encode(call.options)], dtype=object)),
         ]
-        call = pb_utils.InferenceRequest(
-            model_name=engine, requested_output_names=[contract.RESULT], inputs=inputs
-        )
-        response = await asyncio.get_running_loop().run_in_executor(self.bls_pool, call.exec)
-        if response.has_error():
-            message = response.error().message()
-            error = from_wire(message)
-            if error.code != "internal_error":
-                raise error
-            if is_unavailable(message):  # the engine's process died: `make serve` reloads it
-                raise UnavailableError("The Whisper engine is restarting; retry shortly.")
-            raise EngineError(error.message)
-        result = pb_utils.get_output_tensor_by_name(response, contract.RESULT).as_numpy().reshape(-1)[0]
-        return contract.decode_result(result)
+        request = pb_utils.InferenceRequest(model_name=engine, requested_output_names=[contract.RESULT], inputs=inputs)
+        result = await asyncio.get_running_loop().run_in_executor(self.bls_pool, _window_result, request)
+        if isinstance(result, bytes):
+            return contract.decode_result(result)
+        error = from_wire(result)
+        if error.code != "internal_error":
+            raise error
+        if is_unavailable(result):  # the engine's process died: `make serve` reloads it
+            raise UnavailableError("The Whisper engine is restarting; retry shortly.")
+        raise EngineError(error.message)
+
+    async def _cancel_windows(self, engine, request_id):
+        """Drops the request's windows still queued at the engine (best effort: it may be gone)."""
+        inputs = [pb_utils.Tensor(contract.CANCEL, np.array([request_id.encode()], dtype=object))]
+        request = pb_utils.InferenceRequest(model_name=engine, requested_output_names=[contract.RESULT], inputs=inputs)
+        with contextlib.suppress(Exception):
+            await asyncio.get_running_loop().run_in_executor(self.bls_pool, _window_result, request)
 
     def finalize(self):
         self.cpu_pool.shutdown(wait=False, cancel_futures=True)
         self.bls_pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _window_result(request):
+    """Runs a BLS call to the (decoupled) engine model: the RESULT bytes, or the error message."""
+    result = None
+    for response in request.exec(decoupled=True):
+        if response.has_error():
+            return response.error().message()
+        tensor = pb_utils.get_output_tensor_by_name(response, contract.RESULT)
+        if tensor is not None:
+            result = tensor.as_numpy().reshape(-1)[0]
+    if result is None:
+        return "[internal_error] the engine sent no result"
+    return bytes(result)
 
 
 def _read_request(request):
@@ -199,8 +231,8 @@ def _read_request(request):
         prompt=text(contract.PROMPT) or None,
         temperature=0.0 if temperature is None else float(temperature),
         word_timestamps=bool(value(contract.WORD_TIMESTAMPS) or False),
-        timestamps=True if value(contract.TIMESTAMPS) is None else bool(value(contract.TIMESTAMPS)),
         vad=True if value(contract.VAD) is None else bool(value(contract.VAD)),
+        profile=bool(value(contract.PROFILE) or False),
     )
     stream = bool(value(contract.STREAM) or False)
     transcript = value(contract.TRANSCRIPT)

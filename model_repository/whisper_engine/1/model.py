@@ -1,10 +1,16 @@
-"""Triton glue of the Whisper engine model: one dynamic batch of windows per execute()."""
+"""Triton glue of the Whisper engine model: windows of all requests queue in one scheduler (in-flight
+batching); its workers decode batches in parallel and answer each window's request as it is done.
+
+Decoupled: execute() only queues, so windows that arrive while others are decoded join the queue at
+once instead of waiting for a whole batch to finish, and a CANCEL request drops a request's queued windows.
+"""
 
 import json
 import os
 import sys
 import time
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -16,11 +22,14 @@ if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 from whisper_triton import contract
-from whisper_triton.decoding import WindowJob, decode_each, warm_up
-from whisper_triton.engine import CTranslate2Engine
+from whisper_triton.decoding import warm_up
+from whisper_triton.engine import CTranslate2Engine, usable_cores
 from whisper_triton.models import read_model_info, resolve_model
+from whisper_triton.scheduler import QueuedWindow, WindowCancelled, WindowScheduler, decode_queued
 from whisper_triton.settings import SettingsError, model_settings
 from whisper_triton.text import WhisperTokenizer
+
+FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 
 
 class TritonPythonModel:
@@ -41,60 +50,109 @@ class TritonPythonModel:
             gpu = args.get("model_instance_kind") == "GPU"
             device_id = int(args.get("model_instance_device_id", 0)) if gpu else None
             self.engine = create_engine(settings, resolved, info, self.tokenizer, device_id=device_id)
+            workers = settings.engine_workers or 1
             where = f"TensorRT-LLM engines {self.engine.config} on GPU {device_id or 0}"
         elif settings.engine == "ctranslate2":
+            threads = settings.cpu_threads or usable_cores()
+            workers = settings.engine_workers or (threads if settings.device == "cpu" else 1)
             self.engine = CTranslate2Engine(
                 resolved.path,
                 device=settings.device,
                 compute_type=settings.compute_type,
-                intra_threads=settings.cpu_threads,
+                intra_threads=max(1, threads // workers),
+                inter_threads=workers,
             )
-            where = f"{settings.device} ({settings.compute_type})"
+            where = f"{settings.device} ({settings.compute_type}, {workers} x {max(1, threads // workers)} threads)"
         else:
             raise SettingsError(f"Invalid value for WHISPER_ENGINE: {settings.engine!r} (ctranslate2 or tensorrt_llm).")
+        # Kept: the family must outlive its metrics.
+        self.windows_family = windows = pb_utils.MetricFamily(
+            name="whisper_engine_windows_total",
+            description="Windows by outcome: decoded, cancelled (their request was cancelled or its client left), "
+                        "failed",
+            kind=pb_utils.MetricFamily.COUNTER,
+        )
+        self.outcomes = {outcome: windows.Metric(labels={"model": args["model_name"], "outcome": outcome})
+                         for outcome in ("decoded", "cancelled", "failed")}
         started = time.monotonic()
-        warm_up(self.engine, self.tokenizer)
+        # Every replica once (concurrent calls go to different ones), so no first request pays for it.
+        with ThreadPoolExecutor(workers) as pool:
+            for warming in [pool.submit(warm_up, self.engine, self.tokenizer) for _ in range(workers)]:
+                warming.result()
+        self.scheduler = WindowScheduler(self._run, workers=workers, max_batch=settings.engine_max_batch)
         self.logger.log_info(
             f"whisper_engine: {resolved.name} from {resolved.path} on {where}, n_mels={self.engine.n_mels}, "
-            f"warmed up in {time.monotonic() - started:.2f} s"
+            f"batches of up to {settings.engine_max_batch}, warmed up in {time.monotonic() - started:.2f} s"
         )
 
-    def execute(self, requests):
-        jobs, errors = [], {}
-        for index, request in enumerate(requests):
-            try:
-                jobs.append((index, self._job(request)))
-            except Exception as exc:  # a malformed request fails alone
-                errors[index] = pb_utils.TritonError(f"bad window request: {exc}", pb_utils.TritonError.INVALID_ARG)
-        # A window that makes the engine fail fails alone, not the other requests' windows in its batch.
-        outcomes = decode_each(self.engine, self.tokenizer, [job for _, job in jobs])
-        results = {}
-        for (index, _), outcome in zip(jobs, outcomes, strict=True):
-            if isinstance(outcome, Exception):
-                trace = "".join(traceback.format_exception(outcome, limit=3))
-                self.logger.log_error(f"whisper_engine: a window failed (batch of {len(jobs)}): {trace}")
-                errors[index] = pb_utils.TritonError("[engine_error] the Whisper engine failed on this window")
-            else:
-                results[index] = outcome
-        responses = []
-        for index in range(len(requests)):
-            if index in errors:
-                responses.append(pb_utils.InferenceResponse(error=errors[index]))
-                continue
-            payload = np.array([contract.encode(results[index])], dtype=object)
-            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor(contract.RESULT, payload)]))
-        return responses
+    def _run(self, batch, tickets):
+        return decode_queued(self.engine, self.tokenizer, batch, tickets, self.scheduler.is_cancelled)
 
-    def _job(self, request):
-        features = pb_utils.get_input_tensor_by_name(request, contract.FEATURES).as_numpy()[0]
-        if features.shape != (self.engine.n_mels, 3000):
-            raise ValueError(f"FEATURES must be [{self.engine.n_mels}, 3000], got {list(features.shape)}")
-        frames = int(pb_utils.get_input_tensor_by_name(request, contract.NUM_FRAMES).as_numpy().reshape(-1)[0])
-        raw_options = pb_utils.get_input_tensor_by_name(request, contract.OPTIONS).as_numpy().reshape(-1)[0]
-        options = contract.decode_options(raw_options)
-        return WindowJob(features=features.astype(np.float32, copy=False), num_frames=frames, options=options)
+    def execute(self, requests):
+        for request in requests:
+            sender = request.get_response_sender()
+            try:
+                cancel = _text(request, contract.CANCEL)
+                if cancel is not None:
+                    dropped = self.scheduler.cancel(cancel)
+                    payload = np.array([contract.encode({"cancelled": dropped})], dtype=object)
+                    sender.send(pb_utils.InferenceResponse([pb_utils.Tensor(contract.RESULT, payload)]), flags=FINAL)
+                    continue
+                window = QueuedWindow(payload=_samples(request), options=_options(request),
+                                      reply=self._replier(sender))
+            except Exception as exc:  # a malformed request fails alone
+                error = pb_utils.TritonError(f"bad window request: {exc}", pb_utils.TritonError.INVALID_ARG)
+                sender.send(pb_utils.InferenceResponse(error=error), flags=FINAL)
+                continue
+            self.scheduler.submit(window)
+        return None
+
+    def _replier(self, sender):
+        def reply(outcome):
+            if isinstance(outcome, WindowCancelled):
+                self.outcomes["cancelled"].increment(1)
+                error = pb_utils.TritonError("cancelled", pb_utils.TritonError.CANCELLED)
+                sender.send(pb_utils.InferenceResponse(error=error), flags=FINAL)
+            elif isinstance(outcome, BaseException):
+                self.outcomes["failed"].increment(1)
+                trace = "".join(traceback.format_exception(outcome, limit=3))
+                self.logger.log_error(f"whisper_engine: a window failed: {trace}")
+                error = pb_utils.TritonError("[engine_error] the Whisper engine failed on this window")
+                sender.send(pb_utils.InferenceResponse(error=error), flags=FINAL)
+            else:
+                self.outcomes["decoded"].increment(1)
+                payload = np.array([contract.encode(outcome)], dtype=object)
+                sender.send(pb_utils.InferenceResponse([pb_utils.Tensor(contract.RESULT, payload)]), flags=FINAL)
+
+        return reply
 
     def finalize(self):
+        self.scheduler.close()
         close = getattr(self.engine, "close", None)
         if close is not None:
             close()
+
+
+def _text(request, name):
+    tensor = pb_utils.get_input_tensor_by_name(request, name)
+    if tensor is None:
+        return None
+    value = tensor.as_numpy().reshape(-1)[0]
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def _samples(request):
+    tensor = pb_utils.get_input_tensor_by_name(request, contract.SAMPLES)
+    if tensor is None:
+        raise ValueError("SAMPLES is missing")
+    samples = tensor.as_numpy().reshape(-1)
+    if samples.size == 0 or samples.size > contract.WINDOW_SAMPLES:
+        raise ValueError(f"SAMPLES must hold 1 to {contract.WINDOW_SAMPLES} samples, got {samples.size}")
+    return samples.astype(np.float32, copy=False)
+
+
+def _options(request):
+    tensor = pb_utils.get_input_tensor_by_name(request, contract.OPTIONS)
+    if tensor is None:
+        return contract.decode_options(b"{}")
+    return contract.decode_options(tensor.as_numpy().reshape(-1)[0])

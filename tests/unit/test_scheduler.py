@@ -1,0 +1,249 @@
+"""The engine model's in-flight batching: order, shares, one language per request, cancellation, failures."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+import pytest
+
+from whisper_triton.decoding import DecodeOptions, LanguageTicket, Segment, WindowResult
+from whisper_triton.scheduler import (
+    QueuedWindow,
+    RequestLanguages,
+    WindowCancelled,
+    WindowScheduler,
+)
+
+Outcome = WindowResult | BaseException
+
+
+@dataclass
+class Replies:
+    outcomes: dict[tuple[str | None, int], Outcome] = field(default_factory=dict)
+    done: threading.Event = field(default_factory=threading.Event)
+    expected: int = 0
+
+    def window(self, request: str | None, index: int, **options: object) -> QueuedWindow:
+        self.expected += 1
+
+        def reply(outcome: Outcome) -> None:
+            self.outcomes[(request, index)] = outcome
+            if len(self.outcomes) >= self.expected:
+                self.done.set()
+
+        return QueuedWindow(payload=None, options=DecodeOptions(request=request, window=index, **options),
+                            reply=reply)
+
+    def wait(self) -> None:
+        assert self.done.wait(10), f"only {len(self.outcomes)} of {self.expected} windows answered"
+
+
+def result(text: str, language: str = "en") -> WindowResult:
+    return WindowResult(language, 1.0, [Segment(0.0, 1.0, text, [], 0.0, -0.1, 1.0, 0.0)])
+
+
+class Runner:
+    """Records each batch; holds the first batch until released, so that the queue fills up behind it."""
+
+    def __init__(self, hold_first: bool = False, hold: int = 1, delay: float = 0.0) -> None:
+        self.delay = delay
+        self.batches: list[list[tuple[str | None, int]]] = []
+        self.tickets: list[list[LanguageTicket | None]] = []
+        self.release = threading.Event()
+        self.started = threading.Event()
+        self.held = threading.Semaphore(0)
+        self.hold = hold if hold_first else 0
+        self.lock = threading.Lock()
+
+    def __call__(self, batch: list[QueuedWindow], tickets: list[LanguageTicket | None]) -> list[Outcome]:
+        with self.lock:
+            held = len(self.batches) < self.hold
+            self.batches.append([(w.options.request, w.options.window) for w in batch])
+            self.tickets.append(tickets)
+        self.started.set()
+        time.sleep(self.delay)
+        if held:
+            self.held.release()
+            assert self.release.wait(10)
+        return [result(f"{w.options.request}:{w.options.window}") for w in batch]
+
+
+def test_windows_arriving_one_by_one_are_gathered_into_shared_batches_in_window_order() -> None:
+    runner = Runner(delay=0.3)  # a batch takes a while: both workers are busy at once
+    replies = Replies()
+    scheduler = WindowScheduler(runner, workers=2, max_batch=4, gather_s=1.0, quiet_s=0.2)
+    try:
+        for index in range(10):  # one by one, as the engine model receives them
+            scheduler.submit(replies.window("a", index))
+        replies.wait()
+    finally:
+        scheduler.close()
+    sizes = [len(batch) for batch in runner.batches]
+    assert sizes[0] == 4 and max(sizes) <= 4  # gathered, not a batch of one; never more than the maximum
+    assert [w for batch in runner.batches for w in batch] == [("a", i) for i in range(10)]  # in window order
+    assert sum(sizes) == 10 and len(replies.outcomes) == 10
+
+
+def test_a_batch_takes_an_even_share_of_the_queue() -> None:
+    runner = Runner(hold_first=True)
+    replies = Replies()
+    scheduler = WindowScheduler(runner, workers=2, max_batch=8, gather_s=0.5, quiet_s=0.1)
+    try:
+        scheduler.submit(replies.window("a", 0))
+        assert runner.held.acquire(timeout=5)
+        for index in range(1, 7):
+            scheduler.submit(replies.window("a", index))
+        assert eventually_batches(runner, 2)
+        runner.release.set()
+        replies.wait()
+    finally:
+        scheduler.close()
+    # Six queued windows, two workers: the free one takes half, leaving the rest to be shared in turn.
+    assert runner.batches[:2] == [[("a", 0)], [("a", i) for i in range(1, 4)]]
+    assert len(replies.outcomes) == 7
+
+
+def eventually_batches(runner: Runner, count: int, timeout: float = 5) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if len(runner.batches) >= count:
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def test_batches_never_exceed_the_maximum_and_take_older_requests_first() -> None:
+    runner = Runner(hold_first=True)
+    replies = Replies()
+    scheduler = WindowScheduler(runner, workers=1, max_batch=3)
+    try:
+        scheduler.submit(replies.window("old", 0))
+        assert runner.started.wait(5)
+        scheduler.submit(replies.window("new", 0))
+        for index in (3, 1, 2):
+            scheduler.submit(replies.window("old", index))
+        runner.release.set()
+        replies.wait()
+    finally:
+        scheduler.close()
+    assert runner.batches[1:] == [[("old", 1), ("old", 2), ("old", 3)], [("new", 0)]]
+
+
+def test_the_first_window_dispatched_detects_and_later_ones_get_the_language() -> None:
+    languages = RequestLanguages()
+    first, ticket = languages.assign(DecodeOptions(request="r", window=0))
+    assert ticket is not None and ticket.detector and first.language is None
+    _, waiter = languages.assign(DecodeOptions(request="r", window=1))
+    assert waiter is not None and not waiter.detector
+    ticket.publish(("fr", 0.9))
+    assert waiter.wait() == ("fr", 0.9)
+    later, none = languages.assign(DecodeOptions(request="r", window=2))
+    assert none is None and later.language == "fr"
+    # Given languages and windows without a request are left alone.
+    assert languages.assign(DecodeOptions(request="r", language="de")) == (DecodeOptions(request="r", language="de"),
+                                                                         None)
+    assert languages.assign(DecodeOptions()) == (DecodeOptions(), None)
+
+
+def test_a_failed_detection_lets_the_waiters_detect_and_a_later_window_try_again() -> None:
+    languages = RequestLanguages()
+    _, detector = languages.assign(DecodeOptions(request="r"))
+    _, waiter = languages.assign(DecodeOptions(request="r", window=1))
+    assert detector is not None and waiter is not None
+    detector.publish(None)
+    assert waiter.wait() is None  # at once, not after the timeout
+    _, again = languages.assign(DecodeOptions(request="r", window=2))
+    assert again is not None and again.detector
+
+
+def test_a_batch_that_fails_before_detecting_releases_its_requests_language() -> None:
+    seen: list[LanguageTicket | None] = []
+
+    def runner(batch: list[QueuedWindow], tickets: list[LanguageTicket | None]) -> list[Outcome]:
+        seen.extend(tickets)
+        if len(seen) == 1:
+            raise RuntimeError("features failed")
+        return [result("x") for _ in batch]
+
+    replies = Replies()
+    scheduler = WindowScheduler(runner, workers=1, max_batch=1)
+    try:
+        scheduler.submit(replies.window("r", 0))
+        replies.wait()
+        replies.done.clear()
+        scheduler.submit(replies.window("r", 1))
+        replies.wait()
+    finally:
+        scheduler.close()
+    assert isinstance(replies.outcomes[("r", 0)], RuntimeError)
+    assert isinstance(replies.outcomes[("r", 1)], WindowResult)
+    first, second = seen
+    assert first is not None and second is not None
+    assert first.detector and second.detector  # the failed round ended; the next window detects anew
+
+
+def test_cancel_drops_queued_windows_and_answers_the_running_ones_as_cancelled() -> None:
+    runner = Runner(hold_first=True)
+    replies = Replies()
+    scheduler = WindowScheduler(runner, workers=1, max_batch=1)
+    try:
+        scheduler.submit(replies.window("gone", 0))
+        assert runner.started.wait(5)
+        for index in (1, 2, 3):
+            scheduler.submit(replies.window("gone", index))
+        scheduler.submit(replies.window("other", 0))
+        assert scheduler.cancel("gone") == 3
+        assert scheduler.is_cancelled("gone") and not scheduler.is_cancelled("other")
+        scheduler.submit(replies.window("gone", 4))  # late windows of a cancelled request are refused at once
+        runner.release.set()
+        replies.wait()
+    finally:
+        scheduler.close()
+    assert all(isinstance(replies.outcomes[("gone", i)], WindowCancelled) for i in range(5))
+    assert isinstance(replies.outcomes[("other", 0)], WindowResult)
+    assert [w for batch in runner.batches for w in batch] == [("gone", 0), ("other", 0)]  # never decoded
+
+
+def test_workers_decode_batches_at_the_same_time() -> None:
+    barrier = threading.Barrier(2, timeout=5)
+
+    def runner(batch: list[QueuedWindow], tickets: list[LanguageTicket | None]) -> list[Outcome]:
+        barrier.wait()  # fails unless a second batch runs meanwhile
+        return [result("x") for _ in batch]
+
+    replies = Replies()
+    scheduler = WindowScheduler(runner, workers=2, max_batch=1)
+    try:
+        scheduler.submit(replies.window("a", 0))
+        scheduler.submit(replies.window("b", 0))
+        replies.wait()
+    finally:
+        scheduler.close()
+    assert all(isinstance(outcome, WindowResult) for outcome in replies.outcomes.values())
+
+
+def test_close_answers_what_is_still_queued() -> None:
+    runner = Runner(hold_first=True)
+    replies = Replies()
+    scheduler = WindowScheduler(runner, workers=1, max_batch=1)
+    scheduler.submit(replies.window("a", 0))
+    assert runner.started.wait(5)
+    scheduler.submit(replies.window("a", 1))
+    closing = threading.Thread(target=scheduler.close)
+    closing.start()
+    time.sleep(0.1)
+    runner.release.set()
+    closing.join(10)
+    replies.wait()
+    assert isinstance(replies.outcomes[("a", 1)], RuntimeError)
+    with pytest.raises(RuntimeError):
+        scheduler.submit(replies.window("a", 2))
+
+
+def test_bad_sizes_are_refused() -> None:
+    with pytest.raises(ValueError):
+        WindowScheduler(Runner(), workers=0, max_batch=1)
+    with pytest.raises(ValueError):
+        WindowScheduler(Runner(), workers=1, max_batch=0)

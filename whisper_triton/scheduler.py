@@ -1,0 +1,289 @@
+"""In-flight batching for the engine model: the windows of every request wait in one queue, and each of the
+engine's workers takes the next batch from it as soon as it is free.
+
+Why not only Triton's dynamic batcher: it hands one batch to an instance and waits until all of it is
+decoded. On CPU, several single-threaded CTranslate2 replicas (sharing one copy of the weights) decoding
+different batches at once use the cores better than one multi-threaded replica, and a window still
+waiting here is dropped when its request is cancelled instead of being decoded for nobody.
+Windows are taken oldest request first, in window order, so a request's first windows (and its
+language) come first and requests finish in arrival order.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import math
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from whisper_triton.decoding import DecodeOptions, LanguageTicket, WindowJob, WindowResult, decode_each
+from whisper_triton.engine import WhisperEngine
+from whisper_triton.features import window_features
+from whisper_triton.text import WhisperTokenizer
+
+log = logging.getLogger("whisper_triton.scheduler")
+Outcome = WindowResult | BaseException
+
+
+class WindowCancelled(Exception):
+    """The window's request was cancelled before the window was decoded."""
+
+
+@dataclass
+class QueuedWindow:
+    """One window waiting for a worker: its input (audio or features, the engine model's business), how
+    to decode it, and where its outcome goes (called once, from a worker thread or from `cancel`)."""
+
+    payload: Any
+    options: DecodeOptions
+    reply: Callable[[Outcome], None]
+    queued_at: float = field(default_factory=time.perf_counter)
+
+
+RunBatch = Callable[[list[QueuedWindow], list[LanguageTicket | None]], list[Outcome]]
+
+
+class _Slot:
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.language: tuple[str, float] | None = None
+        self.detecting = False
+
+
+class _Ticket:
+    def __init__(self, slot: _Slot, detector: bool, timeout_s: float) -> None:
+        self._slot, self._detector, self._timeout_s = slot, detector, timeout_s
+        self._done = slot.done  # this round's: a failed detector starts a new round for later windows
+        self.published = False
+
+    @property
+    def detector(self) -> bool:
+        return self._detector
+
+    def publish(self, language: tuple[str, float] | None) -> None:
+        self.published = True
+        slot = self._slot
+        slot.language, slot.detecting = language, False
+        if language is None:  # failed: this round's waiters detect their own; a later window may try again
+            slot.done = threading.Event()
+        self._done.set()
+
+    def wait(self) -> tuple[str, float] | None:
+        self._done.wait(self._timeout_s)
+        return self._slot.language
+
+
+class RequestLanguages:
+    """One language per request: the first window of it that is dispatched detects, later ones use it.
+
+    `assign` runs under the scheduler's lock, in dispatch order, so exactly one window detects at a
+    time; a window dispatched once the language is known gets it in its options and needs no detection.
+    """
+
+    def __init__(self, capacity: int = 4096, timeout_s: float = 300.0) -> None:
+        self._slots: OrderedDict[str, _Slot] = OrderedDict()
+        self._capacity, self._timeout_s = capacity, timeout_s
+
+    def assign(self, options: DecodeOptions) -> tuple[DecodeOptions, LanguageTicket | None]:
+        if options.language or not options.request:
+            return options, None
+        slot = self._slots.get(options.request)
+        if slot is None:
+            slot = self._slots[options.request] = _Slot()
+            while len(self._slots) > self._capacity:
+                self._slots.popitem(last=False)
+        self._slots.move_to_end(options.request)
+        if slot.done.is_set() and slot.language is not None:
+            return replace(options, language=slot.language[0]), None
+        detector = not slot.detecting
+        slot.detecting = True
+        return options, _Ticket(slot, detector, self._timeout_s)
+
+
+class _Recent:
+    """A bounded set of recent request ids (cancelled ones, arrival numbers), oldest forgotten first."""
+
+    def __init__(self, capacity: int = 4096) -> None:
+        self._items: OrderedDict[str, int] = OrderedDict()
+        self._capacity = capacity
+
+    def get(self, key: str) -> int | None:
+        return self._items.get(key)
+
+    def put(self, key: str, value: int) -> int:
+        self._items.setdefault(key, value)
+        self._items.move_to_end(key)
+        while len(self._items) > self._capacity:
+            self._items.popitem(last=False)
+        return self._items[key]
+
+
+class WindowScheduler:
+    """`workers` threads, each running `run_batch` on up to `max_batch` queued windows at a time.
+
+    A worker takes an even share of the queue among all workers, never more than `max_batch`: one long
+    file then keeps every worker busy to its end, in batches that shrink towards it so that the workers
+    finish together.
+    """
+
+    def __init__(self, run_batch: RunBatch, workers: int, max_batch: int, gather_s: float = 0.1,
+                 quiet_s: float = 0.02) -> None:
+        if workers < 1 or max_batch < 1:
+            raise ValueError("workers and max_batch must be at least 1")
+        self._run_batch, self._workers, self._max_batch = run_batch, workers, max_batch
+        # A request's windows arrive one by one within milliseconds: a free worker waits until they stop
+        # coming (quiet_s), at most gather_s, so that it does not start a batch of one.
+        self._gather_s, self._quiet_s = gather_s, quiet_s
+        self._ready = threading.Condition()
+        self._queue: list[tuple[int, int, int, QueuedWindow]] = []
+        self._count = itertools.count()
+        self._arrivals = _Recent()
+        self._cancelled = _Recent()
+        self._languages = RequestLanguages()
+        self._closed = False
+        self.busy = 0  # workers decoding a batch now
+        self._threads = [threading.Thread(target=self._work, name=f"engine-worker-{n}", daemon=True)
+                         for n in range(workers)]
+        for thread in self._threads:
+            thread.start()
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def submit(self, window: QueuedWindow) -> None:
+        """Queues the window (a window of a cancelled request is answered at once)."""
+        request = window.options.request
+        with self._ready:
+            if self._closed:
+                raise RuntimeError("the engine is shutting down")
+            if request is not None and self._cancelled.get(request) is not None:
+                _reply(window, WindowCancelled())
+                return
+            number = next(self._count)
+            arrival = self._arrivals.put(request, number) if request is not None else number
+            heapq.heappush(self._queue, (arrival, window.options.window, number, window))
+            self._ready.notify_all()
+
+    def cancel(self, request: str) -> int:
+        """Drops the request's queued windows (they are answered as cancelled); windows being decoded
+        now skip their remaining fallback and resume passes. Returns how many windows were dropped."""
+        with self._ready:
+            self._cancelled.put(request, 1)
+            dropped = [item for item in self._queue if item[3].options.request == request]
+            if dropped:
+                self._queue = [item for item in self._queue if item[3].options.request != request]
+                heapq.heapify(self._queue)
+        for *_, window in dropped:
+            _reply(window, WindowCancelled())
+        return len(dropped)
+
+    def is_cancelled(self, request: str | None) -> bool:
+        return request is not None and self._cancelled.get(request) is not None
+
+    def close(self) -> None:
+        with self._ready:
+            self._closed = True
+            left, self._queue = self._queue, []
+            self._ready.notify_all()
+        for *_, window in left:
+            _reply(window, RuntimeError("the engine is shutting down"))
+        for thread in self._threads:
+            thread.join(timeout=5)
+
+    def _take(self) -> tuple[list[QueuedWindow], list[LanguageTicket | None]] | None:
+        with self._ready:
+            while True:
+                while not self._queue and not self._closed:
+                    self._ready.wait()
+                if self._closed:
+                    return None
+                self._gather()
+                if self._queue:  # (else another worker took them meanwhile)
+                    break
+            size = min(self._max_batch, max(1, math.ceil(len(self._queue) / self._workers)))
+            batch = [heapq.heappop(self._queue)[3] for _ in range(min(size, len(self._queue)))]
+            tickets: list[LanguageTicket | None] = []
+            for window in batch:
+                window.options, ticket = self._languages.assign(window.options)
+                tickets.append(ticket)
+            self.busy += 1
+            return batch, tickets
+
+    def _gather(self) -> None:
+        """Waits (lock held, released while waiting) while windows keep arriving, up to gather_s."""
+        deadline = time.monotonic() + self._gather_s
+        while not self._closed and len(self._queue) < self._max_batch * (self._workers - self.busy):
+            waiting, left = len(self._queue), deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._ready.wait(min(self._quiet_s, left))
+            if len(self._queue) == waiting:
+                return  # nothing more is coming now
+
+    def _work(self) -> None:
+        while True:
+            taken = self._take()
+            if taken is None:
+                return
+            batch, tickets = taken
+            try:
+                outcomes: Sequence[Outcome] = self._run_batch(batch, tickets)
+            except BaseException as exc:  # a bug in the runner fails its windows, not the worker
+                outcomes = [exc] * len(batch)
+            finally:
+                for ticket in tickets:  # never leave another batch waiting for a language
+                    if isinstance(ticket, _Ticket) and ticket.detector and not ticket.published:
+                        ticket.publish(None)
+                with self._ready:
+                    self.busy -= 1
+            for window, outcome in zip(batch, outcomes, strict=True):
+                if self.is_cancelled(window.options.request) and not isinstance(outcome, BaseException):
+                    outcome = WindowCancelled()
+                _reply(window, outcome)
+
+
+def _reply(window: QueuedWindow, outcome: Outcome) -> None:
+    """A reply that fails (its client gone, a transport error) must not take the worker down with it."""
+    try:
+        window.reply(outcome)
+    except Exception:
+        log.exception("answering a window failed")
+
+
+def decode_queued(
+    engine: WhisperEngine,
+    tokenizer: WhisperTokenizer,
+    batch: list[QueuedWindow],
+    tickets: list[LanguageTicket | None],
+    is_cancelled: Callable[[str | None], bool],
+) -> list[Outcome]:
+    """A worker's batch: log-mel of each window's audio (here, on the engine's side, so that a GPU engine
+    can do it on its device), then `decode_each`; timings gain the queueing and feature stages."""
+    started = time.perf_counter()
+    outcomes: list[Outcome | None] = [None] * len(batch)
+    jobs, places = [], []
+    for place, window in enumerate(batch):
+        try:
+            features, frames = window_features(window.payload, engine.n_mels)
+        except Exception as exc:  # an unusable window fails alone
+            outcomes[place] = exc
+            continue
+        jobs.append(WindowJob(features, frames, window.options))
+        places.append(place)
+    features_s = (time.perf_counter() - started) / len(batch)
+    decoded = decode_each(engine, tokenizer, jobs, [tickets[p] for p in places],
+                          lambda job: is_cancelled(job.options.request))
+    wall = time.perf_counter() - started
+    for place, outcome in zip(places, decoded, strict=True):
+        if isinstance(outcome, WindowResult):
+            outcome.timings.update(queue=round(started - batch[place].queued_at, 6), features=round(features_s, 6),
+                                   batch_wall=round(wall, 6))
+        outcomes[place] = outcome
+    return [outcome if outcome is not None else RuntimeError("window not decoded") for outcome in outcomes]
