@@ -19,10 +19,11 @@ serve: system install
 test: system-test install lint typecheck
 	$(PY) -m pytest
 
-# Our stack against faster-whisper (batched and sequential) on the same audio; prints a table, writes JSON.
+# Our stack against faster-whisper on real speech (long file, 8 clients) and our pipeline without the
+# engine; prints the tables and targets, writes bench/results/<date>-<host>.json (see README: Performance).
 bench: install
 	@scripts/ensure_system.sh bench
-	$(PY) -m bench.run --json bench/results.json
+	$(PY) -m bench.run
 
 # The fuzzers, property tests and the OpenAPI fuzzing of `make test`, for 10 minutes each instead of seconds.
 FUZZ_SECONDS ?= 600

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import msgspec
 
@@ -31,6 +32,7 @@ class PhaseResult(msgspec.Struct, frozen=True):
     # Windows per engine execution during the phase (our stack only: Triton's statistics).
     engine_batch: float | None = None
     cpu_s: float | None = None  # CPU seconds of the system's process tree during the phase
+    profile: dict[str, Any] | None = None  # ours: seconds per stage of the phase's (first) request
 
 
 class SystemRun(msgspec.Struct, frozen=True):

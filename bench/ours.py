@@ -1,8 +1,9 @@
 """Our stack, `python -m frontend.serve` (Triton + frontend), driven over HTTP and over Triton gRPC.
 
-HTTP: the openai SDK's `audio.transcriptions.create` (response_format json), one shared client.
+HTTP: the openai SDK's `audio.transcriptions.create` (json or verbose_json), one shared client.
 gRPC: tritonclient's streaming call to the decoupled entry model `whisper`, one client per thread,
-as any gRPC user would; the result is the final `done` event.
+as any gRPC user would; the result is the final `done` event (with PROFILE, its seconds per stage).
+Every answer format is decoded the same way (with timestamp tokens), so the gRPC rows match the HTTP ones.
 """
 
 from __future__ import annotations
@@ -22,14 +23,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import numpy as np
 
-from bench.baselines import BEAM_SIZE, COMPUTE_TYPE
+from bench.baselines import COMPUTE_TYPE
 from bench.load import PhaseResult, SystemRun, Transcribe, run_phase
 from bench.rss import RssSampler, tree_cpu_seconds
-from bench.workload import Clip, Workload
+from bench.workload import Clip, Phase
 from whisper_triton import contract
-from whisper_triton.repository import engine_model_name
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL = "base"
@@ -63,7 +64,16 @@ class Stack:
         return self.log_path.read_text(errors="replace")[-5000:]
 
 
-def launch_stack(threads: int, work_dir: Path) -> Stack:
+class OurRow(msgspec.Struct, frozen=True):
+    system: str  # the row's label
+    transport: str  # http | grpc
+    response_format: str  # json | verbose_json (HTTP); gRPC rows get the whole `done` event
+    beam: int
+    phase: Phase
+    profile: bool = False  # gRPC: keep the stage profile of the phase's first request
+
+
+def launch_stack(threads: int, work_dir: Path, beam: int = 1) -> Stack:
     """Starts serve with the `base` model on free ports (not waiting: see wait_ready)."""
     http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
     # Other WHISPER_* variables (cache, windows in flight, ...) pass through, to try settings.
@@ -74,13 +84,13 @@ def launch_stack(threads: int, work_dir: Path) -> Stack:
         "WHISPER_CPU_THREADS": str(threads),
         "WHISPER_DEVICE": "cpu",
         "WHISPER_COMPUTE_TYPE": COMPUTE_TYPE,
-        "WHISPER_BEAM_SIZE": str(BEAM_SIZE),
+        "WHISPER_BEAM_SIZE": str(beam),
         "FRONTEND_PORT": str(http_port),
         "TRITON_GRPC_PORT": str(grpc_port),
         "TRITON_METRICS_PORT": str(metrics_port),
         "FRONTEND_DATA_DIR": tempfile.mkdtemp(prefix="data-", dir=work_dir),
     })
-    log_path = work_dir / "serve.log"
+    log_path = work_dir / f"serve-beam{beam}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen([sys.executable, "-m", "frontend.serve"], cwd=REPO, env=env,
                                    stdout=log, stderr=subprocess.STDOUT)
@@ -112,92 +122,94 @@ def stop_stack(stack: Stack) -> None:
             stack.process.wait()
 
 
-def http_transcriber(base_url: str) -> Transcribe:
+def http_transcriber(base_url: str, response_format: str) -> Transcribe:
     from openai import OpenAI
 
     client = OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0, timeout=REQUEST_TIMEOUT_S)
 
     def transcribe(clip: Clip) -> str:
         with open(clip.path, "rb") as audio:
-            return client.audio.transcriptions.create(model="whisper-1", file=audio).text
+            answer = client.audio.transcriptions.create(model="whisper-1", file=audio,
+                                                        response_format=response_format)  # type: ignore[call-overload]
+            return str(answer.text)
 
     return transcribe
 
 
-def grpc_transcriber(url: str) -> Transcribe:
-    import tritonclient.grpc as grpcclient
+class GrpcTranscriber:
+    """Transcribe over gRPC; with `profile`, the done events' profiles are kept (in request order)."""
 
-    local = threading.local()
+    def __init__(self, url: str, profile: bool = False) -> None:
+        self.url, self.profile = url, profile
+        self.profiles: list[dict[str, Any]] = []
+        self._local = threading.local()
 
-    def transcribe(clip: Clip) -> str:
-        if not hasattr(local, "client"):
-            local.client = grpcclient.InferenceServerClient(url)
-        client = local.client
+    def __call__(self, clip: Clip) -> str:
+        import tritonclient.grpc as grpcclient
+
+        if not hasattr(self._local, "client"):
+            self._local.client = grpcclient.InferenceServerClient(self.url)
+        client = self._local.client
         results: queue.Queue[Any] = queue.Queue()
         audio = grpcclient.InferInput(contract.AUDIO, [1], "BYTES")
         audio.set_data_from_numpy(np.array([Path(clip.path).read_bytes()], dtype=object))
+        inputs = [audio]
+        if self.profile:
+            flag = grpcclient.InferInput(contract.PROFILE, [1], "BOOL")
+            flag.set_data_from_numpy(np.array([True], dtype=bool))
+            inputs.append(flag)
         client.start_stream(callback=lambda result, error: results.put(error if error is not None else result))
         try:
-            client.async_stream_infer(contract.ENTRY_MODEL, [audio])
+            client.async_stream_infer(contract.ENTRY_MODEL, inputs)
             while True:
                 item = results.get(timeout=REQUEST_TIMEOUT_S)
                 if isinstance(item, Exception):
                     raise item
                 event = json.loads(item.as_numpy(contract.EVENT)[0])
                 if event["type"] == "done":
+                    if "profile" in event:
+                        self.profiles.append(event["profile"])
                     return str(event["text"])
         finally:
             client.stop_stream()
 
-    return transcribe
+
+def _run_rows(stack: Stack, rows: list[OurRow], warm: Clip, memory: RssSampler) -> list[SystemRun]:
+    runs = []
+    for row in rows:
+        grpc = GrpcTranscriber(stack.grpc_url, row.profile) if row.transport == "grpc" else None
+        transcribe = grpc or http_transcriber(stack.base_url, row.response_format)
+        transcribe(warm)  # untimed
+        if grpc is not None:
+            grpc.profiles.clear()
+        memory.take_peak()
+        cpu = tree_cpu_seconds(stack.process.pid)
+        wall, records = run_phase(transcribe, row.phase)
+        cpu = tree_cpu_seconds(stack.process.pid) - cpu
+        profile = grpc.profiles[0] if grpc is not None and grpc.profiles else None
+        batch = float(profile["mean_batch"]) if profile else None
+        phase = PhaseResult(row.phase.name, row.phase.concurrency, wall, records, memory.take_peak(), batch, cpu,
+                            profile)
+        settings = {"model": MODEL, "compute_type": COMPUTE_TYPE, "beam_size": str(row.beam),
+                    "transport": row.transport, "response_format": row.response_format}
+        runs.append(SystemRun(row.system, stack.ready_s, [phase], settings, memory.overall_peak))
+        print(f"  {row.system} {row.phase.name}: {wall:.1f} s", file=sys.stderr, flush=True)
+    return runs
 
 
-def _engine_counts(url: str) -> tuple[int, int]:
-    """Windows decoded and engine executions so far (Triton's statistics of the engine model)."""
-    import tritonclient.grpc as grpcclient
-
-    client = grpcclient.InferenceServerClient(url)
-    try:
-        stats = client.get_inference_statistics(engine_model_name(MODEL)).model_stats[0]
-        return int(stats.inference_count), int(stats.execution_count)
-    finally:
-        client.close()
-
-
-def _run_system(name: str, transcribe: Transcribe, stack: Stack, workload: Workload,
-                memory: RssSampler) -> list[PhaseResult]:
-    transcribe(workload.jfk)  # warm-up, untimed
-    memory.take_peak()
-    phases = []
-    for phase in workload.phases:
-        before, cpu = _engine_counts(stack.grpc_url), tree_cpu_seconds(stack.process.pid)
-        wall, records = run_phase(transcribe, phase)
-        after, cpu = _engine_counts(stack.grpc_url), tree_cpu_seconds(stack.process.pid) - cpu
-        executions = after[1] - before[1]
-        batch = (after[0] - before[0]) / executions if executions else None
-        phases.append(PhaseResult(phase.name, phase.concurrency, wall, records, memory.take_peak(), batch, cpu))
-        print(f"  {name}: {phase.name} c={phase.concurrency}: {wall:.1f} s", file=sys.stderr, flush=True)
-    return phases
-
-
-def run_ours(workload: Workload, threads: int, work_dir: Path, transports: list[str]) -> list[SystemRun]:
-    """One serve process for both transports (HTTP first, then gRPC); its tree's memory is sampled."""
-    stack = launch_stack(threads, work_dir)
-    settings = {"model": MODEL, "compute_type": COMPUTE_TYPE, "cpu_threads": str(threads),
-                "beam_size": str(BEAM_SIZE)}
-    runs: list[tuple[str, list[PhaseResult]]] = []
-    try:
-        with RssSampler(stack.process.pid) as memory:
-            wait_ready(stack)
-            print(f"  ours: ready in {stack.ready_s:.1f} s", file=sys.stderr, flush=True)
-            for transport in transports:
-                name = f"ours {'HTTP' if transport == 'http' else 'gRPC'}"
-                transcribe = http_transcriber(stack.base_url) if transport == "http" else grpc_transcriber(
-                    stack.grpc_url)
-                runs.append((name, _run_system(name, transcribe, stack, workload, memory)))
-    except Exception:
-        print(stack.log_tail(), file=sys.stderr)
-        raise
-    finally:
-        stop_stack(stack)
-    return [SystemRun(name, stack.ready_s, phases, settings, memory.overall_peak) for name, phases in runs]
+def run_ours(rows: list[OurRow], warm: Clip, threads: int, work_dir: Path) -> list[SystemRun]:
+    """One serve process per beam size (the server's setting); its tree's memory is sampled."""
+    runs: list[SystemRun] = []
+    for beam in sorted({row.beam for row in rows}):
+        stack = launch_stack(threads, work_dir, beam)
+        try:
+            with RssSampler(stack.process.pid) as memory:
+                wait_ready(stack)
+                print(f"  ours (beam {beam}): ready in {stack.ready_s:.1f} s", file=sys.stderr, flush=True)
+                runs += _run_rows(stack, [row for row in rows if row.beam == beam], warm, memory)
+        except Exception:
+            print(stack.log_tail(), file=sys.stderr)
+            raise
+        finally:
+            stop_stack(stack)
+    return runs

@@ -1,15 +1,18 @@
-"""Throughput, latency, accuracy, memory and start-up of the full stack against faster-whisper baselines.
+"""Our stack against faster-whisper on real speech, side by side in one run; and our pipeline without the engine.
 
-    python -m bench.run [--quick] [--concurrency 1,2,4,8] [--json bench/results.json] [--threads N]
-                        [--systems A,B,http,grpc]
+    python -m bench.run [--quick] [--sections long,load,pipeline] [--beams 1,5] [--threads N] [--json PATH]
 
-Same machine, same model (the multilingual `base` CTranslate2 directory our engine loads, int8, the
-same thread count), same audio, one system at a time:
-  baseline A  faster-whisper BatchedInferencePipeline in-process (N client threads share it)
-  baseline B  faster-whisper sequential transcribe behind a one-at-a-time queue
-  ours HTTP   python -m frontend.serve through the openai SDK
-  ours gRPC   the same server, Triton's entry model `whisper` called directly (streaming gRPC)
-Prints one table and the issue's targets (reported, not asserted) and writes everything to JSON.
+Same machine, same model files (the multilingual `base` CTranslate2 directory our engine loads), int8, the
+same CTranslate2 thread count, the same beam size per row, language detected; one system at a time:
+  faster-whisper batched, text        BatchedInferencePipeline, its defaults (no timestamps), batch 8
+  faster-whisper batched, timestamps  the same with without_timestamps=False
+  faster-whisper sequential           WhisperModel.transcribe, its defaults (timestamps, previous text)
+  ours HTTP json / verbose_json       python -m frontend.serve through the openai SDK
+  ours gRPC                           the same server, Triton's entry model called directly (with PROFILE)
+Ours decodes every answer format with timestamps (that is how a window where Whisper stopped early is
+found), so "ours json" is compared with faster-whisper's text mode while doing the timestamp mode's work.
+Prints the tables, the stage profile and the issue's targets (reported, never asserted), and writes
+everything to JSON (default bench/results/<date>-<host>.json) for `python -m bench.report --readme`.
 """
 
 from __future__ import annotations
@@ -18,21 +21,38 @@ import argparse
 import os
 import platform
 import shutil
+import socket
+import subprocess
 import sys
 import tempfile
 import time
 from importlib.metadata import version
 from pathlib import Path
 
-from bench.baselines import run_baseline
+from bench.baselines import BaselineRow, run_baselines
 from bench.load import SystemRun
-from bench.ours import run_ours
-from bench.report import evaluate_targets, format_table, format_targets, rows, write_json
-from bench.workload import build_workload, describe
+from bench.ours import OurRow, run_ours
+from bench.pipeline import PipelineRow, run_pipeline
+from bench.report import (
+    OURS_GRPC,
+    OURS_JSON,
+    OURS_VERBOSE,
+    Document,
+    baseline_label,
+    evaluate_targets,
+    format_pipeline,
+    format_profile,
+    format_table,
+    format_targets,
+    rows,
+    write_json,
+)
+from bench.workload import Workload, build_workload, describe
 from whisper_triton.models import default_cache_dir, resolve_model
 from whisper_triton.settings import model_settings
 
-SYSTEMS = ("A", "B", "http", "grpc")
+SECTIONS = ("long", "load", "pipeline")
+REPO = Path(__file__).resolve().parent.parent
 
 
 def _cpu_model() -> str:
@@ -51,74 +71,105 @@ def _parse_list(text: str) -> list[str]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true",
-                        help="a 1-minute recording, two short clips, concurrency 1,2: checks every row works")
-    parser.add_argument("--concurrency", type=lambda s: [int(x) for x in _parse_list(s)],
-                        help="client counts for the clip set (default 1,2,4,8; 1,2 with --quick)")
-    parser.add_argument("--json", type=Path, default=Path("bench/results.json"), help="where to write the results")
+    parser.add_argument("--quick", action="store_true", help="1-minute long file, 4 load clips, a 10-minute pipeline "
+                                                             "file: checks that every row works")
+    parser.add_argument("--sections", type=_parse_list, default=list(SECTIONS), help="of long,load,pipeline")
+    parser.add_argument("--beams", type=lambda s: [int(b) for b in _parse_list(s)], default=[1, 5],
+                        help="beam sizes of the long-file rows (default 1,5)")
     env_threads = int(os.environ.get("WHISPER_CPU_THREADS") or 0)
     parser.add_argument("--threads", type=int, default=env_threads or os.cpu_count() or 1,
                         help="CTranslate2 threads for every system (default WHISPER_CPU_THREADS, else the cores)")
-    parser.add_argument("--systems", type=_parse_list, default=list(SYSTEMS),
-                        help="which systems to run, of A,B,http,grpc (default all)")
+    parser.add_argument("--json", type=Path, default=None, help="where to write the results")
     args = parser.parse_args(argv)
-    if args.concurrency is None:
-        args.concurrency = [1, 2] if args.quick else [1, 2, 4, 8]
-    if any(n < 1 for n in args.concurrency):
-        parser.error("--concurrency takes positive numbers")
-    unknown = set(args.systems) - set(SYSTEMS)
+    unknown = set(args.sections) - set(SECTIONS)
     if unknown:
-        parser.error(f"unknown systems {sorted(unknown)}; choose from {', '.join(SYSTEMS)}")
+        parser.error(f"unknown sections {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
+    if args.json is None:
+        stamp = time.strftime("%Y-%m-%d-%H%M")
+        args.json = REPO / "bench" / "results" / f"{stamp}-{socket.gethostname()}{'-quick' if args.quick else ''}.json"
     return args
+
+
+def plan(sections: list[str], beams: list[int], workload: Workload) -> tuple[list[BaselineRow], list[OurRow]]:
+    baselines: list[BaselineRow] = []
+    ours: list[OurRow] = []
+    if "long" in sections:
+        for beam in beams:
+            baselines += [BaselineRow(baseline_label("A", ts), "A", beam, ts, workload.long_phase)
+                          for ts in (False, True)]
+            ours += [OurRow(OURS_JSON, "http", "json", beam, workload.long_phase),
+                     OurRow(OURS_VERBOSE, "http", "verbose_json", beam, workload.long_phase)]
+            if beam == 1:
+                ours.append(OurRow(OURS_GRPC, "grpc", "json", beam, workload.long_phase, profile=True))
+    if "load" in sections:
+        baselines += [BaselineRow(baseline_label("A", False), "A", 1, False, workload.load_phase),
+                      BaselineRow(baseline_label("B", True), "B", 1, True, workload.load_phase)]
+        ours.append(OurRow(OURS_JSON, "http", "json", 1, workload.load_phase))
+    return baselines, ours
+
+
+def _git_commit() -> str:
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    return out.stdout.strip() + ("+changes" if dirty else "")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # The test suite's asset cache (what `make test` uses), so audio made once serves both.
     os.environ.setdefault("TEST_ASSETS_DIR", str(default_cache_dir() / "test-assets"))
-    started = time.perf_counter()
+    started, load_before = time.perf_counter(), os.getloadavg()
     print("Preparing audio and model ...", file=sys.stderr, flush=True)
-    workload = build_workload(args.quick, args.concurrency)
+    workload = build_workload(args.quick)
     model = resolve_model("base", model_settings().cache_path())
     design = describe(workload)
     print(design, file=sys.stderr, flush=True)
+    baseline_rows, our_rows = plan(args.sections, args.beams, workload)
     work_dir = Path(tempfile.mkdtemp(prefix="whisper-bench-"))
     runs: list[SystemRun] = []
+    pipeline: list[PipelineRow] = []
     try:
-        for system in ("A", "B"):
-            if system in args.systems:
-                print(f"Running baseline {system} ...", file=sys.stderr, flush=True)
-                runs.append(run_baseline(system, workload, model.path, args.threads, work_dir))
-        transports = [t for t in ("http", "grpc") if t in args.systems]
-        if transports:
+        if baseline_rows:
+            print("Running faster-whisper ...", file=sys.stderr, flush=True)
+            runs += run_baselines(baseline_rows, workload.warm, model.path, args.threads, work_dir)
+        if our_rows:
             print("Running ours ...", file=sys.stderr, flush=True)
-            runs += run_ours(workload, args.threads, work_dir, transports)
+            runs += run_ours(our_rows, workload.warm, args.threads, work_dir)
+        if "pipeline" in args.sections:
+            print("Running the pipeline without the engine ...", file=sys.stderr, flush=True)
+            pipeline = run_pipeline(workload.hours, workload.warm, work_dir)
     except BaseException:
         print(f"Logs kept in {work_dir}", file=sys.stderr)
         raise
     shutil.rmtree(work_dir, ignore_errors=True)
     elapsed = time.perf_counter() - started
     table = rows(runs)
-    targets = evaluate_targets(runs, table, elapsed)
+    targets = evaluate_targets(table, pipeline)
+    profile = next((p.profile for r in runs for p in r.phases if r.system == OURS_GRPC and p.profile), None)
     meta = {
         "cpu": _cpu_model(), "cores": os.cpu_count(), "threads": args.threads, "quick": args.quick,
-        "concurrency": args.concurrency, "model": str(model.path), "elapsed_s": round(elapsed, 1),
+        "sections": args.sections, "beams": args.beams, "model": str(model.path), "elapsed_s": round(elapsed, 1),
+        "host": socket.gethostname(), "commit": _git_commit(), "command": "make bench",
+        "load_before": [round(x, 2) for x in load_before], "load_after": [round(x, 2) for x in os.getloadavg()],
         "versions": {name: version(name) for name in ("faster-whisper", "ctranslate2", "tritonclient", "openai")},
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     print()
     print(f"Whisper base int8, {args.threads} threads, {_cpu_model()} ({os.cpu_count()} cores)")
     print(design)
-    print("RTFx: audio s / wall s; p50/p95: request latency; WER after tests.text normalisation; peak RSS: process "
-          "tree during the row; ready: process start to ready;\nCPU s: CPU time of the process tree during the row "
-          "(steadier than wall time on a shared machine); batch: windows per engine execution (ours)")
     print()
     print(format_table(table))
-    print()
-    print("Targets (reported, not asserted):")
+    if profile:
+        print("\nWhere the long file's time goes (ours, gRPC, beam 1):")
+        print(format_profile(profile))
+    if pipeline:
+        print("\nThe pipeline without the engine (instant engine; log-mel computed):")
+        print(format_pipeline(pipeline))
+    print("\nTargets (reported, not asserted):")
     print(format_targets(targets))
-    write_json(args.json, meta, design, runs, table, targets)
-    print(f"\nWritten to {args.json} in {elapsed / 60:.1f} min")
+    write_json(args.json, Document(meta, design, table, targets, runs, pipeline, profile))
+    print(f"\nWritten to {args.json} in {elapsed / 60:.1f} min; README: python -m bench.report --readme README.md "
+          f"{args.json}")
     return 0
 
 

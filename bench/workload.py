@@ -1,26 +1,28 @@
 """The audio every system transcribes, with reference texts, and the phases it is sent in.
 
-The long recording is tests.assets.long_recording (the JFK clip alternating with flite sentences,
-silences between them); the clip set is cut from it at the silences between pieces, so every clip
-has an exact reference, plus the JFK clip itself. Clips are cached next to the test assets.
+Real human speech (`tests.speech`): the "report" corpus, Debian's Asterisk prompts (one studio speaker,
+25 minutes), joined in a seeded random order with natural pauses over a noise floor. No setting of ours
+was tuned on it (the "tune" corpus is for that). Long files loop over the corpus in new orders.
 """
 
 from __future__ import annotations
 
-import wave
 from collections.abc import Sequence
-from pathlib import Path
 
 import msgspec
-import numpy as np
 
-from tests import assets
+from tests.assets import Recording
+from tests.speech import long_speech, speech_clip_set
 
-# Clip lengths cut from the 10-minute recording (seconds, approximate: cuts fall in silences).
-FULL_CLIP_SECONDS = (45, 40, 35, 30, 30, 25, 25, 20, 20, 15, 15)
-QUICK_CLIP_SECONDS = (25, 15)
-FULL_JFK_REPEATS = 5
-QUICK_JFK_REPEATS = 2
+CORPUS = "report"
+LONG_MINUTES = 10.0
+QUICK_LONG_MINUTES = 1.0
+# The load phase: clips of 10-60 s (their lengths are spread over that range), sent by 8 clients at once.
+LOAD_CLIP_SECONDS = (60, 55, 50, 45, 40, 35, 30, 25, 20, 15, 10, 58, 42, 33, 27, 12)
+QUICK_LOAD_CLIP_SECONDS = (40, 20, 12, 30)
+LOAD_CLIENTS = 8
+PIPELINE_MINUTES = (60.0, 239.5)  # one hour and (just under WHISPER_MAX_AUDIO_SECONDS) four hours
+QUICK_PIPELINE_MINUTES = (10.0,)
 
 
 class Clip(msgspec.Struct, frozen=True):
@@ -33,7 +35,7 @@ class Clip(msgspec.Struct, frozen=True):
 class Phase(msgspec.Struct, frozen=True):
     """One table row per system: `clips` sent by `concurrency` clients pulling from one queue."""
 
-    name: str  # long | jfk | clips
+    name: str  # long | load | hours
     concurrency: int
     clips: list[Clip]
 
@@ -44,98 +46,42 @@ class Phase(msgspec.Struct, frozen=True):
 
 class Workload(msgspec.Struct, frozen=True):
     long: Clip
-    jfk: Clip
-    clips: list[Clip]
-    phases: list[Phase]
+    load: list[Clip]
+    hours: list[Clip]  # for the pipeline harness (and --scaling)
+    warm: Clip  # an untimed first request for every system
+
+    @property
+    def long_phase(self) -> Phase:
+        return Phase("long", 1, [self.long])
+
+    @property
+    def load_phase(self) -> Phase:
+        return Phase("load", LOAD_CLIENTS, sorted(self.load, key=lambda clip: -clip.duration))
 
 
-def plan_clips(pieces: Sequence[assets.Piece], duration: float, targets: Sequence[float]) -> list[assets.Piece]:
-    """Consecutive cuts of about `targets` seconds, each cut in the middle of a silence.
-
-    Returns one Piece per cut (start, end in the recording; text of the whole pieces inside). A cut
-    takes at least one piece, then more while that brings it closer to its target; cuts stop when
-    the recording runs out.
-    """
-    cuts: list[assets.Piece] = []
-    index = 0
-    start = 0.0
-    for target in targets:
-        if index >= len(pieces):
-            break
-        taken = [pieces[index]]
-        index += 1
-        while index < len(pieces) and (abs(_cut_after(pieces, index, duration) - start - target)
-                                       < abs(_cut_after(pieces, index - 1, duration) - start - target)):
-            taken.append(pieces[index])
-            index += 1
-        end = _cut_after(pieces, index - 1, duration)
-        cuts.append(assets.Piece(start, end, " ".join(piece.text for piece in taken)))
-        start = end
-    return cuts
+def _clip(name: str, recording: Recording) -> Clip:
+    return Clip(name, str(recording.path), recording.duration, recording.text)
 
 
-def _cut_after(pieces: Sequence[assets.Piece], index: int, duration: float) -> float:
-    """The middle of the silence after pieces[index] (the end of the recording after the last)."""
-    if index + 1 >= len(pieces):
-        return duration
-    return (pieces[index].end + pieces[index + 1].start) / 2
-
-
-def _read_wav(path: Path) -> np.ndarray:
-    with wave.open(str(path), "rb") as inp:
-        if (inp.getframerate(), inp.getnchannels(), inp.getsampwidth()) != (assets.SAMPLE_RATE, 1, 2):
-            raise ValueError(f"{path} is not 16 kHz mono 16-bit WAV")
-        return np.frombuffer(inp.readframes(inp.getnframes()), dtype="<i2")
-
-
-def _cut_clips(recording: assets.Recording, targets: Sequence[float]) -> list[Clip]:
-    samples = _read_wav(recording.path)
-    clips = []
-    for number, cut in enumerate(plan_clips(recording.pieces, recording.duration, targets)):
-        first, last = round(cut.start * assets.SAMPLE_RATE), round(cut.end * assets.SAMPLE_RATE)
-        name = f"bench_{recording.path.stem}_{first}_{last}.wav"
-        path = assets.assets_dir() / name
-        if not path.exists():
-            tmp = path.with_name(f".tmp-{path.name}")
-            tmp.write_bytes(assets.wav_bytes(samples[first:last]))
-            tmp.replace(path)
-        clips.append(Clip(f"clip{number + 1:02d}", str(path), (last - first) / assets.SAMPLE_RATE, cut.text))
-    return clips
-
-
-def build_workload(quick: bool, concurrency: Sequence[int]) -> Workload:
-    """Generates (or reuses) the audio and lays out the phases.
-
-    long: the whole recording once, one client (the "single long file" row).
-    jfk: the 11 s JFK clip a few times in a row, one client (latency of a short request).
-    clips: at each concurrency N, the same clip set (longest first, so the tail is short) sent by
-    N clients; every system transcribes exactly the same audio in every row.
-    """
-    recording = assets.long_recording(1.0 if quick else 10.0)
-    long = Clip("long", str(recording.path), recording.duration, recording.text)
-    jfk = Clip("jfk", str(assets.jfk_wav()), assets.JFK_DURATION, assets.JFK_TEXT)
-    clips = _cut_clips(recording, QUICK_CLIP_SECONDS if quick else FULL_CLIP_SECONDS)
-    clip_set = sorted([*clips, jfk], key=lambda clip: -clip.duration)
-    repeats = QUICK_JFK_REPEATS if quick else FULL_JFK_REPEATS
-    phases = [Phase("long", 1, [long]), Phase("jfk", 1, [jfk] * repeats)]
-    phases += [Phase("clips", n, clip_set) for n in concurrency]
-    return Workload(long=long, jfk=jfk, clips=clips, phases=phases)
+def build_workload(quick: bool = False, hours: Sequence[float] | None = None) -> Workload:
+    """Generates (or reuses, cached with the test assets) the audio of every phase."""
+    long = _clip("long", long_speech(CORPUS, QUICK_LONG_MINUTES if quick else LONG_MINUTES, seed=11))
+    durations = QUICK_LOAD_CLIP_SECONDS if quick else LOAD_CLIP_SECONDS
+    load = [_clip(f"clip{n + 1:02d}", r) for n, r in enumerate(speech_clip_set(CORPUS, durations, seed=12))]
+    minutes = hours if hours is not None else (QUICK_PIPELINE_MINUTES if quick else PIPELINE_MINUTES)
+    long_files = [_clip(f"{m:g}min", long_speech(CORPUS, m, seed=13)) for m in minutes]
+    (warm,) = speech_clip_set(CORPUS, (8,), seed=14)
+    return Workload(long=long, load=load, hours=long_files, warm=_clip("warm", warm))
 
 
 def describe(workload: Workload) -> str:
-    clip_set = next((phase for phase in workload.phases if phase.name == "clips"), None)
-    jfk_runs = next(len(phase.clips) for phase in workload.phases if phase.name == "jfk")
-    lines = [
-        f"long:  one {workload.long.duration / 60:.1f}-minute recording (JFK alternating with flite "
-        "sentences), 1 client",
-        f"jfk:   the {workload.jfk.duration:.0f} s JFK clip {jfk_runs} times in a row, 1 client",
-    ]
-    if clip_set is not None:
-        lines.append(
-            f"clips: {len(clip_set.clips)} clips ({min(c.duration for c in clip_set.clips):.0f}-"
-            f"{max(c.duration for c in clip_set.clips):.0f} s, {clip_set.audio_seconds:.0f} s in all; cut from the "
-            "recording at silences, plus JFK), longest first, pulled by N clients from one queue"
-        )
-    lines.append("Each system gets one untimed JFK request first (warm-up); RTFx = audio seconds / wall seconds "
-                 "of the whole phase; latency from submission to the full transcript.")
-    return "\n".join(lines)
+    load = workload.load_phase
+    return "\n".join([
+        f"long:  one {workload.long.duration / 60:.1f}-minute recording of real read speech (Asterisk prompts, "
+        "one speaker, joined with 0.2-1 s pauses over a -60 dBFS noise floor), 1 client",
+        f"load:  {len(load.clips)} recordings of {min(c.duration for c in load.clips):.0f}-"
+        f"{max(c.duration for c in load.clips):.0f} s ({load.audio_seconds:.0f} s in all, same speech), "
+        f"longest first, pulled by {load.concurrency} clients from one queue",
+        "Each system gets one untimed request first (warm-up); RTFx = audio seconds / wall seconds of the phase; "
+        "latency from submission to the full transcript; WER after Whisper's English normaliser.",
+    ])

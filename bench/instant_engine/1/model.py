@@ -1,0 +1,41 @@
+"""The benchmark's instant engine: each window's log-mel is computed (as the real engine model does, so
+that it is measured), then one segment spanning the window comes back at once."""
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+_ROOT = str(Path(__file__).resolve().parents[3])
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+from whisper_triton import contract
+from whisper_triton.decoding import Segment, WindowResult
+from whisper_triton.features import window_features
+
+FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        self.n_mels = 80
+
+    def execute(self, requests):
+        for request in requests:
+            sender = request.get_response_sender()
+            if pb_utils.get_input_tensor_by_name(request, contract.CANCEL) is not None:
+                payload = np.array([contract.encode({"cancelled": 0})], dtype=object)
+                sender.send(pb_utils.InferenceResponse([pb_utils.Tensor(contract.RESULT, payload)]), flags=FINAL)
+                continue
+            samples = pb_utils.get_input_tensor_by_name(request, contract.SAMPLES).as_numpy().reshape(-1)
+            started = time.perf_counter()
+            _, frames = window_features(samples.astype(np.float32, copy=False), self.n_mels)
+            seconds = time.perf_counter() - started
+            segment = Segment(0.0, frames / 100, " window", [], 0.0, -0.1, 1.0, 0.0)
+            result = WindowResult("en", 1.0, [segment], timings={"features": seconds, "batch": 1.0})
+            payload = np.array([contract.encode(result)], dtype=object)
+            sender.send(pb_utils.InferenceResponse([pb_utils.Tensor(contract.RESULT, payload)]), flags=FINAL)
+        return None

@@ -1,0 +1,105 @@
+"""Everything a request costs but Whisper itself: our pipeline with an engine that answers at once.
+
+    python -m bench.pipeline [--minutes 60,239.5]
+
+Triton runs the real entry model (container decoding, resampling, VAD, windowing, one engine call per
+window) against `bench/instant_engine`, which computes each window's log-mel as the engine model does
+and answers without running the network. A file goes in over gRPC; measured are the wall time to its
+`done` event, the CPU seconds of the whole Triton process tree (server and model processes) during it,
+its peak memory, and whether every window came back. On a GPU that transcribes at ~1000x real time, this
+is the part the host's CPUs must keep up with.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import msgspec
+
+from bench.ours import GrpcTranscriber, free_port
+from bench.rss import RssSampler, tree_cpu_seconds
+from bench.workload import Clip, build_workload
+from whisper_triton.launcher import TritonServer, TritonSettings
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class PipelineRow(msgspec.Struct, frozen=True):
+    name: str
+    audio_s: float
+    wall_s: float
+    cpu_s: float  # of the Triton process tree during the request
+    peak_rss_bytes: int
+    windows: int
+    segments: int  # one per window from the instant engine: fewer means windows were lost
+    profile: dict[str, object]
+
+    @property
+    def cpu_per_audio_hour(self) -> float:
+        return self.cpu_s / (self.audio_s / 3600)
+
+    @property
+    def wall_per_audio_hour(self) -> float:
+        return self.wall_s / (self.audio_s / 3600)
+
+
+def _source_repository(work_dir: Path) -> Path:
+    """A model repository source: the real entry model beside the instant engine."""
+    source = work_dir / "pipeline-source"
+    source.mkdir(parents=True, exist_ok=True)
+    for name, target in (("whisper", REPO / "model_repository" / "whisper"),
+                         ("whisper_engine", REPO / "bench" / "instant_engine")):
+        link = source / name
+        if not link.exists():
+            link.symlink_to(target, target_is_directory=True)
+    return source
+
+
+def run_pipeline(clips: list[Clip], warm: Clip, work_dir: Path) -> list[PipelineRow]:
+    settings = TritonSettings(grpc_port=free_port(), metrics_port=free_port(),
+                              model_repository=str(_source_repository(work_dir)))
+    env = {**os.environ, "WHISPER_MODEL": "base", "WHISPER_DIARIZATION": "off"}
+    server = TritonServer(settings, work_dir / "pipeline-triton", env)
+    server.start()
+    assert server.process is not None
+    rows = []
+    try:
+        with RssSampler(server.process.pid) as memory:
+            transcribe = GrpcTranscriber(settings.grpc_url, profile=True)
+            transcribe(warm)
+            for clip in clips:
+                memory.take_peak()
+                cpu, started = tree_cpu_seconds(server.process.pid), time.perf_counter()
+                text = transcribe(clip)
+                wall = time.perf_counter() - started
+                cpu = tree_cpu_seconds(server.process.pid) - cpu
+                profile = transcribe.profiles[-1]
+                rows.append(PipelineRow(clip.name, clip.duration, wall, cpu, memory.take_peak(),
+                                        int(str(profile["windows"])), text.count("window"), profile))
+                print(f"  pipeline {clip.name}: {wall:.2f} s, {cpu:.2f} CPU s", file=sys.stderr, flush=True)
+    finally:
+        server.stop()
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", default="60,239.5", help="lengths of the files (minutes, comma-separated)")
+    args = parser.parse_args()
+    workload = build_workload(hours=[float(m) for m in args.minutes.split(",")])
+    with tempfile.TemporaryDirectory(prefix="whisper-pipeline-") as tmp:
+        rows = run_pipeline(workload.hours, workload.warm, Path(tmp))
+    for row in rows:
+        print(f"{row.name}: {row.audio_s / 3600:.2f} h of audio in {row.wall_s:.2f} s, {row.cpu_s:.2f} CPU s "
+              f"({row.cpu_per_audio_hour:.2f} CPU s per audio hour), peak {row.peak_rss_bytes / 1e6:.0f} MB, "
+              f"{row.segments}/{row.windows} windows back")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
