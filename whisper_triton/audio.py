@@ -109,10 +109,20 @@ def _parse_wav(data: bytes) -> _Pcm | None:
     end = min(len(data), offset + size)
     if end < len(data) and data.find(b"data", end) >= 0:
         return None  # a second data chunk: FFmpeg's reading of those is its own
-    for sync in _BITSTREAM_SYNCS:
-        if data.find(sync, offset, min(end, offset + 65_536)) >= 0:
-            return None
+    if _starts_with_bitstream(data, offset, end):
+        return None
     return _pcm_format(fmt, offset, end - offset)
+
+
+def _starts_with_bitstream(data: bytes, offset: int, end: int) -> bool:
+    """Whether the samples are an S/PDIF or DTS stream (FFmpeg decodes those): such a stream opens with
+    its sync word, after zeros at most. A sync word's bytes further in are a chance in ordinary audio
+    (about one in a few seconds of speech), which must not send a file to the slow path."""
+    start = offset
+    while start < min(end, offset + 65_536) and data[start] == 0:
+        start += 1
+    start -= start % 2  # a sync word starts on a sample boundary
+    return any(data.startswith(sync, start) for sync in _BITSTREAM_SYNCS)
 
 
 def _chunks(data: bytes) -> tuple[bytes, tuple[int, int]] | None:

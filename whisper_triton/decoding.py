@@ -13,6 +13,7 @@ where Whisper stopped early is found (text-only decoding silently drops the end 
 
 from __future__ import annotations
 
+import math
 import time
 import zlib
 from collections import defaultdict
@@ -34,6 +35,7 @@ TIME_PRECISION = 0.02  # seconds per timestamp token
 MIN_RESUME_SECONDS = 1.0  # audio left after the last timestamp before a window is decoded on
 MIN_RESUME_SPEECH = 0.5  # seconds of VAD speech that audio must hold
 MAX_RESUMES = 4  # each resume starts later in the window, so this only bounds pathological output
+RESUME_TOKENS_PER_SECOND = 10
 
 
 @dataclass(frozen=True)
@@ -374,13 +376,17 @@ class _Run:
                 groups[(jobs[i].options.temperatures[step], len(prompts[order[i]]))].append(i)
             pending = []
             for (temperature, _), members in sorted(groups.items()):
+                budget = MAX_LENGTH
+                if starts is not None:  # a resume transcribes what is left of the window, no more
+                    budget = min(MAX_LENGTH, max(len(prompts[order[i]]) + _token_budget(
+                        jobs[i].num_frames / FRAMES_PER_SECOND - starts[order[i]]) for i in members))
                 with self.clock("fallback" if step else stage):
                     generations = self.engine.generate(
                         _subset(self.engine, encoded, members, total),
                         [prompts[order[i]] for i in members],
                         temperature=temperature,
                         beam_size=max(jobs[i].options.beam_size for i in members),
-                        max_length=MAX_LENGTH,
+                        max_length=budget,
                     )
                 for i, generation in zip(members, generations, strict=True):
                     position = order[i]
@@ -418,6 +424,12 @@ class _Run:
             for i, tokens, alignment in zip(indices, text_tokens, alignments, strict=True):
                 words = align_words(tokenizer, language, tokens, alignment)
                 assign_words(tokenizer, results[i].segments, words)
+
+
+def _token_budget(seconds: float) -> int:
+    """Tokens enough for `seconds` of the fastest speech with its timestamps (about 6 a second): a pass
+    that runs into a repetition loop stops there instead of at 448 tokens."""
+    return int(math.ceil(seconds * RESUME_TOKENS_PER_SECOND)) + 8
 
 
 def _needs_fallback(attempt: _Attempt, options: DecodeOptions) -> bool:

@@ -218,6 +218,17 @@ def test_plain_pcm_wav_is_read_without_ffmpeg(monkeypatch: pytest.MonkeyPatch) -
         assert decode_audio(data).container == "wav", layout
 
 
+def test_a_sync_word_by_chance_in_speech_keeps_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ordinary speech holds the bytes of a DTS sync word now and then (a 1-hour recording did within its
+    first second); only a stream that opens with one (after zeros at most) is left to FFmpeg."""
+    samples = (signal(SAMPLE_RATE, 1)[0] * 30000).astype("<i2").tobytes()
+    sync = b"\xff\x1f\x00\xe8"  # DTS 14-bit
+    chance = riff(fmt_chunk("s16", 1, SAMPLE_RATE), chunk(b"data", samples[:200] + sync + samples[200:]))
+    stream = riff(fmt_chunk("s16", 1, SAMPLE_RATE), chunk(b"data", bytes(16) + sync + samples))
+    assert audio._parse_wav(chance) is not None
+    assert audio._parse_wav(stream) is None
+
+
 def test_wav_claiming_a_huge_data_size_decodes_what_is_there() -> None:
     decoded = decode_audio(CHUNK_LAYOUTS["data size of 2 GB, 0.3 s present"], max_seconds=10)
     assert decoded.duration == pytest.approx(0.3)

@@ -80,6 +80,7 @@ class Call:
     text_tokens: list[list[int]] = field(default_factory=list)
     start_sequence: list[int] = field(default_factory=list)
     num_frames: list[int] = field(default_factory=list)
+    max_length: int = 0
 
 
 class FakeEngine:
@@ -124,8 +125,8 @@ class FakeEngine:
         self, encoded: Any, prompts: list[list[int]], temperature: float, beam_size: int, max_length: int
     ) -> list[Generation]:
         assert len(prompts) == len(encoded)
-        assert max_length == MAX_LENGTH
-        self.calls.append(Call("generate", list(encoded), prompts, temperature, beam_size))
+        assert 0 < max_length <= MAX_LENGTH
+        self.calls.append(Call("generate", list(encoded), prompts, temperature, beam_size, max_length=max_length))
         return [self.resumed[(item, prompt[-1])] if (item, prompt[-1]) in self.resumed else
                 self.replies[item][temperature] for item, prompt in zip(encoded, prompts, strict=True)]
 
@@ -520,6 +521,11 @@ def test_a_window_that_stops_early_is_decoded_on_from_its_last_timestamp(english
                                                                   (10.0, 20.0, " Second part.")]
     assert result.resumes == 2  # the second resume found nothing more: done
     assert len(engine.called("encode")) == 1  # no second encoding
+    # A first pass may use the whole length; a resume only what the rest of the window can hold, so that
+    # a pass caught in a repetition loop stops early (18 s left: 180 tokens and 8 more, after the prompt).
+    budgets = [call.max_length for call in engine.called("generate")]
+    resume_prompt = len(engine.called("generate")[1].prompts[0])
+    assert budgets[:2] == [MAX_LENGTH, resume_prompt + 188]
     prompts = [call.prompts[0] for call in engine.called("generate")]
     assert prompts[0] == [english.sot_prev, *english.encode(" Hi."), *english.sot_sequence("en", "transcribe")]
     text_so_far = [t for t in first.tokens if t < english.eot]
