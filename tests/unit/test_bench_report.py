@@ -8,7 +8,6 @@ import threading
 import time
 from pathlib import Path
 
-import msgspec
 import pytest
 
 from bench import report
