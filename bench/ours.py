@@ -8,6 +8,7 @@ Every answer format is decoded the same way (with timestamp tokens), so the gRPC
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -18,6 +19,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -174,42 +176,36 @@ class GrpcTranscriber:
             client.stop_stream()
 
 
-def _run_rows(stack: Stack, rows: list[OurRow], warm: Clip, memory: RssSampler) -> list[SystemRun]:
-    runs = []
-    for row in rows:
-        grpc = GrpcTranscriber(stack.grpc_url, row.profile) if row.transport == "grpc" else None
-        transcribe = grpc or http_transcriber(stack.base_url, row.response_format)
-        transcribe(warm)  # untimed
-        if grpc is not None:
-            grpc.profiles.clear()
-        memory.take_peak()
-        cpu = tree_cpu_seconds(stack.process.pid)
-        wall, records = run_phase(transcribe, row.phase)
-        cpu = tree_cpu_seconds(stack.process.pid) - cpu
-        profile = grpc.profiles[0] if grpc is not None and grpc.profiles else None
-        batch = float(profile["mean_batch"]) if profile else None
-        phase = PhaseResult(row.phase.name, row.phase.concurrency, wall, records, memory.take_peak(), batch, cpu,
-                            profile)
-        settings = {"model": MODEL, "compute_type": COMPUTE_TYPE, "beam_size": str(row.beam),
-                    "transport": row.transport, "response_format": row.response_format}
-        runs.append(SystemRun(row.system, stack.ready_s, [phase], settings, memory.overall_peak))
-        print(f"  {row.system} {row.phase.name}: {wall:.1f} s", file=sys.stderr, flush=True)
-    return runs
+def run_row(stack: Stack, row: OurRow, warm: Clip, memory: RssSampler) -> SystemRun:
+    grpc = GrpcTranscriber(stack.grpc_url, row.profile) if row.transport == "grpc" else None
+    transcribe = grpc or http_transcriber(stack.base_url, row.response_format)
+    transcribe(warm)  # untimed
+    if grpc is not None:
+        grpc.profiles.clear()
+    memory.take_peak()
+    cpu = tree_cpu_seconds(stack.process.pid)
+    wall, records = run_phase(transcribe, row.phase)
+    cpu = tree_cpu_seconds(stack.process.pid) - cpu
+    profile = grpc.profiles[0] if grpc is not None and grpc.profiles else None
+    batch = float(profile["mean_batch"]) if profile else None
+    phase = PhaseResult(row.phase.name, row.phase.concurrency, wall, records, memory.take_peak(), batch, cpu, profile)
+    settings = {"model": MODEL, "compute_type": COMPUTE_TYPE, "beam_size": str(row.beam),
+                "transport": row.transport, "response_format": row.response_format}
+    print(f"  {row.system} {row.phase.name}: {wall:.1f} s", file=sys.stderr, flush=True)
+    return SystemRun(row.system, stack.ready_s, [phase], settings, memory.overall_peak)
 
 
-def run_ours(rows: list[OurRow], warm: Clip, threads: int, work_dir: Path) -> list[SystemRun]:
-    """One serve process per beam size (the server's setting); its tree's memory is sampled."""
-    runs: list[SystemRun] = []
-    for beam in sorted({row.beam for row in rows}):
-        stack = launch_stack(threads, work_dir, beam)
-        try:
-            with RssSampler(stack.process.pid) as memory:
-                wait_ready(stack)
-                print(f"  ours (beam {beam}): ready in {stack.ready_s:.1f} s", file=sys.stderr, flush=True)
-                runs += _run_rows(stack, [row for row in rows if row.beam == beam], warm, memory)
-        except Exception:
-            print(stack.log_tail(), file=sys.stderr)
-            raise
-        finally:
-            stop_stack(stack)
-    return runs
+@contextlib.contextmanager
+def serving(threads: int, work_dir: Path, beam: int) -> Iterator[tuple[Stack, RssSampler]]:
+    """Our stack at one beam size (the server's setting), ready, with its tree's memory sampled."""
+    stack = launch_stack(threads, work_dir, beam)
+    try:
+        with RssSampler(stack.process.pid) as memory:
+            wait_ready(stack)
+            print(f"  ours (beam {beam}): ready in {stack.ready_s:.1f} s", file=sys.stderr, flush=True)
+            yield stack, memory
+    except Exception:
+        print(stack.log_tail(), file=sys.stderr)
+        raise
+    finally:
+        stop_stack(stack)

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from bench.baselines import BaselineRow, run_baselines
 from bench.load import SystemRun
-from bench.ours import OurRow, run_ours
+from bench.ours import OurRow, run_row, serving
 from bench.pipeline import PipelineRow, run_pipeline
 from bench.report import (
     OURS_GRPC,
@@ -90,22 +90,41 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def plan(sections: list[str], beams: list[int], workload: Workload) -> tuple[list[BaselineRow], list[OurRow]]:
-    baselines: list[BaselineRow] = []
-    ours: list[OurRow] = []
+Step = BaselineRow | OurRow
+
+
+def plan(sections: list[str], beams: list[int], workload: Workload) -> dict[int, list[Step]]:
+    """The rows to run, by the beam size of our server, each baseline just before the row of ours it is
+    compared with: the machine's speed drifts over minutes, and adjacent rows see the same machine."""
+    steps: dict[int, list[Step]] = {}
+    long = workload.long_phase
     if "long" in sections:
         for beam in beams:
-            baselines += [BaselineRow(baseline_label("A", ts), "A", beam, ts, workload.long_phase)
-                          for ts in (False, True)]
-            ours += [OurRow(OURS_JSON, "http", "json", beam, workload.long_phase),
-                     OurRow(OURS_VERBOSE, "http", "verbose_json", beam, workload.long_phase)]
+            steps[beam] = [BaselineRow(baseline_label("A", False), "A", beam, False, long),
+                           OurRow(OURS_JSON, "http", "json", beam, long),
+                           BaselineRow(baseline_label("A", True), "A", beam, True, long),
+                           OurRow(OURS_VERBOSE, "http", "verbose_json", beam, long)]
             if beam == 1:
-                ours.append(OurRow(OURS_GRPC, "grpc", "json", beam, workload.long_phase, profile=True))
+                steps[beam].append(OurRow(OURS_GRPC, "grpc", "json", beam, long, profile=True))
     if "load" in sections:
-        baselines += [BaselineRow(baseline_label("A", False), "A", 1, False, workload.load_phase),
-                      BaselineRow(baseline_label("B", True), "B", 1, True, workload.load_phase)]
-        ours.append(OurRow(OURS_JSON, "http", "json", 1, workload.load_phase))
-    return baselines, ours
+        load = workload.load_phase
+        steps.setdefault(1, []).extend([BaselineRow(baseline_label("A", False), "A", 1, False, load),
+                                        BaselineRow(baseline_label("B", True), "B", 1, True, load),
+                                        OurRow(OURS_JSON, "http", "json", 1, load)])
+    return steps
+
+
+def run_steps(steps: dict[int, list[Step]], workload: Workload, model_dir: Path, threads: int,
+              work_dir: Path) -> list[SystemRun]:
+    runs: list[SystemRun] = []
+    for beam, group in sorted(steps.items()):
+        with serving(threads, work_dir, beam) as (stack, memory):
+            for step in group:
+                if isinstance(step, BaselineRow):
+                    runs += run_baselines([step], workload.warm, model_dir, threads, work_dir)
+                else:
+                    runs.append(run_row(stack, step, workload.warm, memory))
+    return runs
 
 
 def _git_commit() -> str:
@@ -124,17 +143,13 @@ def main(argv: list[str] | None = None) -> int:
     model = resolve_model("base", model_settings().cache_path())
     design = describe(workload)
     print(design, file=sys.stderr, flush=True)
-    baseline_rows, our_rows = plan(args.sections, args.beams, workload)
+    steps = plan(args.sections, args.beams, workload)
     work_dir = Path(tempfile.mkdtemp(prefix="whisper-bench-"))
     runs: list[SystemRun] = []
     pipeline: list[PipelineRow] = []
     try:
-        if baseline_rows:
-            print("Running faster-whisper ...", file=sys.stderr, flush=True)
-            runs += run_baselines(baseline_rows, workload.warm, model.path, args.threads, work_dir)
-        if our_rows:
-            print("Running ours ...", file=sys.stderr, flush=True)
-            runs += run_ours(our_rows, workload.warm, args.threads, work_dir)
+        print("Running faster-whisper and ours, row by row ...", file=sys.stderr, flush=True)
+        runs += run_steps(steps, workload, model.path, args.threads, work_dir)
         if "pipeline" in args.sections:
             print("Running the pipeline without the engine ...", file=sys.stderr, flush=True)
             pipeline = run_pipeline(workload.hours, workload.warm, work_dir)

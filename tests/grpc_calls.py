@@ -10,7 +10,7 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 
 from whisper_triton import contract
-from whisper_triton.decoding import DecodeOptions, WindowResult
+from whisper_triton.decoding import DecodeOptions
 
 
 def bytes_input(name: str, value: bytes) -> grpcclient.InferInput:
@@ -56,20 +56,44 @@ def call_entry(url: str, inputs: list[grpcclient.InferInput],
     return [item if isinstance(item, Exception) else json.loads(item) for item in raw]
 
 
-def call_engine(url: str, model: str, samples: np.ndarray | None, options: DecodeOptions | bytes | None = None,
-                cancel: str | None = None, timeout: float = 600) -> WindowResult | dict[str, Any] | Exception:
-    """One window to an engine model (or a CANCEL): its result, or the error."""
+def call_engine(url: str, model: str, samples: np.ndarray | list[np.ndarray] | None,
+                options: DecodeOptions | bytes | list[DecodeOptions] | None = None, cancel: str | None = None,
+                timeout: float = 600) -> Any:
+    """Windows to an engine model (or a CANCEL). One window: its WindowResult, or an Exception (a refused
+    request, or the window's failure message). Several (a list of arrays): {window index: outcome}."""
+    windows = samples if isinstance(samples, list) else None if samples is None else [samples]
     inputs = []
-    if samples is not None:
-        tensor = grpcclient.InferInput(contract.SAMPLES, [len(samples)], "FP32")
-        tensor.set_data_from_numpy(np.ascontiguousarray(samples, dtype=np.float32))
+    if windows is not None:
+        joined = np.concatenate(windows).astype(np.float32) if windows else np.zeros(0, np.float32)
+        tensor = grpcclient.InferInput(contract.SAMPLES, [len(joined)], "FP32")
+        tensor.set_data_from_numpy(joined)
         inputs.append(tensor)
+        if isinstance(samples, list):
+            lengths = grpcclient.InferInput(contract.LENGTHS, [len(windows)], "INT32")
+            lengths.set_data_from_numpy(np.array([len(w) for w in windows], dtype=np.int32))
+            inputs.append(lengths)
     if options is not None:
-        raw = options if isinstance(options, bytes) else contract.encode(options)
-        inputs.append(bytes_input(contract.OPTIONS, raw))
+        encoded = [o if isinstance(o, bytes) else contract.encode(o) for o in
+                   (options if isinstance(options, list) else [options])]
+        tensor = grpcclient.InferInput(contract.OPTIONS, [len(encoded)], "BYTES")
+        tensor.set_data_from_numpy(np.array(encoded, dtype=object))
+        inputs.append(tensor)
     if cancel is not None:
         inputs.append(bytes_input(contract.CANCEL, cancel.encode()))
-    (item,) = _stream(url, model, inputs, contract.RESULT, lambda item: True, timeout)
-    if isinstance(item, Exception):
-        return item
-    return json.loads(item) if cancel is not None else contract.decode_result(item)
+    expected = len(windows) if windows else 1
+    seen: list[Any] = []
+
+    def last(item: Any) -> bool:
+        seen.append(item)
+        return len(seen) >= expected
+
+    items = _stream(url, model, inputs, contract.RESULT, last, timeout)
+    if isinstance(items[-1], Exception):
+        return items[-1]
+    if cancel is not None:
+        return json.loads(items[0])
+    outcomes = {}
+    for item in items:
+        window, outcome = contract.decode_outcome(item)
+        outcomes[window] = RuntimeError(outcome) if isinstance(outcome, str) else outcome
+    return outcomes if isinstance(samples, list) else next(iter(outcomes.values()))

@@ -34,11 +34,16 @@ Diarization model `diarization`:
           EMBEDDING_MODEL           BYTES [1]      names the embedding space (vectors of two models differ)
 
 Engine models `whisper_engine__<model id>`, one per model (decoupled; in-flight batching of the windows of
-all requests, one response per request):
-  inputs  SAMPLES     FP32  [-1]  16 kHz mono audio of one window, at most 30 s (log-mel is computed here)
-          OPTIONS     BYTES [1]   JSON `DecodeOptions` (`request`, `window`, `speech` as the entry model sends)
+all requests; one response per window, the last with the FINAL flag):
+  inputs  SAMPLES     FP32  [-1]  16 kHz mono audio of one or more windows, one after another, each at most
+                                  30 s (log-mel is computed here, on the engine's side)
+          LENGTHS     INT32 [-1]  optional: the samples of each window (default: one window, all of SAMPLES)
+          OPTIONS     BYTES [-1]  JSON `DecodeOptions`, one per window or one for all (`request`, `window`,
+                                  `speech` as the entry model sends them)
           CANCEL      BYTES [1]   instead of the above: a request id whose queued windows are dropped
-  output  RESULT      BYTES [1]   JSON `WindowResult` (for CANCEL: {"cancelled": <windows dropped>})
+  output  RESULT      BYTES [1]   JSON `WindowResult` (its `window` says which), or {"error": message,
+                                  "window": index} for a window that failed or was cancelled;
+                                  for CANCEL: {"cancelled": <windows dropped>}
 """
 
 from __future__ import annotations
@@ -83,6 +88,7 @@ EMBEDDING = "EMBEDDING"
 EMBEDDING_MODEL = "EMBEDDING_MODEL"
 
 SAMPLES = "SAMPLES"
+LENGTHS = "LENGTHS"
 OPTIONS = "OPTIONS"
 CANCEL = "CANCEL"
 RESULT = "RESULT"
@@ -115,6 +121,20 @@ def decode_options(data: bytes) -> DecodeOptions:
 def decode_result(data: bytes) -> WindowResult:
     result: WindowResult = _decoder("WindowResult").decode(data)
     return result
+
+
+def encode_failure(window: int, message: str) -> bytes:
+    """A window's failure, in RESULT: its message in the `[code(param)] text` wire form of errors."""
+    return _encoder.encode({"error": message, "window": window})
+
+
+def decode_outcome(data: bytes) -> tuple[int, WindowResult | str]:
+    """A RESULT: (window index, its result or its failure message)."""
+    if data.startswith(b'{"error"'):
+        failure = msgspec.json.decode(data)
+        return int(failure["window"]), str(failure["error"])
+    result = decode_result(data)
+    return result.window, result
 
 
 def decode_transcript(data: bytes) -> list[dict[str, object]]:

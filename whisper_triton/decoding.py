@@ -87,6 +87,7 @@ class WindowResult:
     language_probability: float
     segments: list[Segment]
     resumes: int = 0  # times the window was decoded on from where Whisper stopped early
+    window: int = 0  # the window's index in its request (DecodeOptions.window)
     # Seconds of engine work spent on this window, by stage (its share of each batch-wide step).
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -220,8 +221,9 @@ def decode_windows(
                     placed[i] = result
         results = [result for result in placed if result is not None]
     timings = clock.share(len(jobs))
-    for result in results:
+    for job, result in zip(jobs, results, strict=True):
         result.timings = {**timings, "batch": float(len(jobs))}
+        result.window = job.options.window
     return results
 
 
@@ -429,7 +431,7 @@ class _Run:
 def _token_budget(seconds: float) -> int:
     """Tokens enough for `seconds` of the fastest speech with its timestamps (about 6 a second): a pass
     that runs into a repetition loop stops there instead of at 448 tokens."""
-    return int(math.ceil(seconds * RESUME_TOKENS_PER_SECOND)) + 8
+    return math.ceil(seconds * RESUME_TOKENS_PER_SECOND) + 8
 
 
 def _needs_fallback(attempt: _Attempt, options: DecodeOptions) -> bool:

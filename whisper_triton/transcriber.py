@@ -21,7 +21,7 @@ import numpy as np
 
 from whisper_triton.audio import SAMPLE_RATE, decode_audio
 from whisper_triton.decoding import DecodeOptions, Segment, WindowResult
-from whisper_triton.errors import AudioTooShortError, InvalidRequestError
+from whisper_triton.errors import AudioTooShortError, EngineError, InvalidRequestError
 from whisper_triton.languages import normalize_language
 from whisper_triton.models import ModelInfo
 from whisper_triton.speakers import KnownSpeaker, split_by_speaker
@@ -37,7 +37,8 @@ class WindowCall:
     options: DecodeOptions
 
 
-DecodeFn = Callable[[WindowCall], Awaitable[WindowResult]]
+# Several windows in one engine call: each window's (position in the list, result or failure), as they come.
+DecodeFn = Callable[[list[WindowCall]], AsyncIterator[tuple[int, WindowResult | Exception]]]
 CancelFn = Callable[[str], Awaitable[None]]  # drops a request's windows still queued at the engine
 # Speaker turns of the whole audio: [{"start", "end", "speaker"}], from the diarization model; clusters
 # matching a known speaker carry the name.
@@ -72,7 +73,8 @@ class TranscribeRequest:
 class TranscriberSettings:
     beam_size: int = 1
     max_audio_seconds: float = 4 * 3600
-    max_windows_in_flight: int = 16
+    max_windows_in_flight: int = 64
+    windows_per_call: int = 16  # windows sent to the engine in one call (a call costs ~10 ms of CPU each)
 
 
 def temperature_schedule(temperature: float) -> tuple[float, ...]:
@@ -233,7 +235,7 @@ class Transcriber:
             relative = tuple((text, max(0.0, s - window.offset), min(window.duration, e - window.offset))
                              for text, s, e in pieces)
             call = WindowCall(samples[window.start : window.end], replace(options, given=relative))
-            result = await self._decode(call)
+            result = await _decode_one(self._decode, call)
             languages.append(result.language)
             segments.extend(_segment_dict(len(segments) + i, window, s) for i, s in enumerate(result.segments))
         yield {
@@ -250,29 +252,43 @@ class Transcriber:
     ) -> AsyncIterator[tuple[Window, WindowResult, float]]:
         """Results in audio order with the fraction of windows done.
 
-        Every window is sent at once (up to `max_windows_in_flight`): the engine decodes them in window
-        order, detects the request's language on the first and uses it for all, and decodes a window on
-        where Whisper stopped early. When the caller stops early, windows still queued at the engine are
-        dropped there.
+        Every window is sent at once (up to `max_windows_in_flight`, `windows_per_call` to an engine
+        call): the engine decodes them in window order, detects the request's language on the first and
+        uses it for all, and decodes a window on where Whisper stopped early. When the caller stops
+        early, windows still queued at the engine are dropped there.
         """
         if not windows:
             return
-        gate = asyncio.Semaphore(self.settings.max_windows_in_flight)
+        per_call = max(1, self.settings.windows_per_call)
+        gate = asyncio.Semaphore(max(1, self.settings.max_windows_in_flight // per_call))
+        outcomes = [asyncio.get_running_loop().create_future() for _ in windows]
 
-        async def run(index: int, window: Window) -> WindowResult:
-            async with gate:
-                call = WindowCall(samples[window.start : window.end],
-                                  replace(options, window=index, speech=window.speech))
-                started = time.perf_counter()
-                result = await self._decode(call)
-                profile.add_window(result, time.perf_counter() - started)
-                return result
+        async def run(indices: range) -> None:
+            failure: Exception = EngineError("The Whisper engine sent no result for a window.")
+            try:
+                async with gate:
+                    calls = [WindowCall(samples[windows[i].start : windows[i].end],
+                                        replace(options, window=i, speech=windows[i].speech)) for i in indices]
+                    async for position, outcome in self._decode(calls):
+                        if isinstance(outcome, WindowResult):
+                            profile.add_window(outcome)
+                        if not outcomes[indices[position]].done():
+                            outcomes[indices[position]].set_result(outcome)
+            except Exception as exc:  # the whole call failed: so did each of its windows
+                failure = exc
+            for i in indices:
+                if not outcomes[i].done():
+                    outcomes[i].set_result(failure)
 
-        tasks = [asyncio.ensure_future(run(index, window)) for index, window in enumerate(windows)]
+        tasks = [asyncio.ensure_future(run(range(start, min(start + per_call, len(windows)))))
+                 for start in range(0, len(windows), per_call)]
         finished = False
         try:
-            for index, (window, task) in enumerate(zip(windows, tasks, strict=True)):
-                yield window, await task, round((index + 1) / len(windows), 4)
+            for index, window in enumerate(windows):
+                outcome = await outcomes[index]
+                if isinstance(outcome, Exception):
+                    raise outcome
+                yield window, outcome, round((index + 1) / len(windows), 4)
             finished = True
         finally:
             for task in tasks:
@@ -284,6 +300,14 @@ class Transcriber:
                 cancelling.add_done_callback(_BACKGROUND.discard)
             with contextlib.suppress(Exception):
                 await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _decode_one(decode: DecodeFn, call: WindowCall) -> WindowResult:
+    async for _, outcome in decode([call]):
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+    raise EngineError("The Whisper engine sent no result for a window.")
 
 
 class Profile:
@@ -302,17 +326,16 @@ class Profile:
         finally:
             self.seconds[name] += time.perf_counter() - started
 
-    def add_window(self, result: WindowResult, round_trip: float) -> None:
+    def add_window(self, result: WindowResult) -> None:
         timings = dict(result.timings)
         self.counts["windows"] += 1
         self.counts["resumes"] += result.resumes
         self.counts["batch_windows"] += timings.pop("batch", 0.0)
-        queue, wall = timings.pop("queue", 0.0), timings.pop("batch_wall", 0.0)
-        self.seconds["engine_queue"] += queue
+        timings.pop("batch_wall", None)
+        # The entry model's share of building and reading its engine calls (transfers, serialisation).
+        self.seconds["transfer"] += timings.pop("transfer", 0.0)
         for stage, seconds in timings.items():
             self.seconds[f"engine_{stage}"] += seconds
-        # What the round trip holds besides waiting and the batch's work: transfers and serialisation.
-        self.seconds["transfer"] += max(0.0, round_trip - queue - wall)
 
     def report(self, duration: float) -> dict[str, Any]:
         windows = self.counts["windows"] or 1.0

@@ -11,10 +11,12 @@ from the same file. Weights come straight from the file's protobuf, without the 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import math
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,15 +78,27 @@ class SileroVad:
         num_frames = len(samples) // FRAME_SAMPLES + 1
         probs = np.empty(num_frames, dtype=np.float32)
         state = self._lstm.initial_state()
-        for first in range(0, num_frames, _LSTM_FRAMES):
-            stop = min(first + _LSTM_FRAMES, num_frames)
-            features = np.empty((stop - first, 128), dtype=np.float32)
-            for start in range(first, stop, _ENCODE_FRAMES):
-                end = min(start + _ENCODE_FRAMES, stop)
-                self._encode(_frame_audio(samples, start, end, num_frames), features[start - first : end - first])
-            hidden, state = self._lstm.run(features, state)
-            probs[first:stop] = self._decode(hidden)
+        blocks = [(first, min(first + _LSTM_FRAMES, num_frames)) for first in range(0, num_frames, _LSTM_FRAMES)]
+        # The LSTM must run in order over every frame; the convolutions of the next block need not wait
+        # for it: on long audio they run in a second thread meanwhile (both release the GIL).
+        with ThreadPoolExecutor(1) if len(blocks) > 1 else contextlib.nullcontext() as pool:
+            features = self._features(samples, *blocks[0], num_frames)
+            for index, (first, stop) in enumerate(blocks):
+                upcoming = (pool.submit(self._features, samples, *blocks[index + 1], num_frames)
+                            if pool is not None and index + 1 < len(blocks) else None)
+                hidden, state = self._lstm.run(features, state)
+                probs[first:stop] = self._decode(hidden)
+                if upcoming is not None:
+                    features = upcoming.result()
         return probs
+
+    def _features(self, samples: np.ndarray, first: int, stop: int, num_frames: int) -> np.ndarray:
+        """The LSTM inputs of frames [first, stop)."""
+        features = np.empty((stop - first, 128), dtype=np.float32)
+        for start in range(first, stop, _ENCODE_FRAMES):
+            end = min(start + _ENCODE_FRAMES, stop)
+            self._encode(_frame_audio(samples, start, end, num_frames), features[start - first : end - first])
+        return features
 
     def _encode(self, audio: np.ndarray, out: np.ndarray) -> None:
         """LSTM inputs of the frames in `audio` (the context of the first frame, then whole frames)."""

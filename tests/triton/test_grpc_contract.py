@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -75,29 +76,38 @@ def test_engine_model_contract(url: str) -> None:
     assert wer(JFK_TEXT, "".join(s.text for s in result.segments)) < 0.1
     assert all(s.words for s in result.segments)
     assert {"queue", "features", "encode", "decode", "batch"} <= set(result.timings)
-    # Bad windows fail alone, with a message that says why.
+    # Bad requests fail alone, with a message that says why.
     for bad in (call_engine(url, TINY_ENGINE, np.zeros(16000 * 31, np.float32)),
                 call_engine(url, TINY_ENGINE, samples, b'{"temperatures": []}'),
-                call_engine(url, TINY_ENGINE, None, DecodeOptions())):
+                call_engine(url, TINY_ENGINE, None, DecodeOptions()),
+                call_engine(url, TINY_ENGINE, [samples, samples], [DecodeOptions()] * 3)):
         assert isinstance(bad, Exception) and "bad window request" in str(bad), bad
+
+
+def test_several_windows_in_one_engine_call_come_back_one_by_one(url: str) -> None:
+    samples = decode_audio(jfk_wav().read_bytes()).samples
+    outcomes = call_engine(url, TINY_ENGINE, [samples[: 16000 * 5], samples], [DecodeOptions(window=7),
+                                                                              DecodeOptions(window=3)])
+    assert sorted(outcomes) == [3, 7]
+    assert wer(JFK_TEXT, "".join(s.text for s in outcomes[3].segments)) < 0.1
+    assert outcomes[7].segments[-1].end <= 5.0
+    # One set of options for all: each window still gets its own index.
+    assert sorted(call_engine(url, TINY_ENGINE, [samples, samples], DecodeOptions())) == [0, 1]
 
 
 def test_a_cancelled_requests_queued_windows_are_dropped_at_the_engine(url: str) -> None:
     samples = decode_audio(long_recording(1.0).path.read_bytes()).samples[: 16000 * 30]
-    outcomes: list[object] = []
-
-    def send(index: int) -> None:
-        outcomes.append(call_engine(url, TINY_ENGINE, samples, DecodeOptions(request="doomed", window=index)))
-
-    threads = [threading.Thread(target=send, args=(i,)) for i in range(12)]
-    for thread in threads:
-        thread.start()
+    outcomes: dict[int, object] = {}
+    options = [DecodeOptions(request="doomed", window=index) for index in range(40)]
+    sender = threading.Thread(target=lambda: outcomes.update(call_engine(url, TINY_ENGINE, [samples] * 40, options)))
+    sender.start()
+    time.sleep(1.5)  # the workers have taken their first batches; the rest waits in the queue
     dropped = call_engine(url, TINY_ENGINE, None, cancel="doomed")
-    for thread in threads:
-        thread.join(120)
+    sender.join(300)
     assert isinstance(dropped, dict) and dropped["cancelled"] >= 1
-    cancelled = [o for o in outcomes if isinstance(o, Exception)]
-    assert len(cancelled) >= dropped["cancelled"] and all("cancelled" in str(o).lower() for o in cancelled)
+    cancelled = [o for o in outcomes.values() if isinstance(o, Exception)]
+    assert len(outcomes) == 40 and len(cancelled) >= dropped["cancelled"]
+    assert all("[cancelled]" in str(o) for o in cancelled)
     # The engine goes on serving other requests.
     assert isinstance(call_engine(url, TINY_ENGINE, samples, DecodeOptions(request="alive")), WindowResult)
 

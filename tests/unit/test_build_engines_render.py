@@ -64,7 +64,7 @@ def test_the_gpu_config_declares_the_cpu_configs_tensors() -> None:
     rendered = render_engine_config(CPU_CONFIG, Path("/engines"), RenderOptions(), 64)
     tensors = re.compile(r'\{ name: "(\w+)" data_type: (\w+) dims: \[([^\]]*)\](?: optional: true)? \}')
     assert tensors.findall(rendered) == tensors.findall(CPU_CONFIG)
-    assert [name for name, _, _ in tensors.findall(rendered)] == ["SAMPLES", "OPTIONS", "CANCEL", "RESULT"]
+    assert [name for name, _, _ in tensors.findall(rendered)] == ["SAMPLES", "LENGTHS", "OPTIONS", "CANCEL", "RESULT"]
 
 
 def test_options_reach_the_config() -> None:

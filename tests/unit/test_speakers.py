@@ -10,7 +10,8 @@ import pytest
 from frontend.forms import AudioForm, UploadedFile
 from frontend.responses import diarized_text, render
 from tests.assets import jfk_wav
-from whisper_triton.decoding import Segment, WindowJob, WindowResult
+from tests.unit.test_transcriber import one_by_one
+from whisper_triton.decoding import Segment, WindowResult
 from whisper_triton.models import ModelInfo
 from whisper_triton.speakers import (
     KnownSpeaker,
@@ -21,7 +22,7 @@ from whisper_triton.speakers import (
     speaker_letters,
     split_by_speaker,
 )
-from whisper_triton.transcriber import SpeakerCount, Transcriber, TranscribeRequest
+from whisper_triton.transcriber import SpeakerCount, Transcriber, TranscribeRequest, WindowCall
 from whisper_triton.words import Word
 
 TURNS = [{"start": 0.0, "end": 3.0, "speaker": "SPEAKER_01"}, {"start": 3.0, "end": 6.0, "speaker": "SPEAKER_00"}]
@@ -68,13 +69,13 @@ async def test_transcriber_diarizes_alongside_decoding() -> None:
         return [{"start": 0.0, "end": 5.0, "speaker": "SPEAKER_00"},
                 {"start": 5.0, "end": 11.0, "speaker": "SPEAKER_01"}]
 
-    async def decode(job: WindowJob) -> WindowResult:
+    async def decode(job: WindowCall) -> WindowResult:
         assert job.options.word_timestamps  # diarization splits segments by word
         words = [Word(" one", 1.0, 2.0, 0.9, [1]), Word(" two", 7.0, 8.0, 0.9, [2])]
         return WindowResult("en", 1.0, [Segment(1.0, 8.0, " one two", [1, 2], 0.0, -0.1, 1.0, 0.0, words)])
 
     info = ModelInfo(n_mels=80, multilingual=False, num_languages=1)
-    transcriber = Transcriber(info, decode, diarize=diarize)
+    transcriber = Transcriber(info, one_by_one(decode), diarize=diarize)
     request = TranscribeRequest(diarize=True, speakers=SpeakerCount(max=2))
     events = [e async for e in transcriber.events(jfk_wav().read_bytes(), request)]
     assert [e["type"] for e in events] == ["segments", "done"]  # segments only once speakers are known
@@ -86,7 +87,7 @@ async def test_transcriber_diarizes_alongside_decoding() -> None:
     only = [e async for e in transcriber.events(jfk_wav().read_bytes(), TranscribeRequest(task="diarize"))]
     assert only[-1]["segments"] == [] and len(only[-1]["speakers"]) == 2
     with pytest.raises(Exception, match="not enabled"):
-        [e async for e in Transcriber(info, decode).events(jfk_wav().read_bytes(), request)]
+        [e async for e in Transcriber(info, one_by_one(decode)).events(jfk_wav().read_bytes(), request)]
 
 
 def _form(fmt: str) -> AudioForm:

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 
 from tests.assets import jfk_wav, wav_bytes
-from whisper_triton.decoding import Segment, WindowJob, WindowResult
+from tests.unit.test_transcriber import one_by_one
+from whisper_triton.decoding import Segment, WindowResult
 from whisper_triton.errors import InvalidAudioError, InvalidRequestError
 from whisper_triton.models import ModelInfo
 from whisper_triton.speakers import KnownSpeaker
-from whisper_triton.transcriber import SpeakerCount, Transcriber, TranscribeRequest
+from whisper_triton.transcriber import SpeakerCount, Transcriber, TranscribeRequest, WindowCall
 from whisper_triton.voices import MAX_KNOWN_SPEAKERS, KnownVoices, check_voices, voice_samples
 from whisper_triton.words import Word
 
@@ -54,7 +55,7 @@ def test_voice_clips_must_be_one_to_thirty_seconds() -> None:
     assert error.value.param == "known_speaker_references"
 
 
-async def _decode(job: WindowJob) -> WindowResult:
+async def _decode(job: WindowCall) -> WindowResult:
     words = [Word(" hello", 1.0, 2.0, 0.9, [1])]
     return WindowResult("en", 1.0, [Segment(1.0, 2.0, " hello", [1], 0.0, -0.1, 1.0, 0.0, words)])
 
@@ -71,7 +72,7 @@ async def test_references_are_embedded_and_stored_voices_follow_in_order() -> No
         seen.append(known)
         return [{"start": 0.0, "end": 11.0, "speaker": "agent"}]
 
-    transcriber = Transcriber(INFO, _decode, diarize=diarize, embed=embed)
+    transcriber = Transcriber(INFO, one_by_one(_decode), diarize=diarize, embed=embed)
     voices = KnownVoices(("agent", "customer", "stored"), (_tone(2.0), _tone(3.0)), (np.array([9.0, 9.0, 9.0]),))
     events = [e async for e in transcriber.events(jfk_wav().read_bytes(), TranscribeRequest(diarize=True,
                                                                                           known=voices))]
@@ -91,7 +92,7 @@ async def test_known_voices_need_diarization_and_valid_clips() -> None:
     async def diarize(samples: np.ndarray, speakers: SpeakerCount, known: list[KnownSpeaker]) -> list[dict[str, Any]]:
         raise AssertionError("nothing is diarized for a refused request")
 
-    transcriber = Transcriber(INFO, _decode, diarize=diarize, embed=embed)
+    transcriber = Transcriber(INFO, one_by_one(_decode), diarize=diarize, embed=embed)
     plain = TranscribeRequest(known=KnownVoices(("a",), (_tone(2.0),)))
     with pytest.raises(InvalidRequestError, match="need diarization"):
         [e async for e in transcriber.events(jfk_wav().read_bytes(), plain)]
@@ -100,4 +101,4 @@ async def test_known_voices_need_diarization_and_valid_clips() -> None:
         [e async for e in transcriber.events(jfk_wav().read_bytes(), short)]
     assert error.value.param == "known_speaker_references"
     with pytest.raises(InvalidRequestError, match="not enabled"):
-        [e async for e in Transcriber(INFO, _decode).voice(_tone(2.0))]
+        [e async for e in Transcriber(INFO, one_by_one(_decode)).voice(_tone(2.0))]

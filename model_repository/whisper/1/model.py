@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import os
 import sys
+import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -47,6 +48,7 @@ class TritonPythonModel:
         self.specs = {model_id(spec): spec for spec in model_specs()}
         self.default_model = next(iter(self.specs))
         self.transcribers = {}
+        self.calls_in_flight = set()  # engine calls (BLS threads) not awaited by a caller that left
         windows.warm_up()
 
     def _transcriber(self, model):
@@ -57,8 +59,8 @@ class TritonPythonModel:
             resolved = resolve_model(self.specs[model], self.settings.cache_path())
             engine = engine_model_name(model)
 
-            async def decode(job):
-                return await self._decode_window(engine, job)
+            def decode(calls):
+                return self._decode_windows(engine, calls)
 
             diarization = self.settings.diarization.lower() not in ("off", "false", "0")
             async def cancel(request_id):
@@ -160,21 +162,59 @@ class TritonPythonModel:
             raise EngineError("Speaker diarization failed.")
         return response
 
-    async def _decode_window(self, engine, call):
-        inputs = [
-            pb_utils.Tensor(contract.SAMPLES, np.ascontiguousarray(call.samples, dtype=np.float32)),
-            pb_utils.Tensor(contract.OPTIONS, np.array([contract.encode(call.options)], dtype=object)),
-        ]
-        request = pb_utils.InferenceRequest(model_name=engine, requested_output_names=[contract.RESULT], inputs=inputs)
-        result = await asyncio.get_running_loop().run_in_executor(self.bls_pool, _window_result, request)
-        if isinstance(result, bytes):
-            return contract.decode_result(result)
-        error = from_wire(result)
-        if error.code != "internal_error":
-            raise error
-        if is_unavailable(result):  # the engine's process died: `make serve` reloads it
-            raise UnavailableError("The Whisper engine is restarting; retry shortly.")
-        raise EngineError(error.message)
+    async def _decode_windows(self, engine, calls):
+        """One engine call for several windows: (position, result or failure) of each, as they come."""
+        loop = asyncio.get_running_loop()
+        arrived = asyncio.Queue()
+        positions = {call.options.window: position for position, call in enumerate(calls)}
+
+        def call_engine():  # in a BLS thread: building the request copies the audio, reading blocks
+            try:
+                read_results()
+            except Exception as exc:  # the call could not be made: every window of it failed
+                self.logger.log_error(f"whisper: engine call failed: {traceback.format_exc(limit=5)}")
+                loop.call_soon_threadsafe(arrived.put_nowait, ("failure", exc, 0.0))
+            finally:
+                loop.call_soon_threadsafe(arrived.put_nowait, ("end", None, 0.0))
+
+        def read_results():
+            started = time.perf_counter()
+            inputs = [
+                pb_utils.Tensor(contract.SAMPLES, np.concatenate([c.samples for c in calls], dtype=np.float32)),
+                pb_utils.Tensor(contract.LENGTHS, np.array([len(c.samples) for c in calls], dtype=np.int32)),
+                pb_utils.Tensor(contract.OPTIONS, np.array([contract.encode(c.options) for c in calls], dtype=object)),
+            ]
+            request = pb_utils.InferenceRequest(model_name=engine, requested_output_names=[contract.RESULT],
+                                                inputs=inputs)
+            overhead = time.perf_counter() - started
+            for response in request.exec(decoupled=True):
+                if response.has_error():
+                    loop.call_soon_threadsafe(arrived.put_nowait, ("error", response.error().message(), 0.0))
+                    continue
+                tensor = pb_utils.get_output_tensor_by_name(response, contract.RESULT)
+                if tensor is not None:
+                    item = bytes(tensor.as_numpy().reshape(-1)[0])
+                    loop.call_soon_threadsafe(arrived.put_nowait, ("result", item, overhead / len(calls)))
+
+        # Not awaited: a caller that stops early leaves the thread to end with the engine's last answer.
+        running = loop.run_in_executor(self.bls_pool, call_engine)
+        self.calls_in_flight.add(running)
+        running.add_done_callback(self.calls_in_flight.discard)
+        while True:
+            kind, item, overhead = await arrived.get()
+            if kind == "end":
+                return
+            if kind in ("error", "failure"):  # the whole call failed
+                error = _engine_error(item) if kind == "error" else EngineError("The Whisper engine call failed.")
+                for position in range(len(calls)):
+                    yield position, error
+                continue
+            window, outcome = contract.decode_outcome(item)
+            if isinstance(outcome, str):
+                yield positions[window], _engine_error(outcome)
+            else:
+                outcome.timings["transfer"] = overhead
+                yield positions[window], outcome
 
     async def _cancel_windows(self, engine, request_id):
         """Drops the request's windows still queued at the engine (best effort: it may be gone)."""
@@ -186,6 +226,16 @@ class TritonPythonModel:
     def finalize(self):
         self.cpu_pool.shutdown(wait=False, cancel_futures=True)
         self.bls_pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _engine_error(message):
+    """An engine failure as the request's error: client faults as they are, a dead engine as retryable."""
+    error = from_wire(message)
+    if error.code != "internal_error":
+        return error
+    if is_unavailable(message):  # the engine's process died: `make serve` reloads it
+        return UnavailableError("The Whisper engine is restarting; retry shortly.")
+    return EngineError(error.message)
 
 
 def _window_result(request):

@@ -5,9 +5,13 @@ Decoupled: execute() only queues, so windows that arrive while others are decode
 once instead of waiting for a whole batch to finish, and a CANCEL request drops a request's queued windows.
 """
 
+import dataclasses
+import functools
+import itertools
 import json
 import os
 import sys
+import threading
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
@@ -98,33 +102,28 @@ class TritonPythonModel:
                     payload = np.array([contract.encode({"cancelled": dropped})], dtype=object)
                     sender.send(pb_utils.InferenceResponse([pb_utils.Tensor(contract.RESULT, payload)]), flags=FINAL)
                     continue
-                window = QueuedWindow(payload=_samples(request), options=_options(request),
-                                      reply=self._replier(sender))
+                windows = _windows(request)
             except Exception as exc:  # a malformed request fails alone
                 error = pb_utils.TritonError(f"bad window request: {exc}", pb_utils.TritonError.INVALID_ARG)
                 sender.send(pb_utils.InferenceResponse(error=error), flags=FINAL)
                 continue
-            self.scheduler.submit(window)
+            answer = _Answer(sender, len(windows), self)
+            for samples, options in windows:
+                self.scheduler.submit(QueuedWindow(payload=samples, options=options,
+                                                   reply=functools.partial(answer.reply, options.window)))
         return None
 
-    def _replier(self, sender):
-        def reply(outcome):
-            if isinstance(outcome, WindowCancelled):
-                self.outcomes["cancelled"].increment(1)
-                error = pb_utils.TritonError("cancelled", pb_utils.TritonError.CANCELLED)
-                sender.send(pb_utils.InferenceResponse(error=error), flags=FINAL)
-            elif isinstance(outcome, BaseException):
-                self.outcomes["failed"].increment(1)
-                trace = "".join(traceback.format_exception(outcome, limit=3))
-                self.logger.log_error(f"whisper_engine: a window failed: {trace}")
-                error = pb_utils.TritonError("[engine_error] the Whisper engine failed on this window")
-                sender.send(pb_utils.InferenceResponse(error=error), flags=FINAL)
-            else:
-                self.outcomes["decoded"].increment(1)
-                payload = np.array([contract.encode(outcome)], dtype=object)
-                sender.send(pb_utils.InferenceResponse([pb_utils.Tensor(contract.RESULT, payload)]), flags=FINAL)
-
-        return reply
+    def outcome_payload(self, window, outcome):
+        if isinstance(outcome, WindowCancelled):
+            self.outcomes["cancelled"].increment(1)
+            return contract.encode_failure(window, "[cancelled] the request was cancelled")
+        if isinstance(outcome, BaseException):
+            self.outcomes["failed"].increment(1)
+            trace = "".join(traceback.format_exception(outcome, limit=3))
+            self.logger.log_error(f"whisper_engine: a window failed: {trace}")
+            return contract.encode_failure(window, "[engine_error] the Whisper engine failed on this window")
+        self.outcomes["decoded"].increment(1)
+        return contract.encode(outcome)
 
     def finalize(self):
         self.scheduler.close()
@@ -133,26 +132,48 @@ class TritonPythonModel:
             close()
 
 
+class _Answer:
+    """The responses to one request of several windows: one per window as each is done, the last FINAL."""
+
+    def __init__(self, sender, windows, model):
+        self.sender, self.left, self.model = sender, windows, model
+        self.lock = threading.Lock()
+
+    def reply(self, window, outcome):
+        payload = np.array([self.model.outcome_payload(window, outcome)], dtype=object)
+        response = pb_utils.InferenceResponse([pb_utils.Tensor(contract.RESULT, payload)])
+        with self.lock:  # the windows of one request finish on different workers
+            self.left -= 1
+            self.sender.send(response, flags=FINAL if self.left == 0 else 0)
+
+
+def _windows(request):
+    """(samples, options) of each window of the request; raises ValueError for anything malformed."""
+    tensor = pb_utils.get_input_tensor_by_name(request, contract.SAMPLES)
+    if tensor is None:
+        raise ValueError("SAMPLES is missing")
+    samples = tensor.as_numpy().reshape(-1).astype(np.float32, copy=False)
+    lengths = pb_utils.get_input_tensor_by_name(request, contract.LENGTHS)
+    sizes = [samples.size] if lengths is None else [int(n) for n in lengths.as_numpy().reshape(-1)]
+    if not sizes or sum(sizes) != samples.size:
+        raise ValueError(f"LENGTHS must add up to the {samples.size} SAMPLES")
+    if any(not 1 <= size <= contract.WINDOW_SAMPLES for size in sizes):
+        raise ValueError(f"each window must hold 1 to {contract.WINDOW_SAMPLES} samples, got {sizes}")
+    raw = pb_utils.get_input_tensor_by_name(request, contract.OPTIONS)
+    encoded = [b"{}"] if raw is None else list(raw.as_numpy().reshape(-1))
+    if len(encoded) not in (1, len(sizes)):
+        raise ValueError(f"OPTIONS must be one for all windows or one per window, got {len(encoded)}")
+    options = [contract.decode_options(item) for item in encoded]
+    if len(options) == 1 and len(sizes) > 1:  # one for all: each window still needs its own index
+        options = [dataclasses.replace(options[0], window=index) for index in range(len(sizes))]
+    bounds = np.cumsum([0, *sizes])
+    return [(samples[start:end], option)
+            for (start, end), option in zip(itertools.pairwise(bounds), options, strict=True)]
+
+
 def _text(request, name):
     tensor = pb_utils.get_input_tensor_by_name(request, name)
     if tensor is None:
         return None
     value = tensor.as_numpy().reshape(-1)[0]
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
-
-
-def _samples(request):
-    tensor = pb_utils.get_input_tensor_by_name(request, contract.SAMPLES)
-    if tensor is None:
-        raise ValueError("SAMPLES is missing")
-    samples = tensor.as_numpy().reshape(-1)
-    if samples.size == 0 or samples.size > contract.WINDOW_SAMPLES:
-        raise ValueError(f"SAMPLES must hold 1 to {contract.WINDOW_SAMPLES} samples, got {samples.size}")
-    return samples.astype(np.float32, copy=False)
-
-
-def _options(request):
-    tensor = pb_utils.get_input_tensor_by_name(request, contract.OPTIONS)
-    if tensor is None:
-        return contract.decode_options(b"{}")
-    return contract.decode_options(tensor.as_numpy().reshape(-1)[0])
