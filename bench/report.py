@@ -47,6 +47,7 @@ class Row(msgspec.Struct, frozen=True):
     ready_s: float
     cpu_s: float | None = None  # CPU seconds of the process tree during the phase
     engine_batch: float | None = None
+    wer_digits: float | None = None  # with runs of digits joined ("1 2 3 4" = "1234"): a matter of style
 
 
 class Target(msgspec.Struct, frozen=True):
@@ -66,11 +67,11 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
-def corpus_wer(records: Sequence[RequestRecord]) -> float:
+def corpus_wer(records: Sequence[RequestRecord], digits_joined: bool = False) -> float:
     """Word errors of all requests over all their reference words (a failed request counts as empty)."""
     errors = words = 0
     for record in records:
-        e, w = english_errors(record.reference, record.text if record.error is None else "")
+        e, w = english_errors(record.reference, record.text if record.error is None else "", digits_joined)
         errors, words = errors + e, words + w
     return errors / words if words else math.nan
 
@@ -92,6 +93,7 @@ def phase_row(run: SystemRun, phase: PhaseResult) -> Row:
         rtfx=audio / phase.wall_s if phase.wall_s > 0 else math.nan,
         p50_s=percentile(latencies, 50), p95_s=percentile(latencies, 95), wer=corpus_wer(phase.requests),
         peak_rss_bytes=phase.peak_rss_bytes, ready_s=run.ready_s, cpu_s=phase.cpu_s, engine_batch=phase.engine_batch,
+        wer_digits=corpus_wer(phase.requests, digits_joined=True),
     )
 
 
@@ -104,14 +106,19 @@ def _num(value: float | None, fmt: str) -> str:
 
 
 COLUMNS = (("system", "<34"), ("phase", "<5"), ("c", ">2"), ("audio s", ">8"), ("wall s", ">7"), ("RTFx", ">6"),
-           ("p50 s", ">7"), ("p95 s", ">7"), ("WER", ">6"), ("CPU s", ">7"), ("peak RSS", ">9"), ("batch", ">5"))
+           ("p50 s", ">7"), ("p95 s", ">7"), ("WER", ">6"), ("WER*", ">6"), ("CPU s", ">7"), ("peak RSS", ">9"),
+           ("batch", ">5"))
 
 
 def _cells(row: Row) -> tuple[str, ...]:
     return (row.system + ("!" if row.errors else ""), row.phase, str(row.concurrency), _num(row.audio_s, ".1f"),
             _num(row.wall_s, ".1f"), _num(row.rtfx, ".1f"), _num(row.p50_s, ".2f"), _num(row.p95_s, ".2f"),
-            _num(row.wer * 100, ".2f") + ("%" if not math.isnan(row.wer) else ""), _num(row.cpu_s, ".1f"),
+            _percent(row.wer), _percent(row.wer_digits), _num(row.cpu_s, ".1f"),
             f"{row.peak_rss_bytes / 1e6:.0f} MB", _num(row.engine_batch, ".1f"))
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value * 100:.2f}%"
 
 
 def format_table(table: Sequence[Row]) -> str:
@@ -184,8 +191,8 @@ def _long_target(table: Sequence[Row], beam: int, ours_system: str, mode: str) -
             "WER no worse")
     if ours is None or theirs is None:
         return Target(goal, "not measured", None)
-    ratio = theirs.wall_s / ours.wall_s
-    detail = (f"{ratio:.2f}x ({ours.wall_s:.1f} s vs {theirs.wall_s:.1f} s); WER {ours.wer * 100:.2f}% vs "
+    ratio = theirs.p50_s / ours.p50_s  # the median run: the long file may run more than once
+    detail = (f"{ratio:.2f}x ({ours.p50_s:.1f} s vs {theirs.p50_s:.1f} s); WER {ours.wer * 100:.2f}% vs "
               f"{theirs.wer * 100:.2f}%")
     return Target(goal, detail, ratio >= LONG_SPEEDUP and ours.wer <= theirs.wer)
 
@@ -269,12 +276,15 @@ def markdown(document: Document, source: str) -> str:
     lines = [f"Run of {meta.get('date', '?')[:10]} on {meta.get('cpu', '?')} ({meta.get('cores')} cores), "
              f"`{meta.get('command', 'make bench')}`, {meta.get('elapsed_s', 0) / 60:.1f} min; JSON: `{source}`.",
              f"Load average before / after: {meta.get('load_before', '?')} / {meta.get('load_after', '?')}.", "",
-             "| system | decodes | beam | phase | clients | RTFx | p50 s | p95 s | WER | CPU s | peak RSS |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| system | decodes | beam | phase | clients | RTFx | p50 s | p95 s | WER | WER* | CPU s | peak RSS |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in document.rows:
         lines.append(f"| {row.system} | {row.mode} | {row.beam} | {row.phase} | {row.concurrency} | "
                      f"{_num(row.rtfx, '.1f')} | {_num(row.p50_s, '.2f')} | {_num(row.p95_s, '.2f')} | "
-                     f"{_num(row.wer * 100, '.2f')} % | {_num(row.cpu_s, '.1f')} | {row.peak_rss_bytes / 1e6:.0f} MB |")
+                     f"{_percent(row.wer)} | {_percent(row.wer_digits)} | {_num(row.cpu_s, '.1f')} | "
+                     f"{row.peak_rss_bytes / 1e6:.0f} MB |")
+    lines += ["", "WER* joins runs of digits first (\"1 2 3 4\" = \"1234\"): how a number read out digit by digit "
+              "is written is a matter of style, and the timestamp mode writes them apart."]
     if document.profile:
         seconds = document.profile.get("seconds", {})
         lines += ["", "Where the time of the long file goes (ours, gRPC, beam 1; engine stages are each window's "

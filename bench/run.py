@@ -52,6 +52,7 @@ from whisper_triton.models import default_cache_dir, resolve_model
 from whisper_triton.settings import model_settings
 
 SECTIONS = ("long", "load", "pipeline")
+LONG_REPEATS = 2  # runs of the long file at beam 1 (the headline comparison), per system
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -97,9 +98,9 @@ def plan(sections: list[str], beams: list[int], workload: Workload) -> dict[int,
     """The rows to run, by the beam size of our server, each baseline just before the row of ours it is
     compared with: the machine's speed drifts over minutes, and adjacent rows see the same machine."""
     steps: dict[int, list[Step]] = {}
-    long = workload.long_phase
     if "long" in sections:
         for beam in beams:
+            long = workload.long_phase(LONG_REPEATS if beam == 1 else 1)
             steps[beam] = [BaselineRow(baseline_label("A", False), "A", beam, False, long),
                            OurRow(OURS_JSON, "http", "json", beam, long),
                            BaselineRow(baseline_label("A", True), "A", beam, True, long),
@@ -158,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         raise
     shutil.rmtree(work_dir, ignore_errors=True)
     elapsed = time.perf_counter() - started
-    table = rows(runs)
+    # Shown by phase and beam, baselines first (they ran interleaved with ours).
+    table = sorted(rows(runs), key=lambda r: (r.phase != "long", r.beam, not r.system.startswith("faster"), r.system))
     targets = evaluate_targets(table, pipeline)
     profile = next((p.profile for r in runs for p in r.phases if r.system == OURS_GRPC and p.profile), None)
     meta = {

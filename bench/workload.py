@@ -50,9 +50,10 @@ class Workload(msgspec.Struct, frozen=True):
     hours: list[Clip]  # for the pipeline harness (and --scaling)
     warm: Clip  # an untimed first request for every system
 
-    @property
-    def long_phase(self) -> Phase:
-        return Phase("long", 1, [self.long])
+    def long_phase(self, repeats: int = 1) -> Phase:
+        """The long file `repeats` times in a row: the median of the runs is less at the mercy of a noisy
+        machine than one run."""
+        return Phase("long", 1, [self.long] * repeats)
 
     @property
     def load_phase(self) -> Phase:

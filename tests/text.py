@@ -48,9 +48,31 @@ def english_normalize(text: str) -> str:
     return " ".join(word for word in normalized.split() if any(c.isalnum() for c in word))
 
 
-def english_errors(reference: str, hypothesis: str) -> tuple[int, int]:
-    """(substitutions + deletions + insertions, reference words) after english_normalize."""
+_DIGIT_WORDS = {"zero": "0", "oh": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6",
+                "seven": "7", "eight": "8", "nine": "9"}
+
+
+def join_digits(normalized: str) -> str:
+    """Runs of single digits as one number ("1 2 3 4" and "one 2 3 4" as "1234"): how a read-out number is
+    written is a matter of style (Whisper writes an extension spoken digit by digit either way)."""
+    words = normalized.split()
+    digits = [_DIGIT_WORDS.get(w, w) if w in _DIGIT_WORDS else w for w in words]
+    single = [len(d) == 1 and d.isdigit() for d in digits]
+    out: list[str] = []
+    for i, word in enumerate(words):
+        run = single[i] and ((i > 0 and single[i - 1]) or (i + 1 < len(words) and single[i + 1]))
+        if run and i > 0 and single[i - 1] and out:
+            out[-1] += digits[i]
+        else:
+            out.append(digits[i] if run else word)
+    return " ".join(out)
+
+
+def english_errors(reference: str, hypothesis: str, digits_joined: bool = False) -> tuple[int, int]:
+    """(substitutions + deletions + insertions, reference words) after english_normalize (and join_digits)."""
     ref, hyp = english_normalize(reference), english_normalize(hypothesis)
+    if digits_joined:
+        ref, hyp = join_digits(ref), join_digits(hyp)
     if not ref:
         return len(hyp.split()), 0
     if not hyp:

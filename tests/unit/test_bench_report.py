@@ -33,6 +33,9 @@ def record(text: str, reference: str = "a b c d", latency: float = 1.0, error: s
 def test_corpus_wer_pools_words_normalises_numbers_and_counts_failures_as_empty() -> None:
     records = [record("a b c d"), record("a b x d"), record("", error="boom"), record("Press 1.", "press one")]
     assert report.corpus_wer(records) == pytest.approx((0 + 1 + 4 + 0) / 14)
+    digits = [record("dial one, 2, 3, 4 now", "dial 1234 now")]
+    assert report.corpus_wer(digits) == pytest.approx(4 / 3)  # three words, four wrong
+    assert report.corpus_wer(digits, digits_joined=True) == 0.0
 
 
 def run(system: str, phases: list[PhaseResult], settings: dict[str, str] | None = None, ready: float = 2.0,
@@ -74,7 +77,7 @@ def test_table_has_a_header_and_one_aligned_line_per_row() -> None:
                run("ours gRPC", [phase("load", 8, 10.0, [1.0, 4.0], batch=2.25)], peak=2)]
     table = report.format_table(report.rows(systems)).splitlines()
     assert table[0].split() == ["system", "phase", "c", "audio", "s", "wall", "s", "RTFx", "p50", "s", "p95", "s",
-                                "WER", "CPU", "s", "peak", "RSS", "batch"]
+                                "WER", "WER*", "CPU", "s", "peak", "RSS", "batch"]
     assert set(table[1]) == {"-"}
     assert len({len(line) for line in table}) == 1
     assert table[2].split()[:5] == ["faster-whisper", "batched,", "text", "long", "1"]

@@ -144,3 +144,11 @@ def test_english_wer() -> None:
     assert english_wer("the cat sat", "") == 1.0
     assert english_errors("the cat sat", "a cat") == (2, 3)
     assert english_errors("", "") == (0, 0)
+
+
+def test_join_digits_writes_a_number_read_out_digit_by_digit_one_way() -> None:
+    from tests.text import english_normalize, join_digits
+
+    assert join_digits(english_normalize("Dial One, 2, 3, 4 now.")) == join_digits(english_normalize("Dial 1234 now."))
+    assert join_digits("press 1 or 2") == "press 1 or 2"  # lone digits stay as they are
+    assert join_digits("4 2 4 2 and 6 0 0") == "4242 and 600"
