@@ -214,9 +214,11 @@ def video_without_audio() -> Path:
 # Only the keywords are stable; the rest of the wording changes with compute type and beam size.
 # espeak-ng voices are robotic: longer sentences, or the default speed, were often detected as
 # English or translated into nonsense, so these stay short, slow and made of very common words.
+# Each sentence and the words an English translation must have (`a|b`: either; "café" is both the drink
+# and the place in French and Spanish).
 MULTILINGUAL: dict[str, tuple[str, list[str]]] = {
-    "es": ("Buenos días. Me gusta mucho la música y el café.", ["music", "coffee"]),
-    "fr": ("Bonjour. J'aime beaucoup la musique et le café.", ["music", "coffee"]),
+    "es": ("Buenos días. Me gusta mucho la música y el café.", ["music", "coffee|cafe"]),
+    "fr": ("Bonjour. J'aime beaucoup la musique et le café.", ["music", "coffee|cafe"]),
     "de": ("Ich trinke gern Kaffee und ich höre gern Musik.", ["coffee", "music"]),
 }
 _ESPEAK_VOICES = {"es": "es", "fr": "fr-fr", "de": "de"}

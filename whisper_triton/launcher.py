@@ -13,6 +13,7 @@ import ctypes
 import importlib.util
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -260,6 +261,16 @@ class TritonServer:
         finally:
             client.close()
 
+    def is_decoupled(self, model: str) -> bool:
+        """Whether the model answers in streams (`decoupled: true` in its generated config)."""
+        if self.repository is None:
+            return True
+        try:
+            config = (self.repository / model / "config.pbtxt").read_text()
+        except OSError:
+            return True  # unknown: a restart is the safe recovery
+        return re.search(r"decoupled\s*:\s*true", config) is not None
+
     def is_running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
@@ -299,8 +310,9 @@ class TritonServer:
 
 class Supervisor:
     """Keeps one TritonServer running: restarts it (with backoff) whenever it exits, and brings back a
-    model whose Python process died (Triton itself does not): the model is loaded again, or, for the
-    entry model, whose in-flight streams would otherwise never end, Triton is restarted."""
+    model whose Python process died (Triton itself does not): the model is loaded again, or, for a
+    decoupled model (the entry model, the engine), whose in-flight streams would otherwise never end,
+    Triton is restarted."""
 
     def __init__(self, server: TritonServer, max_backoff_s: float = 30.0) -> None:
         self.server = server
@@ -339,9 +351,13 @@ class Supervisor:
                 backoff = min(backoff * 2, self.max_backoff_s)
 
     def _recover(self, crashed: list[str]) -> None:
+        """A dead model process: a decoupled model's streams (the entry model's, and the engine's, which
+        the entry model's BLS calls read) never end, and only a restart of Triton ends them; any other
+        model is loaded again."""
         if not crashed:
             return
-        if ENTRY_MODEL not in crashed:
+        streaming = [model for model in crashed if self.server.is_decoupled(model)]
+        if not streaming:
             try:
                 for model in crashed:
                     log.error("the process of model %s died; loading the model again", model)
@@ -351,7 +367,8 @@ class Supervisor:
             except Exception as exc:
                 log.error("loading the model again failed (%s): restarting Triton", exc)
         else:
-            log.error("the process of the entry model died; its streams would never end: restarting Triton")
+            log.error("the process of model %s died; its streams would never end: restarting Triton",
+                      ", ".join(streaming))
         self.server.stop(timeout=2.0)  # the watch loop starts it again
 
     def stop(self) -> None:

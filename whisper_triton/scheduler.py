@@ -129,7 +129,7 @@ class WindowScheduler:
 
     A worker takes an even share of the queue among all workers, never more than `max_batch`: one long
     file then keeps every worker busy to its end, in batches that shrink towards it so that the workers
-    finish together.
+    finish together. A request's first window may go alone (see `_first_alone`).
     """
 
     def __init__(self, run_batch: RunBatch, workers: int, max_batch: int, gather_s: float = 0.1,
@@ -208,6 +208,8 @@ class WindowScheduler:
                 if self._queue:  # (else another worker took them meanwhile)
                     break
             size = min(self._max_batch, max(1, math.ceil(len(self._queue) / self._workers)))
+            if self._first_alone():
+                size = 1
             batch = [heapq.heappop(self._queue)[3] for _ in range(min(size, len(self._queue)))]
             tickets: list[LanguageTicket | None] = []
             for window in batch:
@@ -215,6 +217,15 @@ class WindowScheduler:
                 tickets.append(ticket)
             self.busy += 1
             return batch, tickets
+
+    def _first_alone(self) -> bool:
+        """A request's first window goes in a batch of its own while another worker is free to take the
+        rest at once: its text (streamed, or a task's progress) and its language, which the request's
+        other windows wait for, come a whole batch earlier, and the rest still fill the other workers."""
+        head = self._queue[0][3].options
+        if head.window != 0 or head.request is None or self._workers - self.busy < 2:
+            return False
+        return any(item[3].options.request == head.request for item in self._queue[1:])
 
     def _gather(self) -> None:
         """Waits (lock held, released while waiting) while windows keep arriving, up to gather_s."""

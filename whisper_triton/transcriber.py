@@ -252,36 +252,45 @@ class Transcriber:
     ) -> AsyncIterator[tuple[Window, WindowResult, float]]:
         """Results in audio order with the fraction of windows done.
 
-        Every window is sent at once (up to `max_windows_in_flight`, `windows_per_call` to an engine
-        call): the engine decodes them in window order, detects the request's language on the first and
-        uses it for all, and decodes a window on where Whisper stopped early. When the caller stops
-        early, windows still queued at the engine are dropped there.
+        Every window is sent at once (up to `max_windows_in_flight`, in engine calls of 1, 2, 4, ...
+        windows, then `windows_per_call`): the engine decodes them in window order, detects the
+        request's language on the first and uses it for all, and decodes a window on where Whisper
+        stopped early. The small first calls reach the engine first (a large one takes longer to copy),
+        so the first windows, which the stream, a task's progress and the language wait for, are decoded
+        first. When the caller stops early, windows still queued at the engine are dropped there.
         """
         if not windows:
             return
-        per_call = max(1, self.settings.windows_per_call)
-        gate = asyncio.Semaphore(max(1, self.settings.max_windows_in_flight // per_call))
+        limit = max(self.settings.max_windows_in_flight, self.settings.windows_per_call, 1)
+        in_flight = [0]
+        gate = asyncio.Condition()
         outcomes = [asyncio.get_running_loop().create_future() for _ in windows]
 
         async def run(indices: range) -> None:
             failure: Exception = EngineError("The Whisper engine sent no result for a window.")
+            async with gate:
+                await gate.wait_for(lambda: in_flight[0] + len(indices) <= limit)
+                in_flight[0] += len(indices)
             try:
-                async with gate:
-                    calls = [WindowCall(samples[windows[i].start : windows[i].end],
-                                        replace(options, window=i, speech=windows[i].speech)) for i in indices]
-                    async for position, outcome in self._decode(calls):
-                        if isinstance(outcome, WindowResult):
-                            profile.add_window(outcome)
-                        if not outcomes[indices[position]].done():
-                            outcomes[indices[position]].set_result(outcome)
+                calls = [WindowCall(samples[windows[i].start : windows[i].end],
+                                    replace(options, window=i, speech=windows[i].speech)) for i in indices]
+                async for position, outcome in self._decode(calls):
+                    if isinstance(outcome, WindowResult):
+                        profile.add_window(outcome)
+                    if not outcomes[indices[position]].done():
+                        outcomes[indices[position]].set_result(outcome)
             except Exception as exc:  # the whole call failed: so did each of its windows
                 failure = exc
+            finally:
+                async with gate:
+                    in_flight[0] -= len(indices)
+                    gate.notify_all()
             for i in indices:
                 if not outcomes[i].done():
                     outcomes[i].set_result(failure)
 
-        tasks = [asyncio.ensure_future(run(range(start, min(start + per_call, len(windows)))))
-                 for start in range(0, len(windows), per_call)]
+        ranges = call_ranges(len(windows), self.settings.windows_per_call)
+        tasks = [asyncio.ensure_future(run(indices)) for indices in ranges]
         finished = False
         try:
             for index, window in enumerate(windows):
@@ -300,6 +309,15 @@ class Transcriber:
                 cancelling.add_done_callback(_BACKGROUND.discard)
             with contextlib.suppress(Exception):
                 await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def call_ranges(count: int, per_call: int) -> list[range]:
+    """The windows of each engine call: 1, 2, 4, ... windows, then `per_call` each."""
+    ranges, start, size = [], 0, 1
+    while start < count:
+        ranges.append(range(start, min(start + size, count)))
+        start, size = ranges[-1].stop, min(2 * size, max(1, per_call))
+    return ranges
 
 
 async def _decode_one(decode: DecodeFn, call: WindowCall) -> WindowResult:

@@ -245,7 +245,7 @@ class TaskRunner:
 
     async def _end(self, task: Task, status: str, **outcome: Any) -> None:
         try:
-            await self.store.finish(task.id, status, **outcome)
+            status = await self.store.finish(task.id, status, **outcome)
         except StoreError as exc:
             log.error("recording the end of task %s failed: %s", short_id(task.id), exc)
             return

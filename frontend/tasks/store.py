@@ -162,15 +162,28 @@ class TaskStore:
         result: dict[str, Any] | None = None,
         error: TaskError | None = None,
         audio_duration: float | None = None,
-    ) -> None:
-        """Ends a task (completed, failed or cancelled) and deletes its audio; on failure nothing changed."""
-        await self._transaction([
+    ) -> str:
+        """Ends a task (completed, failed or cancelled) and deletes its audio; on failure nothing changed.
+
+        Returns the status recorded: a task whose cancellation was asked for (and answered `cancelled`)
+        while it ran ends cancelled, even when its work finished before its worker noticed.
+        """
+        now, cancelled = time.time(), _json(TaskError("The task was cancelled.", "cancelled"))
+        changed = await self._transaction([
+            ("UPDATE tasks SET status = 'cancelled', error = ?, completed_at = ?, worker = NULL "
+             "WHERE id = ? AND cancel_requested = 1 AND status = 'processing'", (cancelled, now, task_id)),
             ("UPDATE tasks SET status = ?, result = ?, error = ?, completed_at = ?, worker = NULL, "
              "progress = CASE WHEN ? = 'completed' THEN 100 ELSE progress END, "
-             "audio_duration = COALESCE(?, audio_duration) WHERE id = ?",
-             (status, _json(result), _json(error), time.time(), status, audio_duration, task_id)),
+             "audio_duration = COALESCE(?, audio_duration) WHERE id = ? AND status <> 'cancelled'",
+             (status, _json(result), _json(error), now, status, audio_duration, task_id)),
             ("DELETE FROM task_audio WHERE task_id = ?", (task_id,)),
         ])
+        if changed[0]:
+            return "cancelled"
+        if changed[1]:
+            return status
+        ended = await self.get(task_id)  # cancelled while queued, or gone
+        return status if ended is None else ended.status
 
     async def requeue(self, task_id: str, refund_attempt: bool = False) -> None:
         """Back to the queue; `refund_attempt` when the failure was not the task's (Triton restarting)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 import openai
 import pytest
 
@@ -34,8 +36,8 @@ def test_translation_to_english(sdk: openai.OpenAI, lang: str) -> None:
     path, _ = multilingual_clip(lang)
     _, keywords = MULTILINGUAL[lang]
     result = sdk.audio.translations.create(model="whisper-1", file=path.open("rb"))
-    text = normalize(result.text)
-    assert all(keyword.lower() in text for keyword in keywords), (lang, result.text)
+    text = normalize(unicodedata.normalize("NFKD", result.text).encode("ascii", "ignore").decode())  # café: cafe
+    assert all(any(word in text.split() for word in keyword.split("|")) for keyword in keywords), (lang, result.text)
     verbose = sdk.audio.translations.create(model="whisper-1", file=path.open("rb"), response_format="verbose_json")
     assert verbose.language == "english"
     assert verbose.segments

@@ -7,7 +7,9 @@ import socket
 import time
 from pathlib import Path
 
-from whisper_triton.launcher import remove_stale_repositories
+from whisper_triton.contract import DIARIZATION_MODEL, ENTRY_MODEL
+from whisper_triton.launcher import REPO_ROOT, Supervisor, TritonServer, remove_stale_repositories
+from whisper_triton.repository import build_repository
 
 
 def test_only_old_repositories_of_servers_that_are_gone_are_removed(tmp_path: Path) -> None:
@@ -29,3 +31,32 @@ def test_only_old_repositories_of_servers_that_are_gone_are_removed(tmp_path: Pa
             removed = remove_stale_repositories(tmp_path)
     assert sorted(p.name for p in removed) == sorted([f"repository-{gone_port}", "repository-1"])
     assert folders[f"repository-{live_port}"].exists() and folders["backends"].exists() and young.exists()
+
+
+class _Server:
+    """What the Supervisor needs of a TritonServer, over a real generated repository."""
+
+    def __init__(self, repository: Path) -> None:
+        self.repository, self.reloaded, self.stopped = repository, [], 0
+
+    is_decoupled = TritonServer.is_decoupled
+
+    def reload(self, model: str) -> None:
+        self.reloaded.append(model)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self.stopped += 1
+
+
+def test_a_dead_decoupled_model_restarts_triton_and_another_is_loaded_again(tmp_path: Path) -> None:
+    """The streams of a dead decoupled model (the entry model's, the engine's that BLS calls read) never
+    end: only a restart ends them. The diarization model answers once per request: loading it again is
+    enough."""
+    [engine] = build_repository(REPO_ROOT / "model_repository", tmp_path / "repo", ["tiny.en"], diarization=True)
+    server = _Server(tmp_path / "repo")
+    supervisor = Supervisor(server)  # type: ignore[arg-type]
+    for model in (ENTRY_MODEL, engine):
+        supervisor._recover([model])
+    assert server.stopped == 2 and server.reloaded == []
+    supervisor._recover([DIARIZATION_MODEL])
+    assert server.stopped == 2 and server.reloaded == [DIARIZATION_MODEL] and supervisor.model_reloads == 1

@@ -81,7 +81,9 @@ def test_windows_arriving_one_by_one_are_gathered_into_shared_batches_in_window_
     finally:
         scheduler.close()
     sizes = [len(batch) for batch in runner.batches]
-    assert sizes[0] == 4 and max(sizes) <= 4  # gathered, not a batch of one; never more than the maximum
+    # The first window alone (the other worker is free to take the rest at once), then gathered batches,
+    # never more than the maximum.
+    assert sizes[:2] == [1, 4] and max(sizes) <= 4
     assert [w for batch in runner.batches for w in batch] == [("a", i) for i in range(10)]  # in window order
     assert sum(sizes) == 10 and len(replies.outcomes) == 10
 
@@ -103,6 +105,24 @@ def test_a_batch_takes_an_even_share_of_the_queue() -> None:
     # Six queued windows, two workers: the free one takes half, leaving the rest to be shared in turn.
     assert runner.batches[:2] == [[("a", 0)], [("a", i) for i in range(1, 4)]]
     assert len(replies.outcomes) == 7
+
+
+def test_a_first_window_goes_alone_only_while_another_worker_is_free() -> None:
+    runner = Runner(hold_first=True)
+    replies = Replies()
+    scheduler = WindowScheduler(runner, workers=2, max_batch=8, gather_s=0.5, quiet_s=0.1)
+    try:
+        scheduler.submit(replies.window("busy", 0))  # holds one worker
+        assert runner.held.acquire(timeout=5)
+        for index in range(6):
+            scheduler.submit(replies.window("a", index))
+        assert eventually_batches(runner, 2)
+        runner.release.set()
+        replies.wait()
+    finally:
+        scheduler.close()
+    # With one worker left, "a"'s first window is batched with the next ones: under load no batch of one.
+    assert runner.batches[1] == [("a", 0), ("a", 1), ("a", 2)]
 
 
 def eventually_batches(runner: Runner, count: int, timeout: float = 5) -> bool:

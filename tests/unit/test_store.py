@@ -62,6 +62,13 @@ async def test_cancel_queued_and_running(store: TaskStore) -> None:
     assert flagged is not None and flagged.status == "processing" and flagged.cancel_requested
     assert not await store.heartbeat(running.id, "w", 10.0)  # the worker learns it must stop
     assert await store.request_cancel("no-such-task") is None
+    # Its work finished before the worker noticed: the task still ends as the client was told, cancelled.
+    assert await store.finish(running.id, "completed", result={"text": "late"}, audio_duration=1.0) == "cancelled"
+    ended = await store.get(running.id)
+    assert ended is not None and ended.status == "cancelled" and ended.result is None
+    assert ended.error is not None and ended.error.code == "cancelled" and await store.audio(running.id) is None
+    assert await store.finish(queued.id, "completed", result={"text": "late"}) == "cancelled"
+    assert (await store.get(queued.id)).status == "cancelled"  # type: ignore[union-attr]
 
 
 async def test_expired_leases_are_requeued_then_failed(store: TaskStore) -> None:

@@ -20,6 +20,7 @@ from whisper_triton.transcriber import (
     TranscribeRequest,
     TranscriberSettings,
     WindowCall,
+    call_ranges,
     temperature_schedule,
 )
 
@@ -75,7 +76,8 @@ async def test_windows_in_order_with_absolute_times_and_one_detected_language() 
     assert all(job.options.language is None for job in fake.jobs)
     assert len({job.options.request for job in fake.jobs}) == 1 and fake.jobs[0].options.request
     assert sorted(job.options.window for job in fake.jobs) == list(range(len(fake.jobs)))
-    assert fake.max_in_flight == len(fake.jobs) > 2 and fake.calls == [len(fake.jobs)]  # one engine call
+    # All at once, the first ones in small calls (they reach the engine first).
+    assert fake.max_in_flight == len(fake.jobs) == 5 and fake.calls == [1, 2, 2]
     # Each window carries the speech VAD found in it (window seconds), for the engine's resume decisions.
     for job in fake.jobs:
         duration = len(job.samples) / 16000
@@ -193,7 +195,10 @@ async def test_windows_go_to_the_engine_a_few_per_call_and_a_failed_call_fails_t
     settings = TranscriberSettings(windows_per_call=2, max_windows_in_flight=4)
     events = await collect(Transcriber(ENGLISH, fake, settings=settings), recording.path.read_bytes(),
                            TranscribeRequest())
-    assert fake.calls == [2] * (len(fake.jobs) // 2) + [1] * (len(fake.jobs) % 2)
+    assert fake.calls == [len(r) for r in call_ranges(len(fake.jobs), 2)] == [1, 2, 2]
+    assert fake.max_in_flight <= 4
+    assert [len(r) for r in call_ranges(40, 16)] == [1, 2, 4, 8, 16, 9]
+    assert [w for r in call_ranges(40, 16) for w in r] == list(range(40)) and call_ranges(0, 16) == []
     assert [s["text"] for s in events[-1]["segments"]] == [f" window {i}" for i in range(len(fake.jobs))]
 
     async def broken(calls: list[WindowCall]) -> AsyncIterator[tuple[int, WindowResult | Exception]]:
