@@ -11,7 +11,7 @@ VENV ?= $(CACHE)/venv-$(LOCK_HASH)
 PY := $(VENV)/bin/python
 export TEST_ASSETS_DIR ?= $(CACHE)/test-assets
 
-.PHONY: serve test bench fuzz soak install system system-test lint typecheck unit lock clean-venvs
+.PHONY: serve test bench bench-accuracy fuzz soak install system system-test lint typecheck unit lock clean-venvs
 
 serve: system install
 	$(PY) -m frontend.serve
@@ -24,6 +24,12 @@ test: system-test install lint typecheck
 bench: install
 	@scripts/ensure_system.sh bench
 	$(PY) -m bench.run
+
+# What Whisper invents where nobody speaks (generated non-speech) and WER on real speech: ours with and
+# without the VAD gate, faster-whisper with and without its VAD filter (see README: Accuracy).
+bench-accuracy: install
+	@scripts/ensure_system.sh bench
+	$(PY) -m bench.hallucination
 
 # The fuzzers, property tests and the OpenAPI fuzzing of `make test`, for 10 minutes each instead of seconds.
 FUZZ_SECONDS ?= 600

@@ -141,8 +141,8 @@ def http_transcriber(base_url: str, response_format: str) -> Transcribe:
 class GrpcTranscriber:
     """Transcribe over gRPC; with `profile`, the done events' profiles are kept (in request order)."""
 
-    def __init__(self, url: str, profile: bool = False) -> None:
-        self.url, self.profile = url, profile
+    def __init__(self, url: str, profile: bool = False, vad: bool | None = None) -> None:
+        self.url, self.profile, self.vad = url, profile, vad
         self.profiles: list[dict[str, Any]] = []
         self._local = threading.local()
 
@@ -160,6 +160,10 @@ class GrpcTranscriber:
             flag = grpcclient.InferInput(contract.PROFILE, [1], "BOOL")
             flag.set_data_from_numpy(np.array([True], dtype=bool))
             inputs.append(flag)
+        if self.vad is not None:
+            vad = grpcclient.InferInput(contract.VAD, [1], "BOOL")
+            vad.set_data_from_numpy(np.array([self.vad], dtype=bool))
+            inputs.append(vad)
         client.start_stream(callback=lambda result, error: results.put(error if error is not None else result))
         try:
             client.async_stream_infer(contract.ENTRY_MODEL, inputs)

@@ -305,11 +305,16 @@ def markdown(document: Document, source: str) -> str:
 
 
 def update_readme(readme: Path, document: Document, source: str) -> None:
+    replace_block(readme, README_BEGIN, README_END, markdown(document, source))
+
+
+def replace_block(readme: Path, begin: str, end: str, body: str) -> None:
+    """Replaces what lies between the `begin` and `end` markers of the README."""
     text = readme.read_text(encoding="utf-8")
-    pattern = re.compile(re.escape(README_BEGIN) + r".*?" + re.escape(README_END), re.S)
+    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
     if not pattern.search(text):
-        raise SystemExit(f"{readme} has no {README_BEGIN} ... {README_END} block")
-    block = f"{README_BEGIN}\n{markdown(document, source)}\n{README_END}"
+        raise SystemExit(f"{readme} has no {begin} ... {end} block")
+    block = f"{begin}\n{body}\n{end}"
     readme.write_text(pattern.sub(lambda _: block, text), encoding="utf-8")
 
 

@@ -10,7 +10,9 @@ Entry model `whisper` (decoupled; call it with gRPC streaming):
           WORD_TIMESTAMPS  BOOL  [1]  optional: default false
           TIMESTAMPS       BOOL  [1]  optional, ignored: every window is decoded with timestamps (kept so that
                                       older clients still work)
-          VAD              BOOL  [1]  optional: default true; false cuts long audio into fixed 30 s windows
+          VAD              BOOL  [1]  optional: default true (audio without speech gives no text, segments
+                                      away from speech are dropped); false decodes every sample, in
+                                      fixed 30 s windows
           STREAM           BOOL  [1]  optional: default false; true sends a response per window
           PROFILE          BOOL  [1]  optional: default false; true adds `profile` (seconds per stage) to `done`
           TRANSCRIPT       BYTES [1]  optional: JSON segments [{start, end, text}] to align, not transcribe

@@ -26,7 +26,7 @@ from whisper_triton.languages import normalize_language
 from whisper_triton.models import ModelInfo
 from whisper_triton.speakers import KnownSpeaker, split_by_speaker
 from whisper_triton.voices import EmbedFn, KnownVoices, check_voices, known_speakers, reference_samples, voice_samples
-from whisper_triton.windows import WINDOW_SAMPLES, WINDOW_SECONDS, Window, plan_windows
+from whisper_triton.windows import WINDOW_SAMPLES, WINDOW_SECONDS, Window, meets_speech, plan_windows
 
 
 @dataclass(frozen=True)
@@ -177,7 +177,8 @@ class Transcriber:
             language = options.language
             async for window, result, progress in self._decode_windows(samples, windows, options, profile):
                 language = language or result.language
-                new = [_segment_dict(len(segments) + i, window, s) for i, s in enumerate(result.segments)]
+                heard = [s for s in result.segments if not request.vad or meets_speech(s.start, s.end, window.speech)]
+                new = [_segment_dict(len(segments) + i, window, s) for i, s in enumerate(heard)]
                 segments.extend(new)
                 if not diarizing:
                     yield {"type": "segments", "language": language, "progress": progress, "segments": new}

@@ -42,9 +42,15 @@ FRAME_SAMPLES = 512
 CONTEXT_SAMPLES = 64  # each frame is preceded by the last samples of the frame before it
 _WINDOW = 256  # STFT window and hop, in samples
 _HOP = 128
-# Frames per encoder pass (its buffers stay in cache) and per onnxruntime call (bounds the memory).
+# Frames per encoder pass (its buffers stay in cache).
 _ENCODE_FRAMES = 512
-_LSTM_FRAMES = 8192
+# Silero's LSTM, run over a long stretch without speech, grows deaf: speech after 20 s of room tone was
+# found 3.5 s late, after 45 s 12 s late or not at all. Every CHUNK_FRAMES (8.2 s) it starts afresh
+# from the audio WARM_FRAMES (1 s) before; the chunks then run side by side, GROUP_CHUNKS to a batch
+# (matrix products instead of one frame's vector at a time: faster too).
+CHUNK_FRAMES = 256
+WARM_FRAMES = 32
+GROUP_CHUNKS = 32
 
 
 class SileroVad:
@@ -69,42 +75,70 @@ class SileroVad:
         """The model in `path` (default: faster-whisper's silero_vad_v6.onnx), loaded once per process."""
         return _load(path or _default_path())
 
-    def probabilities(self, samples: np.ndarray) -> np.ndarray:
+    def probabilities(self, samples: np.ndarray, gains: np.ndarray | None = None) -> np.ndarray:
         """Speech probability of each 512-sample frame, as faster-whisper computes them (float32).
 
         Like faster-whisper, the audio is padded with 1 to 512 zeros to whole frames, and the last 64
-        samples of the padded audio are zeroed (a side effect of its context handling).
+        samples of the padded audio are zeroed (a side effect of its context handling). `gains` (one per
+        frame, see `frame_count`) scale the frames as if the audio had been amplified (the model's input
+        is the STFT magnitude, linear in the audio), without a copy of the audio.
         """
-        num_frames = len(samples) // FRAME_SAMPLES + 1
+        num_frames = frame_count(len(samples))
+        if gains is not None and len(gains) != num_frames:
+            raise ValueError(f"{len(gains)} gains for {num_frames} frames")
         probs = np.empty(num_frames, dtype=np.float32)
-        state = self._lstm.initial_state()
-        blocks = [(first, min(first + _LSTM_FRAMES, num_frames)) for first in range(0, num_frames, _LSTM_FRAMES)]
-        # The LSTM must run in order over every frame; the convolutions of the next block need not wait
-        # for it: on long audio they run in a second thread meanwhile (both release the GIL).
-        with ThreadPoolExecutor(1) if len(blocks) > 1 else contextlib.nullcontext() as pool:
-            features = self._features(samples, *blocks[0], num_frames)
-            for index, (first, stop) in enumerate(blocks):
-                upcoming = (pool.submit(self._features, samples, *blocks[index + 1], num_frames)
-                            if pool is not None and index + 1 < len(blocks) else None)
-                hidden, state = self._lstm.run(features, state)
-                probs[first:stop] = self._decode(hidden)
+        # The first chunk from the initial state, as faster-whisper does; each later one from the initial
+        # state WARM_FRAMES before it, all of a group in one batched LSTM call.
+        first_stop = min(CHUNK_FRAMES, num_frames)
+        hidden, _ = self._lstm.run(self._features(samples, 0, first_stop, num_frames, gains)[:, None, :])
+        probs[:first_stop] = self._decode(hidden[:, 0])
+        starts = list(range(CHUNK_FRAMES, num_frames, CHUNK_FRAMES))
+        groups = [starts[i : i + GROUP_CHUNKS] for i in range(0, len(starts), GROUP_CHUNKS)]
+        # The convolutions of the next group run beside the LSTM of this one (both release the GIL).
+        with ThreadPoolExecutor(1) if len(groups) > 1 else contextlib.nullcontext() as pool:
+            batch = self._batch(samples, groups[0], num_frames, gains) if groups else None
+            for index, group in enumerate(groups):
+                upcoming = (pool.submit(self._batch, samples, groups[index + 1], num_frames, gains)
+                            if pool is not None and index + 1 < len(groups) else None)
+                assert batch is not None
+                hidden, _ = self._lstm.run(batch)
+                for column, first in enumerate(group):
+                    stop = min(first + CHUNK_FRAMES, num_frames)
+                    probs[first:stop] = self._decode(hidden[WARM_FRAMES : WARM_FRAMES + stop - first, column])
                 if upcoming is not None:
-                    features = upcoming.result()
+                    batch = upcoming.result()
         return probs
 
-    def _features(self, samples: np.ndarray, first: int, stop: int, num_frames: int) -> np.ndarray:
+    def _batch(self, samples: np.ndarray, starts: list[int], num_frames: int,
+               gains: np.ndarray | None) -> np.ndarray:
+        """LSTM inputs (WARM_FRAMES + CHUNK_FRAMES, chunks, 128) of the chunks starting at `starts`, each
+        preceded by its warm-up frames; zeros after the audio's end (the LSTM is causal: they change
+        nothing before them)."""
+        base, stop = starts[0] - WARM_FRAMES, min(starts[-1] + CHUNK_FRAMES, num_frames)
+        features = self._features(samples, base, stop, num_frames, gains)
+        batch = np.zeros((WARM_FRAMES + CHUNK_FRAMES, len(starts), 128), dtype=np.float32)
+        for column, first in enumerate(starts):
+            rows = features[first - WARM_FRAMES - base : first + CHUNK_FRAMES - base]
+            batch[: len(rows), column] = rows
+        return batch
+
+    def _features(self, samples: np.ndarray, first: int, stop: int, num_frames: int,
+                  gains: np.ndarray | None = None) -> np.ndarray:
         """The LSTM inputs of frames [first, stop)."""
         features = np.empty((stop - first, 128), dtype=np.float32)
         for start in range(first, stop, _ENCODE_FRAMES):
             end = min(start + _ENCODE_FRAMES, stop)
-            self._encode(_frame_audio(samples, start, end, num_frames), features[start - first : end - first])
+            self._encode(_frame_audio(samples, start, end, num_frames), features[start - first : end - first],
+                         None if gains is None else gains[start:end])
         return features
 
-    def _encode(self, audio: np.ndarray, out: np.ndarray) -> None:
+    def _encode(self, audio: np.ndarray, out: np.ndarray, gains: np.ndarray | None = None) -> None:
         """LSTM inputs of the frames in `audio` (the context of the first frame, then whole frames)."""
         n = len(out)
         stft = _stft_windows(audio, n)
         magnitudes = np.abs(scipy.fft.rfft(stft, axis=-1, overwrite_x=True)).reshape(n, -1)
+        if gains is not None:
+            magnitudes *= gains[:, None]
         # Each conv reads a frame's neighbouring positions as one strided row: no im2col copies.
         bins = magnitudes.shape[1] // 4
         hidden0 = np.empty((n, 4, 128), dtype=np.float32)
@@ -145,6 +179,11 @@ def _stft_windows(audio: np.ndarray, n: int) -> np.ndarray:
     mirror = frames[:, -2 : -2 - CONTEXT_SAMPLES : -1]
     np.multiply(mirror, _HANN[-CONTEXT_SAMPLES:], out=windows[:, 3, -CONTEXT_SAMPLES:])
     return windows
+
+
+def frame_count(num_samples: int) -> int:
+    """Frames of `probabilities` for audio of `num_samples` (padded to whole frames, at least one)."""
+    return num_samples // FRAME_SAMPLES + 1
 
 
 _HANN = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(_WINDOW) / _WINDOW)).astype(np.float32)
@@ -204,21 +243,20 @@ class _LstmSession:
         options.intra_op_num_threads = 1
         options.log_severity_level = 4
         self._session = onnxruntime.InferenceSession(
-            model.subgraph(node, {self._input: ("frames", 1, 128)}, {node.outputs[0]: ("frames", 1, 1, 128)}),
+            model.subgraph(node, {self._input: ("frames", "batch", 128), self._state[0]: (1, "batch", 128),
+                                  self._state[1]: (1, "batch", 128)},
+                           {node.outputs[0]: ("frames", 1, "batch", 128)}),
             providers=["CPUExecutionProvider"],
             sess_options=options,
         )
 
-    def initial_state(self) -> tuple[np.ndarray, np.ndarray]:
-        return np.zeros((1, 1, 128), dtype=np.float32), np.zeros((1, 1, 128), dtype=np.float32)
-
-    def run(
-        self, features: np.ndarray, state: tuple[np.ndarray, np.ndarray]
-    ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
-        """Hidden states (frames, 128) after each frame, and the state to continue from."""
-        feeds = {self._input: features[:, None, :], self._state[0]: state[0], self._state[1]: state[1]}
+    def run(self, features: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+        """Hidden states (frames, batch, 128) after each frame of `features` (frames, batch, 128), each
+        sequence from the initial (zero) state, and the final states."""
+        zeros = np.zeros((1, features.shape[1], 128), dtype=np.float32)
+        feeds = {self._input: features, self._state[0]: zeros, self._state[1]: zeros}
         hidden, h, c = self._session.run(None, feeds)
-        return hidden[:, 0, 0], (h, c)
+        return hidden[:, 0], (h, c)
 
 
 def _default_path() -> Path:

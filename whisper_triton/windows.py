@@ -14,12 +14,17 @@ import numpy as np
 
 from whisper_triton.audio import SAMPLE_RATE
 from whisper_triton.features import WINDOW_SAMPLES, WINDOW_SECONDS
-from whisper_triton.vad import SileroVad, VadOptions, speech_timestamps
+from whisper_triton.vad import FRAME_SAMPLES, SileroVad, VadOptions, frame_count, speech_timestamps
 
-__all__ = ["WINDOW_SAMPLES", "WINDOW_SECONDS", "Window", "pack_windows", "plan_windows", "speech_spans"]
+__all__ = ["WINDOW_SAMPLES", "WINDOW_SECONDS", "Window", "meets_speech", "pack_windows", "plan_windows", "speech_spans"]
 
 VAD_THRESHOLD = 0.5
 SPAN_PAD_MS = 200  # speech spans are widened by this much on each side before packing
+LEVEL_TARGET_DB = -25.0  # loud frames of quiet audio are brought to this RMS before VAD...
+LEVEL_MAX_GAIN_DB = 30.0  # ...by at most this much...
+LEVEL_CEILING_DB = -10.0  # ...and never the loudest frame above this
+LEVEL_BLOCK_S = 30.0  # one gain per this much audio
+SEGMENT_SPEECH_MARGIN = 0.5  # seconds: a decoded segment this far from all VAD speech is dropped
 
 
 @dataclass(frozen=True)
@@ -46,8 +51,39 @@ def _options(pad_ms: int) -> VadOptions:
 
 
 def speech_probabilities(samples: np.ndarray) -> np.ndarray:
-    """Silero VAD's speech probability of each 512-sample frame."""
-    return SileroVad.load().probabilities(samples)
+    """Silero VAD's speech probability of each 512-sample frame, the audio brought to speaking level
+    (see `level_gains`)."""
+    return SileroVad.load().probabilities(samples, level_gains(samples))
+
+
+def level_gains(samples: np.ndarray) -> np.ndarray:
+    """A gain per VAD frame that brings quiet audio to the level of speech close to a microphone.
+
+    Silero VAD misses quiet speech: a talk recorded 20 dB below a close microphone (loud frames near
+    -45 dBFS) gets no speech frame at all, and neither would a far speaker or a quiet phone line. Each
+    LEVEL_BLOCK_S of audio gets its own gain, so that its loud frames (the 95th percentile of frame RMS)
+    reach LEVEL_TARGET_DB, but its loudest frame no more than LEVEL_CEILING_DB (a word in a block of
+    silence stays a word at speaking level); never more than LEVEL_MAX_GAIN_DB (noise stays noise),
+    never less than 1.
+    """
+    num_frames = frame_count(len(samples))
+    whole = len(samples) // FRAME_SAMPLES
+    rms = np.zeros(num_frames, dtype=np.float32)
+    block = max(1, round(LEVEL_BLOCK_S * SAMPLE_RATE / FRAME_SAMPLES))
+    for first in range(0, whole, block):  # (in blocks: no float64 copy of hours of audio)
+        frames = samples[first * FRAME_SAMPLES : min(first + block, whole) * FRAME_SAMPLES].reshape(-1, FRAME_SAMPLES)
+        rms[first : first + len(frames)] = np.sqrt(np.mean(np.square(frames, dtype=np.float32), axis=1))
+    if whole < num_frames and len(samples) > whole * FRAME_SAMPLES:
+        rms[whole] = np.sqrt(np.mean(np.square(samples[whole * FRAME_SAMPLES :], dtype=np.float32)))
+    gains = np.ones(num_frames, dtype=np.float32)
+    target, most = 10 ** (LEVEL_TARGET_DB / 20), 10 ** (LEVEL_MAX_GAIN_DB / 20)
+    ceiling = 10 ** (LEVEL_CEILING_DB / 20)
+    for first in range(0, num_frames, block):
+        frames = rms[first : first + block]
+        loud, peak = float(np.percentile(frames, 95)), float(frames.max())
+        if loud > 0:  # (a block of digital silence stays as it is)
+            gains[first : first + block] = max(1.0, min(most, target / loud, ceiling / peak))
+    return gains
 
 
 def speech_spans(samples: np.ndarray, pad_ms: int = SPAN_PAD_MS, probs: np.ndarray | None = None) -> list[Window]:
@@ -86,21 +122,32 @@ def fixed_windows(num_samples: int, max_samples: int = WINDOW_SAMPLES) -> list[W
 def plan_windows(samples: np.ndarray, use_vad: bool = True) -> list[Window]:
     """Windows to transcribe, each with the (unpadded) speech VAD found in it.
 
-    Audio that fits one window stays one window (Whisper's own no-speech detection handles a short clip
-    better than cutting it); longer audio is cut in silence, or every 30 s when `use_vad` is off. VAD runs
-    either way: the speech it finds decides whether a window is decoded on where Whisper stopped early.
+    Audio where VAD finds no speech gives no window: Whisper, given silence, noise or music, invents
+    text ("you", "Thank you."). Audio that fits one window stays one window; longer audio is cut in
+    silence. With `use_vad` off every sample is decoded, in windows of 30 s. VAD runs either way: the
+    speech it finds decides whether a window is decoded on where Whisper stopped early.
     """
     if len(samples) == 0:
         return []
     probs = speech_probabilities(samples)
+    speech = speech_spans(samples, 0, probs)
+    if use_vad and not speech:
+        return []
     if len(samples) <= WINDOW_SAMPLES:
         windows = [Window(0, len(samples))]
     elif not use_vad:
         windows = fixed_windows(len(samples))
     else:
         windows = pack_windows(speech_spans(samples, SPAN_PAD_MS, probs))
-    speech = speech_spans(samples, 0, probs)
     return [_with_speech(window, speech) for window in windows]
+
+
+def meets_speech(start: float, end: float, speech: tuple[tuple[float, float], ...],
+           margin: float = SEGMENT_SPEECH_MARGIN) -> bool:
+    """Whether a segment of a window (window seconds) meets the speech VAD found in it, give or take
+    `margin` (Whisper's segment times may be that far off). A segment that does not was invented over
+    silence or noise (the usual "Thank you." after the last words of a window)."""
+    return any(start < speech_end + margin and end > speech_start - margin for speech_start, speech_end in speech)
 
 
 def _with_speech(window: Window, speech: list[Window]) -> Window:

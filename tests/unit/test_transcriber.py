@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from tests.assets import jfk_wav, long_recording, wav_bytes
+from tests.nonspeech import nonspeech
 from whisper_triton.audio import decode_audio
 from whisper_triton.decoding import Segment, WindowResult, last_timestamp
 from whisper_triton.errors import AudioTooShortError, InvalidRequestError
@@ -134,6 +135,32 @@ async def test_a_short_clip_is_one_window_with_its_speech() -> None:
     await collect(Transcriber(ENGLISH, fake), audio, TranscribeRequest())
     (job,) = fake.jobs
     assert job.options.speech and job.options.speech[-1][1] < 11.5  # no speech in the trailing silence
+
+
+class Inventing(FakeDecode):
+    """Answers with the real words, then "Thank you." over the window's trailing silence."""
+
+    async def __call__(self, calls: list[WindowCall]) -> AsyncIterator[tuple[int, WindowResult | Exception]]:
+        self.jobs += calls
+        for position, job in enumerate(calls):
+            yield position, WindowResult("en", 0.9, [segment(0.0, 11.0, " And so my fellow Americans..."),
+                                                     segment(16.0, 18.0, " Thank you.")], window=job.options.window)
+
+
+async def test_nothing_is_decoded_where_nobody_speaks_and_segments_away_from_speech_are_dropped() -> None:
+    jfk = decode_audio(jfk_wav().read_bytes()).samples
+    audio = wav_bytes(np.concatenate([jfk, nonspeech("room_tone", 9.0)]))
+    inventing = Inventing()
+    events = await collect(Transcriber(ENGLISH, inventing), audio, TranscribeRequest())
+    assert [s["text"] for s in events[-1]["segments"]] == [" And so my fellow Americans..."]
+    assert events[-1]["text"] == "And so my fellow Americans..."
+    # With VAD off, Whisper alone decides: its segments are kept as they are.
+    events = await collect(Transcriber(ENGLISH, inventing), audio, TranscribeRequest(vad=False))
+    assert [s["text"] for s in events[-1]["segments"]] == [" And so my fellow Americans...", " Thank you."]
+    for kind in ("silence", "white_noise", "music"):
+        silent = Inventing()
+        done = (await collect(Transcriber(ENGLISH, silent), wav_bytes(nonspeech(kind, 5.0)), TranscribeRequest()))[-1]
+        assert silent.jobs == [] and done["text"] == "" and done["segments"] == [] and done["duration"] == 5.0
 
 
 async def test_validation() -> None:

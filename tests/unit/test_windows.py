@@ -10,12 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.nonspeech import KINDS, nonspeech
 from whisper_triton import windows
 from whisper_triton.audio import SAMPLE_RATE, decode_audio
 from whisper_triton.windows import (
     WINDOW_SAMPLES,
     Window,
     fixed_windows,
+    meets_speech,
     pack_windows,
     plan_windows,
     speech_spans,
@@ -117,9 +119,25 @@ def test_plan_of_empty_audio_is_empty() -> None:
 
 
 @pytest.mark.parametrize("length", [1, seconds(10), WINDOW_SAMPLES])
-def test_plan_keeps_short_audio_in_one_window(length: int) -> None:
-    # Silence too: a short clip is left to Whisper's own no-speech detection.
-    assert plan_windows(np.zeros(length, dtype=np.float32)) == [Window(0, length)]
+def test_short_silence_gives_no_window_unless_vad_is_off(length: int) -> None:
+    # Whisper's own no-speech detection lets "you" and "Thank you." through: VAD decides.
+    silence = np.zeros(length, dtype=np.float32)
+    assert plan_windows(silence) == []
+    assert plan_windows(silence, use_vad=False) == [Window(0, length)]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_no_window_where_nobody_speaks(kind: str) -> None:
+    for length in (0.3, 8.0, 45.0):
+        assert plan_windows(nonspeech(kind, length, seed=3)) == [], (kind, length)
+
+
+def test_a_segment_counts_only_near_the_speech_vad_found() -> None:
+    speech = ((2.0, 4.0), (10.0, 11.0))
+    assert meets_speech(3.0, 3.5, speech) and meets_speech(4.3, 6.0, speech) and meets_speech(0.0, 1.6, speech)
+    assert meets_speech(1.0, 30.0, speech)  # spans it
+    assert not meets_speech(5.0, 9.4, speech) and not meets_speech(11.6, 20.0, speech)
+    assert not meets_speech(0.0, 1.0, ())
 
 
 def test_plan_without_vad_uses_fixed_windows() -> None:
@@ -176,6 +194,16 @@ def test_speech_spans_fall_on_speech_not_on_silence(spoken: tuple[np.ndarray, li
     assert all(s.end - s.start <= WINDOW_SAMPLES for s in spans)
 
 
+def test_plan_keeps_short_speech_in_one_window_with_its_speech(spoken: tuple[np.ndarray, list[Window]]) -> None:
+    samples, sentences = spoken
+    clip = samples[: sentences[0].end + seconds(3)]  # 2 s of silence, a sentence, 3 s of silence
+    [window] = plan_windows(clip)
+    assert window == Window(0, len(clip))
+    [(start, end)] = window.speech
+    assert start == pytest.approx(sentences[0].start / SAMPLE_RATE, abs=0.3)
+    assert end == pytest.approx(sentences[0].end / SAMPLE_RATE, abs=0.3)
+
+
 def test_plan_of_long_speech_cuts_only_in_silence(spoken: tuple[np.ndarray, list[Window]]) -> None:
     samples, sentences = spoken
     assert len(samples) > WINDOW_SAMPLES
@@ -196,3 +224,20 @@ def test_warm_up_loads_the_vad_model() -> None:
     vad._load.cache_clear()
     windows.warm_up()
     assert vad._load.cache_info().currsize == 1
+
+
+def test_level_gains_bring_quiet_audio_up_but_never_a_loud_word_or_silence() -> None:
+    from whisper_triton.vad import frame_count
+    from whisper_triton.windows import level_gains
+
+    db = lambda gain: 20 * np.log10(gain)  # noqa: E731
+    quiet_talk = nonspeech("white_noise", 40.0, seed=1) * 10 ** (-25 / 20)  # loud frames near -45 dBFS
+    gains = level_gains(quiet_talk.astype(np.float32))
+    assert len(gains) == frame_count(len(quiet_talk))
+    assert 19 < db(gains[0]) < 21 and 19 < db(gains[-1]) < 21  # to about -25 dBFS, block by block
+    loud = nonspeech("white_noise", 0.5) * 2  # about -14 dBFS, in 29.5 s of room tone
+    word = np.concatenate([nonspeech("room_tone", 20.0), loud, nonspeech("room_tone", 9.0)]).astype(np.float32)
+    peak = 20 * np.log10(np.sqrt(np.mean(np.square(loud[: len(loud) // 512 * 512].reshape(-1, 512)), axis=1)).max())
+    assert peak + db(level_gains(word)).max() == pytest.approx(-10.0, abs=0.5)  # not the +30 dB the tone asks
+    assert (level_gains(np.zeros(seconds(35), dtype=np.float32)) == 1.0).all()
+    assert db(level_gains(nonspeech("room_tone", 10.0))).max() == pytest.approx(30.0)  # never more
