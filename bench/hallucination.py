@@ -182,7 +182,7 @@ README_BEGIN, README_END = "<!-- accuracy:begin -->", "<!-- accuracy:end -->"
 def readme_block(run: dict[str, Any], source: Path) -> str:
     meta = run["meta"]
     return (f"`{meta['command']}` on {meta['host']}, {meta['date'][:10]}: {meta['model']}, beam {meta['beam']}, "
-            f"{meta['threads']} threads ({source.as_posix().split('bench/', 1)[-1]}).\n\n" + table(run["results"]))
+            f"{meta['threads']} threads; JSON: `bench/results/{source.name}`.\n\n" + table(run["results"]))
 
 
 def main(argv: list[str] | None = None) -> int:
