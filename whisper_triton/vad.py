@@ -11,7 +11,6 @@ from the same file. Weights come straight from the file's protobuf, without the 
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import importlib.util
 import math
@@ -51,6 +50,7 @@ _ENCODE_FRAMES = 512
 CHUNK_FRAMES = 256
 WARM_FRAMES = 32
 GROUP_CHUNKS = 32
+THREADS = 2  # groups computed at once for one request (its wall time; the CPU time is the same)
 
 
 class SileroVad:
@@ -88,25 +88,29 @@ class SileroVad:
             raise ValueError(f"{len(gains)} gains for {num_frames} frames")
         probs = np.empty(num_frames, dtype=np.float32)
         # The first chunk from the initial state, as faster-whisper does; each later one from the initial
-        # state WARM_FRAMES before it, all of a group in one batched LSTM call.
+        # state WARM_FRAMES before it, GROUP_CHUNKS of them in one batched LSTM call. The groups are
+        # independent: THREADS of them are computed at once (NumPy, SciPy and onnxruntime release the GIL).
         first_stop = min(CHUNK_FRAMES, num_frames)
-        hidden, _ = self._lstm.run(self._features(samples, 0, first_stop, num_frames, gains)[:, None, :])
-        probs[:first_stop] = self._decode(hidden[:, 0])
         starts = list(range(CHUNK_FRAMES, num_frames, CHUNK_FRAMES))
         groups = [starts[i : i + GROUP_CHUNKS] for i in range(0, len(starts), GROUP_CHUNKS)]
-        # The convolutions of the next group run beside the LSTM of this one (both release the GIL).
-        with ThreadPoolExecutor(1) if len(groups) > 1 else contextlib.nullcontext() as pool:
-            batch = self._batch(samples, groups[0], num_frames, gains) if groups else None
-            for index, group in enumerate(groups):
-                upcoming = (pool.submit(self._batch, samples, groups[index + 1], num_frames, gains)
-                            if pool is not None and index + 1 < len(groups) else None)
-                assert batch is not None
-                hidden, _ = self._lstm.run(batch)
-                for column, first in enumerate(group):
-                    stop = min(first + CHUNK_FRAMES, num_frames)
-                    probs[first:stop] = self._decode(hidden[WARM_FRAMES : WARM_FRAMES + stop - first, column])
-                if upcoming is not None:
-                    batch = upcoming.result()
+
+        def first_chunk() -> None:
+            hidden, _ = self._lstm.run(self._features(samples, 0, first_stop, num_frames, gains)[:, None, :])
+            probs[:first_stop] = self._decode(hidden[:, 0])
+
+        def group(chunk_starts: list[int]) -> None:
+            hidden, _ = self._lstm.run(self._batch(samples, chunk_starts, num_frames, gains))
+            for column, first in enumerate(chunk_starts):
+                stop = min(first + CHUNK_FRAMES, num_frames)
+                probs[first:stop] = self._decode(hidden[WARM_FRAMES : WARM_FRAMES + stop - first, column])
+
+        if not groups:
+            first_chunk()
+            return probs
+        with ThreadPoolExecutor(min(THREADS, len(groups) + 1)) as pool:
+            done = [pool.submit(first_chunk), *(pool.submit(group, chunk_starts) for chunk_starts in groups)]
+            for future in done:
+                future.result()
         return probs
 
     def _batch(self, samples: np.ndarray, starts: list[int], num_frames: int,
