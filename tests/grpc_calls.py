@@ -97,3 +97,12 @@ def call_engine(url: str, model: str, samples: np.ndarray | list[np.ndarray] | N
         window, outcome = contract.decode_outcome(item)
         outcomes[window] = RuntimeError(outcome) if isinstance(outcome, str) else outcome
     return outcomes if isinstance(samples, list) else next(iter(outcomes.values()))
+
+
+def engine_calls(url: str, model: str) -> int:
+    """Requests the engine model has executed (Triton's statistics): a BLS call of windows counts once."""
+    client = grpcclient.InferenceServerClient(url)
+    try:
+        return int(client.get_inference_statistics(model).model_stats[0].inference_count)
+    finally:
+        client.close()

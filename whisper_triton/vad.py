@@ -95,11 +95,11 @@ class SileroVad:
         groups = [starts[i : i + GROUP_CHUNKS] for i in range(0, len(starts), GROUP_CHUNKS)]
 
         def first_chunk() -> None:
-            hidden, _ = self._lstm.run(self._features(samples, 0, first_stop, num_frames, gains)[:, None, :])
+            hidden = self._lstm.run(self._features(samples, 0, first_stop, num_frames, gains)[:, None, :])
             probs[:first_stop] = self._decode(hidden[:, 0])
 
         def group(chunk_starts: list[int]) -> None:
-            hidden, _ = self._lstm.run(self._batch(samples, chunk_starts, num_frames, gains))
+            hidden = self._lstm.run(self._batch(samples, chunk_starts, num_frames, gains))
             for column, first in enumerate(chunk_starts):
                 stop = min(first + CHUNK_FRAMES, num_frames)
                 probs[first:stop] = self._decode(hidden[WARM_FRAMES : WARM_FRAMES + stop - first, column])
@@ -254,13 +254,13 @@ class _LstmSession:
             sess_options=options,
         )
 
-    def run(self, features: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    def run(self, features: np.ndarray) -> np.ndarray:
         """Hidden states (frames, batch, 128) after each frame of `features` (frames, batch, 128), each
-        sequence from the initial (zero) state, and the final states."""
+        sequence from the initial (zero) state."""
         zeros = np.zeros((1, features.shape[1], 128), dtype=np.float32)
         feeds = {self._input: features, self._state[0]: zeros, self._state[1]: zeros}
-        hidden, h, c = self._session.run(None, feeds)
-        return hidden[:, 0], (h, c)
+        hidden = self._session.run(None, feeds)[0]
+        return hidden[:, 0]
 
 
 def _default_path() -> Path:

@@ -73,7 +73,7 @@ def level_gains(samples: np.ndarray) -> np.ndarray:
     for first in range(0, whole, block):  # (in blocks: no float64 copy of hours of audio)
         frames = samples[first * FRAME_SAMPLES : min(first + block, whole) * FRAME_SAMPLES].reshape(-1, FRAME_SAMPLES)
         rms[first : first + len(frames)] = np.sqrt(np.mean(np.square(frames, dtype=np.float32), axis=1))
-    if whole < num_frames and len(samples) > whole * FRAME_SAMPLES:
+    if len(samples) > whole * FRAME_SAMPLES:  # the last, partial frame
         rms[whole] = np.sqrt(np.mean(np.square(samples[whole * FRAME_SAMPLES :], dtype=np.float32)))
     gains = np.ones(num_frames, dtype=np.float32)
     target, most = 10 ** (LEVEL_TARGET_DB / 20), 10 ** (LEVEL_MAX_GAIN_DB / 20)
@@ -143,7 +143,7 @@ def plan_windows(samples: np.ndarray, use_vad: bool = True) -> list[Window]:
 
 
 def meets_speech(start: float, end: float, speech: tuple[tuple[float, float], ...],
-           margin: float = SEGMENT_SPEECH_MARGIN) -> bool:
+                 margin: float = SEGMENT_SPEECH_MARGIN) -> bool:
     """Whether a segment of a window (window seconds) meets the speech VAD found in it, give or take
     `margin` (Whisper's segment times may be that far off). A segment that does not was invented over
     silence or noise (the usual "Thank you." after the last words of a window)."""

@@ -13,8 +13,8 @@ import pytest
 
 from tests.assets import JFK_TEXT, jfk_wav, wav_bytes
 from tests.conftest import Served
-from tests.e2e.test_tasks import _engine_windows, upload, wait_task
-from tests.grpc_calls import bool_input, bytes_input, call_entry
+from tests.e2e.test_tasks import TINY_ENGINE, upload, wait_task
+from tests.grpc_calls import bool_input, bytes_input, call_entry, engine_calls
 from tests.nonspeech import KINDS, nonspeech
 from tests.speech import speech_clips
 from tests.text import english_normalize, wer
@@ -111,10 +111,10 @@ def test_a_grpc_client_can_turn_the_gate_off(served: Served) -> None:
     """`VAD` false: Whisper alone decides (for a client that does its own VAD): the engine gets the
     window, which it never does with the gate on."""
     audio = wav_bytes(nonspeech("silence", 3.0))
-    before = _engine_windows(served)
+    before = engine_calls(served.grpc_url, TINY_ENGINE)
     [done] = call_entry(served.grpc_url, [bytes_input(contract.AUDIO, audio)])
     assert isinstance(done, dict) and done["type"] == "done" and done["text"] == ""
-    assert _engine_windows(served) == before
+    assert engine_calls(served.grpc_url, TINY_ENGINE) == before
     events = call_entry(served.grpc_url, [bytes_input(contract.AUDIO, audio), bool_input(contract.VAD, False)])
     assert isinstance(events[-1], dict) and events[-1]["type"] == "done" and events[-1]["duration"] == 3.0
-    assert _engine_windows(served) == before + 1
+    assert engine_calls(served.grpc_url, TINY_ENGINE) == before + 1

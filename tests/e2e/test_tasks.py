@@ -17,11 +17,11 @@ from typing import Any
 import httpx
 import openai
 import pytest
-import tritonclient.grpc as grpcclient
 
 from frontend.webhooks import verify
 from tests.assets import JFK_TEXT, jfk_wav, long_recording
 from tests.conftest import Served, run_frontend, start_served
+from tests.grpc_calls import engine_calls
 from tests.text import wer
 from whisper_triton.repository import engine_model_name
 
@@ -211,14 +211,6 @@ def test_insanely_fast_whisper_dialect(served: Served) -> None:
         assert client.delete("/cancel/unknown-task").status_code == 404
 
 
-def _engine_windows(served: Served) -> int:
-    client = grpcclient.InferenceServerClient(served.grpc_url)
-    try:
-        return int(client.get_inference_statistics(TINY_ENGINE).model_stats[0].inference_count)
-    finally:
-        client.close()
-
-
 def test_queue_bound_cancel_of_queued_and_running_tasks(served: Served) -> None:
     long_audio = long_recording(10.0).path.read_bytes()
     with run_frontend(served, task_workers=1, max_task_queue_size=1, retry_after_s=9) as base_url:
@@ -239,9 +231,9 @@ def test_queue_bound_cancel_of_queued_and_running_tasks(served: Served) -> None:
         assert cancelled["status"] == "cancelled" and cancelled["result"] is None
         # The work inside Triton stopped too: the engine gets no more windows of that file.
         time.sleep(2)
-        settled = _engine_windows(served)
+        settled = engine_calls(served.grpc_url, TINY_ENGINE)
         time.sleep(3)
-        assert _engine_windows(served) == settled
+        assert engine_calls(served.grpc_url, TINY_ENGINE) == settled
 
 
 def test_synchronous_openai_requests_are_recorded(served: Served) -> None:
