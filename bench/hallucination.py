@@ -10,8 +10,10 @@ beam 1, 2 threads):
 through four systems: our stack over gRPC as served; the same with `VAD` false (Whisper alone decides
 what is speech: what every clip of up to 30 s got before VAD gated them); faster-whisper 1.2.1's
 `WhisperModel.transcribe` (no VAD, its default) and the same with `vad_filter=True`. It prints words
-invented per minute of non-speech, clips with any text, and WER on the speech, and writes the JSON to
-bench/results/<date>-<host>-hallucination.json.
+invented per minute of non-speech, clips with any text, WER on the speech, and the answers whose text
+loops (a phrase repeated back to back, as `whisper_triton.loops` finds them), and writes the JSON to
+bench/results/<date>-<host>-hallucination.json. (`python -m bench.loops` measures loops on harder audio,
+with our loop check on and off.)
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from tests.nonspeech import KINDS, nonspeech
 from tests.speech import speech_clips
 from tests.text import english_errors, english_normalize
 from whisper_triton.audio import SAMPLE_RATE
+from whisper_triton.loops import find_loops, units
 
 REPO = Path(__file__).resolve().parent.parent
 LENGTHS = (0.1, 0.5, 1.0, 3.0, 10.0, 30.0, 60.0)
@@ -116,6 +119,7 @@ def summarise(system: str, outcomes: list[Outcome], wall: float) -> dict[str, An
         "by_kind": by_kind,
         "speech_wer": round(errors / max(words, 1), 4), "speech_words": words,
         "speech_clips": len(speech), "speech_empty": sum(1 for o in speech if not o.text.strip()),
+        "looping": sum(1 for o in outcomes if find_loops(units([o.text]))),
         "outcomes": [msgspec.to_builtins(o) for o in outcomes],
     }
 
@@ -163,13 +167,13 @@ def faster_whisper(items: list[Item], threads: int) -> list[dict[str, Any]]:
 
 def table(results: list[dict[str, Any]]) -> str:
     head = ("| system | words invented per minute of non-speech | non-speech clips with text | "
-            "WER on speech | speech clips with no text |\n|---|---:|---:|---:|---:|")
+            "WER on speech | speech clips with no text | answers that loop |\n|---|---:|---:|---:|---:|---:|")
     lines = [head]
     for r in results:
         lines.append(f"| {r['system']} | {r['words_per_minute']:.2f} ({r['invented_words']} words in "
                      f"{r['nonspeech_minutes']:.1f} min) | {r['clips_with_text']} / {r['nonspeech_clips']} | "
                      f"{100 * r['speech_wer']:.2f} % ({r['speech_words']} words) | "
-                     f"{r['speech_empty']} / {r['speech_clips']} |")
+                     f"{r['speech_empty']} / {r['speech_clips']} | {r.get('looping', '-')} |")
     kinds = "| system | " + " | ".join(KINDS) + " |\n|---|" + "---:|" * len(KINDS)
     lines += ["", "Words invented by kind of non-speech (all lengths):", "", kinds]
     lines += [f"| {r['system']} | " + " | ".join(str(r["by_kind"][k]) for k in KINDS) + " |" for r in results]

@@ -9,22 +9,28 @@ the window offset.
 
 Every window is decoded with timestamp tokens, whatever the answer's format: they are how a window
 where Whisper stopped early is found (text-only decoding silently drops the end of such windows).
+
+A pass whose text loops (a phrase repeated back to back, `whisper_triton.loops`) falls back to a higher
+temperature like one that compresses too well; when every temperature loops, the pass that loops least is
+kept, and what still repeats in the window's text is cut to one copy.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 import zlib
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
 
 from whisper_triton.engine import Generation, WhisperEngine
+from whisper_triton.loops import collapse, find_loops, keys, units
 from whisper_triton.text import WhisperTokenizer
 from whisper_triton.words import Word, align_words, assign_words
 
@@ -59,6 +65,7 @@ class DecodeOptions:
     # them the engine decodes (OpenAI's Whisper detects on the first 30 s); and a request can be cancelled.
     request: str | None = None
     window: int = 0  # index of the window in its request (windows are decoded in this order)
+    loop_check: bool = True  # a pass that loops falls back, and what still loops is cut to one copy
 
 
 @dataclass(frozen=True)
@@ -88,6 +95,8 @@ class WindowResult:
     segments: list[Segment]
     resumes: int = 0  # times the window was decoded on from where Whisper stopped early
     window: int = 0  # the window's index in its request (DecodeOptions.window)
+    loops: int = 0  # repetition loops cut to one copy in its text
+    looping_passes: int = 0  # passes whose text looped (each decoded again at a higher temperature, but the last)
     # Seconds of engine work spent on this window, by stage (its share of each batch-wide step).
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -112,6 +121,8 @@ class _Attempt:
     temperature: float
     compression_ratio: float
     start: float = 0.0  # the window second this pass was forced to start at (resumes)
+    looped: int = 0  # units (words) in the repeated copies of its loops
+    looping_passes: int = 0  # of the window's passes up to this one kept, those that looped
 
 
 class _Clock:
@@ -298,10 +309,14 @@ class _Run:
                                                                                             strict=True)]
         attempts = self._decode_with_fallback(encoded, len(jobs), list(range(len(jobs))), jobs, prompts)
         results = [
-            WindowResult(language, probability, _segments(tokenizer, job, attempt))
+            WindowResult(language, probability, _segments(tokenizer, job, attempt),
+                         looping_passes=attempt.looping_passes)
             for job, (language, probability), attempt in zip(jobs, languages, attempts, strict=True)
         ]
         self._resume(encoded, jobs, languages, results, attempts)
+        for job, result in zip(jobs, results, strict=True):
+            if job.options.loop_check:
+                result.segments, result.loops = collapse_loops(tokenizer, result.segments)
         with self.clock("words"):
             self._add_words(encoded, jobs, results)
         return results
@@ -352,6 +367,7 @@ class _Run:
                 segments = _segments(tokenizer, jobs[i], attempt)
                 tokens = _timed_tokens(tokenizer, attempt)
                 results[i].resumes += 1
+                results[i].looping_passes += attempt.looping_passes
                 if repeats(tokenizer.decode(previous), "".join(s.text for s in segments)):
                     segments = []  # the end of the text so far again: nothing new was heard
                 results[i].segments += segments
@@ -394,15 +410,19 @@ class _Run:
                     position = order[i]
                     start = starts[position] if starts is not None else 0.0
                     text = self.tokenizer.decode([t for t in generation.tokens if t < self.tokenizer.eot])
-                    attempt = _Attempt(generation, temperature, compression_ratio(text), start)
-                    tried[position].append(attempt)
                     options = jobs[i].options
+                    looped = looped_units(self.tokenizer, generation.tokens) if options.loop_check else 0
+                    attempt = _Attempt(generation, temperature, compression_ratio(text), start, looped)
+                    tried[position].append(attempt)
                     if not _needs_fallback(attempt, options) or self.cancelled(jobs[i]):
-                        final[position] = attempt
+                        kept = attempt
                     elif step + 1 >= len(options.temperatures):
-                        final[position] = _best(tried[position], options)
+                        kept = _best(tried[position], options)
                     else:
                         pending.append(i)
+                        continue
+                    kept.looping_passes = sum(1 for a in tried[position] if a.looped)
+                    final[position] = kept
             step += 1
         return [attempt for attempt in final if attempt is not None]
 
@@ -441,6 +461,7 @@ def _needs_fallback(attempt: _Attempt, options: DecodeOptions) -> bool:
     return (
         attempt.compression_ratio > options.compression_ratio_threshold
         or generation.avg_logprob < options.log_prob_threshold
+        or attempt.looped > 0
     )
 
 
@@ -452,9 +473,43 @@ def _is_silence(attempt: _Attempt, options: DecodeOptions) -> bool:
 
 
 def _best(attempts: list[_Attempt], options: DecodeOptions) -> _Attempt:
-    """When every temperature failed: the most probable attempt that is not repetitive."""
-    readable = [a for a in attempts if a.compression_ratio <= options.compression_ratio_threshold]
-    return max(readable or attempts, key=lambda a: a.generation.avg_logprob)
+    """When every temperature failed: of the attempts that are not repetitive (compression ratio within the
+    threshold), the one that loops least, then the most probable (a loop is probable: every copy after the
+    first is predicted with confidence)."""
+    return min(attempts, key=lambda a: (a.compression_ratio > options.compression_ratio_threshold, a.looped,
+                                        -a.generation.avg_logprob))
+
+
+def looped_units(tokenizer: WhisperTokenizer, tokens: Sequence[int]) -> int:
+    """Units (words) in the repeated copies of the loops of a pass's text, its segments searched together
+    (a loop is often one sentence per segment)."""
+    texts = [tokenizer.decode(piece) for _, _, piece in split_timestamps(tokenizer, list(tokens), 30.0)]
+    return sum(loop.extra for loop in find_loops(units(texts)))
+
+
+def collapse_loops(tokenizer: WhisperTokenizer, segments: list[Segment]) -> tuple[list[Segment], int]:
+    """The window's segments with each loop cut to one copy, and the number of loops.
+
+    A segment left without words is dropped; one that lost words keeps its timestamp tokens and times
+    (which copy was said, if any, is unknown) and gets the tokens of its new text.
+    """
+    texts, loops = collapse([segment.text for segment in segments])
+    if not loops:
+        return segments, 0
+    kept = []
+    for segment, text in zip(segments, texts, strict=True):
+        if text == segment.text:
+            kept.append(segment)
+        elif units([text]):
+            kept.append(_retext(tokenizer, segment, text))
+    return kept, len(loops)
+
+
+def _retext(tokenizer: WhisperTokenizer, segment: Segment, text: str) -> Segment:
+    begin = tokenizer.timestamp_begin
+    leading = list(itertools.takewhile(lambda t: t >= begin, segment.tokens))
+    trailing = list(itertools.takewhile(lambda t: t >= begin, reversed(segment.tokens)))[::-1]
+    return replace(segment, text=text, tokens=[*leading, *tokenizer.encode(text), *trailing])
 
 
 def _timed_tokens(tokenizer: WhisperTokenizer, attempt: _Attempt) -> list[int]:
@@ -528,14 +583,10 @@ def split_timestamps(
     return pieces
 
 
-def _words(text: str) -> list[str]:
-    return [word for word in (w.strip(".,!?;:\"'()-").lower() for w in text.split()) if word]
-
-
 def repeats(before: str, after: str) -> bool:
     """Whether `after` only repeats words from the end of `before`: a pass decoded on from where Whisper
     stopped, with the text so far as its prompt, sometimes says the last words again when nothing follows."""
-    new, old = _words(after), _words(before)
+    new, old = keys(after), keys(before)
     if not new:
         return False
     tail = old[-(3 * len(new) + 5):]

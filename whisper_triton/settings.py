@@ -35,6 +35,8 @@ class ModelSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
     beam_size: int = msgspec.field(default=1)
     max_audio_seconds: float = 4 * 3600.0
     max_windows_in_flight: int = 64  # of one request at the engine: enough for every worker's batch
+    loop_check: bool = True  # repetition loops fall back to higher temperatures and are cut to one copy
+    hallucination_silence_threshold: float = 2.0  # VAD silence (s) around an anomalous segment that drops it; 0: off
     bls_threads: int = 64
     engine: str = "ctranslate2"  # ctranslate2 (CPU or CUDA) | tensorrt_llm (GPU, engines of build_engines)
     trtllm_engine_dir: str = ""  # <dir>/{encoder,decoder} or <dir>/<model id>/{encoder,decoder}
@@ -90,6 +92,7 @@ def validate_model_settings(settings: ModelSettings) -> ModelSettings:
         "WHISPER_MAX_AUDIO_SECONDS": settings.max_audio_seconds > 0,
         "WHISPER_MAX_WINDOWS_IN_FLIGHT": settings.max_windows_in_flight >= 1,
         "WHISPER_BLS_THREADS": settings.bls_threads >= 1,
+        "WHISPER_HALLUCINATION_SILENCE_THRESHOLD": settings.hallucination_silence_threshold >= 0,
     }
     for variable, ok in checks.items():
         if not ok:

@@ -22,6 +22,7 @@ import numpy as np
 from whisper_triton.audio import SAMPLE_RATE, decode_audio
 from whisper_triton.decoding import DecodeOptions, Segment, WindowResult
 from whisper_triton.errors import AudioTooShortError, EngineError, InvalidRequestError
+from whisper_triton.hallucinations import invented_in_silence, says_again
 from whisper_triton.languages import normalize_language
 from whisper_triton.models import ModelInfo
 from whisper_triton.speakers import KnownSpeaker, split_by_speaker
@@ -75,6 +76,10 @@ class TranscriberSettings:
     max_audio_seconds: float = 4 * 3600
     max_windows_in_flight: int = 64
     windows_per_call: int = 16  # windows sent to the engine in one call (a call costs ~10 ms of CPU each)
+    loop_check: bool = True  # repetition loops fall back and are cut to one copy (`whisper_triton.loops`)
+    # Seconds of VAD silence around an anomalous segment with words that drop it (0: never; see
+    # `whisper_triton.hallucinations`).
+    hallucination_silence_threshold: float = 2.0
 
 
 def temperature_schedule(temperature: float) -> tuple[float, ...]:
@@ -151,7 +156,8 @@ class Transcriber:
         check_voices(request.known)
         checked = replace(request, task="transcribe") if diarize_only else request
         options = replace(validate(checked, self.model), beam_size=self.settings.beam_size,
-                          word_timestamps=request.word_timestamps or diarizing, request=uuid.uuid4().hex)
+                          word_timestamps=request.word_timestamps or diarizing, request=uuid.uuid4().hex,
+                          loop_check=self.settings.loop_check)
         profile = Profile()
         with profile.stage("decode"):
             decoded = await self._run_blocking(decode_audio, audio, self.settings.max_audio_seconds)
@@ -177,7 +183,8 @@ class Transcriber:
             language = options.language
             async for window, result, progress in self._decode_windows(samples, windows, options, profile):
                 language = language or result.language
-                heard = [s for s in result.segments if not request.vad or meets_speech(s.start, s.end, window.speech)]
+                previous = (segments[-1]["end"], segments[-1]["text"]) if segments else None
+                heard = self._heard(result.segments, window, request.vad, previous, profile)
                 new = [_segment_dict(len(segments) + i, window, s) for i, s in enumerate(heard)]
                 segments.extend(new)
                 if not diarizing:
@@ -198,6 +205,26 @@ class Transcriber:
         if request.profile:
             done["profile"] = profile.report(duration)
         yield {**done, "text": "".join(s["text"] for s in segments).strip(), "segments": segments}
+
+    def _heard(self, decoded: list[Segment], window: Window, vad: bool, previous: tuple[float, str] | None,
+               profile: Profile) -> list[Segment]:
+        """The segments of a window that reach the user. With VAD: none more than 0.5 s from all speech, nor
+        an anomalous one in a long VAD silence; and never one that only says the previous window's last
+        words again (see `whisper_triton.hallucinations`)."""
+        heard = decoded
+        if vad:
+            near = [s for s in decoded if meets_speech(s.start, s.end, window.speech)]
+            threshold = self.settings.hallucination_silence_threshold
+            heard = [s for s in near if not invented_in_silence(s, window.speech, threshold)]
+            profile.count("dropped_away_from_speech", len(decoded) - len(near))
+            profile.count("dropped_in_silence", len(near) - len(heard))
+        if self.settings.loop_check and previous is not None and heard:
+            first, offset = heard[0], window.offset
+            speech = [(offset + s, offset + e) for s, e in window.speech] if vad else None
+            if says_again(previous, offset + first.start, offset + first.end, first.text, speech):
+                heard = heard[1:]
+                profile.count("loops")
+        return heard
 
     async def voice(self, audio: bytes) -> AsyncIterator[dict[str, Any]]:
         """The speaker embedding of a clip of one voice: one `done` event."""
@@ -345,10 +372,15 @@ class Profile:
         finally:
             self.seconds[name] += time.perf_counter() - started
 
+    def count(self, name: str, number: int = 1) -> None:
+        self.counts[name] += number
+
     def add_window(self, result: WindowResult) -> None:
         timings = dict(result.timings)
         self.counts["windows"] += 1
         self.counts["resumes"] += result.resumes
+        self.counts["loops"] += result.loops
+        self.counts["looping_passes"] += result.looping_passes
         self.counts["batch_windows"] += timings.pop("batch", 0.0)
         timings.pop("batch_wall", None)
         # The entry model's share of building and reading its engine calls (transfers, serialisation).
@@ -365,6 +397,10 @@ class Profile:
             "windows": int(self.counts["windows"]),
             "resumes": int(self.counts["resumes"]),
             "mean_batch": round(self.counts["batch_windows"] / windows, 2),
+            # Repetition loops cut to one copy (in a window, or a window saying the previous one's end again),
+            # passes decoded again because they looped, segments dropped as invented (see `_heard`).
+            **{name: int(self.counts[name]) for name in ("loops", "looping_passes", "dropped_away_from_speech",
+                                                        "dropped_in_silence")},
         }
 
 

@@ -138,6 +138,9 @@ def test_the_profile_tells_where_the_time_went(url: str) -> None:
     seconds = done["profile"]["seconds"]
     assert {"decode", "vad", "engine_features", "engine_encode", "engine_decode", "transfer"} <= set(seconds)
     assert done["profile"]["windows"] == 1 and 0 < seconds["engine_encode"] < done["profile"]["wall"]
+    # JFK neither loops nor holds an invention (the counts cross the engine's RESULT and the entry model).
+    assert {done["profile"][k] for k in ("loops", "looping_passes", "dropped_away_from_speech",
+                                         "dropped_in_silence")} == {0}
 
 
 def test_timestamps_false_is_accepted_and_changes_nothing(url: str) -> None:

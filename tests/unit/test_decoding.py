@@ -646,3 +646,58 @@ def test_repeats() -> None:
     assert not repeats("Press the pound key.", " Goodbye.")
     assert not repeats("Press the pound key.", " the pound key to continue")
     assert not repeats("Press the pound key.", "")
+
+
+# Repetition loops (whisper_triton.loops)
+
+NEW_ONE = " We need to find a new one."  # tiny.en wrote it three times in a row
+
+
+def test_a_pass_that_loops_falls_back_though_it_compresses_well(english: WhisperTokenizer) -> None:
+    looping = speech(english, NEW_ONE * 3 + " Then we left.")
+    assert compression_ratio(NEW_ONE * 3 + " Then we left.") < 2.4  # OpenAI's checks let it through
+    replies = {0: {0.0: looping, 0.2: speech(english, NEW_ONE + " Then we left.")}}
+    engine = FakeEngine(replies)
+    (result,) = decode_windows(engine, english, [job(0)])
+    assert [c.temperature for c in engine.called("generate")] == [0.0, 0.2]
+    assert texts(result.segments) == NEW_ONE + " Then we left."
+    assert (result.looping_passes, result.loops) == (1, 0)
+
+    engine = FakeEngine(replies)  # the check off: Whisper's text as it came
+    (result,) = decode_windows(engine, english, [job(0, loop_check=False)])
+    assert [c.temperature for c in engine.called("generate")] == [0.0]
+    assert texts(result.segments) == NEW_ONE * 3 + " Then we left."
+    assert (result.looping_passes, result.loops) == (0, 0)
+
+
+def test_speech_that_repeats_does_not_fall_back(english: WhisperTokenizer) -> None:
+    engine = FakeEngine({0: {0.0: speech(english, " No, no, no, no. Bye bye. Thank you. Thank you. Thank you.")}})
+    (result,) = decode_windows(engine, english, [job(0)])
+    assert len(engine.called("generate")) == 1 and result.looping_passes == 0 and result.loops == 0
+
+
+def test_when_every_temperature_loops_the_least_looping_is_kept_with_one_copy(english: WhisperTokenizer) -> None:
+    replies = {0: {
+        0.0: speech(english, NEW_ONE * 4 + " Then.", avg_logprob=-0.1),  # most probable: loops most
+        0.5: speech(english, NEW_ONE * 3 + " Then.", avg_logprob=-0.6),
+        1.0: speech(english, " Then" + NEW_ONE * 4, avg_logprob=-0.3),
+    }}
+    engine = FakeEngine(replies)
+    (result,) = decode_windows(engine, english, [job(0, temperatures=(0.0, 0.5, 1.0))])
+    assert [c.temperature for c in engine.called("generate")] == [0.0, 0.5, 1.0]
+    (segment,) = result.segments
+    assert segment.temperature == 0.5 and segment.text == NEW_ONE + " Then."
+    assert segment.tokens == [ts(english, 0.0), *english.encode(NEW_ONE + " Then."), ts(english, 2.0)]
+    assert (result.looping_passes, result.loops) == (3, 1)
+
+
+def test_segments_that_repeat_are_dropped_and_words_align_to_what_is_kept(english: WhisperTokenizer) -> None:
+    pieces = [(0.0, 2.0, NEW_ONE), (2.0, 4.0, NEW_ONE), (4.0, 6.0, NEW_ONE), (6.0, 7.0, " Bye.")]
+    tokens = [t for start, end, text in pieces for t in (ts(english, start), *english.encode(text), ts(english, end))]
+    engine = FakeEngine({0: {0.0: Generation(tokens, -0.2, 0.01)}})
+    (result,) = decode_windows(engine, english, [job(0, temperatures=(0.0,), word_timestamps=True)])
+    assert [s.text for s in result.segments] == [NEW_ONE, " Bye."]
+    assert result.loops == 1 and result.looping_passes == 1
+    (align,) = engine.called("align")
+    assert align.text_tokens == [english.encode(NEW_ONE) + english.encode(" Bye.")]
+    assert "".join(w.word for s in result.segments for w in s.words) == NEW_ONE + " Bye."

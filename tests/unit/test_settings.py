@@ -17,6 +17,7 @@ def test_defaults() -> None:
     assert settings.max_audio_seconds == 4 * 3600.0
     assert (settings.max_windows_in_flight, settings.bls_threads) == (64, 64)
     assert (settings.engine_workers, settings.engine_max_batch, settings.entry_instances) == (0, 8, 1)
+    assert (settings.loop_check, settings.hallucination_silence_threshold) == (True, 2.0)
 
 
 def test_values_are_converted_from_strings() -> None:
@@ -30,6 +31,8 @@ def test_values_are_converted_from_strings() -> None:
             "WHISPER_MAX_AUDIO_SECONDS": "90.5",
             "WHISPER_MAX_WINDOWS_IN_FLIGHT": "8",
             "WHISPER_BLS_THREADS": "2",
+            "WHISPER_LOOP_CHECK": "false",
+            "WHISPER_HALLUCINATION_SILENCE_THRESHOLD": "0",
         }
     )
     assert settings == ModelSettings(
@@ -41,6 +44,8 @@ def test_values_are_converted_from_strings() -> None:
         max_audio_seconds=90.5,
         max_windows_in_flight=8,
         bls_threads=2,
+        loop_check=False,
+        hallucination_silence_threshold=0.0,
     )
 
 
@@ -62,6 +67,8 @@ def test_the_process_environment_is_read_by_default(monkeypatch: pytest.MonkeyPa
         ("WHISPER_CPU_THREADS", "many"),
         ("WHISPER_MAX_AUDIO_SECONDS", "one hour"),
         ("WHISPER_MAX_WINDOWS_IN_FLIGHT", "[1, 2]"),
+        ("WHISPER_LOOP_CHECK", "sometimes"),
+        ("WHISPER_HALLUCINATION_SILENCE_THRESHOLD", "long"),
     ],
 )
 def test_a_malformed_value_names_its_variable(variable: str, value: str) -> None:
@@ -80,6 +87,8 @@ def test_a_malformed_value_names_its_variable(variable: str, value: str) -> None
         ("WHISPER_MAX_AUDIO_SECONDS", "nan"),
         ("WHISPER_MAX_WINDOWS_IN_FLIGHT", "0"),
         ("WHISPER_BLS_THREADS", "0"),
+        ("WHISPER_HALLUCINATION_SILENCE_THRESHOLD", "-1"),
+        ("WHISPER_HALLUCINATION_SILENCE_THRESHOLD", "nan"),
     ],
 )
 def test_an_out_of_range_value_names_its_variable(variable: str, value: str) -> None:

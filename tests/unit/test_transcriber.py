@@ -24,6 +24,7 @@ from whisper_triton.transcriber import (
     call_ranges,
     temperature_schedule,
 )
+from whisper_triton.words import Word
 
 MULTILINGUAL = ModelInfo(n_mels=80, multilingual=True, num_languages=99)
 ENGLISH = ModelInfo(n_mels=80, multilingual=False, num_languages=1)
@@ -244,3 +245,67 @@ def one_by_one(decode: Callable[[WindowCall], Awaitable[WindowResult]]) -> Calla
             yield position, await decode(call)
 
     return many
+
+
+class Scripted(FakeDecode):
+    """Answers window i with `answers[i]` (none past them): (start, end, text) segments, with words when
+    `probability` is set (one per piece of text, spread over the segment)."""
+
+    def __init__(self, answers: list[list[tuple[float, float, str]]], probability: float | None = None) -> None:
+        super().__init__()
+        self.answers, self.probability = answers, probability
+
+    async def __call__(self, calls: list[WindowCall]) -> AsyncIterator[tuple[int, WindowResult | Exception]]:
+        self.jobs += calls
+        for position, job in enumerate(calls):
+            answer = self.answers[job.options.window] if job.options.window < len(self.answers) else []
+            segments = [segment(start, end, text) for start, end, text in answer]
+            for s in segments if self.probability is not None else []:
+                pieces = s.text.split()
+                step = (s.end - s.start) / len(pieces)
+                s.words = [Word(f" {p}", s.start + k * step, s.start + (k + 1) * step, self.probability, [1])
+                           for k, p in enumerate(pieces)]
+            yield position, WindowResult("en", 0.9, segments, window=job.options.window)
+
+
+NEW_ONE = " We need to find a new one."
+
+
+async def test_a_window_that_starts_by_saying_the_previous_ones_last_segment_again_loses_it() -> None:
+    audio = long_recording(1.0).path.read_bytes()  # VAD off: windows of 30 s, back to back
+    answers = [[(0.0, 28.0, " Hello there."), (28.0, 30.0, NEW_ONE)], [(0.0, 2.0, NEW_ONE), (2.0, 5.0, " Bye.")]]
+    request = TranscribeRequest(vad=False, profile=True)
+    done = (await collect(Transcriber(ENGLISH, Scripted(answers)), audio, request))[-1]
+    assert [s["text"] for s in done["segments"]] == [" Hello there.", NEW_ONE, " Bye."]
+    assert [s["id"] for s in done["segments"]] == [0, 1, 2] and done["profile"]["loops"] == 1
+    # Said again later on: speech, kept (VAD off: nothing tells it from silence).
+    later = [answers[0], [(10.0, 12.0, NEW_ONE), (12.0, 15.0, " Bye.")]]
+    done = (await collect(Transcriber(ENGLISH, Scripted(later)), audio, TranscribeRequest(vad=False)))[-1]
+    assert [s["text"] for s in done["segments"]] == [" Hello there.", NEW_ONE, NEW_ONE, " Bye."]
+    # The check off.
+    unchecked = Transcriber(ENGLISH, Scripted(answers), settings=TranscriberSettings(loop_check=False))
+    done = (await collect(unchecked, audio, TranscribeRequest(vad=False)))[-1]
+    assert [s["text"] for s in done["segments"]] == [" Hello there.", NEW_ONE, NEW_ONE, " Bye."]
+    assert all(job.options.loop_check is False for job in unchecked._decode.jobs)  # type: ignore[attr-defined]
+
+
+async def test_a_doubtful_segment_over_a_blip_in_long_silence_is_dropped() -> None:
+    # Half a second of JFK between 10 s of room tone on each side: VAD finds speech at about 10.0-10.7 s.
+    jfk = decode_audio(jfk_wav().read_bytes()).samples
+    audio = wav_bytes(np.concatenate([nonspeech("room_tone", 10.0), jfk[4800:16000], nonspeech("room_tone", 10.0)]))
+    answers = [[(9.5, 11.6, " Thank you for watching.")]]
+    doubtful = Scripted(answers, probability=0.05)
+    done = (await collect(Transcriber(ENGLISH, doubtful), audio, TranscribeRequest(profile=True)))[-1]
+    (job,) = doubtful.jobs
+    assert len(job.options.speech or ()) == 1 and 9.9 < job.options.speech[0][0] < 10.2  # type: ignore[index]
+    assert done["segments"] == [] and done["profile"]["dropped_in_silence"] == 1
+    # Words Whisper was sure of, no words, the check off, or VAD off: kept.
+    for transcriber, request in [
+        (Transcriber(ENGLISH, Scripted(answers, probability=0.9)), TranscribeRequest()),
+        (Transcriber(ENGLISH, Scripted(answers)), TranscribeRequest()),
+        (Transcriber(ENGLISH, Scripted(answers, probability=0.05),
+                     settings=TranscriberSettings(hallucination_silence_threshold=0.0)), TranscribeRequest()),
+        (Transcriber(ENGLISH, Scripted(answers, probability=0.05)), TranscribeRequest(vad=False)),
+    ]:
+        done = (await collect(transcriber, audio, request))[-1]
+        assert [s["text"] for s in done["segments"]] == [" Thank you for watching."]

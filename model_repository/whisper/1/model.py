@@ -77,6 +77,8 @@ class TritonPythonModel:
                     beam_size=self.settings.beam_size,
                     max_audio_seconds=self.settings.max_audio_seconds,
                     max_windows_in_flight=self.settings.max_windows_in_flight,
+                    loop_check=self.settings.loop_check,
+                    hallucination_silence_threshold=self.settings.hallucination_silence_threshold,
                 ),
             )
         return self.transcribers[model]
