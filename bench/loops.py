@@ -259,12 +259,15 @@ def silence_items(folder: Path) -> list[Item]:
 
 
 def loops_left(results: list[dict[str, Any]]) -> str:
-    """The outputs that still loop, shortened: what the check missed (or what it is off for)."""
+    """The loops still in outputs (what the check missed, or what it is off for): each phrase and its copies."""
     lines = []
     for r in results:
         for o in r["outcomes"]:
-            if o["loops_left"]:
-                lines.append(f"- {r['system']}, {o['name']}: {o['text'][:160]!r}")
+            found = units([o["text"]])
+            shown = [f"{' '.join(u.key for u in found[loop.first : loop.first + loop.period])!r} x {loop.copies}"
+                     for loop in find_loops(found)]
+            if shown:
+                lines.append(f"- {r['system']}, {o['name']}: {'; '.join(shown)}")
     return "\n".join(lines)
 
 
