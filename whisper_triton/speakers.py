@@ -54,13 +54,20 @@ def split_by_speaker(
 ) -> list[dict[str, Any]]:
     """Speakers on segments and words; a segment whose words change speaker is split there.
 
-    Without word timings a segment keeps its bounds and gets the speaker it overlaps most.
-    Segments are renumbered.
+    With word timings each word gets the speaker of the turn it overlaps most, a segment the speaker of its
+    words, and it spans its words (Whisper's segment bounds often include the pause before or after the
+    speech); without, a segment keeps its bounds and gets the speaker it overlaps most. Segments are
+    renumbered.
     """
     result: list[dict[str, Any]] = []
     for segment in assign_speakers(segments, turns):
         groups = _smooth(_runs(segment.get("words") or []))
-        if len(groups) <= 1:
+        if len(groups) == 1:
+            words = groups[0]
+            result.append({**segment, "start": words[0]["start"], "end": words[-1]["end"], "words": words,
+                           "speaker": words[0]["speaker"]})
+            continue
+        if not groups:
             result.append(segment)
             continue
         for group in groups:
