@@ -25,6 +25,7 @@ LEVEL_MAX_GAIN_DB = 30.0  # ...by at most this much...
 LEVEL_CEILING_DB = -10.0  # ...and never the loudest frame above this
 LEVEL_BLOCK_S = 30.0  # one gain per this much audio
 SEGMENT_SPEECH_MARGIN = 0.5  # seconds: a decoded segment this far from all VAD speech is dropped
+CLIP_MARGIN_S = 1.0  # non-speech kept before the first and after the last speech of a one-window clip
 
 
 @dataclass(frozen=True)
@@ -123,9 +124,11 @@ def plan_windows(samples: np.ndarray, use_vad: bool = True) -> list[Window]:
     """Windows to transcribe, each with the (unpadded) speech VAD found in it.
 
     Audio where VAD finds no speech gives no window: Whisper, given silence, noise or music, invents
-    text ("you", "Thank you."). Audio that fits one window stays one window; longer audio is cut in
-    silence. With `use_vad` off every sample is decoded, in windows of 30 s. VAD runs either way: the
-    speech it finds decides whether a window is decoded on where Whisper stopped early.
+    text ("you", "Thank you."). Audio that fits one window stays one window, from CLIP_MARGIN_S before
+    the first speech to CLIP_MARGIN_S after the last (a long silence before the words invites inventions
+    and pulls Whisper's word timings into it); longer audio is cut in silence. With `use_vad` off every
+    sample is decoded, in windows of 30 s. VAD runs either way: the speech it finds decides whether a
+    window is decoded on where Whisper stopped early.
     """
     if len(samples) == 0:
         return []
@@ -134,7 +137,7 @@ def plan_windows(samples: np.ndarray, use_vad: bool = True) -> list[Window]:
     if use_vad and not speech:
         return []
     if len(samples) <= WINDOW_SAMPLES:
-        windows = [Window(0, len(samples))]
+        windows = [_around(speech, len(samples)) if use_vad else Window(0, len(samples))]
     elif not use_vad:
         windows = fixed_windows(len(samples))
     else:
@@ -148,6 +151,11 @@ def meets_speech(start: float, end: float, speech: tuple[tuple[float, float], ..
     `margin` (Whisper's segment times may be that far off). A segment that does not was invented over
     silence or noise (the usual "Thank you." after the last words of a window)."""
     return any(start < speech_end + margin and end > speech_start - margin for speech_start, speech_end in speech)
+
+
+def _around(speech: list[Window], num_samples: int) -> Window:
+    margin = round(CLIP_MARGIN_S * SAMPLE_RATE)
+    return Window(max(0, speech[0].start - margin), min(num_samples, speech[-1].end + margin))
 
 
 def _with_speech(window: Window, speech: list[Window]) -> Window:

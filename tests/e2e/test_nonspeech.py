@@ -90,6 +90,19 @@ def test_speech_after_a_long_silence_is_transcribed_in_full(sdk: openai.OpenAI) 
     assert segments and segments[0].start >= 44.0 and segments[-1].end <= 57.5, segments
 
 
+def test_a_short_answer_after_a_long_silence_keeps_its_words_and_their_times(sdk: openai.OpenAI) -> None:
+    """A clip under 30 s that is mostly silence (a microphone opened, then a short answer): with word
+    timings the words sit on the answer, not in the silence (where the VAD gate would drop them)."""
+    clip = {clip.name: clip for clip in speech_clips("report")}["asterisk/queue-reporthold"]  # "Hold time"
+    audio = wav_bytes(np.concatenate([nonspeech("room_tone", 25.0, seed=21), clip.samples,
+                                      nonspeech("room_tone", 0.5, seed=22)]))
+    result = sdk.audio.transcriptions.create(model="whisper-1", file=("a.wav", audio), response_format="verbose_json",
+                                             timestamp_granularities=["word", "segment"])
+    assert english_normalize(result.text) == english_normalize(clip.text), result.text
+    words = result.words or []
+    assert words and all(24.0 <= word.start <= word.end <= 26.7 for word in words), words
+
+
 def test_single_words_and_quiet_speech_are_kept(sdk: openai.OpenAI) -> None:
     """Real one-word clips (Common Voice, Asterisk), and JFK 30 dB quieter (a far or quiet microphone:
     Silero VAD alone hears nothing in it)."""

@@ -14,6 +14,7 @@ from tests.nonspeech import KINDS, nonspeech
 from whisper_triton import windows
 from whisper_triton.audio import SAMPLE_RATE, decode_audio
 from whisper_triton.windows import (
+    CLIP_MARGIN_S,
     WINDOW_SAMPLES,
     Window,
     fixed_windows,
@@ -198,10 +199,23 @@ def test_plan_keeps_short_speech_in_one_window_with_its_speech(spoken: tuple[np.
     samples, sentences = spoken
     clip = samples[: sentences[0].end + seconds(3)]  # 2 s of silence, a sentence, 3 s of silence
     [window] = plan_windows(clip)
-    assert window == Window(0, len(clip))
-    [(start, end)] = window.speech
-    assert start == pytest.approx(sentences[0].start / SAMPLE_RATE, abs=0.3)
-    assert end == pytest.approx(sentences[0].end / SAMPLE_RATE, abs=0.3)
+    # The window keeps CLIP_MARGIN_S of the silence around the sentence, not all of it.
+    assert window.start / SAMPLE_RATE == pytest.approx(sentences[0].start / SAMPLE_RATE - CLIP_MARGIN_S, abs=0.3)
+    assert window.end / SAMPLE_RATE == pytest.approx(sentences[0].end / SAMPLE_RATE + CLIP_MARGIN_S, abs=0.3)
+    [(start, end)] = window.speech  # window seconds
+    assert start == pytest.approx(CLIP_MARGIN_S, abs=0.3)
+    assert end == pytest.approx((sentences[0].end - window.start) / SAMPLE_RATE, abs=0.3)
+    [whole] = plan_windows(clip, use_vad=False)
+    assert whole == Window(0, len(clip))
+
+
+def test_plan_of_a_clip_after_a_long_silence_starts_near_the_speech(spoken: tuple[np.ndarray, list[Window]]) -> None:
+    samples, sentences = spoken
+    sentence = samples[sentences[0].start : sentences[0].end]
+    clip = np.concatenate([np.zeros(seconds(25), dtype=np.float32), sentence])
+    [window] = plan_windows(clip)
+    assert window.start >= seconds(25) - seconds(CLIP_MARGIN_S) - seconds(0.3)
+    assert window.end == len(clip)
 
 
 def test_plan_of_long_speech_cuts_only_in_silence(spoken: tuple[np.ndarray, list[Window]]) -> None:
