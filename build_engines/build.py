@@ -63,18 +63,33 @@ class BuildOptions:
             raise BuildError("--max-batch-size and --max-beam-width must be at least 1")
 
 
+def timing_cache(output: Path) -> Path:
+    """Where trtllm-build reads and writes TensorRT's timing cache: beside the engine folders, shared by the
+    encoder and decoder builds. Its default is `model.cache` in the working directory, which the GPU image
+    (user 10001 in a read-only WORKDIR) cannot write: every build then failed with PermissionError."""
+    return output.parent / "trtllm-timing.cache"
+
+
+def _cache_flags(output: Path) -> list[str]:
+    return ["--input_timing_cache", str(timing_cache(output)), "--output_timing_cache", str(timing_cache(output))]
+
+
 def encoder_command(checkpoint: Path, output: Path, options: BuildOptions) -> list[str]:
     """`trtllm-build` of the encoder: 3000 frames in; no GEMM plugin (NVIDIA's choice for the encoder)."""
     return [
         TRTLLM_BUILD,
         "--checkpoint_dir", str(checkpoint / "encoder"),
         "--output_dir", str(output),
+        *_cache_flags(output),
         "--moe_plugin", "disable",
         "--max_batch_size", str(options.max_batch_size),
         "--gemm_plugin", "disable",
         "--bert_attention_plugin", options.dtype,
         "--max_input_len", str(ENCODER_INPUT_FRAMES),
         "--max_seq_len", str(ENCODER_INPUT_FRAMES),
+        # Whole windows per pass: the default 8192 tokens (with packed inputs) fits two 3000-frame windows,
+        # so in-flight batching would encode at most two windows at a time.
+        "--max_num_tokens", str(options.max_batch_size * ENCODER_INPUT_FRAMES),
     ]  # fmt: skip
 
 
@@ -84,6 +99,7 @@ def decoder_command(checkpoint: Path, output: Path, options: BuildOptions) -> li
         TRTLLM_BUILD,
         "--checkpoint_dir", str(checkpoint / "decoder"),
         "--output_dir", str(output),
+        *_cache_flags(output),
         "--moe_plugin", "disable",
         "--max_beam_width", str(options.max_beam_width),
         "--max_batch_size", str(options.max_batch_size),

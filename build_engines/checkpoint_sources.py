@@ -156,11 +156,28 @@ def _load_huggingface(source: str, kind: SourceKind, dtype: torch.dtype, progres
         if config.model_type != "whisper":
             raise ConversionError(f"{source} is a {config.model_type!r} checkpoint, not Whisper")
         _check_hf_config(source, config)
-        model = WhisperForConditionalGeneration.from_pretrained(source, config=config, dtype=dtype)
-    except (OSError, ValueError, KeyError) as error:
+        precision: dict[str, Any] = {dtype_keyword(): dtype}
+        model = WhisperForConditionalGeneration.from_pretrained(source, config=config, **precision)
+    except (OSError, ValueError, KeyError, TypeError) as error:
         raise _hf_failure(source, kind, error) from error
     dims = WhisperDims.from_mapping(hf_dims(config))
     return WhisperCheckpoint(dims, openai_params(model.state_dict()))
+
+
+def dtype_keyword(version: str | None = None) -> str:
+    """`from_pretrained`'s dtype keyword: `dtype` from transformers 4.56 on, `torch_dtype` before. An older
+    transformers (NVIDIA's TensorRT-LLM images) passes an unknown `dtype` on to the model constructor,
+    which raises TypeError."""
+    from packaging.version import InvalidVersion, Version
+
+    if version is None:
+        import transformers
+
+        version = transformers.__version__
+    try:
+        return "dtype" if Version(version) >= Version("4.56") else "torch_dtype"
+    except InvalidVersion:
+        return "dtype"
 
 
 def _check_hf_config(source: str, config: Any) -> None:

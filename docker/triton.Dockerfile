@@ -17,8 +17,8 @@ WORKDIR /opt/whisper-triton
 # The base image's packages are constraints: torch, tensorrt_llm, numpy and transformers stay as NVIDIA
 # built them, and pip fails the build if a requirement would replace one of them. The base is Ubuntu 24.04,
 # whose Python is marked externally managed (PEP 668): this image is that Python's only user.
-COPY docker/gpu-requirements.txt docker/gpu-requirements.txt
-RUN python3 -m pip list --format=freeze > /tmp/base-constraints.txt \
+COPY docker/gpu-requirements.txt docker/base_constraints.py docker/
+RUN python3 docker/base_constraints.py > /tmp/base-constraints.txt \
     && PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --no-cache-dir \
         --constraint /tmp/base-constraints.txt --requirement docker/gpu-requirements.txt \
     && rm /tmp/base-constraints.txt

@@ -38,6 +38,14 @@ if os.environ.get("FAKE_TRTLLM_FAIL") == checkpoint.name:
     print("[TRT-LLM] [E] out of memory", file=sys.stderr)
     sys.exit(3)
 out = Path(args[args.index("--output_dir") + 1])
+# Like trtllm-build (TensorRT-LLM 1.0, commands/build.py): the timing cache goes to --output_timing_cache,
+# default model.cache in the working directory, and is written before the engine is saved.
+cache = Path(dict(zip(args[::2], args[1::2])).get("--output_timing_cache", "model.cache")).resolve()
+readonly = os.environ.get("FAKE_TRTLLM_READONLY")  # tests run as root: a folder marked unwritable
+if readonly and cache.is_relative_to(Path(readonly).resolve()):
+    print(f"PermissionError: [Errno 13] Permission denied: '{{cache}}'", file=sys.stderr)
+    sys.exit(1)
+cache.write_bytes(b"timing")
 out.mkdir(parents=True, exist_ok=True)
 pretrained = json.loads((checkpoint / "config.json").read_text())
 flags = dict(zip(args[::2], args[1::2]))
@@ -68,12 +76,15 @@ def test_encoder_command_float16() -> None:
         "trtllm-build",
         "--checkpoint_dir", "/work/checkpoint/encoder",
         "--output_dir", "/engines/large-v3-turbo/encoder",
+        "--input_timing_cache", "/engines/large-v3-turbo/trtllm-timing.cache",
+        "--output_timing_cache", "/engines/large-v3-turbo/trtllm-timing.cache",
         "--moe_plugin", "disable",
         "--max_batch_size", "64",
         "--gemm_plugin", "disable",
         "--bert_attention_plugin", "float16",
         "--max_input_len", "3000",
         "--max_seq_len", "3000",
+        "--max_num_tokens", "192000",
     ]  # fmt: skip
 
 
@@ -82,6 +93,8 @@ def test_decoder_command_float16_beam_4() -> None:
         "trtllm-build",
         "--checkpoint_dir", "/work/checkpoint/decoder",
         "--output_dir", "/engines/large-v3-turbo/decoder",
+        "--input_timing_cache", "/engines/large-v3-turbo/trtllm-timing.cache",
+        "--output_timing_cache", "/engines/large-v3-turbo/trtllm-timing.cache",
         "--moe_plugin", "disable",
         "--max_beam_width", "4",
         "--max_batch_size", "64",
@@ -96,6 +109,13 @@ def test_decoder_command_float16_beam_4() -> None:
     ]  # fmt: skip
 
 
+def test_the_timing_cache_is_written_beside_the_engines_not_in_the_working_directory() -> None:
+    # trtllm-build's default, model.cache in the working directory, is not writable in the GPU image.
+    for command in (encoder_command, decoder_command):
+        cache = flags(command(CK, OUT / ".encoder.partial", fp16()))
+        assert cache["--output_timing_cache"] == cache["--input_timing_cache"] == str(OUT / "trtllm-timing.cache")
+
+
 def flags(argv: list[str]) -> dict[str, str]:
     return dict(zip(argv[1::2], argv[2::2], strict=True))
 
@@ -105,6 +125,7 @@ def test_bfloat16_sets_every_plugin() -> None:
     encoder = flags(encoder_command(CK, OUT / "encoder", options))
     assert (encoder["--bert_attention_plugin"], encoder["--gemm_plugin"], encoder["--max_batch_size"]) == (
         "bfloat16", "disable", "16")
+    assert encoder["--max_num_tokens"] == str(16 * 3000)  # every window of a full batch in one pass
     decoder = flags(decoder_command(CK, OUT / "decoder", options))
     assert [decoder[f"--{name}_plugin"] for name in ("gemm", "bert_attention", "gpt_attention")] == ["bfloat16"] * 3
     assert (decoder["--max_beam_width"], decoder["--max_batch_size"]) == ("1", "16")
@@ -178,6 +199,20 @@ def test_build_writes_both_engines_and_a_manifest(tools: Path, tmp_path: Path) -
     assert any("NVIDIA H100 80GB HBM3" in m for m in messages)
     # trtllm-build wrote into a hidden partial directory, renamed into place afterwards
     assert calls(tools)[0][calls(tools)[0].index("--output_dir") + 1] == str(out / ".encoder.partial")
+
+
+def test_a_working_directory_the_builder_cannot_write_does_not_stop_the_build(
+    tools: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The GPU image runs as user 10001 in a WORKDIR it cannot write; trtllm-build's default timing cache
+    (model.cache there) made every build fail with PermissionError."""
+    workdir = tmp_path / "workdir"
+    workdir.mkdir()
+    monkeypatch.chdir(workdir)
+    monkeypatch.setenv("FAKE_TRTLLM_READONLY", str(workdir))
+    out = build_engines(checkpoint(tmp_path / "ck"), tmp_path / "out", fp16(), progress=lambda _: None)
+    assert (out / "encoder" / "rank0.engine").is_file() and (out / "decoder" / "rank0.engine").is_file()
+    assert (tmp_path / "out" / "trtllm-timing.cache").is_file() and not list(workdir.iterdir())
 
 
 def test_a_second_run_builds_nothing(tools: Path, tmp_path: Path) -> None:

@@ -398,3 +398,38 @@ def test_an_unreachable_hub_id_fails_clearly_offline(monkeypatch: pytest.MonkeyP
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConversionError, match=r"cannot load 'example-org/no-such-whisper' from the Hugging Face hub"):
         convert_checkpoint("example-org/no-such-whisper", tmp_path / "out", progress=lambda line: None)
+
+
+@pytest.mark.parametrize(("version", "keyword"), [("4.55.4", "torch_dtype"), ("4.56.0", "dtype"), ("5.17.0", "dtype"),
+                                                  ("4.53.1", "torch_dtype"), ("not-a-version", "dtype")])
+def test_the_dtype_keyword_matches_the_transformers_version(version: str, keyword: str) -> None:
+    # transformers before 4.56 (NVIDIA's TensorRT-LLM images) passes `dtype=` on to the model constructor:
+    # TypeError, and `build_engines all` ended in a traceback.
+    from build_engines.checkpoint_sources import dtype_keyword
+
+    assert dtype_keyword(version) == keyword
+
+
+def test_the_old_from_pretrained_signature_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """transformers before 4.56 takes `torch_dtype`; an unknown `dtype` goes on to the model constructor,
+    which raises TypeError (that `build_engines all` did not catch)."""
+    import transformers
+    from transformers import WhisperForConditionalGeneration as Whisper
+
+    real = Whisper.from_pretrained.__func__  # type: ignore[attr-defined]
+
+    def old_signature(cls: type, source: str, *args: Any, torch_dtype: Any = None, **kwargs: Any) -> Any:
+        if "dtype" in kwargs:
+            raise TypeError("WhisperForConditionalGeneration.__init__() got an unexpected keyword argument 'dtype'")
+        return real(cls, source, *args, dtype=torch_dtype, **kwargs)
+
+    hf_dir = tmp_path / "hf"
+    random_whisper(51865, 80).save_pretrained(hf_dir)
+    monkeypatch.setattr(Whisper, "from_pretrained", classmethod(old_signature))
+    monkeypatch.setattr(transformers, "__version__", "4.55.4")
+    output = convert_checkpoint(str(hf_dir), tmp_path / "out", "float32", lambda _: None)
+    assert (output / "encoder" / "config.json").is_file()
+    # Any TypeError of the loader is a clear conversion error, not a traceback.
+    monkeypatch.setattr(transformers, "__version__", "4.56.0")
+    with pytest.raises(ConversionError, match="unexpected keyword"):
+        convert_checkpoint(str(hf_dir), tmp_path / "again", "float32", lambda _: None)

@@ -343,6 +343,33 @@ def test_dockerignore_keeps_what_the_images_copy_and_drops_bytecode() -> None:
     assert dockerignore_excludes(dockerignore_patterns(DOCKERFILES["frontend"]), "model_repository/whisper")
 
 
+def test_base_constraints_leave_out_versions_pip_would_refuse(tmp_path: Path) -> None:
+    """pip refuses a whole constraints file for one non-PEP 440 version; `pip list --format=freeze`, used
+    before, copied such versions from the base image as they were."""
+    module = load_module(DOCKER / "base_constraints.py")
+    lines = module.constraint_lines([("torch", "2.9.0a0+50eac811a6.nv25.10"), ("Tensorrt_LLM", "1.0.0"),
+                                     ("odd-build", "1.0.0-custom"), ("unknown", "unknown"), (None, "1.0"),
+                                     ("torch", "1.0")])
+    assert lines == ["# left out: odd-build '1.0.0-custom' is not a PEP 440 version",
+                     "# left out: unknown 'unknown' is not a PEP 440 version",
+                     "tensorrt-llm==1.0.0", "torch==2.9.0a0+50eac811a6.nv25.10"]
+    constraints = tmp_path / "constraints.txt"
+    constraints.write_text("\n".join(lines) + "\n")
+    empty = tmp_path / "requirements.txt"
+    empty.write_text("")
+    check = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--no-index", "--quiet",
+                            "--constraint", str(constraints), "--requirement", str(empty)],
+                           capture_output=True, text=True, check=False)
+    assert check.returncode == 0, check.stderr  # pip accepts the file
+    run = subprocess.run([sys.executable, str(DOCKER / "base_constraints.py")], capture_output=True,
+                         text=True, check=True)
+    assert "numpy==" in run.stdout  # this environment's own packages
+    dockerfile = DOCKERFILES["triton"].read_text()
+    assert "python3 docker/base_constraints.py > /tmp/base-constraints.txt" in dockerfile
+    assert "format=freeze" not in dockerfile
+    assert not dockerignore_excludes(dockerignore_patterns(DOCKERFILES["triton"]), "docker/base_constraints.py")
+
+
 def test_base_images_are_nvidia_triton_trtllm_and_python_of_the_project() -> None:
     [triton] = base_images(parse_dockerfile(DOCKERFILES["triton"].read_text()))
     assert re.fullmatch(r"nvcr\.io/nvidia/tritonserver:\d\d\.\d\d-trtllm-python-py3", triton)
