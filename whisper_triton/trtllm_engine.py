@@ -45,6 +45,7 @@ ALIGNERS = ("ctranslate2", "off")
 ENCODER_FRAMES = 3000  # log-mel frames of a window; the encoder's output is half as long
 MAX_INITIAL_TIMESTAMP_INDEX = 50  # the first timestamp is at most 1 s into the window
 RESPONSE_TIMEOUT = timedelta(minutes=10)
+CANCEL_TIMEOUT = timedelta(seconds=5)  # for the final response of a cancelled request
 
 
 class TensorRTLLMError(Exception):
@@ -378,16 +379,26 @@ class TensorRTLLMEngine:
             try:
                 results.append(self._final(request_id))
             except Exception:
-                for other in request_ids[index + 1:]:
-                    self._executor.cancel_request(other)
+                self._cancel(request_ids[index + 1:])
                 raise
         return results
+
+    def _cancel(self, request_ids: Sequence[int]) -> None:
+        """Cancels requests and takes their final responses: the executor keeps every response until it is
+        awaited, so those of cancelled requests would pile up in its response map for good."""
+        for request_id in request_ids:
+            self._executor.cancel_request(request_id)
+        for request_id in request_ids:
+            while True:
+                responses = self._executor.await_responses(id=request_id, timeout=CANCEL_TIMEOUT)
+                if not responses or any(r.has_error() or r.result.is_final for r in responses):
+                    break
 
     def _final(self, request_id: int) -> Any:
         while True:
             responses = self._executor.await_responses(id=request_id, timeout=RESPONSE_TIMEOUT)
             if not responses:
-                self._executor.cancel_request(request_id)
+                self._cancel([request_id])
                 raise TensorRTLLMError(f"no response from TensorRT-LLM within {RESPONSE_TIMEOUT}")
             for response in responses:
                 if response.has_error():

@@ -651,6 +651,8 @@ def test_runtime_errors_fail_the_call_and_cancel_the_rest(
                         448)
     assert len(Executor.created[-1].cancelled) == 1
     assert engine._windows == {}
+    # The cancelled request's final response was taken: none is left in the executor's response map.
+    assert Executor.created[-1]._responses == {}
 
 
 # --------------------------------------------------------------------------------------------------
