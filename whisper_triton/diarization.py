@@ -176,11 +176,13 @@ def _subsegment_turns(pipeline: Any, audio: dict[str, Any], samples: np.ndarray,
     windows = clustering.subsegments(regions)
     if not windows:
         return [], {}
-    embeddings = _subsegment_embeddings(pipeline._embedding.model_.network, samples, windows)
+    stretches = clustering.subsegments(regions, clustering.RESEGMENT_WINDOW, clustering.RESEGMENT_SHIFT)
+    embeddings, short = _subsegment_embeddings(pipeline._embedding.model_.network, samples, windows, stretches)
     labels = clustering.cluster(embeddings, counts["num_speakers"], counts["min_speakers"], counts["max_speakers"])
     names = [f"SPEAKER_{k:02d}" for k in range(int(labels.max()) + 1)]
     means = clustering.centroids(embeddings, labels)
-    return clustering.speaker_turns(regions, windows, labels, names), dict(zip(names, means, strict=True))
+    owners = clustering.nearest_speaker(short, means)
+    return clustering.speaker_turns(regions, stretches, owners, names), dict(zip(names, means, strict=True))
 
 
 def _pipeline_turns(output: Any) -> tuple[list[Turn], dict[str, np.ndarray]]:
@@ -197,31 +199,35 @@ def _pipeline_turns(output: Any) -> tuple[list[Turn], dict[str, np.ndarray]]:
     return turns, {str(label): np.asarray(vectors[i]) for i, label in enumerate(labels) if i < len(vectors)}
 
 
-def _subsegment_embeddings(network: Any, samples: np.ndarray, windows: list[tuple[float, float]]) -> np.ndarray:
-    """L2-normalised CAM++ embeddings of `windows` (seconds), pooled from frames computed over blocks of
-    BLOCK_SECONDS with CONTEXT_SECONDS either side (bounded memory on long files)."""
+def _subsegment_embeddings(network: Any, samples: np.ndarray,
+                           *window_sets: list[tuple[float, float]]) -> list[np.ndarray]:
+    """L2-normalised CAM++ embeddings of each set of windows (seconds), pooled from frames computed once
+    over blocks of BLOCK_SECONDS with CONTEXT_SECONDS either side (bounded memory on long files)."""
     import torch
 
     duration = len(samples) / SAMPLE_RATE
-    centres = np.array([(a + b) / 2 for a, b in windows])
-    vectors = np.zeros((len(windows), CAMPPLUS_DIMENSION), dtype=np.float32)
+    results = [np.zeros((len(windows), CAMPPLUS_DIMENSION), dtype=np.float32) for windows in window_sets]
+    centres = [np.array([(a + b) / 2 for a, b in windows]) for windows in window_sets]
     for block in np.arange(0.0, duration, BLOCK_SECONDS):
-        members = np.flatnonzero((centres >= block) & (centres < block + BLOCK_SECONDS))
-        if len(members) == 0:
+        members = [np.flatnonzero((c >= block) & (c < block + BLOCK_SECONDS)) for c in centres]
+        if not any(len(m) for m in members):
             continue
         first = max(0.0, block - CONTEXT_SECONDS)
         last = min(duration, block + BLOCK_SECONDS + CONTEXT_SECONDS)
         waveform = torch.from_numpy(samples[round(first * SAMPLE_RATE): round(last * SAMPLE_RATE)].copy())
         frames = _campplus_frames(network, waveform)
         per_second = frames.shape[-1] / (len(waveform) / SAMPLE_RATE)
-        pooled = []
-        for index in members:
-            start, end = windows[index]
-            begin = min(int((start - first) * per_second), frames.shape[-1] - 2)
-            pooled.append(_statistics(frames[:, begin: max(begin + 2, int((end - first) * per_second))]))
-        vectors[members] = _dense(network, torch.stack(pooled)).numpy()
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return np.asarray(vectors / np.maximum(norms, 1e-12), dtype=np.float32)
+        for windows, indices, vectors in zip(window_sets, members, results, strict=True):
+            if len(indices) == 0:
+                continue
+            pooled = []
+            for index in indices:
+                start, end = windows[index]
+                begin = min(int((start - first) * per_second), frames.shape[-1] - 2)
+                pooled.append(_statistics(frames[:, begin: max(begin + 2, int((end - first) * per_second))]))
+            vectors[indices] = _dense(network, torch.stack(pooled)).numpy()
+    return [np.asarray(v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12), dtype=np.float32)
+            for v in results]
 
 
 def _check_counts(num_speakers: int | None, min_speakers: int | None, max_speakers: int | None) -> None:

@@ -79,3 +79,10 @@ def test_centroids_are_the_mean_of_each_speaker() -> None:
     embeddings = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
     means = T.centroids(embeddings, np.array([0, 1, 0]))
     assert np.allclose(means[0], [1.0, 0.0]) and np.allclose(means[1], [0.0, 1.0])
+
+
+def test_each_stretch_goes_to_the_most_similar_centroid() -> None:
+    stretches = np.array([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]])
+    means = [np.array([2.0, 0.0]), np.array([0.0, 0.5])]  # unnormalised means: cosine, not dot product
+    assert list(T.nearest_speaker(stretches, means)) == [0, 1, 1]
+    assert list(T.nearest_speaker(np.zeros((0, 2)), means)) == []
