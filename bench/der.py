@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.report import replace_block
+from bench.report import add_readme_options, regenerate_readme
 from whisper_triton.audio import SAMPLE_RATE, decode_audio
 from whisper_triton.diarization import Diarizer, Turn
 
@@ -282,15 +282,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--transcripts", action="store_true",
                         help="also score diarized_json transcripts of the meetings through the served stack")
     parser.add_argument("--json", type=Path, default=None, help="where to write the results")
-    parser.add_argument("--readme", type=Path, default=None,
-                        help="with --results: regenerate the README's DER block from a run's JSON (no run)")
-    parser.add_argument("--results", type=Path, default=None)
+    add_readme_options(parser, "DER")
     args = parser.parse_args(argv)
-    if args.readme is not None:
-        if args.results is None:
-            parser.error("--readme needs --results")
-        replace_block(args.readme, README_BEGIN, README_END,
-                      readme_block(json.loads(args.results.read_text()), args.results))
+    if regenerate_readme(parser, args, README_BEGIN, README_END, lambda runs: readme_block(*runs[0])):
         return 0
     from whisper_triton.models import default_cache_dir
 

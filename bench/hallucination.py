@@ -34,7 +34,7 @@ import msgspec
 import numpy as np
 
 from bench.ours import GrpcTranscriber, serving
-from bench.report import replace_block
+from bench.report import add_readme_options, regenerate_readme
 from bench.workload import Clip
 from tests.assets import wav_bytes
 from tests.nonspeech import KINDS, nonspeech
@@ -193,15 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, default=None, help="where to write the results")
-    parser.add_argument("--readme", type=Path, default=None,
-                        help="with --results: regenerate the README's accuracy block from a run's JSON (no run)")
-    parser.add_argument("--results", type=Path, default=None)
+    add_readme_options(parser, "accuracy")
     args = parser.parse_args(argv)
-    if args.readme is not None:
-        if args.results is None:
-            parser.error("--readme needs --results")
-        run = json.loads(args.results.read_text())
-        replace_block(args.readme, README_BEGIN, README_END, readme_block(run, args.results))
+    if regenerate_readme(parser, args, README_BEGIN, README_END, lambda runs: readme_block(*runs[0])):
         return 0
     from whisper_triton.models import default_cache_dir
 

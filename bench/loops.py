@@ -44,7 +44,7 @@ import ctranslate2
 import msgspec
 import numpy as np
 
-from bench.report import replace_block
+from bench.report import add_readme_options, regenerate_readme
 from tests.assets import wav_bytes
 from tests.nonspeech import nonspeech
 from tests.speech import long_speech, speech_clip_set, speech_clips
@@ -296,15 +296,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="the silence check instead: base with word timestamps, threshold 2 s and off")
     parser.add_argument("--models", default=None, help="comma-separated (default: tiny.en,base)")
     parser.add_argument("--json", type=Path, default=None, help="where to write the results")
-    parser.add_argument("--readme", type=Path, default=None,
-                        help="with --results: regenerate the README's loops block from a run's JSON (no run)")
-    parser.add_argument("--results", type=Path, nargs="+", default=None)
+    add_readme_options(parser, "loops", several=True)
     args = parser.parse_args(argv)
-    if args.readme is not None:
-        if args.results is None:
-            parser.error("--readme needs --results")
-        runs = [(json.loads(path.read_text()), path) for path in args.results]
-        replace_block(args.readme, README_BEGIN, README_END, readme_block(runs))
+    if regenerate_readme(parser, args, README_BEGIN, README_END, readme_block):
         return 0
     from whisper_triton.models import default_cache_dir
 

@@ -6,10 +6,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -306,6 +307,26 @@ def markdown(document: Document, source: str) -> str:
 
 def update_readme(readme: Path, document: Document, source: str) -> None:
     replace_block(readme, README_BEGIN, README_END, markdown(document, source))
+
+
+def add_readme_options(parser: argparse.ArgumentParser, block: str, several: bool = False) -> None:
+    """`--readme README.md --results <json>`: regenerate the README's `block` from runs' JSON, no run."""
+    parser.add_argument("--readme", type=Path, default=None,
+                        help=f"with --results: regenerate the README's {block} block from a run's JSON (no run)")
+    parser.add_argument("--results", type=Path, nargs="+" if several else None, default=None)
+
+
+def regenerate_readme(parser: argparse.ArgumentParser, args: argparse.Namespace, begin: str, end: str,
+                      block: Callable[[list[tuple[dict[str, Any], Path]]], str]) -> bool:
+    """With `--readme` (see add_readme_options): the block between `begin` and `end` rebuilt by `block`
+    from the `--results` runs, and True (the caller runs nothing); False without `--readme`."""
+    if args.readme is None:
+        return False
+    if args.results is None:
+        parser.error("--readme needs --results")
+    paths = args.results if isinstance(args.results, list) else [args.results]
+    replace_block(args.readme, begin, end, block([(json.loads(path.read_text()), path) for path in paths]))
+    return True
 
 
 def replace_block(readme: Path, begin: str, end: str, body: str) -> None:

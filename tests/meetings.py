@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tests.assets import assets_dir
+from tests.assets import SAMPLE_RATE, assets_dir
 from tests.speech import _decode, _Download, _download
 from whisper_triton.turns import Turn
 
@@ -44,7 +44,7 @@ class Meeting:
 
     @property
     def duration(self) -> float:
-        return len(self.samples) / 16_000
+        return len(self.samples) / SAMPLE_RATE
 
     @property
     def speakers(self) -> list[str]:
@@ -55,11 +55,11 @@ class Meeting:
         mask = np.zeros(len(self.samples), dtype=bool)
         for turn in self.turns:
             if turn.speaker == speaker:
-                mask[round(turn.start * 16_000): round(turn.end * 16_000)] = True
+                mask[round(turn.start * SAMPLE_RATE): round(turn.end * SAMPLE_RATE)] = True
         if alone:
             for turn in self.turns:
                 if turn.speaker != speaker:
-                    mask[round(turn.start * 16_000): round(turn.end * 16_000)] = False
+                    mask[round(turn.start * SAMPLE_RATE): round(turn.end * SAMPLE_RATE)] = False
         return self.samples[mask]
 
 

@@ -97,7 +97,7 @@ def cluster(
     if count > MAX_CLUSTERED:
         sample = np.linspace(0, count - 1, MAX_CLUSTERED).round().astype(int)
         labels = cluster(embeddings[sample], num_speakers, min_speakers, max_speakers, threshold, min_cluster)
-        return _first_appearance(_nearest(embeddings, embeddings[sample], labels))
+        return _first_appearance(nearest_speaker(embeddings, centroids(embeddings[sample], labels)))
     from scipy.cluster.hierarchy import fcluster, linkage
 
     tree = linkage(embeddings, method="average", metric="cosine")
@@ -160,10 +160,6 @@ def _merge_small(embeddings: np.ndarray, labels: np.ndarray, min_cluster: int, f
         others = [k for k in ids if k != small]
         means = np.array([embeddings[labels == k].mean(axis=0) for k in others])
         labels[labels == small] = others[int(np.argmax(means @ embeddings[labels == small].mean(axis=0)))]
-
-
-def _nearest(embeddings: np.ndarray, sample: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    return nearest_speaker(embeddings, centroids(sample, labels))
 
 
 def _first_appearance(labels: np.ndarray) -> np.ndarray:
