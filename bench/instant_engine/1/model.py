@@ -41,7 +41,9 @@ class TritonPythonModel:
                 began = time.perf_counter()
                 _, frames = window_features(samples[start:end].astype(np.float32, copy=False), self.n_mels)
                 seconds = time.perf_counter() - began
-                segment = Segment(0.0, frames / 100, " window", [], 0.0, -0.1, 1.0, 0.0)
+                # Each window's own text: the entry model drops a window's first segment that only
+                # repeats the words before it (a Whisper hallucination), which would hide windows here.
+                segment = Segment(0.0, frames / 100, f" window {window}", [], 0.0, -0.1, 1.0, 0.0)
                 result = WindowResult("en", 1.0, [segment], window=window, timings={"features": seconds, "batch": 1.0})
                 payload = np.array([contract.encode(result)], dtype=object)
                 flags = FINAL if position == len(sizes) - 1 else 0
