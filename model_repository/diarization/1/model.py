@@ -1,4 +1,4 @@
-"""Triton glue of the diarization model: one recording (or one voice clip) per request, pyannote.audio underneath."""
+"""Triton glue of the diarization model: one recording (or one voice clip) per request (whisper_triton.diarization)."""
 
 import sys
 import traceback
@@ -25,7 +25,7 @@ class TritonPythonModel:
         self.threshold = settings.speaker_match_threshold
         self.diarizer = Diarizer(settings.diarization, device=settings.diarization_device,
                                  threads=settings.diarization_threads, hf_token=settings.hf_token or None)
-        pb_utils.Logger.log_info(f"diarization: {settings.diarization} on {settings.diarization_device}, "
+        pb_utils.Logger.log_info(f"diarization: {settings.diarization} on {self.diarizer.device}, "
                                  f"embeddings {self.diarizer.embedding_model}")
 
     def execute(self, requests):
