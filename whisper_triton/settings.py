@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar, get_origin
@@ -38,14 +39,18 @@ class ModelSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
     loop_check: bool = True  # repetition loops fall back to higher temperatures and are cut to one copy
     hallucination_silence_threshold: float = 2.0  # VAD silence (s) around an anomalous segment that drops it; 0: off
     bls_threads: int = 64
-    engine: str = "ctranslate2"  # ctranslate2 (CPU or CUDA) | tensorrt_llm (GPU, engines of build_engines)
-    trtllm_engine_dir: str = ""  # <dir>/{encoder,decoder} or <dir>/<model id>/{encoder,decoder}
+    engine: str = "ctranslate2"  # ctranslate2 (CPU or CUDA) | tensorrt_llm (GPU, what build_engines prepared)
+    # auto (what the installed TensorRT-LLM supports) | engine (trtllm-build engines) | pytorch (HF checkpoint)
+    trtllm_route: str = "auto"
+    # engine route: <dir>/{encoder,decoder} or <dir>/<model id>/{encoder,decoder}; PyTorch route: a Hugging Face
+    # checkpoint, <dir>, <dir>/<model id> or <dir>/<model id>/hf
+    trtllm_engine_dir: str = ""
     trtllm_max_batch_size: int = 0  # requests the executor runs at once; 0: the engine's maximum
     trtllm_kv_cache_fraction: float = 0.5  # of the GPU memory free after loading, for the paged KV cache
     trtllm_cross_kv_cache_fraction: float = 0.5  # of that KV cache, for cross-attention
     trtllm_aligner: str = "ctranslate2"  # word timestamps on GPU: ctranslate2 (same checkpoint, CUDA) | off
     diarization: str = "embedded"  # embedded | off | a pyannote pipeline directory or Hugging Face id
-    diarization_device: str = "cpu"
+    diarization_device: str = "auto"  # auto (the GPU when torch sees one) | cpu | cuda | cuda:<index>
     diarization_threads: int = 1  # torch threads: it runs beside the Whisper engine
     speaker_match_threshold: float = 0.65  # cosine similarity naming a cluster after a known speaker
     hf_token: str = ""
@@ -93,6 +98,8 @@ def validate_model_settings(settings: ModelSettings) -> ModelSettings:
         "WHISPER_MAX_WINDOWS_IN_FLIGHT": settings.max_windows_in_flight >= 1,
         "WHISPER_BLS_THREADS": settings.bls_threads >= 1,
         "WHISPER_HALLUCINATION_SILENCE_THRESHOLD": settings.hallucination_silence_threshold >= 0,
+        "WHISPER_DIARIZATION_DEVICE": re.fullmatch(r"auto|cpu|cuda(:\d+)?", settings.diarization_device.lower())
+        is not None,
     }
     for variable, ok in checks.items():
         if not ok:

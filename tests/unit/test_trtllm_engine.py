@@ -30,17 +30,8 @@ from whisper_triton.engine import Alignment
 from whisper_triton.models import ModelInfo, ResolvedModel, read_model_info, resolve_model
 from whisper_triton.settings import ModelSettings, SettingsError
 from whisper_triton.text import WhisperTokenizer
-from whisper_triton.trtllm_engine import (
-    EngineConfig,
-    LogitRules,
-    TensorRTLLMEngine,
-    TensorRTLLMError,
-    Vocabulary,
-    _Window,
-    check_engine_settings,
-    create_engine,
-    find_engine_dir,
-)
+from whisper_triton.trtllm_common import LogitRules, TensorRTLLMError, Vocabulary, Window, check_engine_settings
+from whisper_triton.trtllm_engine import EngineConfig, TensorRTLLMEngine, create_engine, find_engine_dir
 
 ENCODER_FRAMES = 3000
 
@@ -719,18 +710,18 @@ def text_heavy(vocabulary: Vocabulary) -> torch.Tensor:
     return logits
 
 
-def allowed(rules: Any, window: _Window, tokens: list[int], logits: torch.Tensor | None = None) -> torch.Tensor:
+def allowed(rules: Any, window: Window, tokens: list[int], logits: torch.Tensor | None = None) -> torch.Tensor:
     rule = rules[0]
     tensor = text_heavy(rules[1]) if logits is None else logits.clone()
     rule.apply([window], [tensor], [[tokens]])
     return torch.isfinite(tensor[0, 0]).nonzero().flatten()
 
 
-def prompt_window(tokenizer: WhisperTokenizer, timestamps: bool = True) -> _Window:
+def prompt_window(tokenizer: WhisperTokenizer, timestamps: bool = True) -> Window:
     sot, *rest = tokenizer.sot_sequence("en", "transcribe")
     if not timestamps:
         rest.append(tokenizer.get().no_timestamps)
-    return _Window([sot], rest, 100, timestamps=timestamps)
+    return Window([sot], rest, 100, timestamps=timestamps)
 
 
 def test_rules_force_the_start_sequence(rules: Any) -> None:
@@ -867,7 +858,7 @@ def test_create_engine_passes_the_settings(runtime: types.ModuleType, tmp_path: 
     config = Executor.created[-1].config
     assert (config.max_batch_size, config.max_beam_width, config.kv_cache_config.free_gpu_memory_fraction) == (
         32, 2, 0.6)
-    assert engine._aligner_factory is None
+    assert engine._aligner.factory is None
 
 
 def test_without_tensorrt_llm_the_engine_says_what_is_missing(
