@@ -18,6 +18,12 @@ def test_defaults() -> None:
     assert (settings.max_windows_in_flight, settings.bls_threads) == (64, 64)
     assert (settings.engine_workers, settings.engine_max_batch, settings.entry_instances) == (0, 8, 1)
     assert (settings.loop_check, settings.hallucination_silence_threshold) == (True, 2.0)
+    assert (settings.diarization, settings.diarization_device) == ("embedded", "auto")
+
+
+@pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "CUDA:1"])
+def test_diarization_devices(device: str) -> None:
+    assert model_settings({"WHISPER_DIARIZATION_DEVICE": device}).diarization_device == device
 
 
 def test_values_are_converted_from_strings() -> None:
@@ -89,6 +95,8 @@ def test_a_malformed_value_names_its_variable(variable: str, value: str) -> None
         ("WHISPER_BLS_THREADS", "0"),
         ("WHISPER_HALLUCINATION_SILENCE_THRESHOLD", "-1"),
         ("WHISPER_HALLUCINATION_SILENCE_THRESHOLD", "nan"),
+        ("WHISPER_DIARIZATION_DEVICE", "gpu"),
+        ("WHISPER_DIARIZATION_DEVICE", "cuda:x"),
     ],
 )
 def test_an_out_of_range_value_names_its_variable(variable: str, value: str) -> None:
