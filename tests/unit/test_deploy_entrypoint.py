@@ -85,6 +85,25 @@ def test_serve_tensorrt_llm_renders_the_gpu_repository(module: ModuleType, tmp_p
     assert given["WHISPER_MAX_WINDOWS_IN_FLIGHT"] == "8"  # the environment wins over serve.env
 
 
+def test_the_gpu_image_serves_diarization_on_the_gpu(module: ModuleType, tmp_path: Path) -> None:
+    """With the image's own environment: the diarization model is in the served repository (loaded on the first
+    request that asks for speakers) and its settings put the embedded models on CUDA."""
+    from tests.unit.test_docker import DOCKERFILES, env_of, parse_dockerfile
+    from whisper_triton.settings import model_settings
+
+    image = env_of(parse_dockerfile(DOCKERFILES["triton"].read_text()))
+    fake_engines(tmp_path / "engines" / image["WHISPER_MODELS"])
+    env = {**image, "TMPDIR": str(tmp_path), "WHISPER_TRTLLM_ENGINE_DIR": str(tmp_path / "engines"),
+           "WHISPER_TRTLLM_ROUTE": "engine"}
+    command = module.serve(env)
+    repository = Path(next(c for c in command if c.startswith("--model-repository=")).split("=", 1)[1])
+    config = (repository / "diarization" / "config.pbtxt").read_text()
+    assert 'name: "diarization"' in config and 'backend: "python"' in config
+    assert "--load-model=diarization" not in command
+    settings = model_settings(env)
+    assert (settings.diarization, settings.diarization_device) == ("embedded", "cuda")
+
+
 def test_engine_cache_key_names_everything_an_engine_depends_on(module: ModuleType, tmp_path: Path) -> None:
     build = module.BuildSettings()
     key = module.engine_key(build, "1.0.0", "nvidia-h100-80gb-hbm3-sm90")
