@@ -36,6 +36,31 @@ def test_cluster_finds_distinct_voices_in_order_of_appearance() -> None:
     assert list(labels) == [0] * 6 + [1] * 5 + [2] * 7
 
 
+def test_cluster_counts_voices_of_unequal_length_by_eigengap() -> None:
+    # Spread so wide that two subsegments of one voice are only ~0.45 cosine-similar: a fixed distance
+    # threshold (the previous design's average linkage at 0.50) splits each voice into several.
+    embeddings = _voices([30, 6, 14], dim=32, spread=0.2, seed=3)
+    labels = T.cluster(embeddings)
+    assert list(labels) == [0] * 30 + [1] * 6 + [2] * 14
+    assert list(T.cluster(embeddings)) == list(labels)  # fixed k-means seeds: the same turns every time
+
+
+def test_cluster_merges_speakers_whose_centroids_are_alike() -> None:
+    rng = np.random.default_rng(5)
+    first, other = np.linalg.qr(rng.normal(size=(16, 16)))[0][:2]
+    second = 0.8 * first + 0.6 * other  # cosine 0.8 with the first voice
+    rows = np.concatenate([centre + rng.normal(scale=0.02, size=(10, 16)) for centre in (first, second)])
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    assert len(set(T.cluster(rows))) == 1  # above MERGE_COSINE: one voice
+    assert len(set(T.cluster(rows, merge_cosine=0.9))) == 2
+    assert len(set(T.cluster(rows, min_speakers=2))) == 2  # never below the floor the caller asked for
+
+
+def test_too_little_speech_is_one_speaker() -> None:
+    assert list(T.cluster(_voices([2, 3]))) == [0] * 5  # under MIN_CLUSTERED subsegments (4 s of speech)
+    assert len(set(T.cluster(_voices([2, 3]), min_speakers=2))) == 2
+
+
 def test_cluster_merges_a_cluster_too_small_to_stand_alone() -> None:
     embeddings = _voices([8, 8, 1])
     assert len(set(T.cluster(embeddings))) == 2
