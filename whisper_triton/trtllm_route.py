@@ -17,8 +17,14 @@ from __future__ import annotations
 import importlib.util
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from whisper_triton.settings import SettingsError
+from whisper_triton.settings import ModelSettings, SettingsError
+
+if TYPE_CHECKING:
+    from whisper_triton.engine import WhisperEngine
+    from whisper_triton.models import ModelInfo, ResolvedModel
+    from whisper_triton.text import WhisperTokenizer
 
 ROUTES = ("auto", "engine", "pytorch")
 TRTLLM_BUILD = "trtllm-build"
@@ -48,3 +54,19 @@ def resolve_route(setting: str) -> str:
         raise SettingsError(f"Invalid value for WHISPER_TRTLLM_ROUTE: expected one of {', '.join(ROUTES)}.")
     return supported_route() if setting == "auto" else setting
 
+
+def create_engine(
+    settings: ModelSettings,
+    resolved: ResolvedModel,
+    info: ModelInfo,
+    tokenizer: WhisperTokenizer,
+    device_id: int | None = None,
+) -> WhisperEngine:
+    """The TensorRT-LLM engine of one served model on the route the settings and the installation choose."""
+    if resolve_route(settings.trtllm_route) == "engine":
+        from whisper_triton.trtllm_engine import create_engine as engine_route
+
+        return engine_route(settings, resolved, info, tokenizer, device_id=device_id)
+    from whisper_triton.trtllm_torch_engine import create_engine as pytorch_route
+
+    return pytorch_route(settings, resolved, info, tokenizer, device_id=device_id)

@@ -49,13 +49,14 @@ class TritonPythonModel:
         self.tokenizer = WhisperTokenizer(resolved.path / "tokenizer.json", info.multilingual, info.num_languages)
         self.logger = pb_utils.Logger
         if settings.engine == "tensorrt_llm":
-            from whisper_triton.trtllm_engine import create_engine
+            from whisper_triton.trtllm_route import create_engine, resolve_route
 
             gpu = args.get("model_instance_kind") == "GPU"
             device_id = int(args.get("model_instance_device_id", 0)) if gpu else None
             self.engine = create_engine(settings, resolved, info, self.tokenizer, device_id=device_id)
             workers = settings.engine_workers or 1
-            where = f"TensorRT-LLM engines {self.engine.config} on GPU {device_id or 0}"
+            route = resolve_route(settings.trtllm_route)
+            where = f"TensorRT-LLM ({route} route) {self.engine.config} on GPU {device_id or 0}"
         elif settings.engine == "ctranslate2":
             threads = settings.cpu_threads or usable_cores()
             workers = settings.engine_workers or (threads if settings.device == "cpu" else 1)
