@@ -48,11 +48,33 @@ def test_speaker_by_overlap_or_nearest() -> None:
 def test_segments_are_split_where_the_speaker_changes() -> None:
     words = [word(" Hello", 0.2, 0.8), word(" there.", 0.9, 1.6), word(" Hi", 3.4, 3.9), word(" back.", 4.0, 4.6)]
     split = split_by_speaker([segment(words, 0.2, 4.6, " Hello there. Hi back.")], TURNS)
+    # Each starts where its speaker's turn does (0.2 and 0.4 s before its first word, within TURN_REACH);
+    # the turns end 1.4 s after the last words, too far to be their speech.
     assert [(s["id"], s["speaker"], s["text"], s["start"], s["end"]) for s in split] == [
-        (0, "SPEAKER_01", " Hello there.", 0.2, 1.6), (1, "SPEAKER_00", " Hi back.", 3.4, 4.6)]
+        (0, "SPEAKER_01", " Hello there.", 0.0, 1.6), (1, "SPEAKER_00", " Hi back.", 3.0, 4.6)]
     assert split[1]["tokens"] == [3, 6] and all(w["speaker"] == "SPEAKER_00" for w in split[1]["words"])
     whole = split_by_speaker([segment(None, 0.0, 2.0, " No words.")], TURNS)
     assert len(whole) == 1 and whole[0]["speaker"] == "SPEAKER_01"
+
+
+def test_segments_reach_the_edges_of_their_speakers_turns_but_not_past_a_neighbour() -> None:
+    turns = [{"start": 0.0, "end": 2.5, "speaker": "A"}, {"start": 2.5, "end": 4.0, "speaker": "B"},
+             {"start": 4.0, "end": 8.3, "speaker": "A"}]
+    words = [word(" One", 0.5, 0.9), word(" two.", 1.0, 1.8),  # A: turn 0.0-2.5
+             word(" Three", 2.9, 3.3), word(" four.", 3.4, 3.6),  # B: turn 2.5-4.0
+             word(" Five", 6.5, 7.0), word(" six.", 7.1, 7.5)]  # A again, 2.5 s into its turn
+    split = split_by_speaker([segment(words, 0.5, 7.5, " One two. Three four. Five six.")], turns)
+    assert [(s["speaker"], s["start"], s["end"]) for s in split] == [
+        ("A", 0.0, 2.5), ("B", 2.5, 4.0), ("A", 6.5, 8.3)]  # 6.5: the turn began 2.5 s earlier, beyond reach
+    assert [w["start"] for w in split[0]["words"]] == [0.5, 1.0]  # words keep their own timings
+    # A neighbour's words bound the reach: B's segment may not start before A's last word.
+    close = [word(" Hi", 0.1, 1.0), word(" all.", 1.1, 2.4), word(" Yo", 2.6, 3.0), word(" there.", 3.1, 3.5)]
+    turns = [{"start": 0.0, "end": 2.0, "speaker": "A"}, {"start": 2.0, "end": 4.0, "speaker": "B"}]
+    split = split_by_speaker([segment(close, 0.1, 3.5, " Hi all. Yo there.")], turns)
+    assert [(s["speaker"], s["start"], s["end"]) for s in split] == [("A", 0.0, 2.4), ("B", 2.4, 4.0)]
+    # Without word timings a segment keeps Whisper's bounds.
+    whole = split_by_speaker([segment(None, 0.5, 1.5, " No words.")], turns)
+    assert (whole[0]["start"], whole[0]["end"]) == (0.5, 1.5)
 
 
 def test_letters_follow_first_appearance() -> None:
