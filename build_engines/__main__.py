@@ -1,9 +1,13 @@
-"""`python -m build_engines convert|build|render|all`: Whisper checkpoints to served TensorRT-LLM engines.
+"""`python -m build_engines convert|build|render|all`: Whisper checkpoints to served TensorRT-LLM models.
 
     convert  --checkpoint SRC --output DIR [--dtype float16]
     build    --checkpoint DIR --output DIR [--max-batch-size 64 --max-beam-width 4 --dtype ... --weight-only none]
-    render   --engines DIR --repository OUT [--instances 1 --max-batch-size N --cross-kv-cache-fraction 0.5 ...]
-    all      --model large-v3-turbo --workdir /engines [the options of build and render]
+    render   --engines DIR --repository OUT [--route ...] [--instances 1 --max-batch-size N ...]
+    all      --model large-v3-turbo --workdir /engines [--route auto|engine|pytorch] [the options of build and render]
+
+`all` takes the route the installed TensorRT-LLM supports (WHISPER_TRTLLM_ROUTE or --route force one): the engine
+route converts and builds engines with trtllm-build; the PyTorch route (TensorRT-LLM without trtllm-build) fetches
+the Hugging Face checkpoint, which TensorRT-LLM's PyTorch backend serves as it is.
 
 Every step is idempotent (a second run skips what is done) and resumable; see build_engines/README.md.
 """
@@ -11,12 +15,16 @@ Every step is idempotent (a second run skips what is done) and resumable; see bu
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
-from build_engines.build import BuildError, BuildOptions, build_engines, read_checkpoint
+from build_engines.build import BuildError, BuildOptions, build_engines, read_checkpoint, require_tool
 from build_engines.checkpoint_errors import ConversionError
+from build_engines.fetch import fetch_checkpoint
 from build_engines.render import RenderOptions, render_repository
+from whisper_triton.settings import SettingsError
+from whisper_triton.trtllm_route import ROUTES, resolve_route
 
 # Names accepted by --model, as the checkpoints on the Hugging Face Hub they stand for.
 HF_CHECKPOINTS = {
@@ -87,14 +95,20 @@ def parser() -> argparse.ArgumentParser:
     render.add_argument("--engines", required=True, type=Path)
     render.add_argument("--repository", required=True, type=Path)
     render.add_argument("--models", default=None, help="WHISPER_MODELS for serve.env (default: the engine folders)")
+    render.add_argument("--route", choices=ROUTES[1:], default=None,
+                        help="what --engines holds: engine or pytorch (default: engines if any, else checkpoints)")
     _add_render_options(render, batch_flag=True)
 
-    everything = commands.add_parser("all", help="convert + build + render")
+    everything = commands.add_parser("all", help="convert + build + render, or fetch + render (PyTorch route)")
     everything.add_argument("--model", required=True,
                             help=f"{', '.join(HF_CHECKPOINTS)}, a Hugging Face id, a directory or a .pt file")
     everything.add_argument("--workdir", required=True, type=Path,
                             help="engines go to WORKDIR/<model id>, the repository to WORKDIR/model_repository")
     everything.add_argument("--repository", type=Path, default=None)
+    everything.add_argument("--route", choices=ROUTES, default=os.environ.get("WHISPER_TRTLLM_ROUTE") or "auto",
+                            help="engine (trtllm-build engines), pytorch (the Hugging Face checkpoint on "
+                                 "TensorRT-LLM's PyTorch backend) or auto: what the installed TensorRT-LLM supports "
+                                 "(default: WHISPER_TRTLLM_ROUTE, else auto)")
     _add_build_options(everything, "float16")
     _add_render_options(everything, batch_flag=False)
     return root
@@ -130,19 +144,41 @@ def _prefetch_tokenizer(model: str) -> None:
               "checkpoint that resolves).", file=sys.stderr)
 
 
+def describe_route(setting: str) -> str:
+    route = resolve_route(setting)
+    if setting != "auto":
+        return f"{route} (--route / WHISPER_TRTLLM_ROUTE)"
+    if route == "engine":
+        return "engine (this TensorRT-LLM has trtllm-build and tensorrt_llm.builder)"
+    return "pytorch (this TensorRT-LLM has no trtllm-build or tensorrt_llm.builder: its PyTorch backend serves the " \
+           "Hugging Face checkpoint, nothing to build)"
+
+
 def run_all(args: argparse.Namespace) -> Path:
     workdir = args.workdir.expanduser().resolve()
     model_dir = workdir / engine_subdir(args.model)
     source = checkpoint_source(args.model)
+    repository = (args.repository or workdir / DEFAULT_REPOSITORY).expanduser().resolve()
+    route = resolve_route(args.route)
+    print(f"route: {describe_route(args.route)}")
+    if route == "pytorch":
+        print(f"[1/3] fetching the Hugging Face checkpoint {source} into {model_dir / 'hf'}")
+        fetch_checkpoint(source, model_dir / "hf", progress=print)
+        print("[2/3] preparing the tokenizer")
+        _prefetch_tokenizer(args.model)
+        print(f"[3/3] rendering the GPU model repository {repository}")
+        return render_repository(workdir, repository, _render_options(args, args.max_batch_size),
+                                 models=[args.model], route=route)
+    require_tool()  # before a conversion of minutes that could not be built
     print(f"[1/4] converting {source} ({args.dtype})")
     checkpoint = _convert(source, model_dir / "checkpoint", args.dtype)
     print(f"[2/4] building the engines into {model_dir}")
     build_engines(checkpoint, model_dir, _build_options(args, checkpoint))
     print("[3/4] preparing the tokenizer")
     _prefetch_tokenizer(args.model)
-    repository = (args.repository or workdir / DEFAULT_REPOSITORY).expanduser().resolve()
     print(f"[4/4] rendering the GPU model repository {repository}")
-    render_repository(workdir, repository, _render_options(args, args.max_batch_size), models=[args.model])
+    render_repository(workdir, repository, _render_options(args, args.max_batch_size), models=[args.model],
+                      route=route)
     return repository
 
 
@@ -156,12 +192,12 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "render":
             models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
             repository = render_repository(args.engines, args.repository, _render_options(args, args.max_batch_size),
-                                           models=models)
+                                           models=models, route=args.route)
             print(f"Wrote {repository}; serve it with: set -a; . {repository / 'serve.env'}; set +a; make serve")
         else:
             repository = run_all(args)
             print(f"Done. Serve with: set -a; . {repository / 'serve.env'}; set +a; make serve")
-    except (BuildError, ConversionError) as exc:
+    except (BuildError, ConversionError, SettingsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -149,7 +149,13 @@ def test_bad_options_are_refused(option: dict[str, object]) -> None:
 
 @pytest.fixture
 def tools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A PATH holding only the fake tools; returns the log of trtllm-build's command lines."""
+    """A PATH holding only the fake tools, and a `tensorrt_llm` package with its `builder` module (what the engine
+    route needs: trtllm-build and tensorrt_llm.builder); returns the log of trtllm-build's command lines."""
+    package = tmp_path / "site" / "tensorrt_llm"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "builder.py").write_text("")
+    monkeypatch.syspath_prepend(str(package.parent))
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "trtllm-build").write_text(FAKE_TRTLLM_BUILD.format(python=sys.executable))

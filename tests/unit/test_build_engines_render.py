@@ -37,6 +37,7 @@ model_transaction_policy {{ decoupled: true }}
 parameters {{ key: "WHISPER_ENGINE_MAX_BATCH" value {{ string_value: "64" }} }}
 parameters {{ key: "WHISPER_ENGINE_WORKERS" value {{ string_value: "2" }} }}
 parameters {{ key: "WHISPER_ENGINE" value {{ string_value: "tensorrt_llm" }} }}
+parameters {{ key: "WHISPER_TRTLLM_ROUTE" value {{ string_value: "engine" }} }}
 parameters {{ key: "WHISPER_TRTLLM_ENGINE_DIR" value {{ string_value: "/engines" }} }}
 parameters {{ key: "WHISPER_TRTLLM_MAX_BATCH_SIZE" value {{ string_value: "64" }} }}
 parameters {{ key: "WHISPER_TRTLLM_KV_CACHE_FRACTION" value {{ string_value: "0.5" }} }}
@@ -98,6 +99,7 @@ def test_the_repository_links_the_other_models_and_writes_serve_env(tmp_path: Pa
         f"# Serve the TensorRT-LLM engines of {engines_dir}: set -a; . {repository}/serve.env; set +a; make serve\n"
         f"TRITON_MODEL_REPOSITORY={repository}\n"
         "WHISPER_ENGINE=tensorrt_llm\n"
+        "WHISPER_TRTLLM_ROUTE=engine\n"
         f"WHISPER_TRTLLM_ENGINE_DIR={engines_dir}\n"
         "WHISPER_MODELS=large-v3-turbo,tiny\n"
         "WHISPER_MAX_WINDOWS_IN_FLIGHT=32\n"
