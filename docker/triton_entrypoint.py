@@ -3,6 +3,11 @@
     python3 docker/triton_entrypoint.py build   build the engines of WHISPER_MODELS if missing (init container)
     python3 docker/triton_entrypoint.py serve   the same, then render the model repository and exec tritonserver
 
+The route is the one the image's TensorRT-LLM supports (`WHISPER_TRTLLM_ROUTE=auto`, whisper_triton/trtllm_route.py):
+engines where it has trtllm-build; where it has not (its main branch since mid-2026), its PyTorch backend serves
+the Hugging Face checkpoint, which the first start fetches into `$WHISPER_CACHE_DIR/trtllm/hf-checkpoints`
+instead of building anything.
+
 Engines go to `$WHISPER_CACHE_DIR/trtllm/<key>/<model id>` (`python -m build_engines all --workdir`), where the
 key names everything an engine is valid for only (TensorRT-LLM version, GPU model and compute capability,
 build options): a volume shared by pods on different GPUs or images never serves a wrong engine. A file lock
@@ -37,6 +42,7 @@ from whisper_triton.launcher import server_command as launcher_command
 from whisper_triton.models import ModelError, model_id, resolve_model
 from whisper_triton.repository import build_repository, model_specs
 from whisper_triton.settings import ModelSettings, SettingsError, load_settings, model_settings
+from whisper_triton.trtllm_route import resolve_route
 
 log = logging.getLogger("triton_entrypoint")
 APP_DIR = Path(__file__).resolve().parent.parent
@@ -105,18 +111,21 @@ def trtllm_version() -> str:
         return "none"
 
 
-def engine_key(build: BuildSettings, version: str, gpu: str) -> str:
+def engine_key(build: BuildSettings, version: str, gpu: str, route: str = "engine") -> str:
+    if route == "pytorch":
+        return "hf-checkpoints"  # a Hugging Face checkpoint depends on no GPU, version or build option
     return "_".join((
         f"trtllm-{_slug(version)}", gpu, build.dtype, f"wo-{build.weight_only}",
         f"b{build.max_batch_size}", f"beam{build.max_beam_width}",
     ))
 
 
-def build_command(spec: str, workdir: Path, build: BuildSettings) -> list[str]:
+def build_command(spec: str, workdir: Path, build: BuildSettings, route: str = "engine") -> list[str]:
     return [
         sys.executable, "-m", "build_engines", "all",
         "--model", spec,
         "--workdir", str(workdir),
+        "--route", route,
         "--dtype", build.dtype,
         "--weight-only", build.weight_only,
         "--max-batch-size", str(build.max_batch_size),
@@ -139,8 +148,8 @@ def built_marker(workdir: Path, spec: str) -> Path:
     return workdir / f".built-{_slug(model_id(spec))}"
 
 
-def ensure_engines(spec: str, workdir: Path, build: BuildSettings) -> None:
-    """Builds one model's engines into `workdir/<model id>` unless a finished build is there."""
+def ensure_engines(spec: str, workdir: Path, build: BuildSettings, route: str = "engine") -> None:
+    """Builds one model's engines (PyTorch route: fetches its checkpoint) into `workdir/<model id>` unless done."""
     marker = built_marker(workdir, spec)
     if marker.is_file():
         log.info("engines of %s found in %s", spec, workdir)
@@ -148,14 +157,15 @@ def ensure_engines(spec: str, workdir: Path, build: BuildSettings) -> None:
     with _exclusive(workdir.with_name(f"{workdir.name}.lock")):
         if marker.is_file():  # another pod built them while this one waited for the lock
             return
-        command = build_command(spec, workdir, build)
-        log.info("building the TensorRT-LLM engines of %s (first start only: minutes): %s", spec, shlex.join(command))
+        command = build_command(spec, workdir, build, route)
+        what = "building the TensorRT-LLM engines" if route == "engine" else "fetching the Hugging Face checkpoint"
+        log.info("%s of %s (first start only: minutes): %s", what, spec, shlex.join(command))
         subprocess.run(command, check=True, cwd=APP_DIR)
         marker.write_text(shlex.join(command) + "\n", encoding="utf-8")
 
 
 def prepare_engines(environ: MutableMapping[str, str]) -> None:
-    """Builds or finds what WHISPER_MODELS needs; sets WHISPER_TRTLLM_ENGINE_DIR to the engines."""
+    """Builds or finds what WHISPER_MODELS needs; sets WHISPER_TRTLLM_ENGINE_DIR to it and WHISPER_TRTLLM_ROUTE."""
     settings = model_settings(environ)
     specs = model_specs(environ)
     if engine_of(settings) != "tensorrt_llm":
@@ -163,13 +173,17 @@ def prepare_engines(environ: MutableMapping[str, str]) -> None:
             resolved = resolve_model(spec, settings.cache_path())
             log.info("model %s at %s", resolved.name, resolved.path)
         return
+    route = resolve_route(settings.trtllm_route)
+    environ["WHISPER_TRTLLM_ROUTE"] = route  # what the engine models and the rendered repository then serve
+    log.info("TensorRT-LLM %s, %s route", trtllm_version(), route)
     if settings.trtllm_engine_dir:
-        log.info("using the engines in %s (WHISPER_TRTLLM_ENGINE_DIR): nothing to build", settings.trtllm_engine_dir)
+        log.info("using %s (WHISPER_TRTLLM_ENGINE_DIR): nothing to build", settings.trtllm_engine_dir)
         return
     build = build_settings(environ)
-    workdir = settings.cache_path() / "trtllm" / engine_key(build, trtllm_version(), gpu_identity())
+    gpu = gpu_identity() if route == "engine" else ""
+    workdir = settings.cache_path() / "trtllm" / engine_key(build, trtllm_version(), gpu, route)
     for spec in specs:
-        ensure_engines(spec, workdir, build)
+        ensure_engines(spec, workdir, build, route)
     environ["WHISPER_TRTLLM_ENGINE_DIR"] = str(workdir)
 
 
@@ -195,7 +209,8 @@ def render_gpu_repository(environ: MutableMapping[str, str], target: Path) -> No
         cross_kv_cache_fraction=settings.trtllm_cross_kv_cache_fraction,
         beam_size=settings.beam_size,
     )
-    repository = render_repository(Path(settings.trtllm_engine_dir), target, options, models=model_specs(environ))
+    repository = render_repository(Path(settings.trtllm_engine_dir), target, options, models=model_specs(environ),
+                                   route=resolve_route(settings.trtllm_route))
     for name, value in read_serve_env(repository / SERVE_ENV).items():
         environ.setdefault(name, value)
 

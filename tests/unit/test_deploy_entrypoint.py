@@ -13,6 +13,7 @@ from types import ModuleType
 import msgspec
 import pytest
 
+from build_engines.build import BuildError
 from tests.unit.test_docker import entrypoint
 from whisper_triton.launcher import TritonSettings
 from whisper_triton.settings import SettingsError
@@ -67,7 +68,7 @@ def test_serve_tensorrt_llm_renders_the_gpu_repository(module: ModuleType, tmp_p
     engines = tmp_path / "engines"
     fake_engines(engines / "large-v3-turbo", max_batch_size=32)
     env = {"TMPDIR": str(tmp_path), "WHISPER_ENGINE": "tensorrt_llm", "WHISPER_MODELS": "large-v3-turbo",
-           "WHISPER_TRTLLM_ENGINE_DIR": str(engines), "WHISPER_DIARIZATION": "off",
+           "WHISPER_TRTLLM_ROUTE": "engine", "WHISPER_TRTLLM_ENGINE_DIR": str(engines), "WHISPER_DIARIZATION": "off",
            "WHISPER_TRTLLM_KV_CACHE_FRACTION": "0.7", "BUILD_ENGINES_INSTANCES": "2"}
     command = module.serve(env)
     assert env["TRITON_MODEL_REPOSITORY"] == str(tmp_path / "whisper-triton" / "gpu-repository")
@@ -134,15 +135,69 @@ def test_engines_are_built_once_under_a_lock(module: ModuleType, tmp_path: Path,
     monkeypatch.setattr(module.subprocess, "run", fake_run)
     monkeypatch.setattr(module, "gpu_identity", lambda: "gpu-sm90")
     monkeypatch.setattr(module, "trtllm_version", lambda: "1.0.0")
-    env = {"WHISPER_ENGINE": "tensorrt_llm", "WHISPER_MODELS": "large-v3-turbo,small",
+    env = {"WHISPER_ENGINE": "tensorrt_llm", "WHISPER_MODELS": "large-v3-turbo,small", "WHISPER_TRTLLM_ROUTE": "engine",
            "WHISPER_CACHE_DIR": str(tmp_path), "BUILD_ENGINES_WEIGHT_ONLY": "int8"}
     module.prepare_engines(env)
     workdir = tmp_path / "trtllm" / "trtllm-1.0.0_gpu-sm90_float16_wo-int8_b64_beam4"
     assert env["WHISPER_TRTLLM_ENGINE_DIR"] == str(workdir)
     assert [c[c.index("--model") + 1] for c in calls] == ["large-v3-turbo", "small"]
+    assert all(c[c.index("--route") + 1] == "engine" for c in calls)
     module.prepare_engines({**env, "WHISPER_TRTLLM_ENGINE_DIR": ""})  # a restart: nothing to build
     assert len(calls) == 2
     assert (workdir / ".built-large-v3-turbo").is_file() and workdir.with_name(workdir.name + ".lock").is_file()
+
+
+def hf_checkpoint(folder: Path) -> Path:
+    """What `build_engines all --route pytorch` leaves: the Hugging Face checkpoint in <model id>/hf."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps({"model_type": "whisper", "vocab_size": 51866}))
+    (folder / "model.safetensors").write_bytes(b"weights")
+    return folder
+
+
+@pytest.fixture
+def without_trtllm_build(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """An image whose TensorRT-LLM has no trtllm-build (its main branch since mid-2026)."""
+    (tmp_path / "bin").mkdir()
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+
+
+def test_the_pytorch_route_fetches_checkpoints_once_and_builds_nothing(
+    module: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, without_trtllm_build: None
+) -> None:
+    calls = []
+
+    def fake_run(command: list[str], check: bool, cwd: Path) -> None:
+        calls.append(command)
+        model = command[command.index("--model") + 1]
+        hf_checkpoint(Path(command[command.index("--workdir") + 1]) / model / "hf")
+
+    monkeypatch.setattr(module.subprocess, "run", fake_run)
+    monkeypatch.setattr(module, "gpu_identity", lambda: pytest.fail("a checkpoint does not depend on the GPU"))
+    env = {"WHISPER_ENGINE": "tensorrt_llm", "WHISPER_MODELS": "large-v3-turbo", "WHISPER_CACHE_DIR": str(tmp_path)}
+    module.prepare_engines(env)
+    workdir = tmp_path / "trtllm" / "hf-checkpoints"
+    assert (env["WHISPER_TRTLLM_ROUTE"], env["WHISPER_TRTLLM_ENGINE_DIR"]) == ("pytorch", str(workdir))
+    (command,) = calls
+    assert command[command.index("--route") + 1] == "pytorch"
+    module.prepare_engines({**env, "WHISPER_TRTLLM_ENGINE_DIR": ""})  # a restart: nothing to fetch
+    assert len(calls) == 1
+
+
+def test_serve_on_the_pytorch_route_renders_the_checkpoints_repository(
+    module: ModuleType, tmp_path: Path, without_trtllm_build: None
+) -> None:
+    hf_checkpoint(tmp_path / "work" / "large-v3-turbo" / "hf")
+    env = {"TMPDIR": str(tmp_path), "WHISPER_ENGINE": "tensorrt_llm", "WHISPER_MODELS": "large-v3-turbo",
+           "WHISPER_TRTLLM_ENGINE_DIR": str(tmp_path / "work"), "WHISPER_DIARIZATION": "off"}
+    module.prepare_engines(env)
+    command = module.serve(env)
+    repository = Path(next(c for c in command if c.startswith("--model-repository=")).split("=", 1)[1])
+    config = (repository / "whisper_engine__large-v3-turbo" / "config.pbtxt").read_text()
+    assert 'key: "WHISPER_TRTLLM_ROUTE" value { string_value: "pytorch" }' in config
+    assert f'key: "WHISPER_TRTLLM_ENGINE_DIR" value {{ string_value: "{tmp_path / "work"}" }}' in config
+    with pytest.raises(BuildError, match="no engines under"):  # engines asked for, a checkpoint found
+        module.serve({**env, "WHISPER_TRTLLM_ROUTE": "engine"})
 
 
 def test_given_engines_are_not_rebuilt(module: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
