@@ -3,6 +3,8 @@
 # Build from the repository root:  docker build -f docker/triton.Dockerfile -t whisper-triton/triton:0.1.0 .
 # On start it builds the TensorRT-LLM engines of WHISPER_MODELS into /cache (first start only: mount a
 # volume there), generates the model repository and execs tritonserver (see docker/triton_entrypoint.py).
+# A release whose TensorRT-LLM has no trtllm-build takes the PyTorch route instead (WHISPER_TRTLLM_ROUTE=auto):
+# the first start fetches the Hugging Face checkpoints, nothing is built.
 # The release pins Triton, TensorRT-LLM, CUDA, Python (3.12) and the driver it needs: see docker/README.md.
 ARG TRITON_RELEASE=25.10
 FROM nvcr.io/nvidia/tritonserver:${TRITON_RELEASE}-trtllm-python-py3
@@ -43,6 +45,7 @@ RUN useradd --uid 10001 --user-group --create-home --shell /usr/sbin/nologin whi
 ENV PYTHONPATH=/opt/whisper-triton \
     OPENBLAS_NUM_THREADS=1 \
     WHISPER_ENGINE=tensorrt_llm \
+    WHISPER_TRTLLM_ROUTE=auto \
     WHISPER_MODELS=large-v3-turbo \
     WHISPER_DEVICE=cuda \
     WHISPER_COMPUTE_TYPE=float16 \
