@@ -1,5 +1,6 @@
-"""GPU tests: real TensorRT-LLM engines. Skipped, with the reason, where there is no NVIDIA GPU, no
-`tensorrt_llm` Python package or no `trtllm-build` (every machine of the CPU test suite).
+"""GPU tests: real TensorRT-LLM, on either route. Skipped, with the reason, where there is no NVIDIA GPU or no
+`tensorrt_llm` Python package (every machine of the CPU test suite); the engine route's tests also need
+`trtllm-build`, the PyTorch route's a TensorRT-LLM with Whisper in its PyTorch backend.
 
 Engines are built once into `$GPU_ENGINES_DIR` (default `$WHISPER_CACHE_DIR/gpu-test-engines`); later runs
 find them up to date (`python -m build_engines all` is idempotent).
@@ -31,8 +32,17 @@ def missing_gpu_stack() -> str | None:
         return "no usable NVIDIA GPU (nvidia-smi -L lists none)"
     if importlib.util.find_spec("tensorrt_llm") is None:
         return "the tensorrt_llm Python package is not installed"
-    if shutil.which("trtllm-build") is None:
-        return "trtllm-build is not on PATH"
+    return None
+
+
+def missing_route(route: str) -> str | None:
+    """Why this TensorRT-LLM cannot take `route` (engine or pytorch), or None. Located, not imported."""
+    if route == "engine":
+        return None if shutil.which("trtllm-build") else "trtllm-build is not on PATH (no engine route)"
+    spec = importlib.util.find_spec("tensorrt_llm")
+    folders = list(spec.submodule_search_locations or []) if spec is not None else []
+    if not any((Path(f) / "_torch" / "models" / "modeling_whisper.py").is_file() for f in folders):
+        return "this TensorRT-LLM has no Whisper in its PyTorch backend (_torch/models/modeling_whisper.py)"
     return None
 
 

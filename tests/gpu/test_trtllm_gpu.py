@@ -1,5 +1,5 @@
-"""TensorRT-LLM on a real GPU: engines for tiny and large-v3-turbo built with `python -m build_engines all`, the
-engine under the shared decoding code, and the served stack through the openai SDK."""
+"""TensorRT-LLM's engine route on a real GPU: engines for tiny and large-v3-turbo built with `python -m build_engines
+all --route engine`, the engine under the shared decoding code, and the served stack through the openai SDK."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import pytest
 
 from tests.assets import JFK_TEXT, jfk_wav
 from tests.conftest import REPO, Served, start_served
+from tests.gpu.conftest import missing_route
 from tests.text import wer
 from whisper_triton.audio import decode_audio
 from whisper_triton.decoding import DecodeOptions, WindowJob, decode_windows
@@ -29,8 +30,16 @@ pytestmark = pytest.mark.gpu
 MODELS = ("tiny", "large-v3-turbo")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def engine_route() -> None:
+    reason = missing_route("engine")
+    if reason is not None:
+        pytest.skip(reason)
+
+
 def build_all(model: str, root: Path) -> str:
-    command = [sys.executable, "-m", "build_engines", "all", "--model", model, "--workdir", str(root)]
+    command = [sys.executable, "-m", "build_engines", "all", "--model", model, "--workdir", str(root),
+               "--route", "engine"]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=3600, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done.stdout
@@ -48,7 +57,7 @@ def engine(built: tuple[str, Path]) -> Iterator[tuple[TensorRTLLMEngine, Whisper
     resolved = resolve_model(model)
     info = read_model_info(resolved.path)
     tokenizer = WhisperTokenizer(resolved.path / "tokenizer.json", info.multilingual, info.num_languages)
-    settings = ModelSettings(engine="tensorrt_llm", trtllm_engine_dir=str(root))
+    settings = ModelSettings(engine="tensorrt_llm", trtllm_route="engine", trtllm_engine_dir=str(root))
     instance = create_engine(settings, resolved, info, tokenizer)
     yield instance, tokenizer
     instance.close()
@@ -98,6 +107,7 @@ def served_turbo(engines_root: Path, tmp_path_factory: pytest.TempPathFactory) -
         "large-v3-turbo",
         TRITON_MODEL_REPOSITORY=str(engines_root / "model_repository"),
         WHISPER_ENGINE="tensorrt_llm",
+        WHISPER_TRTLLM_ROUTE="engine",
         WHISPER_TRTLLM_ENGINE_DIR=str(engines_root),
         WHISPER_DIARIZATION="off",
         WHISPER_MAX_WINDOWS_IN_FLIGHT="64",
