@@ -11,7 +11,7 @@ VENV ?= $(CACHE)/venv-$(LOCK_HASH)
 PY := $(VENV)/bin/python
 export TEST_ASSETS_DIR ?= $(CACHE)/test-assets
 
-.PHONY: serve test bench bench-accuracy fuzz soak install system system-test lint typecheck unit lock clean-venvs
+.PHONY: serve test bench bench-accuracy fuzz soak install system system-test lint typecheck unit lock clean-venvs gpu-carry
 
 serve: system install
 	$(PY) -m frontend.serve
@@ -79,3 +79,8 @@ lock:
 
 clean-venvs:
 	rm -rf $(CACHE)/venv-*
+
+# What a bare GPU host lacks for `python -m tests.gpu.bare_host` (diarization weights, test audio, msgspec
+# wheels): staged into the ignored .gpu-carry/, which a device run carries (see README: GPU).
+gpu-carry: install
+	$(PY) -m tests.gpu.bare_host --stage .gpu-carry
