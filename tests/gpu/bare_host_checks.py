@@ -120,7 +120,9 @@ def _apply(ctx: Context, rules: Any, requests: list[tuple[Any, list[list[int]]]]
     if ctx.device.type != "cuda":
         rules.apply(windows, logits, tokens)
         return
-    # As the TensorRT-LLM runtimes call it: on the runtime's own stream, handed over as a raw pointer.
+    # As the TensorRT-LLM runtimes call it: on the runtime's own stream, handed over as a raw pointer (the
+    # logits were written on the default stream: wait for them first, as the runtime's stream order would).
+    ctx.synchronize()
     side = torch.cuda.Stream(ctx.device)
     with torch.cuda.stream(torch.cuda.ExternalStream(side.cuda_stream, device=ctx.device)):
         rules.apply(windows, logits, tokens)
