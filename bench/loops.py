@@ -50,8 +50,8 @@ from tests.nonspeech import nonspeech
 from tests.speech import long_speech, speech_clip_set, speech_clips
 from tests.text import english_errors, english_normalize
 from whisper_triton.audio import SAMPLE_RATE, decode_audio
+from whisper_triton.ctranslate2_engine import CTranslate2Engine
 from whisper_triton.decoding import WindowJob, WindowResult, decode_each
-from whisper_triton.engine import CTranslate2Engine
 from whisper_triton.features import window_features
 from whisper_triton.loops import find_loops, units
 from whisper_triton.models import read_model_info, resolve_model

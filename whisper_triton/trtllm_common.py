@@ -209,7 +209,7 @@ def aligner_factory(settings: ModelSettings, resolved: ResolvedModel) -> Callabl
         return None
 
     def aligner() -> WhisperEngine:
-        from whisper_triton.engine import CTranslate2Engine
+        from whisper_triton.ctranslate2_engine import CTranslate2Engine
 
         return CTranslate2Engine(resolved.path, device="cuda", compute_type="float16")
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from whisper_triton.audio import decode_audio
+from whisper_triton.ctranslate2_engine import CTranslate2Engine
 from whisper_triton.decoding import (
     MAX_LENGTH,
     MAX_PROMPT_TOKENS,
@@ -22,7 +23,7 @@ from whisper_triton.decoding import (
     split_timestamps,
     warm_up,
 )
-from whisper_triton.engine import Alignment, CTranslate2Engine, Generation
+from whisper_triton.engine import Alignment, Generation
 from whisper_triton.features import window_features
 from whisper_triton.models import read_model_info, resolve_model
 from whisper_triton.text import WhisperTokenizer

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from whisper_triton import models
-from whisper_triton.engine import CTranslate2Engine
+from whisper_triton.ctranslate2_engine import CTranslate2Engine
 from whisper_triton.models import (
     BASE_SIZE,
     ModelError,

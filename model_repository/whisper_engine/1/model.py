@@ -26,8 +26,8 @@ if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 from whisper_triton import contract
+from whisper_triton.ctranslate2_engine import CTranslate2Engine, usable_cores
 from whisper_triton.decoding import warm_up
-from whisper_triton.engine import CTranslate2Engine, usable_cores
 from whisper_triton.models import read_model_info, resolve_model
 from whisper_triton.scheduler import QueuedWindow, WindowCancelled, WindowScheduler, decode_queued
 from whisper_triton.settings import SettingsError, model_settings
