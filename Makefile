@@ -20,13 +20,13 @@ test: system-test install lint typecheck
 	$(PY) -m pytest
 
 # Our stack against faster-whisper on real speech (long file, 8 clients) and our pipeline without the
-# engine; prints the tables and targets, writes bench/results/<date>-<host>.json (see README: Performance).
+# engine; prints the tables and targets, writes bench/results/<date>-<host>.json (see docs/benchmarks.md).
 bench: install
 	@scripts/ensure_system.sh bench
 	$(PY) -m bench.run
 
 # What Whisper invents where nobody speaks (generated non-speech) and WER on real speech: ours with and
-# without the VAD gate, faster-whisper with and without its VAD filter (see README: Accuracy).
+# without the VAD gate, faster-whisper with and without its VAD filter (see docs/benchmarks.md).
 bench-accuracy: install
 	@scripts/ensure_system.sh bench
 	$(PY) -m bench.hallucination
@@ -81,6 +81,6 @@ clean-venvs:
 	rm -rf $(CACHE)/venv-*
 
 # What a bare GPU host lacks for `python -m tests.gpu.bare_host` (diarization weights, test audio, msgspec
-# wheels): staged into the ignored .gpu-carry/, which a device run carries (see README: GPU).
+# wheels): staged into the ignored .gpu-carry/, which a device run carries (see docs/gpu.md).
 gpu-carry: install
 	$(PY) -m tests.gpu.bare_host --stage .gpu-carry

@@ -1,7 +1,7 @@
 """Diarization error rate and CPU cost of the embedded diarizer on audio with known speaker turns.
 
     python -m bench.der [--threads N] [--transcripts] [--json PATH]
-    python -m bench.der --readme README.md --results bench/results/<run>.json   # README block only
+    python -m bench.der --readme docs/diarization.md --results bench/results/<run>.json   # its block only
 
 Recordings: real meetings, the AMI excerpts of pyannote.audio's test data (tests/meetings.py), scored per
 split: "tune" (the excerpts the clustering settings were chosen on) and "report" (held apart, never

@@ -21,7 +21,7 @@ words): base with word timestamps, the check at 2 s and off, on the clips of `be
 and on pairs of speech clips around 15 s of breathing, clicks, DTMF or brown noise; it prints segments
 dropped, WER on speech and words on non-speech; JSON to bench/results/<date>-<host>-silence.json.
 
-`--readme README.md --results <json> [<json>]` regenerates the README's loops block from runs' JSON (no run).
+`--readme docs/benchmarks.md --results <json> [<json>]` regenerates the loops block there from runs' JSON (no run).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Rows, the printed tables, the issue's targets (reported, never asserted), the JSON file and the README.
 
-    python -m bench.report --readme README.md bench/results/<run>.json   # regenerate the README's tables
+    python -m bench.report --readme docs/benchmarks.md bench/results/<run>.json   # regenerate its tables
 """
 
 from __future__ import annotations
@@ -310,9 +310,10 @@ def update_readme(readme: Path, document: Document, source: str) -> None:
 
 
 def add_readme_options(parser: argparse.ArgumentParser, block: str, several: bool = False) -> None:
-    """`--readme README.md --results <json>`: regenerate the README's `block` from runs' JSON, no run."""
+    """`--readme docs/<file>.md --results <json>`: regenerate the Markdown file's `block` from runs' JSON, no run."""
     parser.add_argument("--readme", type=Path, default=None,
-                        help=f"with --results: regenerate the README's {block} block from a run's JSON (no run)")
+                        help=f"with --results: regenerate the {block} block of this Markdown file (docs/...) "
+                             "from a run's JSON (no run)")
     parser.add_argument("--results", type=Path, nargs="+" if several else None, default=None)
 
 

@@ -185,8 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\nTargets (reported, not asserted):")
     print(format_targets(targets))
     write_json(args.json, Document(meta, design, table, targets, runs, pipeline, profile))
-    print(f"\nWritten to {args.json} in {elapsed / 60:.1f} min; README: python -m bench.report --readme README.md "
-          f"{args.json}")
+    print(f"\nWritten to {args.json} in {elapsed / 60:.1f} min; docs: "
+          f"python -m bench.report --readme docs/benchmarks.md {args.json}")
     return 0
 
 

@@ -20,7 +20,7 @@ from whisper_triton.audio import decode_audio
 os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "0")
 pytest.importorskip("pyannote.audio", reason="pyannote.audio is part of the lock; without it there is no diarization")
 
-# Measured (README, Diarization): speaker turns 1-3 %; transcript segments 7.7 % (their bounds are
+# Measured (docs/diarization.md): speaker turns 1-3 %; transcript segments 7.7 % (their bounds are
 # Whisper's word timings, not the turns). Bounds leave room for run-to-run variation.
 TURNS_DER_BOUND = 0.10
 SEGMENTS_DER_BOUND = 0.15
