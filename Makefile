@@ -9,6 +9,14 @@ LOCK_HASH := $(shell sha256sum $(LOCK) | cut -c1-12)
 # The venv lives outside the clone, keyed by the lock: a fresh clone with an unchanged lock reuses it.
 VENV ?= $(CACHE)/venv-$(LOCK_HASH)
 PY := $(VENV)/bin/python
+# The project itself is installed editable into the venv: Triton's Python models import whisper_triton from
+# the venv's site-packages (the backend stub runs Python in isolated mode, which ignores PYTHONPATH and the
+# working directory). The stamp names this clone and pyproject.toml: a clone sharing the venv, or a changed
+# package list, installs it again (seconds, offline).
+PROJECT_STAMP := $(VENV)/.project-$(shell (pwd; cat pyproject.toml) | sha256sum | cut -c1-12)
+# setuptools 65.5 (the venv's, from Python 3.11) builds the editable wheel with wheel's bdist_wheel, which
+# wheel 0.46 moved into setuptools 70.1.
+BUILD_TOOLS := wheel==0.45.1
 export TEST_ASSETS_DIR ?= $(CACHE)/test-assets
 
 .PHONY: serve test bench bench-accuracy fuzz soak install system system-test lint typecheck unit lock clean-venvs gpu-carry
@@ -42,7 +50,7 @@ SOAK_MINUTES ?= 5
 soak: system install
 	$(PY) -m bench.soak --minutes $(SOAK_MINUTES) --faults
 
-install: $(VENV)/.installed
+install: $(PROJECT_STAMP)
 
 # No prerequisite on purpose: the path already names the lock's content (a fresh clone's newer
 # file time must not trigger a reinstall).
@@ -50,7 +58,13 @@ $(VENV)/.installed:
 	@echo "Creating $(VENV) from $(LOCK) (first run only: about 5 minutes)"
 	@for old in $(CACHE)/venv-*; do [[ -d $$old && $$old != $(VENV) ]] && rm -rf "$$old" || true; done
 	rm -rf $(VENV) && $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps -r $(LOCK)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps -r $(LOCK) $(BUILD_TOOLS)
+	@touch $@
+
+$(PROJECT_STAMP): | $(VENV)/.installed
+	@rm -f $(VENV)/.project-*
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps $(BUILD_TOOLS)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@touch $@
 
 system:

@@ -17,8 +17,12 @@ COPY docker/frontend-requirements.txt /tmp/frontend-requirements.txt
 RUN python -m pip install --no-cache-dir --no-deps --requirement /tmp/frontend-requirements.txt \
     && rm /tmp/frontend-requirements.txt
 
+COPY pyproject.toml ./
 COPY whisper_triton/ whisper_triton/
 COPY frontend/ frontend/
+# The project, installed (editable, as `make install` does): `python -m frontend` and webhook receivers'
+# `from frontend.webhooks import verify` import it from site-packages.
+RUN python -m pip install --no-cache-dir --no-deps --editable .
 
 RUN useradd --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin whisper \
     && mkdir -p /data \

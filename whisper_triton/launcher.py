@@ -2,9 +2,10 @@
 
 Prepares a backend directory holding the Python backend and the stub built for the running
 Python, puts this virtual environment first on PATH (the stub runs Python in isolated mode and
-finds the venv only that way), starts the server on our model repository, waits until the
-models are ready, streams the server log, stops it cleanly, and (as `Supervisor`) restarts it
-when it dies.
+finds the venv only that way; the models import whisper_triton from its site-packages, where
+`make install` installs this clone editable), starts the server on our model repository, waits
+until the models are ready, streams the server log, stops it cleanly, and (as `Supervisor`)
+restarts it when it dies.
 """
 
 from __future__ import annotations
@@ -64,6 +65,24 @@ def _pytriton_dir() -> Path:
     if spec is None or spec.origin is None:
         raise TritonError("nvidia-pytriton is not installed: run `make install`.")
     return Path(spec.origin).parent
+
+
+def installed_package_dir(python: str = sys.executable) -> Path | None:
+    """Where `python` in isolated mode, as the backend stub runs it, imports whisper_triton from (None: nowhere)."""
+    probe = subprocess.run([python, "-I", "-c", "import whisper_triton; print(whisper_triton.__file__)"],
+                           capture_output=True, text=True, cwd="/", timeout=60)
+    return Path(probe.stdout.strip()).resolve().parent if probe.returncode == 0 and probe.stdout.strip() else None
+
+
+def check_installed(python: str = sys.executable) -> None:
+    """The Triton models import whisper_triton from the venv, not from the working directory: it must be
+    this one, or the server would run other code than the launcher's (another clone sharing the venv)."""
+    here = Path(__file__).resolve().parent
+    found = installed_package_dir(python)
+    if found != here:
+        where = f"from {found}" if found is not None else "nowhere"
+        raise TritonError(f"The Triton models would import whisper_triton {where}, not {here}: run `make install` "
+                          "(it installs this clone into the venv).")
 
 
 def prepare_backend_dir(target: Path) -> Path:
@@ -185,6 +204,7 @@ class TritonServer:
     def start(self) -> None:
         if self.settings.model_load not in ("startup", "first_request"):
             raise TritonError("TRITON_MODEL_LOAD must be 'startup' or 'first_request'.")
+        check_installed()
         backend_dir = prepare_backend_dir(self.work_dir / "backends")
         # One generated repository per server (keyed by its port): Triton reads it while it runs.
         remove_stale_repositories(self.work_dir)

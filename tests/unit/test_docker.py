@@ -41,7 +41,7 @@ VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["versi
 # Variables read by software that is not ours, each set on purpose in docker/.
 EXTERNAL_VARIABLES = {
     "HF_HOME",  # huggingface_hub's cache directory
-    "PYTHONPATH", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE",  # CPython
+    "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE",  # CPython (PYTHONPATH is not: the images install the project)
     "PIP_NO_CACHE_DIR", "PIP_DISABLE_PIP_VERSION_CHECK",  # pip, at image build time
     "POSTGRES_USER", "POSTGRES_DB", "POSTGRES_PASSWORD",  # the postgres image
     "TMPDIR",  # POSIX temporary directory
@@ -397,8 +397,21 @@ def test_gpu_image_runs_our_entry_point_with_a_cache_and_a_real_repository() -> 
     assert not [i for i in instructions if i.keyword == "ENTRYPOINT"], "keep NVIDIA's entrypoint (CUDA compat)"
     assert env["TRITON_HOST"] == "0.0.0.0" and int(env["TRITON_HTTP_PORT"]) > 0  # probes use /v2/health/*
     assert env["WHISPER_CACHE_DIR"] == "/cache" and env["HF_HOME"].startswith("/cache/")
-    assert env["PYTHONPATH"] == [i.args for i in instructions if i.keyword == "WORKDIR"][-1] == "/opt/whisper-triton"
     assert "TRITON_MODEL_REPOSITORY" not in env  # the entry point serves the GPU repository it renders
+
+
+@pytest.mark.parametrize("name", sorted(DOCKERFILES))
+def test_images_install_the_project_instead_of_setting_pythonpath(name: str) -> None:
+    """Triton's Python backend stub runs Python in isolated mode, where PYTHONPATH is ignored: the models, the
+    entry points and webhook receivers import the installed package (editable, so that the launcher and
+    build_engines find model_repository/ beside it, as in a clone)."""
+    instructions = parse_dockerfile(DOCKERFILES[name].read_text())
+    assert "PYTHONPATH" not in env_of(instructions)
+    copies = [i.args.split() for i in instructions if i.keyword == "COPY"]
+    assert ["pyproject.toml", "./"] in copies
+    [install] = [i for i in instructions if i.keyword == "RUN" and re.search(r"pip install .*--editable \.$", i.args)]
+    assert install.line > max(i.line for i in instructions if i.keyword == "COPY" and "whisper_triton/" in i.args)
+    assert not dockerignore_excludes(dockerignore_patterns(DOCKERFILES[name]), "pyproject.toml")
 
 
 # ---------------------------------------------------------------------------------------------------------

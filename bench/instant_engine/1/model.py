@@ -2,16 +2,10 @@
 that it is measured), then one segment spanning the window comes back at once."""
 
 import itertools
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
-
-_ROOT = str(Path(__file__).resolve().parents[3])
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
 
 from whisper_triton import contract
 from whisper_triton.decoding import Segment, WindowResult

@@ -1,16 +1,9 @@
 """Triton glue of the diarization model: one recording (or one voice clip) per request (whisper_triton.diarization)."""
 
-import sys
 import traceback
-from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
-
-# The stub runs Python in isolated mode (no PYTHONPATH): find the repository's packages from here.
-_ROOT = str(Path(__file__).resolve().parents[3])
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
 
 from whisper_triton import contract
 from whisper_triton.diarization import Diarizer, turns_to_json

@@ -3,20 +3,13 @@
 import asyncio
 import contextlib
 import os
-import sys
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import msgspec
 import numpy as np
 import triton_python_backend_utils as pb_utils
-
-# The stub runs Python in isolated mode (no PYTHONPATH): find the repository's packages from here.
-_ROOT = str(Path(__file__).resolve().parents[3])
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
 
 from whisper_triton import contract, windows
 from whisper_triton.errors import (
