@@ -27,8 +27,8 @@ from typing import Any
 import msgspec
 
 from bench.load import PhaseResult, SystemRun, Transcribe, run_phase
-from bench.rss import RssSampler, tree_cpu_seconds
 from bench.workload import Clip, Phase
+from harness.procfs import RssSampler, tree_cpu_seconds
 
 COMPUTE_TYPE = "int8"  # WHISPER_COMPUTE_TYPE's default on CPU
 BATCH_SIZE = 8  # BatchedInferencePipeline's default

@@ -3,7 +3,7 @@
     python -m bench.der [--threads N] [--transcripts] [--json PATH]
     python -m bench.der --readme docs/diarization.md --results bench/results/<run>.json   # its block only
 
-Recordings: real meetings, the AMI excerpts of pyannote.audio's test data (tests/meetings.py), scored per
+Recordings: real meetings, the AMI excerpts of pyannote.audio's test data (harness/meetings.py), scored per
 split: "tune" (the excerpts the clustering settings were chosen on) and "report" (held apart, never
 tuned on); the two-speaker phone call shipped in the pyannote.audio wheel; dialogues synthesised with
 Debian's flite voices, whose turns are known exactly. DER is reported with a 0.25 s collar and
@@ -171,7 +171,7 @@ def recordings() -> list[Recording]:
 
 
 def meeting_recordings(split: str) -> list[Recording]:
-    from tests.meetings import meetings
+    from harness.meetings import meetings
 
     return [Recording(f"AMI {meeting.name}", meeting.samples, meeting.turns) for meeting in meetings(split)]
 
@@ -222,14 +222,14 @@ def transcript_rows(split: str, items: list[Recording], threads: int) -> dict[st
     overlap skipped) whose segment has the wrong speaker (optimal mapping) or that no segment covers."""
     import httpx
 
-    from bench.ours import launch_stack, stop_stack, wait_ready
-    from tests.assets import wav_bytes
+    from bench.ours import launch_ours
+    from harness.assets import wav_bytes
 
     totals = Totals()
     with tempfile.TemporaryDirectory(prefix="whisper-der-") as tmp:
-        stack = launch_stack(threads, Path(tmp))
+        stack = launch_ours(threads, Path(tmp))
         try:
-            wait_ready(stack)
+            stack.wait_ready()
             for item in items:
                 response = httpx.post(
                     f"{stack.base_url}/v1/audio/transcriptions", timeout=600,
@@ -240,7 +240,7 @@ def transcript_rows(split: str, items: list[Recording], threads: int) -> dict[st
                 hypothesis = [Turn(s["start"], s["end"], s["speaker"]) for s in response.json()["segments"]]
                 totals.add(error_components(item.turns, hypothesis, duration=item.duration))
         finally:
-            stop_stack(stack)
+            stack.stop()
     return {"split": split, "files": len(items), "speech_s": round(totals.total, 1),
             "wrong_speaker": round(totals.confusion / totals.total, 4),
             "no_speaker": round(totals.missed / totals.total, 4),

@@ -39,7 +39,7 @@ def speech_window(audio: Path | None, n_mels: int) -> tuple[np.ndarray, int]:
     from whisper_triton.features import window_features
 
     if audio is None:
-        from tests.assets import jfk_wav
+        from harness.assets import jfk_wav
 
         audio = jfk_wav()
     samples = decode_audio(audio.read_bytes()).samples

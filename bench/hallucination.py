@@ -2,7 +2,7 @@
 
 `python -m bench.hallucination` (`make bench-accuracy`) runs, on the same model files (`base`, int8,
 beam 1, 2 threads):
-- **non-speech**: every kind of `tests/nonspeech.py` (silence, room tone, white and brown noise, hum,
+- **non-speech**: every kind of `harness/nonspeech.py` (silence, room tone, white and brown noise, hum,
   music, a tone, DTMF, clicks, breathing) at 0.1, 0.5, 1, 3, 10, 30 and 60 s;
 - **speech**: clips of real speech from the "report" corpus (none of our settings was tuned on it; its
   shortest clips first, one to three words), some behind 25 s of room tone, some around 20 s of music;
@@ -36,10 +36,10 @@ import numpy as np
 from bench.ours import GrpcTranscriber, serving
 from bench.report import add_readme_options, regenerate_readme
 from bench.workload import Clip
-from tests.assets import wav_bytes
-from tests.nonspeech import KINDS, nonspeech
-from tests.speech import speech_clips
-from tests.text import english_errors, english_normalize
+from harness.assets import wav_bytes
+from harness.nonspeech import KINDS, nonspeech
+from harness.speech import speech_clips
+from harness.text import english_errors, english_normalize
 from whisper_triton.audio import SAMPLE_RATE
 from whisper_triton.loops import find_loops, units
 

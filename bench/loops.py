@@ -45,10 +45,10 @@ import msgspec
 import numpy as np
 
 from bench.report import add_readme_options, regenerate_readme
-from tests.assets import wav_bytes
-from tests.nonspeech import nonspeech
-from tests.speech import long_speech, speech_clip_set, speech_clips
-from tests.text import english_errors, english_normalize
+from harness.assets import wav_bytes
+from harness.nonspeech import nonspeech
+from harness.speech import long_speech, speech_clip_set, speech_clips
+from harness.text import english_errors, english_normalize
 from whisper_triton.audio import SAMPLE_RATE, decode_audio
 from whisper_triton.ctranslate2_engine import CTranslate2Engine
 from whisper_triton.decoding import WindowJob, WindowResult, decode_each

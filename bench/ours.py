@@ -9,61 +9,24 @@ Every answer format is decoded the same way (with timestamp tokens), so the gRPC
 from __future__ import annotations
 
 import contextlib
-import json
-import os
-import queue
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import threading
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import msgspec
-import numpy as np
 
 from bench.baselines import COMPUTE_TYPE
 from bench.load import PhaseResult, SystemRun, Transcribe, run_phase
-from bench.rss import RssSampler, tree_cpu_seconds
 from bench.workload import Clip, Phase
+from harness.grpc_calls import bool_input, bytes_input, call_entry
+from harness.procfs import RssSampler, tree_cpu_seconds
+from harness.stack import Served, launch_served
 from whisper_triton import contract
 
-REPO = Path(__file__).resolve().parent.parent
 MODEL = "base"
 REQUEST_TIMEOUT_S = 1800.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class Stack:
-    process: subprocess.Popen[bytes]
-    http_port: int
-    grpc_port: int
-    log_path: Path
-    started: float  # perf_counter() at launch
-    ready_s: float = 0.0
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
-
-    @property
-    def grpc_url(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
-
-    def log_tail(self) -> str:
-        return self.log_path.read_text(errors="replace")[-5000:]
 
 
 class OurRow(msgspec.Struct, frozen=True):
@@ -75,53 +38,11 @@ class OurRow(msgspec.Struct, frozen=True):
     profile: bool = False  # gRPC: keep the stage profile of the phase's first request
 
 
-def launch_stack(threads: int, work_dir: Path, beam: int = 1) -> Stack:
-    """Starts serve with the `base` model on free ports (not waiting: see wait_ready)."""
-    http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
-    # Other WHISPER_* variables (cache, windows in flight, ...) pass through, to try settings.
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("FRONTEND_", "TRITON_")) and k not in ("WHISPER_MODELS", "API_KEYS", "ADMIN_API_KEY")}
-    env.update({
-        "WHISPER_MODEL": MODEL,
-        "WHISPER_CPU_THREADS": str(threads),
-        "WHISPER_DEVICE": "cpu",
-        "WHISPER_COMPUTE_TYPE": COMPUTE_TYPE,
-        "WHISPER_BEAM_SIZE": str(beam),
-        "FRONTEND_PORT": str(http_port),
-        "TRITON_GRPC_PORT": str(grpc_port),
-        "TRITON_METRICS_PORT": str(metrics_port),
-        "FRONTEND_DATA_DIR": tempfile.mkdtemp(prefix="data-", dir=work_dir),
-    })
-    log_path = work_dir / f"serve-beam{beam}.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "frontend.serve"], cwd=REPO, env=env,
-                                   stdout=log, stderr=subprocess.STDOUT)
-    return Stack(process, http_port, grpc_port, log_path, time.perf_counter())
-
-
-def wait_ready(stack: Stack, timeout: float = 600.0) -> None:
-    """Returns once /health/ready answers 200 (Triton and the models ready); sets ready_s."""
-    while time.perf_counter() - stack.started < timeout:
-        if stack.process.poll() is not None:
-            raise RuntimeError(f"serve exited with {stack.process.returncode}:\n{stack.log_tail()}")
-        try:
-            if httpx.get(f"{stack.base_url}/health/ready", timeout=2).status_code == 200:
-                stack.ready_s = time.perf_counter() - stack.started
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"serve was not ready within {timeout:.0f} s:\n{stack.log_tail()}")
-
-
-def stop_stack(stack: Stack) -> None:
-    if stack.process.poll() is None:
-        stack.process.send_signal(signal.SIGINT)  # what Ctrl-C does: frontend, then Triton
-        try:
-            stack.process.wait(60)
-        except subprocess.TimeoutExpired:
-            stack.process.kill()
-            stack.process.wait()
+def launch_ours(threads: int, work_dir: Path, beam: int = 1) -> Served:
+    """Starts serve with the `base` model on free ports (not waiting: see Served.wait_ready)."""
+    settings = {"WHISPER_CPU_THREADS": str(threads), "WHISPER_DEVICE": "cpu", "WHISPER_COMPUTE_TYPE": COMPUTE_TYPE,
+                "WHISPER_BEAM_SIZE": str(beam)}
+    return launch_served(work_dir, MODEL, settings, clean=True)
 
 
 def http_transcriber(base_url: str, response_format: str) -> Transcribe:
@@ -151,36 +72,20 @@ class GrpcTranscriber:
 
         if not hasattr(self._local, "client"):
             self._local.client = grpcclient.InferenceServerClient(self.url)
-        client = self._local.client
-        results: queue.Queue[Any] = queue.Queue()
-        audio = grpcclient.InferInput(contract.AUDIO, [1], "BYTES")
-        audio.set_data_from_numpy(np.array([Path(clip.path).read_bytes()], dtype=object))
-        inputs = [audio]
+        inputs = [bytes_input(contract.AUDIO, Path(clip.path).read_bytes())]
         if self.profile:
-            flag = grpcclient.InferInput(contract.PROFILE, [1], "BOOL")
-            flag.set_data_from_numpy(np.array([True], dtype=bool))
-            inputs.append(flag)
+            inputs.append(bool_input(contract.PROFILE, True))
         if self.vad is not None:
-            vad = grpcclient.InferInput(contract.VAD, [1], "BOOL")
-            vad.set_data_from_numpy(np.array([self.vad], dtype=bool))
-            inputs.append(vad)
-        client.start_stream(callback=lambda result, error: results.put(error if error is not None else result))
-        try:
-            client.async_stream_infer(contract.ENTRY_MODEL, inputs)
-            while True:
-                item = results.get(timeout=REQUEST_TIMEOUT_S)
-                if isinstance(item, Exception):
-                    raise item
-                event = json.loads(item.as_numpy(contract.EVENT)[0])
-                if event["type"] == "done":
-                    if "profile" in event:
-                        self.profiles.append(event["profile"])
-                    return str(event["text"])
-        finally:
-            client.stop_stream()
+            inputs.append(bool_input(contract.VAD, self.vad))
+        *_, done = call_entry(self.url, inputs, REQUEST_TIMEOUT_S, client=self._local.client)
+        if isinstance(done, Exception):
+            raise done
+        if "profile" in done:
+            self.profiles.append(done["profile"])
+        return str(done["text"])
 
 
-def run_row(stack: Stack, row: OurRow, warm: Clip, memory: RssSampler) -> SystemRun:
+def run_row(stack: Served, row: OurRow, warm: Clip, memory: RssSampler) -> SystemRun:
     grpc = GrpcTranscriber(stack.grpc_url, row.profile) if row.transport == "grpc" else None
     transcribe = grpc or http_transcriber(stack.base_url, row.response_format)
     transcribe(warm)  # untimed
@@ -200,16 +105,16 @@ def run_row(stack: Stack, row: OurRow, warm: Clip, memory: RssSampler) -> System
 
 
 @contextlib.contextmanager
-def serving(threads: int, work_dir: Path, beam: int) -> Iterator[tuple[Stack, RssSampler]]:
+def serving(threads: int, work_dir: Path, beam: int) -> Iterator[tuple[Served, RssSampler]]:
     """Our stack at one beam size (the server's setting), ready, with its tree's memory sampled."""
-    stack = launch_stack(threads, work_dir, beam)
+    stack = launch_ours(threads, work_dir, beam)
     try:
         with RssSampler(stack.process.pid) as memory:
-            wait_ready(stack)
+            stack.wait_ready()
             print(f"  ours (beam {beam}): ready in {stack.ready_s:.1f} s", file=sys.stderr, flush=True)
             yield stack, memory
     except Exception:
-        print(stack.log_tail(), file=sys.stderr)
+        print(stack.log()[-5000:], file=sys.stderr)
         raise
     finally:
-        stop_stack(stack)
+        stack.stop()

@@ -21,9 +21,10 @@ from pathlib import Path
 
 import msgspec
 
-from bench.ours import GrpcTranscriber, free_port
-from bench.rss import RssSampler, tree_cpu_seconds
+from bench.ours import GrpcTranscriber
 from bench.workload import Clip, build_workload
+from harness.procfs import RssSampler, tree_cpu_seconds
+from harness.stack import free_port
 from whisper_triton.launcher import TritonServer, TritonSettings
 
 REPO = Path(__file__).resolve().parent.parent

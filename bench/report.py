@@ -18,7 +18,7 @@ import msgspec
 
 from bench.load import PhaseResult, RequestRecord, SystemRun
 from bench.pipeline import PipelineRow
-from tests.text import english_errors
+from harness.text import english_errors
 
 # The targets.
 LONG_SPEEDUP = 1.25  # one long file, against faster-whisper's batched pipeline in the same mode and beam

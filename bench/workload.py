@@ -1,6 +1,6 @@
 """The audio every system transcribes, with reference texts, and the phases it is sent in.
 
-Real human speech (`tests.speech`): the "report" corpus, Debian's Asterisk prompts (one studio speaker,
+Real human speech (`harness.speech`): the "report" corpus, Debian's Asterisk prompts (one studio speaker,
 25 minutes), joined in a seeded random order with natural pauses over a noise floor. No setting of ours
 was tuned on it (the "tune" corpus is for that). Long files loop over the corpus in new orders.
 """
@@ -11,8 +11,8 @@ from collections.abc import Sequence
 
 import msgspec
 
-from tests.assets import Recording
-from tests.speech import long_speech, speech_clip_set
+from harness.assets import Recording
+from harness.speech import long_speech, speech_clip_set
 
 CORPUS = "report"
 LONG_MINUTES = 10.0

@@ -25,8 +25,8 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.assets import encoded, jfk_wav, video_without_audio, wav_bytes
-from tests.conftest import Served
+from harness.assets import encoded, jfk_wav, video_without_audio, wav_bytes
+from harness.stack import Served
 from tests.e2e.test_http_errors import assert_openai_error
 
 PATH = "/v1/audio/transcriptions"

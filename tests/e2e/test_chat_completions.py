@@ -16,9 +16,9 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.assets import JFK_TEXT, jfk_wav
-from tests.conftest import Served, run_frontend
-from tests.text import normalize, wer
+from harness.assets import JFK_TEXT, jfk_wav
+from harness.stack import Served, run_frontend
+from harness.text import normalize, wer
 
 
 @pytest.fixture(scope="module")

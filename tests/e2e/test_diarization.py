@@ -13,8 +13,8 @@ import numpy as np
 import openai
 import pytest
 
-from tests.assets import jfk_wav, wav_bytes
-from tests.conftest import Served
+from harness.assets import jfk_wav, wav_bytes
+from harness.stack import Served
 from whisper_triton.audio import decode_audio
 
 os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "0")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from tests.conftest import Served
+from harness.stack import Served
 
 
 def test_swagger_ui_and_openapi_document(served: Served) -> None:

@@ -30,12 +30,12 @@ import pytest
 
 from frontend.tasks.model import TaskRequest, new_task
 from frontend.tasks.store import SQLiteStore
-from tests.assets import jfk_wav, long_recording
-from tests.clients import connect, multipart, read_all, trickle
-from tests.conftest import Served, run_frontend, start_served
-from tests.grpc_calls import call_engine
-from tests.procfs import eventually, in_flight, open_sockets, rss_bytes, stub_pids
-from tests.text import wer
+from harness.assets import jfk_wav, long_recording
+from harness.clients import connect, multipart, read_all, trickle
+from harness.grpc_calls import call_engine
+from harness.procfs import eventually, in_flight, open_sockets, rss_bytes, stub_pids
+from harness.stack import Served, run_frontend, start_served
+from harness.text import wer
 from whisper_triton.repository import engine_model_name
 
 ENGINE = engine_model_name("tiny.en")

@@ -12,8 +12,8 @@ import numpy as np
 import openai
 import pytest
 
-from tests.assets import jfk_wav, long_recording, wav_bytes
-from tests.conftest import Served, run_frontend
+from harness.assets import jfk_wav, long_recording, wav_bytes
+from harness.stack import Served, run_frontend
 
 
 def _wav(seconds: float) -> bytes:

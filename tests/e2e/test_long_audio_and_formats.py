@@ -8,10 +8,10 @@ import itertools
 import openai
 import pytest
 
-from tests.assets import FORMATS, JFK_TEXT, encoded, long_recording, long_recording_mp3
-from tests.conftest import Served
-from tests.speech import long_speech
-from tests.text import english_normalize, english_wer, normalize, wer, words
+from harness.assets import FORMATS, JFK_TEXT, encoded, long_recording, long_recording_mp3
+from harness.speech import long_speech
+from harness.stack import Served
+from harness.text import english_normalize, english_wer, normalize, wer, words
 
 
 @pytest.fixture(scope="module")

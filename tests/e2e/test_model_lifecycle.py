@@ -8,9 +8,9 @@ from pathlib import Path
 import openai
 import tritonclient.grpc as grpcclient
 
-from tests.assets import JFK_TEXT, jfk_wav
-from tests.conftest import start_served
-from tests.text import wer
+from harness.assets import JFK_TEXT, jfk_wav
+from harness.stack import start_served
+from harness.text import wer
 from whisper_triton.repository import engine_model_name
 
 

@@ -7,9 +7,9 @@ import unicodedata
 import openai
 import pytest
 
-from tests.assets import JFK_TEXT, MULTILINGUAL, jfk_wav, multilingual_clip
-from tests.conftest import Served
-from tests.text import normalize, wer
+from harness.assets import JFK_TEXT, MULTILINGUAL, jfk_wav, multilingual_clip
+from harness.stack import Served
+from harness.text import normalize, wer
 from whisper_triton.languages import language_name
 
 

@@ -11,13 +11,13 @@ import numpy as np
 import openai
 import pytest
 
-from tests.assets import JFK_TEXT, jfk_wav, wav_bytes
-from tests.conftest import Served
+from harness.assets import JFK_TEXT, jfk_wav, wav_bytes
+from harness.grpc_calls import bool_input, bytes_input, call_entry, engine_calls
+from harness.nonspeech import KINDS, nonspeech
+from harness.speech import speech_clips
+from harness.stack import Served
+from harness.text import english_normalize, wer
 from tests.e2e.test_tasks import TINY_ENGINE, upload, wait_task
-from tests.grpc_calls import bool_input, bytes_input, call_entry, engine_calls
-from tests.nonspeech import KINDS, nonspeech
-from tests.speech import speech_clips
-from tests.text import english_normalize, wer
 from whisper_triton import contract
 from whisper_triton.audio import decode_audio
 

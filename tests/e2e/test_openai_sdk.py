@@ -8,9 +8,9 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.assets import JFK_TEXT, jfk_wav
-from tests.conftest import Served
-from tests.text import normalize, wer
+from harness.assets import JFK_TEXT, jfk_wav
+from harness.stack import Served
+from harness.text import normalize, wer
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +127,7 @@ def test_streaming_sends_deltas_then_done(client: openai.OpenAI, jfk: Path) -> N
 
 
 def test_streaming_deltas_arrive_before_the_end(client: openai.OpenAI, served: Served) -> None:
-    from tests.assets import long_recording
+    from harness.assets import long_recording
 
     recording = long_recording(2.0)
     arrivals: list[tuple[float, str]] = []

@@ -27,8 +27,8 @@ from schemathesis import GenerationMode
 
 from frontend.app import create_app
 from frontend.settings import FrontendSettings
-from tests.conftest import Served
-from tests.profiles import load_profile
+from harness.profiles import load_profile
+from harness.stack import Served
 
 load_profile()
 EXAMPLES = 300 if os.environ.get("HYPOTHESIS_PROFILE") == "fuzz" else 8

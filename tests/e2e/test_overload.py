@@ -20,9 +20,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.assets import jfk_wav, long_recording
-from tests.conftest import Served, start_served
-from tests.procfs import eventually, in_flight, open_fds, open_sockets, rss_bytes, steady
+from harness.assets import jfk_wav, long_recording
+from harness.procfs import eventually, in_flight, open_fds, open_sockets, rss_bytes, steady
+from harness.stack import Served, start_served
 
 LIMIT = 4
 QUEUE = 3

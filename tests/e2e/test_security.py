@@ -25,8 +25,8 @@ import pytest
 from frontend.app import create_app
 from frontend.routes import require_api_key
 from frontend.settings import FrontendSettings
-from tests.assets import jfk_wav
-from tests.conftest import Served, run_frontend, start_served
+from harness.assets import jfk_wav
+from harness.stack import Served, run_frontend, start_served
 from tests.e2e.test_http_errors import assert_openai_error
 
 API_KEY = "sk-test-3b1f9a7c0d5e42f8a6c1"

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.assets import jfk_wav
-from tests.conftest import start_served
+from harness.assets import jfk_wav
+from harness.stack import start_served
 
 
 def _transcribe(base_url: str) -> httpx.Response:

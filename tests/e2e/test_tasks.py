@@ -19,10 +19,10 @@ import openai
 import pytest
 
 from frontend.webhooks import verify
-from tests.assets import JFK_TEXT, jfk_wav, long_recording
-from tests.conftest import Served, run_frontend, start_served
-from tests.grpc_calls import engine_calls
-from tests.text import wer
+from harness.assets import JFK_TEXT, jfk_wav, long_recording
+from harness.grpc_calls import engine_calls
+from harness.stack import Served, run_frontend, start_served
+from harness.text import wer
 from whisper_triton.repository import engine_model_name
 
 TINY_ENGINE = engine_model_name("tiny.en")

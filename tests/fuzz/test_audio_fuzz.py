@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.assets import encoded, jfk_wav, video_without_audio
+from harness.assets import encoded, jfk_wav, video_without_audio
+from harness.profiles import fuzz_seconds
 from tests.fuzz.mutate import mutate, splice
-from tests.profiles import fuzz_seconds
 
 FORMATS = ("wav", "mp3", "flac", "ogg", "opus", "m4a", "webm")
 CASE_TIMEOUT_S = 20.0  # one decode of a mutated 11 s clip takes milliseconds

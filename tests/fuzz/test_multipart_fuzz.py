@@ -21,8 +21,8 @@ from litestar import Request
 
 from frontend.errors import APIError
 from frontend.forms import parse_audio_form, read_multipart
+from harness.profiles import fuzz_seconds
 from tests.fuzz.mutate import mutate
-from tests.profiles import fuzz_seconds
 
 MAX_FILE_BYTES = 4096
 CASE_LIMIT_S = 3.0  # parsing a body of a few KB takes about a millisecond

@@ -103,8 +103,8 @@ def stage(target: Path, wheels: bool = True) -> dict[str, Any]:
     if pyannote is not None:
         for name in ("sample.wav", "sample.rttm"):
             _copy(pyannote / "sample" / name, target / "audio" / name, staged)
-    with contextlib.suppress(Exception):  # the JFK clip comes from npm on first use (tests/assets.py)
-        from tests.assets import jfk_wav
+    with contextlib.suppress(Exception):  # the JFK clip comes from npm on first use (harness/assets.py)
+        from harness.assets import jfk_wav
 
         _copy(jfk_wav(), target / "audio" / "jfk.wav", staged)
     if wheels:

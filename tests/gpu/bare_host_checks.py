@@ -381,7 +381,7 @@ def converter(ctx: Context) -> Outcome:
     from transformers.utils import logging as transformers_logging
 
     from build_engines.convert import convert_checkpoint
-    from tests.trtllm_reference import WIDTH, random_whisper, trtllm_decoder, trtllm_encoder
+    from harness.trtllm_reference import WIDTH, random_whisper, trtllm_decoder, trtllm_encoder
 
     transformers_logging.disable_progress_bar()
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.assets import JFK_TEXT, jfk_wav
-from tests.conftest import REPO, Served, start_served
+from harness.assets import JFK_TEXT, jfk_wav
+from harness.stack import REPO, Served, start_served
+from harness.text import wer
 from tests.gpu.conftest import missing_route
-from tests.text import wer
 from whisper_triton.audio import decode_audio
 from whisper_triton.decoding import DecodeOptions, WindowJob, decode_windows
 from whisper_triton.features import window_features

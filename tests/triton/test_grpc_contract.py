@@ -9,12 +9,12 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from tests.assets import JFK_TEXT, jfk_wav, long_recording
-from tests.conftest import Served
-from tests.grpc_calls import bool_input as _bool
-from tests.grpc_calls import bytes_input as _bytes
-from tests.grpc_calls import call_engine, call_entry
-from tests.text import wer
+from harness.assets import JFK_TEXT, jfk_wav, long_recording
+from harness.grpc_calls import bool_input as _bool
+from harness.grpc_calls import bytes_input as _bytes
+from harness.grpc_calls import call_engine, call_entry
+from harness.stack import Served
+from harness.text import wer
 from whisper_triton import contract
 from whisper_triton.audio import decode_audio
 from whisper_triton.decoding import DecodeOptions, WindowResult

@@ -13,7 +13,7 @@ import av
 import numpy as np
 import pytest
 
-from tests.assets import FORMATS, JFK_DURATION, VIDEO_FORMATS, encoded, long_recording, video_without_audio
+from harness.assets import FORMATS, JFK_DURATION, VIDEO_FORMATS, encoded, long_recording, video_without_audio
 from whisper_triton import audio
 from whisper_triton.audio import SAMPLE_RATE, decode_audio
 from whisper_triton.errors import InvalidAudioError

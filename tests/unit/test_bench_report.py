@@ -13,8 +13,17 @@ import pytest
 from bench import report
 from bench.load import PhaseResult, RequestRecord, SystemRun, run_phase
 from bench.pipeline import PipelineRow
-from bench.rss import RssSampler, cpu_ticks, descendants, parent_pid, rss_bytes, tree_cpu_seconds, tree_rss
 from bench.workload import Clip, Phase
+from harness.procfs import (
+    RssSampler,
+    cpu_ticks,
+    descendants,
+    parent_pid,
+    rss_bytes,
+    tree_cpu_seconds,
+    tree_rss,
+    vm_rss,
+)
 
 
 def test_percentile_interpolates_between_ranks_like_numpy() -> None:
@@ -197,8 +206,8 @@ def test_parent_pid_cpu_and_rss_parsing() -> None:
     assert parent_pid("42 (tritonserver) S 7 42 42 0") == 7
     assert parent_pid("43 (a (weird) name) R 42 43") == 42
     assert cpu_ticks("43 (a (weird) name) R 42 43 43 0 -1 4194560 10 0 0 0 500 70 8 2 20 0 12") == 580
-    assert rss_bytes("Name:\tx\nVmRSS:\t  2048 kB\n") == 2048 * 1024
-    assert rss_bytes("Name:\tkthreadd\n") == 0
+    assert vm_rss("Name:\tx\nVmRSS:\t  2048 kB\n") == 2048 * 1024
+    assert vm_rss("Name:\tkthreadd\n") == 0
 
 
 def test_tree_rss_sums_a_process_and_all_its_descendants(tmp_path: Path) -> None:
@@ -215,6 +224,7 @@ def test_tree_rss_sums_a_process_and_all_its_descendants(tmp_path: Path) -> None
     assert tree_rss(10, proc) == (1000 + 2000 + 400 + 300) * 1024
     assert tree_rss(12, proc) == 400 * 1024
     assert tree_rss(99, proc) == 0  # gone
+    assert rss_bytes(11, proc) == 2000 * 1024 and rss_bytes(14, proc) == 0 and rss_bytes(99, proc) == 0
     ticks = sum(pid + 1 + 2 + 3 for pid in (10, 11, 12, 13, 14))
     assert tree_cpu_seconds(10, proc) == pytest.approx(ticks / os.sysconf("SC_CLK_TCK"))
 

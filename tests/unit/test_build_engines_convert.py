@@ -22,7 +22,7 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from build_engines.checkpoint_layout import num_languages
 from build_engines.convert import MANIFEST, ConversionError, convert_checkpoint
-from tests.trtllm_reference import HEADS, LAYERS, WIDTH, Weights, random_whisper, trtllm_decoder, trtllm_encoder
+from harness.trtllm_reference import HEADS, LAYERS, WIDTH, Weights, random_whisper, trtllm_decoder, trtllm_encoder
 
 
 @dataclass

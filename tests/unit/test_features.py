@@ -10,7 +10,7 @@ import pytest
 from faster_whisper.audio import pad_or_trim
 from faster_whisper.feature_extractor import FeatureExtractor
 
-from tests.assets import jfk_wav
+from harness.assets import jfk_wav
 from whisper_triton.audio import SAMPLE_RATE
 from whisper_triton.features import FRAMES, HOP_LENGTH, WINDOW_SAMPLES, window_features
 

@@ -51,6 +51,6 @@ def test_a_python_that_imports_another_copy_is_refused(tmp_path: Path) -> None:
 
 def test_webhook_receivers_import_the_verifier_from_anywhere(tmp_path: Path) -> None:
     """The README's `from frontend.webhooks import verify` works outside the clone (isolated mode, another cwd)."""
-    done = subprocess.run([sys.executable, "-I", "-c", "from frontend.webhooks import verify; print(verify.__module__)"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    code = "from frontend.webhooks import verify; print(verify.__module__)"
+    done = subprocess.run([sys.executable, "-I", "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "frontend.webhooks", done.stderr[-2000:]

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from frontend.errors import APIError
 from frontend.formats import format_timestamp, to_srt, to_vtt
 from frontend.forms import FormReader, UploadedFile, data_url_audio, parse_audio_form
-from tests.profiles import load_profile
+from harness.profiles import load_profile
 from whisper_triton.errors import (
     AudioTooShortError,
     EngineError,

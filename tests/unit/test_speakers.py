@@ -9,7 +9,7 @@ import pytest
 
 from frontend.forms import AudioForm, UploadedFile
 from frontend.responses import diarized_text, render
-from tests.assets import jfk_wav
+from harness.assets import jfk_wav
 from tests.unit.test_transcriber import one_by_one
 from whisper_triton.decoding import Segment, WindowResult
 from whisper_triton.models import ModelInfo

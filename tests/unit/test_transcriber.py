@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.assets import jfk_wav, long_recording, wav_bytes
-from tests.nonspeech import nonspeech
+from harness.assets import jfk_wav, long_recording, wav_bytes
+from harness.nonspeech import nonspeech
 from whisper_triton.audio import decode_audio
 from whisper_triton.decoding import Segment, WindowResult, last_timestamp
 from whisper_triton.errors import AudioTooShortError, InvalidRequestError

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.toy_whisper import (
+from harness.toy_whisper import (
     ENCODER_FRAMES,
     ENGLISH_VOCAB,
     MULTILINGUAL_VOCAB,

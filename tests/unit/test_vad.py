@@ -13,7 +13,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from tests.assets import jfk_wav
+from harness.assets import jfk_wav
 from whisper_triton import vad
 from whisper_triton.audio import decode_audio
 from whisper_triton.vad import (
@@ -121,7 +121,7 @@ def test_each_chunk_hears_only_its_warm_up_before_it(jfk: np.ndarray) -> None:
 def test_speech_after_a_long_stretch_without_it_is_heard_at_once(jfk: np.ndarray) -> None:
     """A continuous LSTM grew deaf over long silence: JFK after 45 s of room tone was found 2 s late
     (and a quiet talk 12 s late, or never)."""
-    from tests.nonspeech import nonspeech
+    from harness.nonspeech import nonspeech
 
     lead = nonspeech("room_tone", 45.0, seed=14)
     probs = SileroVad.load().probabilities(np.concatenate([lead, jfk]).astype(np.float32))

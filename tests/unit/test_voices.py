@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.assets import jfk_wav, wav_bytes
+from harness.assets import jfk_wav, wav_bytes
 from tests.unit.test_transcriber import one_by_one
 from whisper_triton.decoding import Segment, WindowResult
 from whisper_triton.errors import InvalidAudioError, InvalidRequestError

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.nonspeech import KINDS, nonspeech
+from harness.nonspeech import KINDS, nonspeech
 from whisper_triton import windows
 from whisper_triton.audio import SAMPLE_RATE, decode_audio
 from whisper_triton.windows import (

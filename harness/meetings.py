@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tests.assets import SAMPLE_RATE, assets_dir
-from tests.speech import _decode, _Download, _download
+from harness.assets import SAMPLE_RATE, assets_dir
+from harness.speech import _decode, _Download, _download
 from whisper_triton.turns import Turn
 
 TUNE = ("trn00", "trn01", "trn02", "trn03", "trn04", "trn05", "trn06", "trn07", "trn08", "trn09")

@@ -41,7 +41,7 @@ from typing import Any
 import av
 import numpy as np
 
-from tests.assets import SAMPLE_RATE, Piece, Recording, _cached, _digest, _run, _wav_duration, assets_dir
+from harness.assets import SAMPLE_RATE, Piece, Recording, _cached, _digest, _run, _wav_duration, assets_dir
 
 CORPORA = ("report", "tune")
 
@@ -158,7 +158,7 @@ _MAX_PEAK = 0.9  # louder clips (MP3 overshoot) are scaled down to this peak
 def _tidy(samples: np.ndarray) -> np.ndarray:
     """Cuts leading and trailing silence and tames the peak.
 
-    tests.assets._trim uses a fixed -34 dBFS threshold, which would cut the soft onsets of quiet real
+    harness.assets._trim uses a fixed -34 dBFS threshold, which would cut the soft onsets of quiet real
     recordings; here the threshold follows the clip's loudest frame (and stays above the noise of the
     LibriVox readings, which therefore keep their short lead-in).
     """
@@ -504,7 +504,7 @@ def _write(dest: Path, plan: _Plan, clips: Sequence[SpeechClip]) -> None:
         out = noise.standard_normal(length, dtype=np.float32) * sigma
         if sound is not None:
             out[: len(sound)] += sound
-        return (np.clip(out, -1.0, 1.0) * 32767).astype("<i2").tobytes()  # as tests.assets.wav_bytes
+        return (np.clip(out, -1.0, 1.0) * 32767).astype("<i2").tobytes()  # as harness.assets.wav_bytes
 
     with wave.open(str(dest), "wb") as out:
         out.setnchannels(1)

@@ -1,15 +1,21 @@
-"""Resident memory and CPU time of a process tree, read from /proc (no psutil), and a sampler of its peak.
+"""What a served process holds, read from /proc (no psutil) and /metrics: resident memory and CPU time of a
+process tree and a sampler of its peak, open files and sockets, Triton's model processes, in-flight requests.
 
-The sum counts pages shared between processes of the tree (libraries, Triton's shared-memory
+The tree sums count pages shared between processes of the tree (libraries, Triton's shared-memory
 regions between tritonserver and its Python stubs) once per process: an upper bound.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
 import threading
+import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
+
+import httpx
 
 PROC = Path("/proc")
 
@@ -25,7 +31,7 @@ def cpu_ticks(stat: str) -> int:
     return sum(int(value) for value in fields[11:15])  # fields 14-17 of proc(5)
 
 
-def rss_bytes(status: str) -> int:
+def vm_rss(status: str) -> int:
     """VmRSS of /proc/<pid>/status in bytes (0 for kernel threads and zombies, which have none)."""
     for line in status.splitlines():
         if line.startswith("VmRSS:"):
@@ -39,6 +45,12 @@ def _read(path: Path) -> str | None:
         return path.read_text()
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return None  # the process ended while we looked
+
+
+def rss_bytes(pid: int, proc: Path = PROC) -> int:
+    """Resident memory of one process in bytes (0 once it has ended)."""
+    status = _read(proc / str(pid) / "status")
+    return 0 if status is None else vm_rss(status)
 
 
 def descendants(pid: int, proc: Path = PROC) -> list[int]:
@@ -60,12 +72,7 @@ def descendants(pid: int, proc: Path = PROC) -> list[int]:
 
 def tree_rss(pid: int, proc: Path = PROC) -> int:
     """Sum of VmRSS over `pid` and its descendants, in bytes."""
-    total = 0
-    for member in descendants(pid, proc):
-        status = _read(proc / str(member) / "status")
-        if status is not None:
-            total += rss_bytes(status)
-    return total
+    return sum(rss_bytes(member, proc) for member in descendants(pid, proc))
 
 
 def tree_cpu_seconds(pid: int, proc: Path = PROC) -> float:
@@ -122,3 +129,59 @@ class RssSampler:
     def overall_peak(self) -> int:
         with self._lock:
             return self._overall
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def open_sockets(pid: int) -> int:
+    count = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            count += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
+        except OSError:
+            continue
+    return count
+
+
+def metric(base_url: str, name: str) -> float:
+    """One unlabelled sample of the frontend's /metrics (e.g. `whisper_frontend_transcriptions_in_flight`)."""
+    for line in httpx.get(f"{base_url}/metrics", timeout=10).text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise KeyError(name)
+
+
+def in_flight(base_url: str) -> float:
+    return metric(base_url, "whisper_frontend_transcriptions_in_flight")
+
+
+def stub_pids(grpc_port: int, model: str) -> list[int]:
+    """The live Python-backend processes of `model` in the Triton serving on `grpc_port`."""
+    out = subprocess.run(["pgrep", "-f", f"repository-{grpc_port}/{model}/1/model.py"], capture_output=True,
+                         text=True)
+    return [int(p) for p in out.stdout.split()]
+
+
+def eventually(check: Callable[[], bool], timeout: float, every: float = 0.25) -> bool:
+    """Whether `check()` became true within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if check():
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(every)
+
+
+def steady(read: Callable[[], int], timeout: float = 30, calm_s: float = 2.0) -> int:
+    """The value of `read()` once it stopped changing for `calm_s` seconds (or after `timeout`)."""
+    deadline = time.monotonic() + timeout
+    value, since = read(), time.monotonic()
+    while time.monotonic() < deadline and time.monotonic() - since < calm_s:
+        time.sleep(0.25)
+        current = read()
+        if current != value:
+            value, since = current, time.monotonic()
+    return value

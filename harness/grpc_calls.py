@@ -26,17 +26,19 @@ def bool_input(name: str, value: bool) -> grpcclient.InferInput:
 
 
 def _stream(url: str, model: str, inputs: list[grpcclient.InferInput], output: str,
-            last: Any, timeout: float = 600) -> list[Any]:
-    """Streams one request; returns its responses' `output` decoded by `last` (True ends) or the error."""
+            last: Any, timeout: float = 600, client: grpcclient.InferenceServerClient | None = None) -> list[Any]:
+    """Streams one request; returns its responses' `output` decoded by `last` (True ends) or the error. A given
+    client (one per thread, kept by a load generator) stays open; otherwise one is made for the call."""
     results: queue.Queue[Any] = queue.Queue()
 
     def callback(result: Any, error: Any) -> None:
         results.put(error if error is not None else result.as_numpy(output).reshape(-1)[0])
 
-    client = grpcclient.InferenceServerClient(url)
-    client.start_stream(callback=callback)
+    own = client is None
+    stream = grpcclient.InferenceServerClient(url) if client is None else client
+    stream.start_stream(callback=callback)
     try:
-        client.async_stream_infer(model, inputs)
+        stream.async_stream_infer(model, inputs)
         items: list[Any] = []
         while True:
             item = results.get(timeout=timeout)
@@ -44,15 +46,16 @@ def _stream(url: str, model: str, inputs: list[grpcclient.InferInput], output: s
             if isinstance(item, Exception) or last(item):
                 return items
     finally:
-        client.stop_stream()
-        client.close()
+        stream.stop_stream()
+        if own:
+            stream.close()
 
 
-def call_entry(url: str, inputs: list[grpcclient.InferInput],
-               timeout: float = 600) -> list[dict[str, Any] | Exception]:
+def call_entry(url: str, inputs: list[grpcclient.InferInput], timeout: float = 600,
+               client: grpcclient.InferenceServerClient | None = None) -> list[dict[str, Any] | Exception]:
     """One request to the entry model; its events (the last is `done`) or the error."""
     raw = _stream(url, contract.ENTRY_MODEL, inputs, contract.EVENT,
-                  lambda item: json.loads(item)["type"] == "done", timeout)
+                  lambda item: json.loads(item)["type"] == "done", timeout, client)
     return [item if isinstance(item, Exception) else json.loads(item) for item in raw]
 
 
