@@ -50,6 +50,7 @@ from harness.nonspeech import nonspeech
 from harness.speech import long_speech, speech_clip_set, speech_clips
 from harness.text import english_errors, english_normalize
 from whisper_triton.audio import SAMPLE_RATE, decode_audio
+from whisper_triton.contract import DoneEvent, TranscriptionRequest
 from whisper_triton.ctranslate2_engine import CTranslate2Engine
 from whisper_triton.decoding import WindowJob, WindowResult, decode_each
 from whisper_triton.features import window_features
@@ -57,7 +58,7 @@ from whisper_triton.loops import find_loops, units
 from whisper_triton.models import read_model_info, resolve_model
 from whisper_triton.scheduler import RequestLanguages
 from whisper_triton.text import WhisperTokenizer
-from whisper_triton.transcriber import Transcriber, TranscribeRequest, TranscriberSettings, WindowCall
+from whisper_triton.transcriber import Transcriber, TranscriberSettings, WindowCall
 
 REPO = Path(__file__).resolve().parent.parent
 MODELS = ("tiny.en", "base")
@@ -147,13 +148,14 @@ class InProcess:
 
 
 async def _transcribe(transcriber: Transcriber, item: Item, audio: bytes, words: bool) -> Outcome:
-    request = TranscribeRequest(vad=item.vad, profile=True, word_timestamps=words)
-    done: dict[str, Any] = {}
+    request = TranscriptionRequest(vad=item.vad, profile=True, word_timestamps=words)
+    done: DoneEvent | None = None
     async for event in transcriber.events(audio, request):
-        done = event
-    loops = find_loops(units([s["text"] for s in done["segments"]]))
-    return Outcome(item.name, item.kind, item.reference, done["text"], len(loops),
-                   sum(loop.extra for loop in loops), done["profile"])
+        done = event if isinstance(event, DoneEvent) else done
+    assert done is not None and done.profile is not None
+    loops = find_loops(units([s.text for s in done.segments]))
+    return Outcome(item.name, item.kind, item.reference, done.text, len(loops),
+                   sum(loop.extra for loop in loops), done.profile)
 
 
 def run_system(system: str, model: str, settings: TranscriberSettings, items: list[Item], threads: int,

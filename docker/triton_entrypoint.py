@@ -80,11 +80,6 @@ def engine_of(settings: ModelSettings) -> str:
     return settings.engine
 
 
-def diarization_enabled(environ: Mapping[str, str]) -> bool:
-    # The same reading as the launcher's (`make serve`).
-    return environ.get("WHISPER_DIARIZATION", "embedded").strip().lower() not in ("off", "false", "0", "")
-
-
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9.]+", "-", text.lower()).strip("-") or "unknown"
 
@@ -229,8 +224,9 @@ def serve(environ: MutableMapping[str, str]) -> list[str]:
     if settings.model_load not in ("startup", "first_request"):
         raise SettingsError("TRITON_MODEL_LOAD must be 'startup' or 'first_request'.")
     repository = work / f"repository-{settings.grpc_port}"
+    models = model_settings(environ)
     engines = build_repository(Path(settings.model_repository), repository, model_specs(environ),
-                               diarization_enabled(environ), model_settings(environ).entry_instances)
+                               models.diarization_enabled, models.entry_instances)
     binary = shutil.which("tritonserver") or "/opt/tritonserver/bin/tritonserver"
     return server_command(binary, settings, repository, engines if settings.model_load == "startup" else [])
 

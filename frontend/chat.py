@@ -41,7 +41,7 @@ from frontend.errors import (
 from frontend.metrics import metrics_of
 from frontend.responses import ClosingStream
 from frontend.routes import Services, require_api_key, services
-from frontend.triton import TranscriptionCall
+from whisper_triton.contract import DoneEvent, Event, SegmentsEvent, TranscriptionRequest
 from whisper_triton.errors import ServiceError
 
 # What the chat API's `input_audio.format` may name; the bytes are sniffed by FFmpeg anyway.
@@ -284,15 +284,15 @@ class ChatAnswer:
         self.created = int(time.time())
         self.tokens = 0
 
-    async def _events(self, audio: bytes, stream: bool) -> AsyncGenerator[dict[str, Any], None]:
-        call = TranscriptionCall(audio=audio, model=self.model, stream=stream)
-        async with contextlib.aclosing(self.svc.triton.transcribe(call)) as events:
+    async def _events(self, audio: bytes, stream: bool) -> AsyncGenerator[Event, None]:
+        call = TranscriptionRequest(model=self.model, stream=stream)
+        async with contextlib.aclosing(self.svc.triton.transcribe(audio, call)) as events:
             async for event in events:
-                if event["type"] == "done":
-                    self.tokens += sum(len(s.get("tokens", ())) for s in event["segments"])
+                if isinstance(event, DoneEvent):
+                    self.tokens += sum(len(s.tokens) for s in event.segments)
                     metrics = metrics_of(self.request.app)
                     if metrics is not None:
-                        metrics.observe_audio(float(event["duration"]), "transcribe")
+                        metrics.observe_audio(event.duration, "transcribe")
                 yield event
 
     def _usage(self) -> CompletionUsage:
@@ -302,8 +302,8 @@ class ChatAnswer:
         texts = []
         for audio in self.turn.audio:
             async for event in self._events(audio, stream=False):
-                if event["type"] == "done":
-                    texts.append(event["text"])
+                if isinstance(event, DoneEvent):
+                    texts.append(event.text)
         message = ChatCompletionMessage(content="\n".join(texts))
         return ChatCompletion(id=self.id, created=self.created, model=self.turn.model,
                               choices=[Choice(message=message)], usage=self._usage())
@@ -325,10 +325,10 @@ class ChatAnswer:
             for audio in self.turn.audio:
                 first = True
                 async for event in self._events(audio, stream=True):
-                    if event["type"] != "segments":
+                    if not isinstance(event, SegmentsEvent):
                         continue
-                    for segment in event["segments"]:
-                        text = segment["text"].lstrip() if first else segment["text"]
+                    for segment in event.segments:
+                        text = segment.text.lstrip() if first else segment.text
                         if first and said:
                             text = "\n" + text
                         first, said = False, True

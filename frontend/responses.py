@@ -28,6 +28,7 @@ from frontend.schemas import (
     TranscriptTextSegmentEvent,
     UsageDuration,
 )
+from whisper_triton.contract import DoneEvent, Event, SegmentsEvent
 from whisper_triton.errors import ServiceError
 from whisper_triton.languages import language_name
 from whisper_triton.speakers import speaker_letters
@@ -36,30 +37,25 @@ JSON = "application/json"
 TEXT = "text/plain; charset=utf-8"
 VTT = "text/vtt; charset=utf-8"
 _encoder = msgspec.json.Encoder()
-_SEGMENT_FIELDS = TranscriptionSegment.__struct_fields__
 
 
-def usage(done: dict[str, Any]) -> UsageDuration:
-    return UsageDuration(seconds=math.ceil(float(done["duration"])))
+def usage(done: DoneEvent) -> UsageDuration:
+    return UsageDuration(seconds=math.ceil(done.duration))
 
 
-def segments(done: dict[str, Any]) -> list[TranscriptionSegment]:
-    """OpenAI segments; with diarization, `speaker` is the letter (A, B, ...) and text has no prefix."""
-    letters = speaker_letters(done["segments"])
-    return [
-        TranscriptionSegment(**{k: s[k] for k in _SEGMENT_FIELDS if k in s and k != "speaker"},
-                             speaker=letters.get(s.get("speaker", "")))
-        for s in done["segments"]
-    ]
+def segments(done: DoneEvent) -> list[TranscriptionSegment]:
+    """OpenAI segments (no words); with diarization, `speaker` is the letter (A, B, ...) and text has no prefix."""
+    letters = speaker_letters(s.speaker for s in done.segments)
+    return [msgspec.structs.replace(s, words=[], speaker=letters.get(s.speaker or "")) for s in done.segments]
 
 
-def cues(done: dict[str, Any]) -> list[TranscriptionSegment]:
+def cues(done: DoneEvent) -> list[TranscriptionSegment]:
     """Segments for srt/vtt: with diarization, the text starts with the speaker (`A: ...`)."""
     return [msgspec.structs.replace(s, text=f"{s.speaker}: {s.text.strip()}") if s.speaker else s
             for s in segments(done)]
 
 
-def diarized_text(done: dict[str, Any]) -> str:
+def diarized_text(done: DoneEvent) -> str:
     """`A: ...` lines, one per speaker turn (consecutive segments of one speaker are joined)."""
     lines: list[tuple[str, str]] = []
     for segment in segments(done):
@@ -70,24 +66,20 @@ def diarized_text(done: dict[str, Any]) -> str:
     return "\n".join(f"{speaker}: {text}" for speaker, text in lines)
 
 
-def diarized_segments(done: dict[str, Any]) -> list[TranscriptionDiarizedSegment]:
-    return [TranscriptionDiarizedSegment(id=f"seg_{s.id + 1:03d}", start=s.start, end=s.end, text=s.text.strip(),
-                                         speaker=s.speaker or "A") for s in segments(done)]
+def diarized_segments(done: DoneEvent) -> list[TranscriptionDiarizedSegment]:
+    return [TranscriptionDiarizedSegment(id=f"seg_{(s.id or 0) + 1:03d}", start=s.start, end=s.end,
+                                         text=s.text.strip(), speaker=s.speaker or "A") for s in segments(done)]
 
 
-def words(done: dict[str, Any]) -> list[TranscriptionWord]:
-    return [
-        TranscriptionWord(word=w["word"].strip(), start=w["start"], end=w["end"])
-        for s in done["segments"]
-        for w in s.get("words", [])
-    ]
+def words(done: DoneEvent) -> list[TranscriptionWord]:
+    return [TranscriptionWord(word=w.word.strip(), start=w.start, end=w.end) for s in done.segments for w in s.words]
 
 
-def render(done: dict[str, Any], form: AudioForm) -> Response[Any]:
+def render(done: DoneEvent, form: AudioForm) -> Response[Any]:
     """The body for `response_format`, with the content type clients such as aiohttp require."""
     fmt = form.response_format
-    diarized = "speakers" in done
-    text = diarized_text(done) if diarized else done["text"]
+    diarized = done.speakers is not None
+    text = diarized_text(done) if diarized else done.text
     if fmt == "text":
         return Response(to_text(text), media_type=TEXT)
     if fmt == "srt":
@@ -95,16 +87,16 @@ def render(done: dict[str, Any], form: AudioForm) -> Response[Any]:
     if fmt == "vtt":
         return Response(to_vtt(cues(done)), media_type=VTT)
     if fmt == "diarized_json":
-        diarized_body = TranscriptionDiarized(task="transcribe", duration=float(done["duration"]), text=text,
+        diarized_body = TranscriptionDiarized(task="transcribe", duration=done.duration, text=text,
                                               segments=diarized_segments(done), usage=usage(done))
         return Response(_encoder.encode(diarized_body), media_type=JSON)
     if fmt == "verbose_json":
-        language = "english" if form.task == "translate" else language_name(done["language"])
+        language = "english" if form.task == "translate" else language_name(done.language or "en")
         body: msgspec.Struct = TranscriptionVerbose(
             task=form.task,
             language=language,
-            duration=float(done["duration"]),
-            text=done["text"],
+            duration=done.duration,
+            text=done.text,
             segments=segments(done),
             words=words(done) if form.word_timestamps else None,
             usage=usage(done) if form.task == "transcribe" else None,
@@ -118,9 +110,7 @@ def sse(data: msgspec.Struct | dict[str, Any]) -> bytes:
     return b"data: " + _encoder.encode(data) + b"\n\n"
 
 
-async def stream_events(
-    events: AsyncIterator[dict[str, Any]], diarized: bool = False
-) -> AsyncGenerator[bytes, None]:
+async def stream_events(events: AsyncIterator[Event], diarized: bool = False) -> AsyncGenerator[bytes, None]:
     """`transcript.text.delta` per decoded segment, then `transcript.text.done`.
 
     A failure after the response started is sent as an `error` event (the SDK raises it), and the
@@ -129,19 +119,19 @@ async def stream_events(
     first = True
     try:
         async for event in events:
-            if event["type"] == "segments":
-                for segment in event["segments"]:
-                    delta = segment["text"].lstrip() if first else segment["text"]
+            if isinstance(event, SegmentsEvent):
+                for segment in event.segments:
+                    delta = segment.text.lstrip() if first else segment.text
                     first = False
                     yield sse(TranscriptTextDeltaEvent(delta=delta))
                 if diarized:
-                    letters = speaker_letters(event["segments"])
-                    for segment in event["segments"]:
+                    letters = speaker_letters(s.speaker for s in event.segments)
+                    for segment in event.segments:
                         yield sse(TranscriptTextSegmentEvent(
-                            id=f"seg_{segment['id'] + 1:03d}", start=segment["start"], end=segment["end"],
-                            text=segment["text"].strip(), speaker=letters.get(segment.get("speaker", ""), "A")))
-            elif event["type"] == "done":
-                yield sse(TranscriptTextDoneEvent(text=event["text"], usage=usage(event)))
+                            id=f"seg_{(segment.id or 0) + 1:03d}", start=segment.start, end=segment.end,
+                            text=segment.text.strip(), speaker=letters.get(segment.speaker or "", "A")))
+            else:
+                yield sse(TranscriptTextDoneEvent(text=event.text, usage=usage(event)))
     except (APIError, ServiceError) as exc:
         error = exc if isinstance(exc, APIError) else from_service_error(exc)
         yield sse(msgspec.to_builtins(error_body(error)))

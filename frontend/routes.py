@@ -30,7 +30,8 @@ from frontend.speaker_store import resolve_known
 from frontend.tasks.model import Task, TaskError, TaskRequest, new_task
 from frontend.tasks.runner import TaskRunner
 from frontend.tasks.store import StoreError, TaskStore
-from frontend.triton import TranscriptionCall, TritonClient
+from frontend.triton import TritonClient, last_event
+from whisper_triton.contract import DoneEvent, Event, TranscriptionRequest
 from whisper_triton.errors import ServiceError
 
 log = logging.getLogger("frontend.routes")
@@ -80,7 +81,7 @@ class Services:
                 return task
             await asyncio.sleep(poll_s)
 
-    async def record_sync(self, form: AudioForm, done: dict[str, Any] | None, error: Exception | None) -> None:
+    async def record_sync(self, form: AudioForm, done: DoneEvent | None, error: Exception | None) -> None:
         """Synchronous OpenAI requests are recorded as (finished) tasks too."""
         request = TaskRequest(model=form.model, task=form.task, language=form.language, prompt=form.prompt,
                               temperature=form.temperature, word_timestamps=form.word_timestamps,
@@ -89,7 +90,7 @@ class Services:
         task.completed_at = time.time()
         task.progress = 100.0 if error is None else 0.0
         task.result = done
-        task.audio_duration = float(done["duration"]) if done else None
+        task.audio_duration = done.duration if done else None
         if error is not None:
             task.error = TaskError(getattr(error, "message", str(error)), getattr(error, "code", None))
         try:
@@ -213,7 +214,7 @@ async def _transcribe(request: Request[Any, Any, Any], task: str) -> Response[An
         return _stream(svc, call, form)
     try:
         # A client that leaves stops its transcription (and frees its slot) instead of waiting for it.
-        done = await unless_disconnected(request.receive, _last_event(svc.triton, call))
+        done = await unless_disconnected(request.receive, last_event(svc.triton.transcribe(form.file.data, call)))
     except (APIError, ServiceError) as exc:
         await svc.record_sync(form, None, exc)
         raise
@@ -221,21 +222,12 @@ async def _transcribe(request: Request[Any, Any, Any], task: str) -> Response[An
         svc.admission.release()
     await svc.record_sync(form, done, None)
     if (metrics := metrics_of(request.app)) is not None:
-        metrics.observe_audio(float(done.get("duration", 0.0)), form.task)
+        metrics.observe_audio(done.duration, form.task)
     return render(done, form)
 
 
-async def _last_event(triton: TritonClient, call: TranscriptionCall) -> dict[str, Any]:
-    done: dict[str, Any] = {}
-    async with contextlib.aclosing(triton.transcribe(call)) as events:
-        async for event in events:
-            done = event
-    return done
-
-
-def _call(form: AudioForm, model: str, stored_voices: tuple[tuple[float, ...], ...] = ()) -> TranscriptionCall:
-    return TranscriptionCall(
-        audio=form.file.data,
+def _call(form: AudioForm, model: str, stored_voices: tuple[tuple[float, ...], ...] = ()) -> TranscriptionRequest:
+    return TranscriptionRequest(
         model=model,
         task=form.task,
         language=form.language,
@@ -247,19 +239,19 @@ def _call(form: AudioForm, model: str, stored_voices: tuple[tuple[float, ...], .
         num_speakers=form.num_speakers,
         min_speakers=form.min_speakers,
         max_speakers=form.max_speakers,
-        known_names=form.known_speaker_names,
-        known_references=form.known_speaker_references,
-        known_embeddings=stored_voices,
+        known_speaker_names=form.known_speaker_names,
+        known_speaker_references=form.known_speaker_references,
+        known_speaker_embeddings=stored_voices,
     )
 
 
-def _stream(svc: Services, call: TranscriptionCall, form: AudioForm) -> ClosingStream:
-    async def recorded() -> AsyncGenerator[dict[str, Any], None]:
-        done: dict[str, Any] | None = None
+def _stream(svc: Services, call: TranscriptionRequest, form: AudioForm) -> ClosingStream:
+    async def recorded() -> AsyncGenerator[Event, None]:
+        done: DoneEvent | None = None
         try:
-            async with contextlib.aclosing(svc.triton.transcribe(call)) as events:
+            async with contextlib.aclosing(svc.triton.transcribe(form.file.data, call)) as events:
                 async for event in events:
-                    done = event
+                    done = event if isinstance(event, DoneEvent) else done
                     yield event
         except (APIError, ServiceError) as exc:
             await svc.record_sync(form, None, exc)

@@ -6,6 +6,8 @@ from typing import Literal
 
 import msgspec
 
+from whisper_triton.contract import Segment
+
 
 class TranscriptionWord(msgspec.Struct, frozen=True):
     word: str
@@ -13,18 +15,9 @@ class TranscriptionWord(msgspec.Struct, frozen=True):
     end: float
 
 
-class TranscriptionSegment(msgspec.Struct, frozen=True, omit_defaults=True):
-    id: int
-    seek: int
-    start: float
-    end: float
-    text: str
-    tokens: list[int]
-    temperature: float
-    avg_logprob: float
-    compression_ratio: float
-    no_speech_prob: float
-    speaker: str | None = None  # only when diarization was asked for
+# OpenAI's segment is the entry model's, words left out (they are `TranscriptionVerbose.words`) and `speaker`
+# a letter (only with diarization).
+TranscriptionSegment = Segment
 
 
 class UsageDuration(msgspec.Struct, frozen=True, tag_field="type", tag="duration"):

@@ -125,8 +125,8 @@ class SpeakersController(Controller):
         except InvalidRequestError as exc:
             raise bad_request(exc.message, param="name") from exc
         voice = await services(request).triton.embed(clip)
-        record = SpeakerRecord(f"spk_{uuid.uuid4().hex}", name, [float(v) for v in voice["embedding"]],
-                               str(voice["embedding_model"]), float(voice["duration"]), time.time())
+        record = SpeakerRecord(f"spk_{uuid.uuid4().hex}", name, list(voice.embedding or ()),
+                               voice.embedding_model or "", voice.duration, time.time())
         await SpeakerStore(services(request).store).create(record)
         return _public(record)
 
@@ -157,9 +157,9 @@ class SpeakersController(Controller):
         voice = await services(request).triton.embed(clip)
         records = await SpeakerStore(services(request).store).all()
         matches = sorted(
-            (SpeakerMatch(r.id, r.name, round(cosine(np.asarray(voice["embedding"]), np.asarray(r.embedding)), 4))
-             for r in records if r.embedding_model == voice["embedding_model"]),
+            (SpeakerMatch(r.id, r.name, round(cosine(np.asarray(voice.embedding), np.asarray(r.embedding)), 4))
+             for r in records if r.embedding_model == voice.embedding_model),
             key=lambda m: -m.similarity,
         )
         best = matches[0] if matches and matches[0].similarity >= threshold else None
-        return Identification(best, matches, threshold, float(voice["duration"]))
+        return Identification(best, matches, threshold, voice.duration)

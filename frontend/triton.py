@@ -7,97 +7,26 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import grpc
-import numpy as np
 import tritonclient.grpc.aio as grpcclient
-from tritonclient.utils import InferenceServerException
+from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from frontend.errors import APIError, overloaded
 from whisper_triton import contract
+from whisper_triton.contract import DoneEvent, Event, TranscriptionRequest
 from whisper_triton.errors import ServiceError, UnavailableError, from_wire
 from whisper_triton.repository import engine_model_name
 
 log = logging.getLogger("frontend.triton")
 
 
-@dataclass(frozen=True)
-class TranscriptionCall:
-    audio: bytes
-    model: str | None = None  # a served model id; None: Triton's default (the first of WHISPER_MODELS)
-    task: str = "transcribe"
-    language: str | None = None
-    prompt: str | None = None
-    temperature: float = 0.0
-    word_timestamps: bool = False
-    stream: bool = False
-    transcript: bytes | None = None  # JSON segments: align this text instead of transcribing
-    diarize: bool = False
-    num_speakers: int | None = None
-    min_speakers: int | None = None
-    max_speakers: int | None = None
-    # Known speakers: one name per reference clip, then one per embedding (stored voices).
-    known_names: tuple[str, ...] = ()
-    known_references: tuple[bytes, ...] = ()
-    known_embeddings: tuple[tuple[float, ...], ...] = ()
-
-    @property
-    def needs_diarization(self) -> bool:
-        return self.diarize or self.task in ("diarize", "embed")
-
-
-def _bytes_input(name: str, value: bytes) -> grpcclient.InferInput:
-    tensor = grpcclient.InferInput(name, [1], "BYTES")
-    # dtype=object keeps trailing zero bytes (numpy's bytes_ type would strip them).
-    tensor.set_data_from_numpy(np.array([value], dtype=object))
-    return tensor
-
-
-def _inputs(call: TranscriptionCall) -> list[grpcclient.InferInput]:
-    inputs = [_bytes_input(contract.AUDIO, call.audio), _bytes_input(contract.TASK, call.task.encode())]
-    if call.model:
-        inputs.append(_bytes_input(contract.MODEL, call.model.encode()))
-    if call.language:
-        inputs.append(_bytes_input(contract.LANGUAGE, call.language.encode()))
-    if call.prompt:
-        inputs.append(_bytes_input(contract.PROMPT, call.prompt.encode()))
-    if call.transcript is not None:
-        inputs.append(_bytes_input(contract.TRANSCRIPT, call.transcript))
-    inputs += _known_inputs(call)
-    if call.diarize or call.task == "diarize":
-        flag = grpcclient.InferInput(contract.DIARIZE, [1], "BOOL")
-        flag.set_data_from_numpy(np.array([True], dtype=bool))
-        inputs.append(flag)
-    for name, count in ((contract.NUM_SPEAKERS, call.num_speakers), (contract.MIN_SPEAKERS, call.min_speakers),
-                        (contract.MAX_SPEAKERS, call.max_speakers)):
-        if count:
-            tensor = grpcclient.InferInput(name, [1], "INT32")
-            tensor.set_data_from_numpy(np.array([count], dtype=np.int32))
-            inputs.append(tensor)
-    temperature = grpcclient.InferInput(contract.TEMPERATURE, [1], "FP32")
-    temperature.set_data_from_numpy(np.array([call.temperature], dtype=np.float32))
-    inputs.append(temperature)
-    for name, flag in ((contract.WORD_TIMESTAMPS, call.word_timestamps), (contract.STREAM, call.stream)):
-        tensor = grpcclient.InferInput(name, [1], "BOOL")
-        tensor.set_data_from_numpy(np.array([flag], dtype=bool))
-        inputs.append(tensor)
-    return inputs
-
-
-def _known_inputs(call: TranscriptionCall) -> list[grpcclient.InferInput]:
+def _inputs(audio: bytes, request: TranscriptionRequest) -> list[grpcclient.InferInput]:
     inputs = []
-    for name, values in ((contract.KNOWN_SPEAKER_NAMES, [n.encode() for n in call.known_names]),
-                         (contract.KNOWN_SPEAKER_REFERENCES, list(call.known_references))):
-        if values:
-            tensor = grpcclient.InferInput(name, [len(values)], "BYTES")
-            tensor.set_data_from_numpy(np.array(values, dtype=object))
-            inputs.append(tensor)
-    if call.known_embeddings:
-        rows = np.array(call.known_embeddings, dtype=np.float32)
-        tensor = grpcclient.InferInput(contract.KNOWN_SPEAKER_EMBEDDINGS, list(rows.shape), "FP32")
-        tensor.set_data_from_numpy(rows)
+    for name, array in contract.request_arrays(audio, request).items():
+        tensor = grpcclient.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
+        tensor.set_data_from_numpy(array)
         inputs.append(tensor)
     return inputs
 
@@ -181,37 +110,34 @@ class TritonClient:
         except (InferenceServerException, grpc.RpcError):
             return False
 
-    async def transcribe(self, call: TranscriptionCall) -> AsyncGenerator[dict[str, Any], None]:
-        """Yields the entry model's events; the last one has type `done`."""
-        model = call.model or (self.models[0] if self.models else None)
+    async def transcribe(self, audio: bytes, request: TranscriptionRequest) -> AsyncGenerator[Event, None]:
+        """Yields the entry model's events; the last one is `done`."""
+        model = request.model or (self.models[0] if self.models else None)
         if model is None:
-            async with contextlib.aclosing(self._stream(call)) as events:
+            async with contextlib.aclosing(self._stream(audio, request)) as events:
                 async for event in events:
                     yield event
             return
         self._in_flight[model] = self._in_flight.get(model, 0) + 1
         try:
             await self._ensure_loaded(model)
-            if call.needs_diarization:
+            if request.needs_diarization:
                 await self._ensure_diarization()
             # Closed at once when the caller stops (client gone): that cancels the gRPC stream.
-            async with contextlib.aclosing(self._stream(call)) as events:
+            async with contextlib.aclosing(self._stream(audio, request)) as events:
                 async for event in events:
                     yield event
         finally:
             self._in_flight[model] -= 1
             self._last_used[model] = time.monotonic()
 
-    async def embed(self, audio: bytes) -> dict[str, Any]:
-        """The speaker embedding of a clip of one voice: `{embedding, embedding_model, duration}`."""
-        done: dict[str, Any] = {}
-        async for event in self.transcribe(TranscriptionCall(audio=audio, task="embed")):
-            done = event
-        return done
+    async def embed(self, audio: bytes) -> DoneEvent:
+        """The speaker embedding of a clip of one voice: `embedding`, `embedding_model` and `duration`."""
+        return await last_event(self.transcribe(audio, TranscriptionRequest(task="embed")))
 
-    async def _stream(self, call: TranscriptionCall) -> AsyncGenerator[dict[str, Any], None]:
+    async def _stream(self, audio: bytes, request: TranscriptionRequest) -> AsyncGenerator[Event, None]:
         async def requests() -> AsyncIterator[dict[str, Any]]:
-            yield {"model_name": contract.ENTRY_MODEL, "inputs": _inputs(call)}
+            yield {"model_name": contract.ENTRY_MODEL, "inputs": _inputs(audio, request)}
 
         responses = self._client.stream_infer(requests())
         try:
@@ -220,7 +146,7 @@ class TritonClient:
                     await _end_of_stream(responses)
                     raise _api_error(str(error.message() or error))
                 event = contract.decode_event(result.as_numpy(contract.EVENT).reshape(-1)[0])
-                if event.get("type") == "done":
+                if isinstance(event, DoneEvent):
                     await _end_of_stream(responses)
                     yield event
                     return
@@ -234,6 +160,17 @@ class TritonClient:
             raise _api_error(str(exc.message() or exc)) from exc
         finally:
             responses.cancel()
+
+
+async def last_event(events: AsyncGenerator[Event, None]) -> DoneEvent:
+    """The `done` event of a transcription (the call is closed however it ends)."""
+    done: Event | None = None
+    async with contextlib.aclosing(events):
+        async for event in events:
+            done = event
+    if not isinstance(done, DoneEvent):
+        raise overloaded("The inference server closed the stream early; retry the request.")
+    return done
 
 
 async def _end_of_stream(responses: Any, timeout_s: float = 5.0) -> None:

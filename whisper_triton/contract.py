@@ -1,28 +1,12 @@
-"""Names and encodings of the Triton models' tensors, shared by both sides of each call.
+"""The Triton models' tensors and the types that travel in them, shared by both sides of each call.
 
 Entry model `whisper` (decoupled; call it with gRPC streaming):
-  inputs  AUDIO            BYTES [1]  the file: any container FFmpeg reads
-          MODEL            BYTES [1]  optional: model id (WHISPER_MODELS); default: the first
-          TASK             BYTES [1]  optional: transcribe (default) | translate | diarize | embed
-          LANGUAGE         BYTES [1]  optional: ISO-639-1 or BCP-47; empty = detect
-          PROMPT           BYTES [1]  optional: initial prompt (vocabulary, style)
-          TEMPERATURE      FP32  [1]  optional: 0 (default) = automatic fallback
-          WORD_TIMESTAMPS  BOOL  [1]  optional: default false
-          TIMESTAMPS       BOOL  [1]  optional, ignored: every window is decoded with timestamps (kept so that
-                                      older clients still work)
-          VAD              BOOL  [1]  optional: default true (audio without speech gives no text, segments
-                                      away from speech are dropped); false decodes every sample, in
-                                      fixed 30 s windows
-          STREAM           BOOL  [1]  optional: default false; true sends a response per window
-          PROFILE          BOOL  [1]  optional: default false; true adds `profile` (seconds per stage) to `done`
-          TRANSCRIPT       BYTES [1]  optional: JSON segments [{start, end, text}] to align, not transcribe
-          DIARIZE          BOOL  [1]  optional: speakers on segments and words (needs the diarization model)
-          NUM_SPEAKERS, MIN_SPEAKERS, MAX_SPEAKERS  INT32 [1]  optional: speaker count hints
-          KNOWN_SPEAKER_NAMES       BYTES [-1]     optional: names, one per reference clip, then one per
-                                                   embedding row; matching clusters carry the name
-          KNOWN_SPEAKER_REFERENCES  BYTES [-1]     optional: audio clips (any container) of one speaker each
-          KNOWN_SPEAKER_EMBEDDINGS  FP32  [-1, -1] optional: voices from TASK=embed (e.g. stored ones)
-  output  EVENT            BYTES [1]  one JSON event per response (see README)
+  inputs  AUDIO  BYTES [1]  the file: any container FFmpeg reads
+          the optional inputs of `INPUTS`, one per field of `TranscriptionRequest`
+          TIMESTAMPS  BOOL [1]  optional, ignored: every window is decoded with timestamps (kept so that
+                                older clients still work)
+  output  EVENT  BYTES [1]  one JSON `Event` per response: with STREAM, a `segments` event per decoded window,
+                            in order; always a final `done` event
   TASK=embed returns one `done` event with the speaker embedding of AUDIO (a clip of one voice).
 
 Diarization model `diarization`:
@@ -31,7 +15,7 @@ Diarization model `diarization`:
           KNOWN_SPEAKER_NAMES       BYTES [-1]     optional, one per embedding row
           KNOWN_SPEAKER_EMBEDDINGS  FP32  [-1, -1] optional
           EMBED                     BOOL  [1]      optional: true = embed WAVEFORM (one voice), no turns
-  outputs TURNS                     BYTES [1]      JSON [{start, end, speaker}] (empty when embedding)
+  outputs TURNS                     BYTES [1]      JSON [`Turn`] (empty when embedding)
           EMBEDDING                 FP32  [-1]     the voice of WAVEFORM when EMBED (else empty)
           EMBEDDING_MODEL           BYTES [1]      names the embedding space (vectors of two models differ)
 
@@ -50,10 +34,14 @@ all requests; one response per window, the last with the FINAL flag):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
+import numpy as np
+
+from whisper_triton.errors import InvalidRequestError
 
 if TYPE_CHECKING:  # the frontend imports this module: it needs no tokenizer or engine code
     from whisper_triton.decoding import DecodeOptions, WindowResult
@@ -96,7 +84,213 @@ CANCEL = "CANCEL"
 RESULT = "RESULT"
 WINDOW_SAMPLES = 30 * 16_000
 
+
+# The request: everything a client asks of the entry model besides the audio.
+
+
+class TranscriptionRequest(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One optional input tensor per field (`INPUTS`); an absent tensor means the field's default."""
+
+    model: str | None = None  # a served model id; None: the first of WHISPER_MODELS
+    task: str = "transcribe"  # transcribe | translate | diarize (speaker turns only) | embed (a voice's embedding)
+    language: str | None = None  # ISO-639-1 or BCP-47; None: detected
+    prompt: str | None = None
+    temperature: float = 0.0  # 0: automatic fallback
+    word_timestamps: bool = False
+    vad: bool = True
+    stream: bool = False
+    profile: bool = False
+    transcript: list[dict[str, Any]] | None = None  # segments [{start, end, text}] to align, not transcribe
+    diarize: bool = False
+    num_speakers: int | None = None
+    min_speakers: int | None = None
+    max_speakers: int | None = None
+    # Known speakers: one name per reference clip, then one per embedding row (stored voices).
+    known_speaker_names: tuple[str, ...] = ()
+    known_speaker_references: tuple[bytes, ...] = ()
+    known_speaker_embeddings: tuple[tuple[float, ...], ...] = ()
+
+    @property
+    def needs_diarization(self) -> bool:
+        """Whether the request needs the diarization model (speaker turns, or a voice's embedding)."""
+        return self.diarize or self.task in ("diarize", "embed")
+
+
+class Kind(NamedTuple):
+    """How one field travels: its Triton data type and shape, and its conversions to and from numpy."""
+
+    datatype: str
+    dims: tuple[int, ...]
+    to_array: Callable[[Any], np.ndarray]
+    from_array: Callable[[np.ndarray], Any]  # None: absent (the field keeps its default)
+
+
+def _first(array: np.ndarray) -> Any:
+    flat = array.reshape(-1)
+    return flat[0] if len(flat) else None
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def _read_text(array: np.ndarray) -> str | None:
+    value = _first(array)
+    return None if value is None else _text(value) or None
+
+
+def _read_count(array: np.ndarray) -> int | None:
+    value = _first(array)
+    return int(value) if value is not None and int(value) > 0 else None
+
+
+def _read_rows(array: np.ndarray) -> tuple[tuple[float, ...], ...]:
+    if array.size == 0:
+        return ()
+    return tuple(tuple(float(v) for v in row) for row in array.reshape(array.shape[0], -1))
+
+
+def _read_transcript(array: np.ndarray) -> list[dict[str, Any]] | None:
+    value = _first(array)
+    if value is None:
+        return None
+    try:
+        return decode_transcript(bytes(value))
+    except (ValueError, msgspec.DecodeError) as exc:
+        raise InvalidRequestError(f"TRANSCRIPT is not valid: {exc}", param="transcript") from exc
+
+
+# dtype=object for bytes: numpy's bytes_ type would drop trailing zero bytes.
+TEXT = Kind("BYTES", (1,), lambda v: np.array([v.encode()], dtype=object), _read_text)
+JSON = Kind("BYTES", (1,), lambda v: np.array([msgspec.json.encode(v)], dtype=object), _read_transcript)
+FLAG = Kind("BOOL", (1,), lambda v: np.array([v], dtype=bool),
+            lambda a: None if _first(a) is None else bool(_first(a)))
+REAL = Kind("FP32", (1,), lambda v: np.array([v], dtype=np.float32),
+            lambda a: None if _first(a) is None else float(_first(a)))
+COUNT = Kind("INT32", (1,), lambda v: np.array([v], dtype=np.int32), _read_count)
+TEXTS = Kind("BYTES", (-1,), lambda v: np.array([s.encode() for s in v], dtype=object),
+             lambda a: tuple(_text(s) for s in a.reshape(-1)))
+BLOBS = Kind("BYTES", (-1,), lambda v: np.array(list(v), dtype=object),
+             lambda a: tuple(bytes(b) for b in a.reshape(-1)))
+ROWS = Kind("FP32", (-1, -1), lambda v: np.array(v, dtype=np.float32), _read_rows)
+
+
+class Input(NamedTuple):
+    field: str  # of TranscriptionRequest
+    tensor: str
+    kind: Kind
+    doc: str
+
+
+INPUTS = (
+    Input("model", MODEL, TEXT, "model id (WHISPER_MODELS); default: the first"),
+    Input("task", TASK, TEXT, "transcribe (default) | translate | diarize | embed"),
+    Input("language", LANGUAGE, TEXT, "ISO-639-1 or BCP-47; empty = detect"),
+    Input("prompt", PROMPT, TEXT, "initial prompt (vocabulary, style)"),
+    Input("temperature", TEMPERATURE, REAL, "0 (default) = automatic fallback"),
+    Input("word_timestamps", WORD_TIMESTAMPS, FLAG, "default false"),
+    Input("vad", VAD, FLAG, "default true (audio without speech gives no text, segments away from speech are "
+          "dropped); false decodes every sample, in fixed 30 s windows"),
+    Input("stream", STREAM, FLAG, "default false; true sends a response per window"),
+    Input("profile", PROFILE, FLAG, "default false; true adds `profile` (seconds per stage) to `done`"),
+    Input("transcript", TRANSCRIPT, JSON, "JSON segments [{start, end, text}] to align, not transcribe"),
+    Input("diarize", DIARIZE, FLAG, "speakers on segments and words (needs the diarization model)"),
+    Input("num_speakers", NUM_SPEAKERS, COUNT, "speaker count hint"),
+    Input("min_speakers", MIN_SPEAKERS, COUNT, "speaker count hint"),
+    Input("max_speakers", MAX_SPEAKERS, COUNT, "speaker count hint"),
+    Input("known_speaker_names", KNOWN_SPEAKER_NAMES, TEXTS,
+          "names, one per reference clip, then one per embedding row; matching clusters carry the name"),
+    Input("known_speaker_references", KNOWN_SPEAKER_REFERENCES, BLOBS,
+          "audio clips (any container) of one speaker each"),
+    Input("known_speaker_embeddings", KNOWN_SPEAKER_EMBEDDINGS, ROWS, "voices from TASK=embed (e.g. stored ones)"),
+)
+_DEFAULTS = TranscriptionRequest()
+
+
+def request_arrays(audio: bytes, request: TranscriptionRequest) -> dict[str, np.ndarray]:
+    """The entry model's input tensors for a request: AUDIO, and each field that is not its default."""
+    arrays = {AUDIO: np.array([audio], dtype=object)}
+    for item in INPUTS:
+        value = getattr(request, item.field)
+        if value != getattr(_DEFAULTS, item.field):
+            arrays[item.tensor] = item.kind.to_array(value)
+    return arrays
+
+
+def read_request(tensor: Callable[[str], np.ndarray | None]) -> tuple[bytes, TranscriptionRequest]:
+    """The audio and the request of the entry model's inputs (`tensor(name)`: its array, None when absent)."""
+    fields = {}
+    for item in INPUTS:
+        array = tensor(item.tensor)
+        value = None if array is None else item.kind.from_array(array)
+        if value is not None:
+            fields[item.field] = value
+    audio = tensor(AUDIO)
+    data = None if audio is None else _first(audio)
+    return data if isinstance(data, bytes) else b"", TranscriptionRequest(**fields)
+
+
+# What the entry model answers: events carrying segments and words, one type each from the engine to the wire.
+
+
+class Word(msgspec.Struct, omit_defaults=True):
+    word: str
+    start: float  # seconds: into the window from the engine, into the audio in events
+    end: float
+    probability: float
+    tokens: list[int]
+    speaker: str | None = None  # with diarization
+
+
+class Segment(msgspec.Struct, omit_defaults=True):
+    start: float  # seconds: into the window from the engine, into the audio in events
+    end: float
+    text: str
+    tokens: list[int]
+    temperature: float
+    avg_logprob: float
+    compression_ratio: float
+    no_speech_prob: float
+    words: list[Word] = []  # with word timestamps
+    id: int | None = None  # its place in the request's segments (events only)
+    seek: int | None = None  # the log-mel frame its window starts at (events only)
+    speaker: str | None = None  # with diarization
+
+
+class Turn(msgspec.Struct, frozen=True):
+    """A stretch of one speaker's speech."""
+
+    start: float  # seconds
+    end: float
+    speaker: str  # "SPEAKER_00", ..., or a known speaker's name
+
+
+class SegmentsEvent(msgspec.Struct, tag_field="type", tag="segments"):
+    """The segments of the next window (in order), with the fraction of windows done."""
+
+    language: str | None
+    progress: float
+    segments: list[Segment]
+
+
+class DoneEvent(msgspec.Struct, tag_field="type", tag="done", omit_defaults=True):
+    """The last event of a request: the whole result."""
+
+    task: str  # transcribe | translate | diarize | align | embed
+    language: str | None  # ISO code
+    duration: float  # seconds of audio
+    text: str
+    segments: list[Segment]
+    speakers: list[Turn] | None = None  # with diarization: the speaker turns
+    profile: dict[str, Any] | None = None  # with PROFILE: seconds per stage and counts
+    embedding: list[float] | None = None  # TASK=embed: 192 floats, L2-normalised
+    embedding_model: str | None = None  # TASK=embed: names the embedding space
+
+
+Event = SegmentsEvent | DoneEvent
+
 _encoder = msgspec.json.Encoder()
+_event_decoder = msgspec.json.Decoder(Event)
 
 
 @cache
@@ -108,6 +302,10 @@ def _decoder(name: str) -> msgspec.json.Decoder[Any]:
 
 def encode(value: object) -> bytes:
     return _encoder.encode(value)
+
+
+def decode_event(data: bytes) -> Event:
+    return _event_decoder.decode(data)
 
 
 def decode_options(data: bytes) -> DecodeOptions:
@@ -139,7 +337,7 @@ def decode_outcome(data: bytes) -> tuple[int, WindowResult | str]:
     return result.window, result
 
 
-def decode_transcript(data: bytes) -> list[dict[str, object]]:
+def decode_transcript(data: bytes) -> list[dict[str, Any]]:
     """`{"segments": [...]}` or a bare list of `{start, end, text}`."""
     value = msgspec.json.decode(data)
     if isinstance(value, dict):
@@ -147,10 +345,3 @@ def decode_transcript(data: bytes) -> list[dict[str, object]]:
     if not isinstance(value, list) or not all(isinstance(s, dict) for s in value):
         raise ValueError("a transcript is a list of segments or an object with 'segments'")
     return value
-
-
-def decode_event(data: bytes) -> dict[str, object]:
-    event = msgspec.json.decode(data)
-    if not isinstance(event, dict):
-        raise ValueError("an event is a JSON object")
-    return event

@@ -24,15 +24,17 @@ import zlib
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import msgspec
 import numpy as np
 
+from whisper_triton.contract import Segment
 from whisper_triton.engine import Generation, WhisperEngine
 from whisper_triton.loops import collapse, find_loops, keys, units
 from whisper_triton.text import WhisperTokenizer
-from whisper_triton.words import Word, align_words, assign_words
+from whisper_triton.words import align_words, assign_words
 
 MAX_LENGTH = 448
 MAX_PROMPT_TOKENS = MAX_LENGTH // 2 - 1
@@ -73,19 +75,6 @@ class WindowJob:
     features: np.ndarray  # (n_mels, 3000) float32
     num_frames: int  # frames holding audio, the rest is padding
     options: DecodeOptions
-
-
-@dataclass
-class Segment:
-    start: float
-    end: float
-    text: str
-    tokens: list[int]
-    temperature: float
-    avg_logprob: float
-    compression_ratio: float
-    no_speech_prob: float
-    words: list[Word] = field(default_factory=list)
 
 
 @dataclass
@@ -509,7 +498,7 @@ def _retext(tokenizer: WhisperTokenizer, segment: Segment, text: str) -> Segment
     begin = tokenizer.timestamp_begin
     leading = list(itertools.takewhile(lambda t: t >= begin, segment.tokens))
     trailing = list(itertools.takewhile(lambda t: t >= begin, reversed(segment.tokens)))[::-1]
-    return replace(segment, text=text, tokens=[*leading, *tokenizer.encode(text), *trailing])
+    return msgspec.structs.replace(segment, text=text, tokens=[*leading, *tokenizer.encode(text), *trailing])
 
 
 def _timed_tokens(tokenizer: WhisperTokenizer, attempt: _Attempt) -> list[int]:

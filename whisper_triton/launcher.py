@@ -211,9 +211,9 @@ class TritonServer:
         repository = self.work_dir / f"repository-{self.settings.grpc_port}"
         self.repository = repository
         env = os.environ if self._env is None else self._env
-        diarization = env.get("WHISPER_DIARIZATION", "embedded").strip().lower() not in ("off", "false", "0", "")
-        engines = build_repository(Path(self.settings.model_repository), repository, model_specs(env), diarization,
-                                   model_settings(env).entry_instances)
+        models = model_settings(env)
+        engines = build_repository(Path(self.settings.model_repository), repository, model_specs(env),
+                                   models.diarization_enabled, models.entry_instances)
         self.preload = engines if self.settings.model_load == "startup" else []
         command = server_command(self.settings, backend_dir, repository, self.preload)
         log.info("starting Triton: gRPC %s, metrics %s:%d", self.settings.grpc_url, self.settings.host,

@@ -58,6 +58,11 @@ class ModelSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
     def cache_path(self) -> Path:
         return Path(self.cache_dir).expanduser() if self.cache_dir else default_cache_dir()
 
+    @property
+    def diarization_enabled(self) -> bool:
+        """Whether the diarization model is served (WHISPER_DIARIZATION not off)."""
+        return self.diarization.strip().lower() not in ("off", "false", "0", "")
+
 
 def load_settings(cls: type[T], prefix: str, environ: Mapping[str, str] | None = None) -> T:
     """Builds `cls` from `<PREFIX><FIELD>` variables (upper case); unknown variables are ignored."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -145,12 +145,11 @@ def _smooth(
     return smoothed
 
 
-def speaker_letters(segments: Sequence[Mapping[str, Any]]) -> dict[str, str]:
-    """Diarization labels to OpenAI's `A`, `B`, ... in order of first appearance; known speakers keep
-    their names."""
+def speaker_letters(speakers: Iterable[str | None]) -> dict[str, str]:
+    """Diarization labels (of segments, in order) to OpenAI's `A`, `B`, ... in order of first appearance; known
+    speakers keep their names."""
     letters: dict[str, str] = {}
-    for segment in segments:
-        speaker = segment.get("speaker")
+    for speaker in speakers:
         if speaker is not None and speaker not in letters:
             if not is_unnamed(str(speaker)):
                 letters[speaker] = str(speaker)

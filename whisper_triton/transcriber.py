@@ -14,13 +14,15 @@ import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
+import msgspec
 import numpy as np
 
 from whisper_triton.audio import SAMPLE_RATE, decode_audio
-from whisper_triton.decoding import DecodeOptions, Segment, WindowResult
+from whisper_triton.contract import DoneEvent, Event, Segment, SegmentsEvent, TranscriptionRequest, Turn
+from whisper_triton.decoding import DecodeOptions, WindowResult
 from whisper_triton.errors import AudioTooShortError, EngineError, InvalidRequestError
 from whisper_triton.hallucinations import invented_in_silence, says_again
 from whisper_triton.languages import normalize_language
@@ -55,19 +57,9 @@ class SpeakerCount:
     min: int | None = None
     max: int | None = None
 
-
-@dataclass(frozen=True)
-class TranscribeRequest:
-    task: str = "transcribe"  # transcribe | translate | diarize (speaker turns only) | embed (see `voice`)
-    language: str | None = None
-    prompt: str | None = None
-    temperature: float = 0.0
-    word_timestamps: bool = False
-    vad: bool = True
-    diarize: bool = False
-    speakers: SpeakerCount = SpeakerCount()
-    known: KnownVoices = field(default_factory=KnownVoices)
-    profile: bool = False  # `done` gets the seconds spent per stage
+    @classmethod
+    def of(cls, request: TranscriptionRequest) -> SpeakerCount:
+        return cls(request.num_speakers, request.min_speakers, request.max_speakers)
 
 
 @dataclass(frozen=True)
@@ -90,7 +82,7 @@ def temperature_schedule(temperature: float) -> tuple[float, ...]:
     return tuple(t for t in steps if t <= 1.0) or (temperature,)
 
 
-def validate(request: TranscribeRequest, model: ModelInfo) -> DecodeOptions:
+def validate(request: TranscriptionRequest, model: ModelInfo) -> DecodeOptions:
     """Checks a request against the model and turns it into decoding options."""
     if request.task not in TASKS:
         raise InvalidRequestError(f"task must be one of {', '.join(TASKS)}.", param="task")
@@ -140,21 +132,30 @@ class Transcriber:
     async def _run_blocking(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
-    async def events(self, audio: bytes, request: TranscribeRequest) -> AsyncIterator[dict[str, Any]]:
+    def answer(self, audio: bytes, request: TranscriptionRequest) -> AsyncIterator[Event]:
+        """The events of a request, whatever it asks: a transcription, an alignment or a voice's embedding."""
+        if request.task == "embed":
+            return self.voice(audio)
+        if request.transcript is not None:
+            return self.align(audio, request.transcript, request.language)
+        return self.events(audio, request)
+
+    async def events(self, audio: bytes, request: TranscriptionRequest) -> AsyncIterator[Event]:
         """Yields `segments` events (one per window, in order) and finally one `done` event.
 
         With diarization, speaker turns are computed alongside decoding; segments then carry
         speakers (and are split where the speaker changes), so they are sent once turns are known.
         """
         diarize_only = request.task == "diarize"
-        diarizing = request.diarize or diarize_only
+        diarizing = request.needs_diarization
+        known = known_voices(request)
         if diarizing and self._diarize is None:
             raise InvalidRequestError("Speaker diarization is not enabled on this server.", param="diarize")
-        if request.known and not diarizing:
+        if known and not diarizing:
             raise InvalidRequestError("Known speakers need diarization (response_format=diarized_json).",
                                       param="known_speaker_names")
-        check_voices(request.known)
-        checked = replace(request, task="transcribe") if diarize_only else request
+        check_voices(known)
+        checked = msgspec.structs.replace(request, task="transcribe") if diarize_only else request
         options = replace(validate(checked, self.model), beam_size=self.settings.beam_size,
                           word_timestamps=request.word_timestamps or diarizing, request=uuid.uuid4().hex,
                           loop_check=self.settings.loop_check)
@@ -169,42 +170,39 @@ class Transcriber:
             )
         turns_task = None
         if diarizing:
-            references = await self._run_blocking(reference_samples, request.known)
-            turns_task = asyncio.ensure_future(self._speaker_turns(samples, request, references))
+            references = await self._run_blocking(reference_samples, known)
+            turns_task = asyncio.ensure_future(self._speaker_turns(samples, request, known, references))
+        turns: list[dict[str, Any]] | None = None
         try:
             if diarize_only:
                 turns = await turns_task  # type: ignore[misc]
-                yield {"type": "done", "task": "diarize", "language": None, "duration": round(duration, 3),
-                       "text": "", "segments": [], "speakers": turns}
+                yield DoneEvent(task="diarize", language=None, duration=round(duration, 3), text="", segments=[],
+                                speakers=_turns(turns))
                 return
             with profile.stage("vad"):
                 windows: list[Window] = await self._run_blocking(plan_windows, samples, request.vad)
-            segments: list[dict[str, Any]] = []
+            segments: list[Segment] = []
             language = options.language
             async for window, result, progress in self._decode_windows(samples, windows, options, profile):
                 language = language or result.language
-                previous = (segments[-1]["end"], segments[-1]["text"]) if segments else None
+                previous = (segments[-1].end, segments[-1].text) if segments else None
                 heard = self._heard(result.segments, window, request.vad, previous, profile)
-                new = [_segment_dict(len(segments) + i, window, s) for i, s in enumerate(heard)]
+                new = [_placed(len(segments) + i, window, s) for i, s in enumerate(heard)]
                 segments.extend(new)
                 if not diarizing:
-                    yield {"type": "segments", "language": language, "progress": progress, "segments": new}
-            done: dict[str, Any] = {"type": "done", "task": options.task, "language": language or "en",
-                                    "duration": round(duration, 3)}
+                    yield SegmentsEvent(language=language, progress=progress, segments=new)
             if turns_task is not None:
                 with profile.stage("diarization_wait"):
                     turns = await turns_task
-                segments = split_by_speaker(segments, turns)
-                if not request.word_timestamps:
-                    segments = [{k: v for k, v in s.items() if k != "words"} for s in segments]
-                done["speakers"] = turns
-                yield {"type": "segments", "language": language, "progress": 1.0, "segments": segments}
+                segments = with_speakers(segments, turns, words=request.word_timestamps)
+                yield SegmentsEvent(language=language, progress=1.0, segments=segments)
         finally:
             if turns_task is not None and not turns_task.done():
                 turns_task.cancel()
-        if request.profile:
-            done["profile"] = profile.report(duration)
-        yield {**done, "text": "".join(s["text"] for s in segments).strip(), "segments": segments}
+        yield DoneEvent(task=options.task, language=language or "en", duration=round(duration, 3),
+                        text="".join(s.text for s in segments).strip(), segments=segments,
+                        speakers=None if turns is None else _turns(turns),
+                        profile=profile.report(duration) if request.profile else None)
 
     def _heard(self, decoded: list[Segment], window: Window, vad: bool, previous: tuple[float, str] | None,
                profile: Profile) -> list[Segment]:
@@ -226,38 +224,38 @@ class Transcriber:
                 profile.count("loops")
         return heard
 
-    async def voice(self, audio: bytes) -> AsyncIterator[dict[str, Any]]:
+    async def voice(self, audio: bytes) -> AsyncIterator[Event]:
         """The speaker embedding of a clip of one voice: one `done` event."""
         if self._embed is None:
             raise InvalidRequestError("Speaker diarization is not enabled on this server.", param="diarize")
         samples = await self._run_blocking(voice_samples, audio)
         vector, model = await self._embed(samples)
-        yield {"type": "done", "task": "embed", "duration": round(len(samples) / SAMPLE_RATE, 3),
-               "embedding": [round(float(v), 6) for v in vector], "embedding_model": model}
+        yield DoneEvent(task="embed", language=None, duration=round(len(samples) / SAMPLE_RATE, 3), text="",
+                        segments=[], embedding=[round(float(v), 6) for v in vector], embedding_model=model)
 
     async def _speaker_turns(
-        self, samples: np.ndarray, request: TranscribeRequest, references: list[np.ndarray]
+        self, samples: np.ndarray, request: TranscriptionRequest, voices: KnownVoices, references: list[np.ndarray]
     ) -> list[dict[str, Any]]:
         assert self._diarize is not None
         known: list[KnownSpeaker] = []
-        if request.known:
+        if voices:
             if self._embed is None:
                 raise InvalidRequestError("Known speakers are not supported here.", param="known_speaker_names")
-            known = await known_speakers(request.known, references, self._embed)
-        return await self._diarize(samples, request.speakers, known)
+            known = await known_speakers(voices, references, self._embed)
+        return await self._diarize(samples, SpeakerCount.of(request), known)
 
     async def align(
         self, audio: bytes, transcript: list[dict[str, Any]], language: str | None = None
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> AsyncIterator[Event]:
         """Word timings for a given transcript (`[{start, end, text}]`): one `done` event."""
         given = _given_segments(transcript)
-        options = replace(validate(TranscribeRequest(language=language), self.model), word_timestamps=True)
+        options = replace(validate(TranscriptionRequest(language=language), self.model), word_timestamps=True)
         decoded = await self._run_blocking(decode_audio, audio, self.settings.max_audio_seconds)
         samples: np.ndarray = decoded.samples
         duration = len(samples) / SAMPLE_RATE
         if duration < MIN_SECONDS:
             raise AudioTooShortError(f"Audio file is too short. Minimum audio length is {MIN_SECONDS} seconds.")
-        segments: list[dict[str, Any]] = []
+        segments: list[Segment] = []
         languages: list[str] = []
         for window, pieces in _pack_given(given, len(samples)):
             relative = tuple((text, max(0.0, s - window.offset), min(window.duration, e - window.offset))
@@ -265,15 +263,10 @@ class Transcriber:
             call = WindowCall(samples[window.start : window.end], replace(options, given=relative))
             result = await _decode_one(self._decode, call)
             languages.append(result.language)
-            segments.extend(_segment_dict(len(segments) + i, window, s) for i, s in enumerate(result.segments))
-        yield {
-            "type": "done",
-            "task": "align",
-            "language": options.language or (max(set(languages), key=languages.count) if languages else "en"),
-            "duration": round(duration, 3),
-            "text": "".join(s["text"] for s in segments).strip(),
-            "segments": segments,
-        }
+            segments.extend(_placed(len(segments) + i, window, s) for i, s in enumerate(result.segments))
+        language = options.language or (max(set(languages), key=languages.count) if languages else "en")
+        yield DoneEvent(task="align", language=language, duration=round(duration, 3),
+                        text="".join(s.text for s in segments).strip(), segments=segments)
 
     async def _decode_windows(
         self, samples: np.ndarray, windows: list[Window], options: DecodeOptions, profile: Profile
@@ -435,29 +428,26 @@ def _pack_given(
     return packed
 
 
-def _segment_dict(index: int, window: Window, segment: Segment) -> dict[str, Any]:
+def _placed(index: int, window: Window, segment: Segment) -> Segment:
+    """A window's segment as the request's `index`-th, its times (and its words') in seconds into the audio."""
     offset = window.offset
-    data: dict[str, Any] = {
-        "id": index,
-        "seek": window.start // 160,
-        "start": round(offset + segment.start, 3),
-        "end": round(offset + segment.end, 3),
-        "text": segment.text,
-        "tokens": segment.tokens,
-        "temperature": segment.temperature,
-        "avg_logprob": segment.avg_logprob,
-        "compression_ratio": segment.compression_ratio,
-        "no_speech_prob": segment.no_speech_prob,
-    }
-    if segment.words:
-        data["words"] = [
-            {
-                "word": w.word,
-                "start": round(offset + w.start, 3),
-                "end": round(offset + w.end, 3),
-                "probability": round(w.probability, 4),
-                "tokens": w.tokens,
-            }
-            for w in segment.words
-        ]
-    return data
+    words = [msgspec.structs.replace(w, start=round(offset + w.start, 3), end=round(offset + w.end, 3),
+                                     probability=round(w.probability, 4)) for w in segment.words]
+    return msgspec.structs.replace(segment, id=index, seek=window.start // 160, start=round(offset + segment.start, 3),
+                                   end=round(offset + segment.end, 3), words=words)
+
+
+def with_speakers(segments: list[Segment], turns: list[dict[str, Any]], words: bool) -> list[Segment]:
+    """Speakers on segments and words, segments split where the speaker changes (`split_by_speaker`); without
+    `words`, the words (needed to place speakers) are left out."""
+    split = msgspec.convert(split_by_speaker(msgspec.to_builtins(segments), turns), list[Segment])
+    return split if words else [msgspec.structs.replace(s, words=[]) for s in split]
+
+
+def known_voices(request: TranscriptionRequest) -> KnownVoices:
+    return KnownVoices(request.known_speaker_names, request.known_speaker_references,
+                       tuple(np.asarray(row, dtype=np.float32) for row in request.known_speaker_embeddings))
+
+
+def _turns(turns: list[dict[str, Any]]) -> list[Turn]:
+    return msgspec.convert(turns, list[Turn])

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from whisper_triton.contract import Word
 from whisper_triton.engine import Alignment
 
 if TYPE_CHECKING:
@@ -16,15 +16,6 @@ if TYPE_CHECKING:
 ENCODER_FRAMES_PER_SECOND = 50  # encoder positions: 20 ms each
 PREPEND_PUNCTUATION = "\"'“¿([{-"
 APPEND_PUNCTUATION = "\"'.。,，!！?？:：”)]}、"
-
-
-@dataclass
-class Word:
-    word: str
-    start: float
-    end: float
-    probability: float
-    tokens: list[int]
 
 
 class _HasTokens(Protocol):

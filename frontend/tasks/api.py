@@ -55,7 +55,7 @@ def task_view(task: Task, with_result: bool = True) -> dict[str, Any]:
             "file_name": task.request.file_name,
             "url": task.request.url,
             "model": task.request.model,
-            "language": (task.result or {}).get("language") or task.request.language,
+            "language": (task.result.language if task.result else None) or task.request.language,
             "word_timestamps": task.request.word_timestamps,
             "audio_duration": task.audio_duration,
             "created_at": _iso(task.created_at),
@@ -70,9 +70,9 @@ def task_view(task: Task, with_result: bool = True) -> dict[str, Any]:
 async def enqueue(svc: Services, request: TaskRequest, source: str, audio: bytes | None,
                   task_id: str | None = None) -> Task:
     """Stores a queued task (FIFO) or refuses with 503 + Retry-After when the queue is full."""
-    model = svc.settings.resolve_model(request.model)
+    model = svc.settings.resolve_model(request.model or "")
     if model is None:
-        raise model_not_found(request.model)
+        raise model_not_found(request.model or "")
     request = msgspec.structs.replace(request, model=model)
     if task_id is not None:
         if not TASK_ID.match(task_id):
@@ -268,13 +268,14 @@ def result_file(task: Task, fmt: str) -> Response[Any]:
     from frontend.responses import JSON, TEXT, VTT
     from frontend.responses import segments as wire_segments
 
-    result = task.result or {}
+    result = task.result
+    assert result is not None
     name = f"transcript-{task.id[:8]}"
     disposition = {"Content-Disposition": f'attachment; filename="{name}.{fmt}"'}
     if fmt == "json":
         return Response(msgspec.json.encode(result), media_type=JSON, headers=disposition)
     if fmt == "txt":
-        return Response(to_text(result.get("text", "")), media_type=TEXT, headers=disposition)
+        return Response(to_text(result.text), media_type=TEXT, headers=disposition)
     if fmt in ("srt", "vtt"):
         cues = wire_segments(result)
         body = to_srt(cues) if fmt == "srt" else to_vtt(cues)
@@ -376,16 +377,14 @@ class InsanelyFastWhisperController(Controller):
 
 def ifw_output(task: Task) -> dict[str, Any]:
     """insanely-fast-whisper's output: `text`, `chunks` of segments (or words), `speakers`."""
-    result = task.result or {}
-    segments = result.get("segments", [])
+    segments = task.result.segments if task.result else []
     if task.request.word_timestamps:
-        chunks = [{"timestamp": [w["start"], w["end"]], "text": w["word"]}
-                  for s in segments for w in s.get("words", [])]
+        chunks = [{"timestamp": [w.start, w.end], "text": w.word} for s in segments for w in s.words]
     else:
-        chunks = [{"timestamp": [s["start"], s["end"]], "text": s["text"]} for s in segments]
-    speakers = [{"speaker": s["speaker"], "timestamp": [s["start"], s["end"]], "text": s["text"]}
-                for s in segments if s.get("speaker") is not None]
-    return {"speakers": speakers, "chunks": chunks, "text": result.get("text", "")}
+        chunks = [{"timestamp": [s.start, s.end], "text": s.text} for s in segments]
+    speakers = [{"speaker": s.speaker, "timestamp": [s.start, s.end], "text": s.text}
+                for s in segments if s.speaker is not None]
+    return {"speakers": speakers, "chunks": chunks, "text": task.result.text if task.result else ""}
 
 
 def ifw_status(task: Task, with_output: bool = True) -> dict[str, Any]:

@@ -9,6 +9,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from whisper_triton.contract import DoneEvent, TranscriptionRequest
+
 Status = Literal["queued", "processing", "completed", "failed", "cancelled"]
 FINISHED: tuple[Status, ...] = ("completed", "failed", "cancelled")
 TASK_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -19,24 +21,24 @@ class Webhook(msgspec.Struct, frozen=True):
     headers: dict[str, str] = msgspec.field(default_factory=dict)
 
 
-class TaskRequest(msgspec.Struct, frozen=True, omit_defaults=True):
-    """What was asked: enough to run (or re-run after a crash) the task from the stored audio or URL."""
+class TaskRequest(TranscriptionRequest, frozen=True, omit_defaults=True):
+    """What was asked: enough to run (or re-run after a crash) the task from the stored audio or URL.
 
-    model: str
-    task: str = "transcribe"
-    language: str | None = None
-    prompt: str | None = None
-    temperature: float = 0.0
-    word_timestamps: bool = False
+    The transcription request itself (task "align": a transcription of a given `transcript`), and where the
+    task came from and goes to.
+    """
+
     dialect: str = "whisperx"  # whisperx | ifw | openai | service
     file_name: str | None = None
     url: str | None = None
     webhook: Webhook | None = None
-    transcript: list[dict[str, Any]] | None = None  # task "align": segments whose words are timed
-    diarize: bool = False
-    num_speakers: int | None = None
-    min_speakers: int | None = None
-    max_speakers: int | None = None
+
+    def transcription(self) -> TranscriptionRequest:
+        """The request for the entry model."""
+        fields = {name: getattr(self, name) for name in TranscriptionRequest.__struct_fields__}
+        if self.transcript is not None:
+            fields["task"] = "transcribe"
+        return TranscriptionRequest(**fields)
 
 
 class TaskError(msgspec.Struct, frozen=True):
@@ -54,7 +56,7 @@ class Task(msgspec.Struct):
     started_at: float | None = None
     completed_at: float | None = None
     audio_duration: float | None = None
-    result: dict[str, Any] | None = None
+    result: DoneEvent | None = None
     error: TaskError | None = None
     webhook_delivery: dict[str, Any] | None = None
     attempts: int = 0

@@ -18,10 +18,11 @@ from typing import Any
 
 import msgspec
 
-from frontend.errors import APIError
+from frontend.errors import APIError, overloaded
 from frontend.tasks.model import Task, TaskError, short_id
 from frontend.tasks.store import StoreError, TaskStore
-from frontend.triton import TranscriptionCall, TritonClient
+from frontend.triton import TritonClient
+from whisper_triton.contract import DoneEvent, SegmentsEvent
 from whisper_triton.errors import ServiceError
 
 log = logging.getLogger("frontend.tasks")
@@ -157,39 +158,24 @@ class TaskRunner:
         finally:
             beat.cancel()
             await asyncio.gather(beat, return_exceptions=True)
-        duration = float(result.get("duration", 0.0))
         if self._on_audio_seconds is not None:
-            self._on_audio_seconds(duration, task.request.task)
-        await self._end(task, "completed", result=result, audio_duration=duration)
+            self._on_audio_seconds(result.duration, task.request.task)
+        await self._end(task, "completed", result=result, audio_duration=result.duration)
 
-    async def _transcribe(self, task: Task, progress: list[float]) -> dict[str, Any]:
+    async def _transcribe(self, task: Task, progress: list[float]) -> DoneEvent:
         audio = await self.store.audio(task.id)
         if audio is None:
             if task.request.url is None:
                 raise ServiceError("The task's audio is gone; submit it again.")
             audio = await self._fetch(task.request.url)
-        transcript = task.request.transcript
-        call = TranscriptionCall(
-            audio=audio,
-            model=task.request.model,
-            task="transcribe" if transcript is not None else task.request.task,
-            transcript=None if transcript is None else msgspec.json.encode(transcript),
-            language=task.request.language,
-            prompt=task.request.prompt,
-            temperature=task.request.temperature,
-            word_timestamps=task.request.word_timestamps,
-            stream=True,
-            diarize=task.request.diarize,
-            num_speakers=task.request.num_speakers,
-            min_speakers=task.request.min_speakers,
-            max_speakers=task.request.max_speakers,
-        )
-        done: dict[str, Any] = {}
-        async for event in self.triton.transcribe(call):
-            if event.get("type") == "segments":
-                progress[0] = round(100 * float(event.get("progress", 0.0)), 1)
-            done = event
-        return done
+        request = msgspec.structs.replace(task.request.transcription(), stream=True)
+        async with contextlib.aclosing(self.triton.transcribe(audio, request)) as events:
+            async for event in events:
+                if isinstance(event, SegmentsEvent):
+                    progress[0] = round(100 * event.progress, 1)
+                else:
+                    return event
+        raise overloaded("The inference server closed the stream early; retry the request.")
 
     async def _heartbeat(self, task: Task, work: asyncio.Task[Any], progress: list[float]) -> None:
         """Renews the lease; cancels the work when the task was cancelled or taken over."""

@@ -21,6 +21,7 @@ import msgspec
 
 from frontend.errors import APIError
 from frontend.tasks.model import FINISHED, Task, TaskError, TaskRequest
+from whisper_triton.contract import DoneEvent
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -159,7 +160,7 @@ class TaskStore:
         task_id: str,
         status: str,
         *,
-        result: dict[str, Any] | None = None,
+        result: DoneEvent | None = None,
         error: TaskError | None = None,
         audio_duration: float | None = None,
     ) -> str:
@@ -405,7 +406,7 @@ def _task(row: tuple[Any, ...]) -> Task:
         request=msgspec.json.decode(request, type=TaskRequest),
         created_at=created_at, progress=float(progress),
         started_at=started_at, completed_at=completed_at, audio_duration=audio_duration,
-        result=msgspec.json.decode(result) if result else None,
+        result=msgspec.json.decode(result, type=DoneEvent) if result else None,
         error=msgspec.json.decode(error, type=TaskError) if error else None,
         webhook_delivery=msgspec.json.decode(webhook) if webhook else None,
         attempts=int(attempts), cancel_requested=bool(cancel),

@@ -36,6 +36,7 @@ from harness.grpc_calls import call_engine
 from harness.procfs import eventually, in_flight, open_sockets, rss_bytes, stub_pids
 from harness.stack import Served, run_frontend, start_served
 from harness.text import wer
+from whisper_triton.contract import DoneEvent
 from whisper_triton.repository import engine_model_name
 
 ENGINE = engine_model_name("tiny.en")
@@ -212,7 +213,7 @@ def test_a_client_that_stops_reading_is_dropped(guarded: Served, tmp_path: Path)
     guarded.wait_ready(180)
     size = 24 * 1024 * 1024
     task = new_task(TaskRequest(model="tiny.en"), "upload", status="completed")
-    task.result = {"text": "x" * size, "segments": []}
+    task.result = DoneEvent(task="transcribe", language="en", duration=1.0, text="x" * size, segments=[])
 
     async def store_it() -> None:  # a large finished result, written beside the frontend (SQLite WAL)
         store = SQLiteStore(guarded.log_path.parent / "data" / "tasks.db")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import numpy as np
 import pytest
 
@@ -11,6 +12,7 @@ from frontend.forms import AudioForm, UploadedFile
 from frontend.responses import diarized_text, render
 from harness.assets import jfk_wav
 from tests.unit.test_transcriber import one_by_one
+from whisper_triton.contract import DoneEvent, TranscriptionRequest
 from whisper_triton.decoding import Segment, WindowResult
 from whisper_triton.models import ModelInfo
 from whisper_triton.speakers import (
@@ -22,7 +24,7 @@ from whisper_triton.speakers import (
     speaker_letters,
     split_by_speaker,
 )
-from whisper_triton.transcriber import SpeakerCount, Transcriber, TranscribeRequest, WindowCall
+from whisper_triton.transcriber import SpeakerCount, Transcriber, WindowCall
 from whisper_triton.words import Word
 
 TURNS = [{"start": 0.0, "end": 3.0, "speaker": "SPEAKER_01"}, {"start": 3.0, "end": 6.0, "speaker": "SPEAKER_00"}]
@@ -78,7 +80,7 @@ def test_segments_reach_the_edges_of_their_speakers_turns_but_not_past_a_neighbo
 
 
 def test_letters_follow_first_appearance() -> None:
-    assert speaker_letters([{"speaker": "SPEAKER_01"}, {"speaker": "SPEAKER_00"}, {"speaker": "SPEAKER_01"}]) == {
+    assert speaker_letters(["SPEAKER_01", "SPEAKER_00", "SPEAKER_01"]) == {
         "SPEAKER_01": "A", "SPEAKER_00": "B"}
 
 
@@ -98,15 +100,16 @@ async def test_transcriber_diarizes_alongside_decoding() -> None:
 
     info = ModelInfo(n_mels=80, multilingual=False, num_languages=1)
     transcriber = Transcriber(info, one_by_one(decode), diarize=diarize)
-    request = TranscribeRequest(diarize=True, speakers=SpeakerCount(max=2))
-    events = [e async for e in transcriber.events(jfk_wav().read_bytes(), request)]
+    request = TranscriptionRequest(diarize=True, max_speakers=2)
+    events = [msgspec.to_builtins(e) async for e in transcriber.events(jfk_wav().read_bytes(), request)]
     assert [e["type"] for e in events] == ["segments", "done"]  # segments only once speakers are known
     done = events[-1]
     assert calls == [(176000, SpeakerCount(max=2))]
     assert [(s["speaker"], s["text"]) for s in done["segments"]] == [("SPEAKER_00", " one"), ("SPEAKER_01", " two")]
     assert "words" not in done["segments"][0]  # not asked for
     assert done["speakers"][1]["speaker"] == "SPEAKER_01"
-    only = [e async for e in transcriber.events(jfk_wav().read_bytes(), TranscribeRequest(task="diarize"))]
+    only = [msgspec.to_builtins(e) async for e in transcriber.events(jfk_wav().read_bytes(),
+                                                                     TranscriptionRequest(task="diarize"))]
     assert only[-1]["segments"] == [] and len(only[-1]["speakers"]) == 2
     with pytest.raises(Exception, match="not enabled"):
         [e async for e in Transcriber(info, one_by_one(decode)).events(jfk_wav().read_bytes(), request)]
@@ -124,23 +127,27 @@ DONE = {"type": "done", "task": "transcribe", "language": "en", "duration": 6.2,
             {**segment(None, 3.4, 4.6, " Hi back."), "id": 1, "speaker": "SPEAKER_00"}]}
 
 
+def _done(event: dict[str, Any]) -> DoneEvent:
+    return msgspec.convert(event, DoneEvent)
+
+
 def test_diarized_json_verbose_and_text_formats() -> None:
     import json
 
-    body = json.loads(render(DONE, _form("diarized_json")).content)
+    body = json.loads(render(_done(DONE), _form("diarized_json")).content)
     assert body["task"] == "transcribe" and body["duration"] == 6.2 and body["usage"]["seconds"] == 7
     assert body["segments"] == [
         {"id": "seg_001", "start": 0.2, "end": 1.6, "text": "Hello there.", "speaker": "A",
          "type": "transcript.text.segment"},
         {"id": "seg_002", "start": 3.4, "end": 4.6, "text": "Hi back.", "speaker": "B",
          "type": "transcript.text.segment"}]
-    assert body["text"] == diarized_text(DONE) == "A: Hello there.\nB: Hi back."
-    verbose = json.loads(render(DONE, _form("verbose_json")).content)
+    assert body["text"] == diarized_text(_done(DONE)) == "A: Hello there.\nB: Hi back."
+    verbose = json.loads(render(_done(DONE), _form("verbose_json")).content)
     assert [s["speaker"] for s in verbose["segments"]] == ["A", "B"]
-    assert "1\n00:00:00,200 --> 00:00:01,600\nA: Hello there.\n" in str(render(DONE, _form("srt")).content)
+    assert "1\n00:00:00,200 --> 00:00:01,600\nA: Hello there.\n" in str(render(_done(DONE), _form("srt")).content)
     plain = {k: v for k, v in DONE.items() if k != "speakers"}
     plain["segments"] = [{k: v for k, v in s.items() if k != "speaker"} for s in DONE["segments"]]
-    assert "speaker" not in json.loads(render(plain, _form("verbose_json")).content)["segments"][0]
+    assert "speaker" not in json.loads(render(_done(plain), _form("verbose_json")).content)["segments"][0]
 
 
 def _unit(*values: float) -> np.ndarray:
@@ -176,5 +183,5 @@ def test_cosine() -> None:
 
 def test_known_names_are_kept_and_the_rest_lettered() -> None:
     segments = [{"speaker": "SPEAKER_01"}, {"speaker": "agent"}, {"speaker": "SPEAKER_00"}, {"speaker": "SPEAKER_01"}]
-    assert speaker_letters(segments) == {"SPEAKER_01": "A", "agent": "agent", "SPEAKER_00": "B"}
+    assert speaker_letters(s["speaker"] for s in segments) == {"SPEAKER_01": "A", "agent": "agent", "SPEAKER_00": "B"}
     assert is_unnamed("SPEAKER_07") and not is_unnamed("SPEAKER_ann") and not is_unnamed("Dana")

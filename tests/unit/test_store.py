@@ -7,6 +7,12 @@ import time
 
 from frontend.tasks.model import TaskError, TaskRequest, new_task
 from frontend.tasks.store import TaskStore
+from whisper_triton.contract import DoneEvent
+
+
+def result_of(text: str) -> DoneEvent:
+    """A transcription's result."""
+    return DoneEvent(task="transcribe", language="en", duration=1.0, text=text, segments=[])
 
 
 def request_() -> TaskRequest:
@@ -24,10 +30,10 @@ async def test_fifo_claim_with_audio_and_finish(store: TaskStore) -> None:
     assert await store.audio(first.id) == b"one"
     assert await store.heartbeat(first.id, "w1", 50.0)
     assert not await store.heartbeat(first.id, "other-worker", 60.0)
-    await store.finish(first.id, "completed", result={"text": "hi"}, audio_duration=1.5)
+    await store.finish(first.id, "completed", result=result_of("hi"), audio_duration=1.5)
     done = await store.get(first.id)
     assert done is not None and done.status == "completed" and done.progress == 100
-    assert done.result == {"text": "hi"} and done.audio_duration == 1.5 and done.completed_at
+    assert done.result == result_of("hi") and done.audio_duration == 1.5 and done.completed_at
     assert await store.audio(first.id) is None  # audio is deleted when the task ends
     assert [t.id for t in await store.list_tasks()] == [second.id, first.id]
 
@@ -63,11 +69,11 @@ async def test_cancel_queued_and_running(store: TaskStore) -> None:
     assert not await store.heartbeat(running.id, "w", 10.0)  # the worker learns it must stop
     assert await store.request_cancel("no-such-task") is None
     # Its work finished before the worker noticed: the task still ends as the client was told, cancelled.
-    assert await store.finish(running.id, "completed", result={"text": "late"}, audio_duration=1.0) == "cancelled"
+    assert await store.finish(running.id, "completed", result=result_of("late"), audio_duration=1.0) == "cancelled"
     ended = await store.get(running.id)
     assert ended is not None and ended.status == "cancelled" and ended.result is None
     assert ended.error is not None and ended.error.code == "cancelled" and await store.audio(running.id) is None
-    assert await store.finish(queued.id, "completed", result={"text": "late"}) == "cancelled"
+    assert await store.finish(queued.id, "completed", result=result_of("late")) == "cancelled"
     assert (await store.get(queued.id)).status == "cancelled"  # type: ignore[union-attr]
 
 
@@ -94,7 +100,7 @@ async def test_expiry_deletes_only_old_finished_tasks(store: TaskStore) -> None:
         await store.create(task)
     await store.finish(old.id, "failed", error=TaskError("boom", "x"))
     await store._execute("UPDATE tasks SET completed_at = ? WHERE id = ?", (time.time() - 3600, old.id))
-    await store.finish(fresh.id, "completed", result={"text": ""})
+    await store.finish(fresh.id, "completed", result=result_of(""))
     assert await store.expire(older_than_s=600) == 1
     assert await store.get(old.id) is None
     assert await store.get(fresh.id) is not None and await store.get(queued.id) is not None
@@ -124,7 +130,7 @@ async def test_undelivered_webhooks_are_found(store: TaskStore) -> None:
     for task in (pending, delivered, no_hook, running):
         await store.create(task)
     for task in (pending, delivered, no_hook):
-        await store.finish(task.id, "completed", result={"text": ""})
+        await store.finish(task.id, "completed", result=result_of(""))
     await store.set_webhook(pending.id, {"state": "pending", "attempts": 1})
     await store.set_webhook(delivered.id, {"state": "delivered", "attempts": 1})
     assert [t.id for t in await store.undelivered()] == [pending.id]

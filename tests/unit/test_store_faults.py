@@ -13,6 +13,7 @@ import pytest
 
 from frontend.tasks.model import TaskRequest, new_task
 from frontend.tasks.store import SQLiteStore, StoreError, TaskStore, open_store
+from whisper_triton.contract import DoneEvent
 
 
 @contextmanager
@@ -25,6 +26,11 @@ def write_lock(path: Path) -> Iterator[None]:
     finally:
         other.execute("ROLLBACK")
         other.close()
+
+
+def result_of(text: str) -> DoneEvent:
+    """A transcription's result."""
+    return DoneEvent(task="transcribe", language="en", duration=1.0, text=text, segments=[])
 
 
 def request() -> TaskRequest:
@@ -58,16 +64,16 @@ async def test_a_task_whose_end_cannot_be_written_is_not_completed(tmp_path: Pat
         claimed = await store.claim("worker-1")
         assert claimed is not None
         with write_lock(tmp_path / "tasks.db"), pytest.raises(StoreError):
-            await store.finish(task.id, "completed", result={"text": "hello"}, audio_duration=1.0)
+            await store.finish(task.id, "completed", result=result_of("hello"), audio_duration=1.0)
         unfinished = await store.get(task.id)
         assert unfinished is not None and unfinished.status == "processing" and unfinished.result is None
         assert await store.audio(task.id) == b"audio"  # kept for the next attempt
         # Its lease runs out, it is queued again and runs to the end.
         assert await store.recover(lease_s=-1, max_attempts=3) == [task.id]
         assert await store.claim("worker-2") is not None
-        await store.finish(task.id, "completed", result={"text": "hello"}, audio_duration=1.0)
+        await store.finish(task.id, "completed", result=result_of("hello"), audio_duration=1.0)
         done = await store.get(task.id)
-        assert done is not None and done.status == "completed" and done.result == {"text": "hello"}
+        assert done is not None and done.status == "completed" and done.result == result_of("hello")
         assert await store.audio(task.id) is None
     finally:
         await store.close()

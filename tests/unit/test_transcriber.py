@@ -6,19 +6,20 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import msgspec
 import numpy as np
 import pytest
 
 from harness.assets import jfk_wav, long_recording, wav_bytes
 from harness.nonspeech import nonspeech
 from whisper_triton.audio import decode_audio
+from whisper_triton.contract import SegmentsEvent, TranscriptionRequest
 from whisper_triton.decoding import Segment, WindowResult, last_timestamp
 from whisper_triton.errors import AudioTooShortError, InvalidRequestError
 from whisper_triton.models import ModelInfo, read_model_info, resolve_model
 from whisper_triton.text import WhisperTokenizer
 from whisper_triton.transcriber import (
     Transcriber,
-    TranscribeRequest,
     TranscriberSettings,
     WindowCall,
     call_ranges,
@@ -62,14 +63,15 @@ class FakeDecode:
                                          timings={"encode": 0.5, "batch": 2.0, "queue": 0.01, "transfer": 0.02})
 
 
-async def collect(transcriber: Transcriber, audio: bytes, request: TranscribeRequest) -> list[dict[str, Any]]:
-    return [event async for event in transcriber.events(audio, request)]
+async def collect(transcriber: Transcriber, audio: bytes, request: TranscriptionRequest) -> list[dict[str, Any]]:
+    """The events as the entry model sends them (JSON objects)."""
+    return [msgspec.to_builtins(event) async for event in transcriber.events(audio, request)]
 
 
 async def test_windows_in_order_with_absolute_times_and_one_detected_language() -> None:
     recording = long_recording(2.0)
     fake = FakeDecode(language="de")
-    events = await collect(Transcriber(MULTILINGUAL, fake), recording.path.read_bytes(), TranscribeRequest())
+    events = await collect(Transcriber(MULTILINGUAL, fake), recording.path.read_bytes(), TranscriptionRequest())
     done = events[-1]
     assert done["type"] == "done" and done["language"] == "de"
     assert done["duration"] == pytest.approx(recording.duration, abs=0.01)
@@ -95,9 +97,9 @@ async def test_windows_in_order_with_absolute_times_and_one_detected_language() 
 
 async def test_the_profile_sums_the_stages_when_asked() -> None:
     fake = FakeDecode(delay=0.05)
-    plain = await collect(Transcriber(ENGLISH, fake), jfk_wav().read_bytes(), TranscribeRequest())
+    plain = await collect(Transcriber(ENGLISH, fake), jfk_wav().read_bytes(), TranscriptionRequest())
     assert "profile" not in plain[-1]
-    events = await collect(Transcriber(ENGLISH, fake), jfk_wav().read_bytes(), TranscribeRequest(profile=True))
+    events = await collect(Transcriber(ENGLISH, fake), jfk_wav().read_bytes(), TranscriptionRequest(profile=True))
     profile = events[-1]["profile"]
     assert profile["windows"] == 1 and profile["mean_batch"] == 2.0
     assert {"decode", "vad", "engine_encode", "engine_queue", "transfer"} <= set(profile["seconds"])
@@ -115,16 +117,16 @@ async def test_a_consumer_that_stops_cancels_the_requests_queued_windows() -> No
 
     fake = FakeDecode(delay=0.2)
     transcriber = Transcriber(MULTILINGUAL, fake, cancel=cancel)
-    events = transcriber.events(recording.path.read_bytes(), TranscribeRequest())
+    events = transcriber.events(recording.path.read_bytes(), TranscriptionRequest())
     first = await anext(events)
-    assert first["type"] == "segments"
+    assert isinstance(first, SegmentsEvent)
     await events.aclose()
     await asyncio.sleep(0.05)
     assert cancelled == [fake.jobs[0].options.request]
     # A transcription that runs to its end cancels nothing.
     cancelled.clear()
     await collect(Transcriber(ENGLISH, FakeDecode(delay=0.01), cancel=cancel), jfk_wav().read_bytes(),
-                  TranscribeRequest())
+                  TranscriptionRequest())
     await asyncio.sleep(0.05)
     assert cancelled == []
 
@@ -133,7 +135,7 @@ async def test_a_short_clip_is_one_window_with_its_speech() -> None:
     jfk = decode_audio(jfk_wav().read_bytes()).samples
     audio = wav_bytes(np.concatenate([jfk, np.zeros(16000 * 8, dtype=np.float32)]))
     fake = FakeDecode()
-    await collect(Transcriber(ENGLISH, fake), audio, TranscribeRequest())
+    await collect(Transcriber(ENGLISH, fake), audio, TranscriptionRequest())
     (job,) = fake.jobs
     assert job.options.speech and job.options.speech[-1][1] < 11.5  # no speech in the trailing silence
 
@@ -152,31 +154,32 @@ async def test_nothing_is_decoded_where_nobody_speaks_and_segments_away_from_spe
     jfk = decode_audio(jfk_wav().read_bytes()).samples
     audio = wav_bytes(np.concatenate([jfk, nonspeech("room_tone", 9.0)]))
     inventing = Inventing()
-    events = await collect(Transcriber(ENGLISH, inventing), audio, TranscribeRequest())
+    events = await collect(Transcriber(ENGLISH, inventing), audio, TranscriptionRequest())
     assert [s["text"] for s in events[-1]["segments"]] == [" And so my fellow Americans..."]
     assert events[-1]["text"] == "And so my fellow Americans..."
     # With VAD off, Whisper alone decides: its segments are kept as they are.
-    events = await collect(Transcriber(ENGLISH, inventing), audio, TranscribeRequest(vad=False))
+    events = await collect(Transcriber(ENGLISH, inventing), audio, TranscriptionRequest(vad=False))
     assert [s["text"] for s in events[-1]["segments"]] == [" And so my fellow Americans...", " Thank you."]
     for kind in ("silence", "white_noise", "music"):
         silent = Inventing()
-        done = (await collect(Transcriber(ENGLISH, silent), wav_bytes(nonspeech(kind, 5.0)), TranscribeRequest()))[-1]
+        audio = wav_bytes(nonspeech(kind, 5.0))
+        done = (await collect(Transcriber(ENGLISH, silent), audio, TranscriptionRequest()))[-1]
         assert silent.jobs == [] and done["text"] == "" and done["segments"] == [] and done["duration"] == 5.0
 
 
 async def test_validation() -> None:
     transcriber = Transcriber(ENGLISH, FakeDecode())
     with pytest.raises(InvalidRequestError) as info:
-        await collect(transcriber, jfk_wav().read_bytes(), TranscribeRequest(task="translate"))
+        await collect(transcriber, jfk_wav().read_bytes(), TranscriptionRequest(task="translate"))
     assert info.value.param == "model"
     with pytest.raises(InvalidRequestError):
-        await collect(transcriber, jfk_wav().read_bytes(), TranscribeRequest(task="summarize"))
+        await collect(transcriber, jfk_wav().read_bytes(), TranscriptionRequest(task="summarize"))
     with pytest.raises(AudioTooShortError):
-        await collect(transcriber, jfk_wav().read_bytes()[:44 + 1000], TranscribeRequest())
+        await collect(transcriber, jfk_wav().read_bytes()[:44 + 1000], TranscriptionRequest())
     with pytest.raises(InvalidRequestError) as info:
-        await collect(transcriber, jfk_wav().read_bytes(), TranscribeRequest(language="de"))
+        await collect(transcriber, jfk_wav().read_bytes(), TranscriptionRequest(language="de"))
     assert info.value.param == "language" and "English-only" in info.value.message
-    english = await collect(transcriber, jfk_wav().read_bytes(), TranscribeRequest(language="en-GB"))
+    english = await collect(transcriber, jfk_wav().read_bytes(), TranscriptionRequest(language="en-GB"))
     assert english[-1]["language"] == "en"
 
 
@@ -206,7 +209,7 @@ async def test_align_packs_given_segments_into_windows_with_relative_times() -> 
     transcript = [{"start": 0.5, "end": 4.0, "text": "first"}, {"start": 5.0, "end": 9.0, "text": "second"},
                   {"start": 40.0, "end": 45.0, "text": "third"}]
     audio = long_recording(1.0).path.read_bytes()
-    events = [e async for e in Transcriber(ENGLISH, fake).align(audio, transcript)]
+    events = [msgspec.to_builtins(e) async for e in Transcriber(ENGLISH, fake).align(audio, transcript)]
     assert len(fake.jobs) == 2  # 0.5-9 s in one window, 40-45 s in another
     first, second = (job.options for job in fake.jobs)
     assert first.word_timestamps and first.given == (("first", 0.5, 4.0), ("second", 5.0, 9.0))
@@ -222,7 +225,7 @@ async def test_windows_go_to_the_engine_a_few_per_call_and_a_failed_call_fails_t
     fake = FakeDecode(delay=0.01)
     settings = TranscriberSettings(windows_per_call=2, max_windows_in_flight=4)
     events = await collect(Transcriber(ENGLISH, fake, settings=settings), recording.path.read_bytes(),
-                           TranscribeRequest())
+                           TranscriptionRequest())
     assert fake.calls == [len(r) for r in call_ranges(len(fake.jobs), 2)] == [1, 2, 2]
     assert fake.max_in_flight <= 4
     assert [len(r) for r in call_ranges(40, 16)] == [1, 2, 4, 8, 16, 9]
@@ -234,7 +237,7 @@ async def test_windows_go_to_the_engine_a_few_per_call_and_a_failed_call_fails_t
         yield  # an async generator
 
     with pytest.raises(RuntimeError, match="BLS failed"):
-        await collect(Transcriber(ENGLISH, broken), recording.path.read_bytes(), TranscribeRequest())
+        await collect(Transcriber(ENGLISH, broken), recording.path.read_bytes(), TranscriptionRequest())
 
 
 def one_by_one(decode: Callable[[WindowCall], Awaitable[WindowResult]]) -> Callable[
@@ -274,17 +277,17 @@ NEW_ONE = " We need to find a new one."
 async def test_a_window_that_starts_by_saying_the_previous_ones_last_segment_again_loses_it() -> None:
     audio = long_recording(1.0).path.read_bytes()  # VAD off: windows of 30 s, back to back
     answers = [[(0.0, 28.0, " Hello there."), (28.0, 30.0, NEW_ONE)], [(0.0, 2.0, NEW_ONE), (2.0, 5.0, " Bye.")]]
-    request = TranscribeRequest(vad=False, profile=True)
+    request = TranscriptionRequest(vad=False, profile=True)
     done = (await collect(Transcriber(ENGLISH, Scripted(answers)), audio, request))[-1]
     assert [s["text"] for s in done["segments"]] == [" Hello there.", NEW_ONE, " Bye."]
     assert [s["id"] for s in done["segments"]] == [0, 1, 2] and done["profile"]["loops"] == 1
     # Said again later on: speech, kept (VAD off: nothing tells it from silence).
     later = [answers[0], [(10.0, 12.0, NEW_ONE), (12.0, 15.0, " Bye.")]]
-    done = (await collect(Transcriber(ENGLISH, Scripted(later)), audio, TranscribeRequest(vad=False)))[-1]
+    done = (await collect(Transcriber(ENGLISH, Scripted(later)), audio, TranscriptionRequest(vad=False)))[-1]
     assert [s["text"] for s in done["segments"]] == [" Hello there.", NEW_ONE, NEW_ONE, " Bye."]
     # The check off.
     unchecked = Transcriber(ENGLISH, Scripted(answers), settings=TranscriberSettings(loop_check=False))
-    done = (await collect(unchecked, audio, TranscribeRequest(vad=False)))[-1]
+    done = (await collect(unchecked, audio, TranscriptionRequest(vad=False)))[-1]
     assert [s["text"] for s in done["segments"]] == [" Hello there.", NEW_ONE, NEW_ONE, " Bye."]
     assert all(job.options.loop_check is False for job in unchecked._decode.jobs)  # type: ignore[attr-defined]
 
@@ -297,18 +300,18 @@ async def test_a_doubtful_segment_over_a_blip_in_long_silence_is_dropped() -> No
                                       nonspeech("room_tone", 10.0), jfk[112000:144000]]))
     answers = [[(0.3, 2.0, " And so my"), (11.5, 13.6, " Thank you for watching."), (22.7, 24.7, " ask not")]]
     doubtful = Scripted(answers, probability=0.05)
-    done = (await collect(Transcriber(ENGLISH, doubtful), audio, TranscribeRequest(profile=True)))[-1]
+    done = (await collect(Transcriber(ENGLISH, doubtful), audio, TranscriptionRequest(profile=True)))[-1]
     (job,) = doubtful.jobs
     assert any(11.9 < start < 12.2 for start, _ in job.options.speech or ()), job.options.speech
     assert [s["text"] for s in done["segments"]] == [" And so my", " ask not"]
     assert done["profile"]["dropped_in_silence"] == 1
     # Words Whisper was sure of, no words, the check off, or VAD off: kept.
     for transcriber, request in [
-        (Transcriber(ENGLISH, Scripted(answers, probability=0.9)), TranscribeRequest()),
-        (Transcriber(ENGLISH, Scripted(answers)), TranscribeRequest()),
+        (Transcriber(ENGLISH, Scripted(answers, probability=0.9)), TranscriptionRequest()),
+        (Transcriber(ENGLISH, Scripted(answers)), TranscriptionRequest()),
         (Transcriber(ENGLISH, Scripted(answers, probability=0.05),
-                     settings=TranscriberSettings(hallucination_silence_threshold=0.0)), TranscribeRequest()),
-        (Transcriber(ENGLISH, Scripted(answers, probability=0.05)), TranscribeRequest(vad=False)),
+                     settings=TranscriberSettings(hallucination_silence_threshold=0.0)), TranscriptionRequest()),
+        (Transcriber(ENGLISH, Scripted(answers, probability=0.05)), TranscriptionRequest(vad=False)),
     ]:
         done = (await collect(transcriber, audio, request))[-1]
         assert [s["text"] for s in done["segments"]] == [" And so my", " Thank you for watching.", " ask not"]

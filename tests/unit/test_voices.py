@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import numpy as np
 import pytest
 
 from harness.assets import jfk_wav, wav_bytes
 from tests.unit.test_transcriber import one_by_one
+from whisper_triton.contract import TranscriptionRequest
 from whisper_triton.decoding import Segment, WindowResult
 from whisper_triton.errors import InvalidAudioError, InvalidRequestError
 from whisper_triton.models import ModelInfo
 from whisper_triton.speakers import KnownSpeaker
-from whisper_triton.transcriber import SpeakerCount, Transcriber, TranscribeRequest, WindowCall
+from whisper_triton.transcriber import SpeakerCount, Transcriber, WindowCall
 from whisper_triton.voices import MAX_KNOWN_SPEAKERS, KnownVoices, check_voices, voice_samples
 from whisper_triton.words import Word
 
@@ -73,16 +75,17 @@ async def test_references_are_embedded_and_stored_voices_follow_in_order() -> No
         return [{"start": 0.0, "end": 11.0, "speaker": "agent"}]
 
     transcriber = Transcriber(INFO, one_by_one(_decode), diarize=diarize, embed=embed)
-    voices = KnownVoices(("agent", "customer", "stored"), (_tone(2.0), _tone(3.0)), (np.array([9.0, 9.0, 9.0]),))
-    events = [e async for e in transcriber.events(jfk_wav().read_bytes(), TranscribeRequest(diarize=True,
-                                                                                          known=voices))]
+    request = TranscriptionRequest(diarize=True, known_speaker_names=("agent", "customer", "stored"),
+                                   known_speaker_references=(_tone(2.0), _tone(3.0)),
+                                   known_speaker_embeddings=((9.0, 9.0, 9.0),))
+    events = [msgspec.to_builtins(e) async for e in transcriber.events(jfk_wav().read_bytes(), request)]
     assert embedded == [32000, 48000]
     assert [(k.name, float(k.embedding[0])) for k in seen[0]] == [("agent", 1.0), ("customer", 2.0), ("stored", 9.0)]
     assert events[-1]["segments"][0]["speaker"] == "agent"
 
-    voice = [e async for e in transcriber.voice(_tone(2.5))]
-    assert voice == [{"type": "done", "task": "embed", "duration": 2.5, "embedding": [3.0, 3.0, 3.0],
-                      "embedding_model": "fake-3"}]
+    voice = [msgspec.to_builtins(e) async for e in transcriber.voice(_tone(2.5))]
+    assert voice == [{"type": "done", "task": "embed", "language": None, "duration": 2.5, "text": "", "segments": [],
+                      "embedding": [3.0, 3.0, 3.0], "embedding_model": "fake-3"}]
 
 
 async def test_known_voices_need_diarization_and_valid_clips() -> None:
@@ -93,10 +96,10 @@ async def test_known_voices_need_diarization_and_valid_clips() -> None:
         raise AssertionError("nothing is diarized for a refused request")
 
     transcriber = Transcriber(INFO, one_by_one(_decode), diarize=diarize, embed=embed)
-    plain = TranscribeRequest(known=KnownVoices(("a",), (_tone(2.0),)))
+    plain = TranscriptionRequest(known_speaker_names=("a",), known_speaker_references=(_tone(2.0),))
     with pytest.raises(InvalidRequestError, match="need diarization"):
         [e async for e in transcriber.events(jfk_wav().read_bytes(), plain)]
-    short = TranscribeRequest(diarize=True, known=KnownVoices(("a",), (_tone(0.3),)))
+    short = TranscriptionRequest(diarize=True, known_speaker_names=("a",), known_speaker_references=(_tone(0.3),))
     with pytest.raises(InvalidAudioError) as error:
         [e async for e in transcriber.events(jfk_wav().read_bytes(), short)]
     assert error.value.param == "known_speaker_references"

@@ -23,8 +23,7 @@ from whisper_triton.errors import (
 from whisper_triton.models import model_id, read_model_info, resolve_model
 from whisper_triton.repository import engine_model_name, model_specs
 from whisper_triton.settings import model_settings
-from whisper_triton.transcriber import SpeakerCount, Transcriber, TranscribeRequest, TranscriberSettings
-from whisper_triton.voices import KnownVoices
+from whisper_triton.transcriber import Transcriber, TranscriberSettings
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 CANCEL_POLL_S = 0.1
@@ -55,7 +54,8 @@ class TritonPythonModel:
             def decode(calls):
                 return self._decode_windows(engine, calls)
 
-            diarization = self.settings.diarization.lower() not in ("off", "false", "0")
+            diarization = self.settings.diarization_enabled
+
             async def cancel(request_id):
                 await self._cancel_windows(engine, request_id)
 
@@ -97,18 +97,12 @@ class TritonPythonModel:
 
     async def _respond(self, request, sender):
         try:
-            audio, options, stream, model, transcript = _read_request(request)
-            transcriber = self._transcriber(model or self.default_model)
-            if options.task == "embed":
-                events = transcriber.voice(audio)
-            elif transcript is None:
-                events = transcriber.events(audio, options)
-            else:
-                events = transcriber.align(audio, transcript, options.language)
-            async for event in events:
-                if event["type"] == "done":
+            audio, options = contract.read_request(lambda name: _input(request, name))
+            transcriber = self._transcriber(options.model or self.default_model)
+            async for event in transcriber.answer(audio, options):
+                if isinstance(event, contract.DoneEvent):
                     sender.send(_response(event), flags=FINAL)
-                elif stream:
+                elif options.stream:
                     sender.send(_response(event))
         except ServiceError as exc:
             code = pb_utils.TritonError.INVALID_ARG if exc.client_fault else pb_utils.TritonError.INTERNAL
@@ -247,65 +241,9 @@ def _window_result(request):
     return bytes(result)
 
 
-def _read_request(request):
-    def value(name):
-        tensor = pb_utils.get_input_tensor_by_name(request, name)
-        if tensor is None:
-            return None
-        array = tensor.as_numpy().reshape(-1)
-        return array[0] if len(array) else None
-
-    def text(name):
-        raw = value(name)
-        if raw is None:
-            return None
-        return raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else str(raw)
-
-    audio = value(contract.AUDIO)
-    temperature = value(contract.TEMPERATURE)
-    def count(name):
-        raw = value(name)
-        return int(raw) if raw is not None and int(raw) > 0 else None
-
-    options = TranscribeRequest(
-        known=_known_voices(request),
-        diarize=bool(value(contract.DIARIZE) or False),
-        speakers=SpeakerCount(count(contract.NUM_SPEAKERS), count(contract.MIN_SPEAKERS), count(contract.MAX_SPEAKERS)),
-        task=text(contract.TASK) or "transcribe",
-        language=text(contract.LANGUAGE) or None,
-        prompt=text(contract.PROMPT) or None,
-        temperature=0.0 if temperature is None else float(temperature),
-        word_timestamps=bool(value(contract.WORD_TIMESTAMPS) or False),
-        vad=True if value(contract.VAD) is None else bool(value(contract.VAD)),
-        profile=bool(value(contract.PROFILE) or False),
-    )
-    stream = bool(value(contract.STREAM) or False)
-    transcript = value(contract.TRANSCRIPT)
-    if transcript is not None:
-        try:
-            transcript = contract.decode_transcript(transcript)
-        except (ValueError, msgspec.DecodeError) as exc:
-            raise InvalidRequestError(f"TRANSCRIPT is not valid: {exc}", param="transcript") from exc
-    return audio if isinstance(audio, bytes) else b"", options, stream, text(contract.MODEL), transcript
-
-
-def _known_voices(request):
-    def tensor(name):
-        found = pb_utils.get_input_tensor_by_name(request, name)
-        return None if found is None else found.as_numpy()
-
-    names, references, rows = (tensor(contract.KNOWN_SPEAKER_NAMES), tensor(contract.KNOWN_SPEAKER_REFERENCES),
-                               tensor(contract.KNOWN_SPEAKER_EMBEDDINGS))
-    if names is None and references is None and rows is None:
-        return KnownVoices()
-    names = () if names is None else tuple(
-        n.decode("utf-8", errors="replace") if isinstance(n, bytes) else str(n) for n in names.reshape(-1))
-    references = () if references is None else tuple(bytes(r) for r in references.reshape(-1))
-    if rows is None or rows.size == 0:
-        embeddings = ()
-    else:
-        embeddings = tuple(np.asarray(row, dtype=np.float32) for row in rows.reshape(rows.shape[0], -1))
-    return KnownVoices(names, references, embeddings)
+def _input(request, name):
+    tensor = pb_utils.get_input_tensor_by_name(request, name)
+    return None if tensor is None else tensor.as_numpy()
 
 
 def _response(event):
