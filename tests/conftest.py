@@ -1,12 +1,46 @@
-"""Shared fixtures: real `make serve` processes (Triton + frontend) on free ports (harness.stack)."""
+"""Shared fixtures: real `make serve` processes (Triton + frontend) on free ports (harness.stack), PostgreSQL; and
+the markers that sort the tests by what they need (registered in pyproject.toml):
+
+    pytest -m unit           pure: no servers, no network, no PostgreSQL (tests/unit, tests/fuzz)
+    pytest -m integration    real servers: tritonserver, PostgreSQL (tests/triton, e2e, browser, postgres)
+    pytest -m deploy         linters of the deployment files: hadolint, kubectl kustomize, docker compose config
+    pytest -m gpu            an NVIDIA GPU with TensorRT-LLM (skipped without one)
+
+`triton` and `postgres` mark every test that starts tritonserver or uses PostgreSQL, wherever it is.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from harness.stack import Served, free_port, start_served
+
+TESTS = Path(__file__).resolve().parent
+# Each folder's markers: the folder says what its tests need.
+FOLDER_MARKERS = {
+    "unit": ("unit",),
+    "fuzz": ("unit",),  # pure; `make fuzz` runs them for minutes instead of seconds
+    "postgres": ("integration", "postgres"),
+    "triton": ("integration", "triton"),  # the Triton models over gRPC
+    "e2e": ("integration", "triton"),  # make serve's processes over HTTP
+    "browser": ("integration", "triton"),  # the web page in headless Chromium
+    "deploy": ("deploy",),
+    "gpu": ("gpu", "triton"),
+}
+FIXTURE_MARKERS = {"served": "triton", "served_base": "triton", "postgres_url": "postgres"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        folder = item.path.resolve().relative_to(TESTS).parts[0]
+        if folder not in FOLDER_MARKERS:
+            raise pytest.UsageError(f"tests/{folder} has no markers: add it to FOLDER_MARKERS in {__file__}")
+        names = {*FOLDER_MARKERS[folder], *(FIXTURE_MARKERS[f] for f in item.fixturenames if f in FIXTURE_MARKERS)}
+        for name in sorted(names):
+            item.add_marker(name)
 
 
 @pytest.fixture(scope="session")

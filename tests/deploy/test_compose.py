@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from tests.unit.test_docker import (
+from harness.deployment import (
     DOCKER,
     DOCKERFILES,
     VERSION,

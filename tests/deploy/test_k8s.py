@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.unit.test_docker import (
+from harness.deployment import (
     DOCKER,
     DOCKERFILES,
     VERSION,

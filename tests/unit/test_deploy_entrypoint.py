@@ -14,7 +14,7 @@ import msgspec
 import pytest
 
 from build_engines.build import BuildError
-from tests.unit.test_docker import entrypoint
+from harness.deployment import entrypoint
 from whisper_triton.launcher import TritonSettings
 from whisper_triton.settings import SettingsError
 
@@ -89,7 +89,7 @@ def test_serve_tensorrt_llm_renders_the_gpu_repository(module: ModuleType, tmp_p
 def test_the_gpu_image_serves_diarization_on_the_gpu(module: ModuleType, tmp_path: Path) -> None:
     """With the image's own environment: the diarization model is in the served repository (loaded on the first
     request that asks for speakers) and its settings put the embedded models on CUDA."""
-    from tests.unit.test_docker import DOCKERFILES, env_of, parse_dockerfile
+    from harness.deployment import DOCKERFILES, env_of, parse_dockerfile
     from whisper_triton.settings import model_settings
 
     image = env_of(parse_dockerfile(DOCKERFILES["triton"].read_text()))
