@@ -41,6 +41,7 @@ class Served:
     grpc_port: int
     log_path: Path
     metrics_port: int = 0
+    data_dir: Path = Path()  # FRONTEND_DATA_DIR: the task database, uploads in flight
     started: float = field(default_factory=time.perf_counter)  # at launch
     ready_s: float = 0.0  # launch to ready, once wait_ready returned
 
@@ -103,6 +104,7 @@ def launch_served(tmp: Path, model: str, env: Mapping[str, str] | None = None, c
     settings)."""
     http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
     log_path = tmp / f"serve-{http_port}.log"
+    data_dir = Path(tempfile.mkdtemp(prefix="data-", dir=tmp))
     environment = {key: value for key, value in os.environ.items()
                    if not clean or not (key.startswith(FOREIGN_SETTINGS) or key in FOREIGN_NAMES)}
     environment.update({
@@ -110,13 +112,13 @@ def launch_served(tmp: Path, model: str, env: Mapping[str, str] | None = None, c
         "FRONTEND_PORT": str(http_port),
         "TRITON_GRPC_PORT": str(grpc_port),
         "TRITON_METRICS_PORT": str(metrics_port),
-        "FRONTEND_DATA_DIR": tempfile.mkdtemp(prefix="data-", dir=tmp),
+        "FRONTEND_DATA_DIR": str(data_dir),
         **(env or {}),
     })
     with log_path.open("wb") as log:
         process = subprocess.Popen([sys.executable, "-m", "frontend.serve"], cwd=REPO, env=environment,
                                    stdout=log, stderr=subprocess.STDOUT)
-    return Served(process, http_port, grpc_port, log_path, metrics_port)
+    return Served(process, http_port, grpc_port, log_path, metrics_port, data_dir)
 
 
 def start_served(tmp: Path, model: str, **env: str) -> Served:

@@ -216,7 +216,7 @@ def test_a_client_that_stops_reading_is_dropped(guarded: Served, tmp_path: Path)
     task.result = DoneEvent(task="transcribe", language="en", duration=1.0, text="x" * size, segments=[])
 
     async def store_it() -> None:  # a large finished result, written beside the frontend (SQLite WAL)
-        store = SQLiteStore(guarded.log_path.parent / "data" / "tasks.db")
+        store = SQLiteStore(guarded.data_dir / "tasks.db")
         try:
             await store.create(task)
         finally:

@@ -109,7 +109,7 @@ def files_under(*folders: Path) -> set[str]:
 
 def test_a_burst_gets_answers_and_leaves_nothing_behind(bounded: Served) -> None:
     audio = clip(2.0)
-    data_dir, tmp_dir = bounded.log_path.parent / "data", bounded.log_path.parent / "tmp"
+    data_dir, tmp_dir = bounded.data_dir, bounded.log_path.parent / "tmp"
     pid = bounded.process.pid
     check(asyncio.run(burst(bounded.base_url, audio, 100, 100)), 60)  # warm-up: allocator and caches settle
     sockets = steady(lambda: open_sockets(pid))  # idle keep-alive connections close after 5 s

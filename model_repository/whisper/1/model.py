@@ -173,17 +173,12 @@ class TritonPythonModel:
                 pb_utils.Tensor(contract.LENGTHS, np.array([len(c.samples) for c in calls], dtype=np.int32)),
                 pb_utils.Tensor(contract.OPTIONS, np.array([contract.encode(c.options) for c in calls], dtype=object)),
             ]
-            request = pb_utils.InferenceRequest(model_name=engine, requested_output_names=[contract.RESULT],
-                                                inputs=inputs)
-            overhead = time.perf_counter() - started
-            for response in request.exec(decoupled=True):
-                if response.has_error():
-                    loop.call_soon_threadsafe(arrived.put_nowait, ("error", response.error().message(), 0.0))
-                    continue
-                tensor = pb_utils.get_output_tensor_by_name(response, contract.RESULT)
-                if tensor is not None:
-                    item = bytes(tensor.as_numpy().reshape(-1)[0])
-                    loop.call_soon_threadsafe(arrived.put_nowait, ("result", item, overhead / len(calls)))
+            overhead = (time.perf_counter() - started) / len(calls)
+            for answer in _engine_answers(engine, inputs):
+                if isinstance(answer, str):
+                    loop.call_soon_threadsafe(arrived.put_nowait, ("error", answer, 0.0))
+                else:
+                    loop.call_soon_threadsafe(arrived.put_nowait, ("result", answer, overhead))
 
         # Not awaited: a caller that stops early leaves the thread to end with the engine's last answer.
         running = loop.run_in_executor(self.bls_pool, call_engine)
@@ -208,9 +203,8 @@ class TritonPythonModel:
     async def _cancel_windows(self, engine, request_id):
         """Drops the request's windows still queued at the engine (best effort: it may be gone)."""
         inputs = [pb_utils.Tensor(contract.CANCEL, np.array([request_id.encode()], dtype=object))]
-        request = pb_utils.InferenceRequest(model_name=engine, requested_output_names=[contract.RESULT], inputs=inputs)
         with contextlib.suppress(Exception):
-            await asyncio.get_running_loop().run_in_executor(self.bls_pool, _window_result, request)
+            await asyncio.get_running_loop().run_in_executor(self.bls_pool, list, _engine_answers(engine, inputs))
 
     def finalize(self):
         self.cpu_pool.shutdown(wait=False, cancel_futures=True)
@@ -227,18 +221,17 @@ def _engine_error(message):
     return EngineError(error.message)
 
 
-def _window_result(request):
-    """Runs a BLS call to the (decoupled) engine model: the RESULT bytes, or the error message."""
-    result = None
+def _engine_answers(engine, inputs):
+    """One BLS call to a (decoupled) engine model, read in the calling thread: each response's RESULT bytes, or
+    the message of a response that failed (a str)."""
+    request = pb_utils.InferenceRequest(model_name=engine, requested_output_names=[contract.RESULT], inputs=inputs)
     for response in request.exec(decoupled=True):
         if response.has_error():
-            return response.error().message()
+            yield response.error().message()
+            continue
         tensor = pb_utils.get_output_tensor_by_name(response, contract.RESULT)
         if tensor is not None:
-            result = tensor.as_numpy().reshape(-1)[0]
-    if result is None:
-        return "[internal_error] the engine sent no result"
-    return bytes(result)
+            yield bytes(tensor.as_numpy().reshape(-1)[0])
 
 
 def _input(request, name):
