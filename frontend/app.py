@@ -1,18 +1,26 @@
-"""The Litestar application: `create_app(settings)`."""
+"""The Litestar application: `create_app(settings)`, the composition root.
+
+Its lifespan builds the services (the Triton client, the database and its stores, the transcription use
+case, the task queue and runner) and closes them; handlers receive them by Litestar's dependency injection,
+by parameter name (`settings`, `transcriptions`, `triton`, `speakers`, `queue`, `database`, `started`).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import re
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from litestar import Litestar, MediaType, Request, Router, get
 from litestar.config.cors import CORSConfig
-from litestar.datastructures import CacheControlHeader
+from litestar.datastructures import CacheControlHeader, State
+from litestar.di import Provide
 from litestar.exceptions import InternalServerException
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig
@@ -21,24 +29,26 @@ from litestar.response import File
 from litestar.static_files import create_static_files_router
 from litestar.status_codes import HTTP_404_NOT_FOUND
 
-from frontend.chat import ChatController
+from frontend.database import Database, open_database
+from frontend.dialects import webhook_payload
+from frontend.dialects.ifw import InsanelyFastWhisperController
+from frontend.dialects.whisperx import WhisperXController
 from frontend.errors import EXCEPTION_HANDLERS, APIError, error_responses, not_found
+from frontend.guards import require_api_key
+from frontend.health import HealthController
 from frontend.metrics import FrontendMetrics, MetricsPlugin
 from frontend.net import UrlPolicy
-from frontend.routes import (
-    Admission,
-    AudioController,
-    HealthController,
-    ModelsController,
-    Services,
-    require_api_key,
-)
+from frontend.openai.audio import AudioController
+from frontend.openai.chat import ChatController
+from frontend.openai.models import ModelsController
 from frontend.settings import FrontendSettings
-from frontend.speakers import SpeakersController
-from frontend.tasks.api import InsanelyFastWhisperController, WhisperXController
-from frontend.tasks.glue import url_fetcher, webhook_notifier, webhook_secret
-from frontend.tasks.runner import RunnerSettings, TaskRunner
-from frontend.tasks.store import open_store
+from frontend.speakers.api import SpeakersController
+from frontend.speakers.store import SpeakerStore
+from frontend.tasks.notifications import webhook_notifier, webhook_secret
+from frontend.tasks.queue import TaskQueue
+from frontend.tasks.runner import RunnerSettings, TaskRunner, url_fetcher
+from frontend.tasks.store import TaskStore
+from frontend.transcription import Admission, Transcriptions
 from frontend.triton import TritonClient
 
 log = logging.getLogger("frontend")
@@ -77,6 +87,37 @@ async def _unload_idle_models(triton: TritonClient) -> None:
         await triton.unload_idle()
 
 
+@dataclass
+class Services:
+    """What the handlers work with, built once per app by its lifespan."""
+
+    triton: TritonClient
+    database: Database
+    transcriptions: Transcriptions
+    speakers: SpeakerStore
+    queue: TaskQueue
+    started: int = field(default_factory=lambda: int(time.time()))
+
+    @property
+    def admission(self) -> Admission:
+        return self.transcriptions.admission
+
+
+def _provider(name: str) -> Provide:
+    def provide(state: State) -> Any:
+        return getattr(state.services, name)
+
+    return Provide(provide, sync_to_thread=False)
+
+
+def _dependencies(settings: FrontendSettings) -> dict[str, Provide]:
+    def provide_settings() -> FrontendSettings:
+        return settings
+
+    names = ("triton", "database", "transcriptions", "speakers", "queue", "started")
+    return {"settings": Provide(provide_settings, sync_to_thread=False), **{n: _provider(n) for n in names}}
+
+
 def create_app(settings: FrontendSettings) -> Litestar:
     data_dir = Path(settings.data_dir).expanduser()
     metrics = FrontendMetrics()
@@ -84,23 +125,25 @@ def create_app(settings: FrontendSettings) -> Litestar:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         triton = TritonClient(settings.triton_url, settings.model_ids, settings.unload_model_after_s)
-        store = await open_store(settings.db_url, data_dir)
+        database = await open_database(settings.db_url, data_dir)
+        tasks = TaskStore(database)
         policy = UrlPolicy(allow_private=settings.allow_private_urls, max_bytes=settings.max_upload_bytes,
                            timeout_s=settings.url_timeout_s)
+        transcriptions = Transcriptions(triton, Admission(settings.max_concurrent_requests), tasks,
+                                        observe=metrics.observe_audio)
         runner = TaskRunner(
-            store,
-            triton,
+            tasks,
+            transcriptions,
             RunnerSettings(workers=settings.task_workers, lease_s=settings.task_lease_s,
                            max_attempts=settings.task_max_attempts,
                            results_ttl_s=settings.delete_results_after_m * 60),
             fetch=url_fetcher(policy),
-            notify=webhook_notifier(store, webhook_secret(settings.webhook_secret, data_dir), policy,
-                                    settings.webhook_attempts),
-            on_audio_seconds=metrics.observe_audio,
+            notify=webhook_notifier(tasks, webhook_payload, webhook_secret(settings.webhook_secret, data_dir),
+                                    policy, settings.webhook_attempts),
             on_queue_depth=metrics.set_queue_depth,
         )
-        app.state.services = Services(settings, triton, Admission(settings.max_concurrent_requests), store,
-                                      runner, policy)
+        app.state.services = Services(triton, database, transcriptions, SpeakerStore(database),
+                                      TaskQueue(tasks, runner, settings, policy))
         if not settings.auth_enabled:
             log.warning("no FRONTEND_API_KEYS or ADMIN_API_KEY set: the API is open to anyone who can reach %s:%d",
                         settings.host, settings.port)
@@ -112,12 +155,14 @@ def create_app(settings: FrontendSettings) -> Litestar:
             unloader.cancel()
             await asyncio.gather(unloader, return_exceptions=True)
             await runner.stop()
-            await store.close()
+            await database.close()
             await triton.close()
 
     app = Litestar(
         route_handlers=[AudioController, ModelsController, HealthController, WhisperXController,
                         InsanelyFastWhisperController, ChatController, SpeakersController, web_page, static_files],
+        dependencies=_dependencies(settings),
+        state=State({"settings": settings}),
         plugins=[MetricsPlugin(metrics)],
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,

@@ -1,7 +1,9 @@
-"""One place that turns every failure into OpenAI's error shape with the right HTTP status.
+"""The HTTP edge of errors: every failure in OpenAI's error shape with the right HTTP status.
 
-Client faults are 4xx (with `x-should-retry: false`, so SDKs do not re-upload the file); 5xx is
-only for our faults, and 503/429 carry `Retry-After`.
+Below the routes, code raises domain errors (`whisper_triton.errors`: client faults, not found, conflicts,
+unavailable); `api_error` maps them here and only here. Routes raise `APIError` for what only HTTP knows
+(a malformed body, a missing key). Client faults are 4xx (with `x-should-retry: false`, so SDKs do not
+re-upload the file); 5xx is only for our faults, and 503/429 carry `Retry-After`.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from litestar.status_codes import (
     HTTP_400_BAD_REQUEST,
     HTTP_401_UNAUTHORIZED,
     HTTP_404_NOT_FOUND,
+    HTTP_409_CONFLICT,
     HTTP_413_REQUEST_ENTITY_TOO_LARGE,
     HTTP_429_TOO_MANY_REQUESTS,
     HTTP_500_INTERNAL_SERVER_ERROR,
@@ -23,8 +26,9 @@ from litestar.status_codes import (
 )
 from litestar.types import ExceptionHandlersMap
 
-from frontend.schemas import ErrorDetail, ErrorResponse
-from whisper_triton.errors import ServiceError
+from frontend.openai.schemas import ErrorDetail, ErrorResponse
+from frontend.settings import FrontendSettings
+from whisper_triton.errors import ConflictError, NotFoundError, ServiceError, UnavailableError
 
 log = logging.getLogger("frontend.errors")
 
@@ -59,32 +63,28 @@ def unauthorized(message: str = "Incorrect API key provided.") -> APIError:
     return APIError(HTTP_401_UNAUTHORIZED, message, code="invalid_api_key")
 
 
-def model_not_found(model: str) -> APIError:
-    return APIError(
-        HTTP_404_NOT_FOUND,
-        f"The model `{model}` does not exist or you do not have access to it.",
-        param="model",
-        code="model_not_found",
-    )
+def too_large(limit: int, param: str = "file") -> APIError:
+    return APIError(HTTP_413_REQUEST_ENTITY_TOO_LARGE, f"Maximum content size limit ({limit}) exceeded.", param=param,
+                    code="request_too_large")
 
 
-def too_large(limit: int) -> APIError:
-    return APIError(
-        HTTP_413_REQUEST_ENTITY_TOO_LARGE,
-        f"Maximum content size limit ({limit}) exceeded.",
-        param="file",
-        code="request_too_large",
-    )
-
-
-def overloaded(message: str, retry_after: int = 5, status: int = HTTP_503_SERVICE_UNAVAILABLE) -> APIError:
+def overloaded(message: str, retry_after: int = 5, status: int = HTTP_503_SERVICE_UNAVAILABLE,
+               code: str = "server_overloaded") -> APIError:
     kind = "rate_limit_error" if status == HTTP_429_TOO_MANY_REQUESTS else "server_error"
-    return APIError(status, message, type=kind, code="server_overloaded", retry_after=retry_after)
+    return APIError(status, message, type=kind, code=code, retry_after=retry_after)
 
 
-def from_service_error(error: ServiceError) -> APIError:
+def api_error(error: ServiceError, retry_after: int = 5) -> APIError:
+    """A domain error as HTTP: its status, OpenAI type and code."""
+    if isinstance(error, NotFoundError):
+        return APIError(HTTP_404_NOT_FOUND, error.message, param=error.param, code=error.code)
+    if isinstance(error, ConflictError):
+        return APIError(HTTP_409_CONFLICT, error.message, param=error.param, code=error.code)
     if error.client_fault:
         return APIError(HTTP_400_BAD_REQUEST, error.message, param=error.param, code=error.code)
+    if isinstance(error, UnavailableError):
+        code = "server_overloaded" if error.code == UnavailableError.code else error.code
+        return overloaded(error.message, retry_after=retry_after, code=code)
     return APIError(
         HTTP_500_INTERNAL_SERVER_ERROR, "The server failed to transcribe the audio.", type="server_error",
         code=error.code,
@@ -115,8 +115,9 @@ def handle_api_error(_: Request[Any, Any, Any], exc: APIError) -> Response[Any]:
     return to_response(exc)
 
 
-def handle_service_error(_: Request[Any, Any, Any], exc: ServiceError) -> Response[Any]:
-    return to_response(from_service_error(exc))
+def handle_service_error(request: Request[Any, Any, Any], exc: ServiceError) -> Response[Any]:
+    settings: FrontendSettings | None = request.app.state.get("settings")
+    return to_response(api_error(exc, retry_after=settings.retry_after_s if settings else 5))
 
 
 _HTTP_CODES = {

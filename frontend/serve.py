@@ -6,11 +6,9 @@ Ctrl-C stops the frontend first (in-flight requests finish), then Triton.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import sys
 
-import msgspec
 import uvicorn
 
 from frontend.app import create_app
@@ -30,7 +28,7 @@ def main() -> int:
     try:
         model = model_settings()
         triton = triton_settings()
-        frontend = frontend_settings()
+        frontend = frontend_settings(triton_url=triton.grpc_url)  # the Triton started here, unless set
         deadlines = deadline_settings()
         for spec in model_specs():
             log.info("preparing model %s (first use may convert it)", spec)
@@ -40,8 +38,6 @@ def main() -> int:
         log.error("%s", exc)
         return 2
     configure_logging(frontend.log_level, json=frontend.log_json)
-    if "FRONTEND_TRITON_URL" not in os.environ:
-        frontend = msgspec.structs.replace(frontend, triton_url=triton.grpc_url)
     supervisor = Supervisor(TritonServer(triton, model.cache_path() / "triton"))
     try:
         supervisor.start()

@@ -77,10 +77,14 @@ BARE_NAMES = ("DB_URL", "MAX_TASK_QUEUE_SIZE", "ALLOW_PRIVATE_URLS", "DELETE_RES
               "API_KEYS", "WEBHOOK_SECRET", "UNLOAD_MODEL_AFTER_S")
 
 
-def frontend_settings(environ: Mapping[str, str] | None = None) -> FrontendSettings:
+def frontend_settings(environ: Mapping[str, str] | None = None, triton_url: str | None = None) -> FrontendSettings:
+    """The settings from the environment; `triton_url` replaces the default Triton address (the one `make serve`
+    starts) unless FRONTEND_TRITON_URL is set."""
     if environ is None:
         environ = os.environ
-    environ = {**{f"FRONTEND_{name}": environ[name] for name in BARE_NAMES if name in environ}, **environ}
+    defaults = {"FRONTEND_TRITON_URL": triton_url} if triton_url else {}
+    environ = {**defaults, **{f"FRONTEND_{name}": environ[name] for name in BARE_NAMES if name in environ},
+               **environ}
     settings = load_settings(FrontendSettings, "FRONTEND_", environ)
     if settings.max_upload_bytes <= 0:
         raise SettingsError("Invalid value for FRONTEND_MAX_UPLOAD_BYTES: must be positive.")

@@ -1,4 +1,8 @@
-"""The frontend's only way to Triton: gRPC streaming calls to the entry model."""
+"""The frontend's only way to Triton: gRPC streaming calls to the entry model.
+
+Failures come out as domain errors (`whisper_triton.errors`): the entry model's own, rebuilt from their wire
+form; `UnavailableError` where Triton or a model cannot answer for now.
+"""
 
 from __future__ import annotations
 
@@ -13,10 +17,9 @@ import grpc
 import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
-from frontend.errors import APIError, overloaded
 from whisper_triton import contract
 from whisper_triton.contract import DoneEvent, Event, TranscriptionRequest
-from whisper_triton.errors import ServiceError, UnavailableError, from_wire
+from whisper_triton.errors import InvalidRequestError, ServiceError, UnavailableError, from_wire, is_unavailable
 from whisper_triton.repository import engine_model_name
 
 log = logging.getLogger("frontend.triton")
@@ -62,15 +65,15 @@ class TritonClient:
                 return
             index = await self._client.get_model_repository_index(as_json=True)
             if contract.DIARIZATION_MODEL not in {m["name"] for m in index.get("models", [])}:
-                raise APIError(400, "Speaker diarization is not enabled on this server (WHISPER_DIARIZATION=off).",
-                               param="diarize", code="unsupported_value")
+                raise InvalidRequestError("Speaker diarization is not enabled on this server "
+                                          "(WHISPER_DIARIZATION=off).", param="diarize", code="unsupported_value")
             async with self._locks.setdefault(contract.DIARIZATION_MODEL, asyncio.Lock()):
                 if not await self._client.is_model_ready(contract.DIARIZATION_MODEL):
                     log.info("loading the diarization model")
                     await self._client.load_model(contract.DIARIZATION_MODEL)
         except (InferenceServerException, grpc.RpcError) as exc:
             log.error("loading the diarization model failed: %s", exc)
-            raise overloaded("The diarization model could not be loaded; retry shortly.") from exc
+            raise UnavailableError("The diarization model could not be loaded; retry shortly.") from exc
 
     async def _ensure_loaded(self, model: str) -> None:
         engine = engine_model_name(model)
@@ -83,7 +86,7 @@ class TritonClient:
                     await self._client.load_model(engine)
         except (InferenceServerException, grpc.RpcError) as exc:
             log.error("loading model %s failed: %s", model, exc)
-            raise overloaded(f"The model '{model}' could not be loaded; retry shortly.") from exc
+            raise UnavailableError(f"The model '{model}' could not be loaded; retry shortly.") from exc
 
     async def unload_idle(self) -> list[str]:
         """Unloads engines unused for `unload_after_s` (0: never); returns the unloaded models."""
@@ -144,20 +147,20 @@ class TritonClient:
             async for result, error in responses:
                 if error is not None:  # an error is the last response
                     await _end_of_stream(responses)
-                    raise _api_error(str(error.message() or error))
+                    raise _error(str(error.message() or error))
                 event = contract.decode_event(result.as_numpy(contract.EVENT).reshape(-1)[0])
                 if isinstance(event, DoneEvent):
                     await _end_of_stream(responses)
                     yield event
                     return
                 yield event
-            raise overloaded("The inference server closed the stream early; retry the request.")
+            raise UnavailableError("The inference server closed the stream early; retry the request.")
         except grpc.RpcError as exc:
             code = exc.code() if isinstance(exc, grpc.aio.AioRpcError) else None
             log.warning("Triton call failed: %s", code)
-            raise overloaded("The inference server is unavailable; retry shortly.") from exc
+            raise UnavailableError("The inference server is unavailable; retry shortly.") from exc
         except InferenceServerException as exc:
-            raise _api_error(str(exc.message() or exc)) from exc
+            raise _error(str(exc.message() or exc)) from exc
         finally:
             responses.cancel()
 
@@ -169,7 +172,7 @@ async def last_event(events: AsyncGenerator[Event, None]) -> DoneEvent:
         async for event in events:
             done = event
     if not isinstance(done, DoneEvent):
-        raise overloaded("The inference server closed the stream early; retry the request.")
+        raise UnavailableError("The inference server closed the stream early; retry the request.")
     return done
 
 
@@ -186,14 +189,15 @@ async def _end_of_stream(responses: Any, timeout_s: float = 5.0) -> None:
                 pass
 
 
-def _api_error(message: str) -> APIError | ServiceError:
+def _error(message: str) -> ServiceError:
+    """An error of the entry model's stream: ours as sent (`[code(param)] message`), Triton's own as retryable
+    when Triton or a model cannot answer for now."""
     error = from_wire(message)
     if isinstance(error, UnavailableError):
-        return overloaded("A model process of the inference server is restarting; retry shortly.")
+        return UnavailableError("A model process of the inference server is restarting; retry shortly.")
     if error.code != "internal_error" or "[internal_error]" in message:
         return error
-    lowered = message.lower()
-    if "unavailable" in lowered or "not ready" in lowered or "failed to connect" in lowered:
-        return overloaded("The inference server is unavailable; retry shortly.")
+    if is_unavailable(message):
+        return UnavailableError("The inference server is unavailable; retry shortly.")
     log.error("Triton error: %s", message)
     return ServiceError(message)

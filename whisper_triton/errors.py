@@ -15,10 +15,12 @@ class ServiceError(Exception):
     code = "internal_error"
     client_fault = False
 
-    def __init__(self, message: str, param: str | None = None) -> None:
+    def __init__(self, message: str, param: str | None = None, code: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
+        if code is not None:  # a more specific code than the class's (e.g. task_not_found)
+            self.code = code
 
     def to_wire(self) -> str:
         param = f"({self.param})" if self.param else ""
@@ -47,6 +49,18 @@ class AudioTooShortError(InvalidAudioError):
     code = "audio_too_short"
 
 
+class NotFoundError(InvalidRequestError):
+    """The request names something that does not exist (a model, a task, a stored speaker)."""
+
+    code = "not_found"
+
+
+class ConflictError(InvalidRequestError):
+    """The request contradicts what exists (a name or an id already taken, a task that already ended)."""
+
+    code = "conflict"
+
+
 class FetchFailedError(InvalidRequestError):
     """The audio URL of a task could not be fetched (status, size, timeout, address refused)."""
 
@@ -60,16 +74,19 @@ class EngineError(ServiceError):
 
 
 class UnavailableError(ServiceError):
-    """A model the request needs is down for a moment (its process died and is being restarted)."""
+    """Retrying shortly helps: a model the request needs is down for a moment (its process died and is being
+    restarted), the inference server or the database cannot be reached, or the service is busy."""
 
     code = "unavailable"
 
 
-# What Triton says about a model whose process died, or that is being loaded again.
-_UNAVAILABLE = ("not healthy", "not ready", "unavailable", "unknown model", "is not found")
+# What Triton says about a model whose process died, or that is being loaded again, or about a server it
+# cannot reach.
+_UNAVAILABLE = ("not healthy", "not ready", "unavailable", "unknown model", "is not found", "failed to connect")
 
 
 def is_unavailable(message: str) -> bool:
+    """Whether a Triton error message says the server or a model cannot answer for now (retry later)."""
     lowered = message.lower()
     return any(words in lowered for words in _UNAVAILABLE)
 

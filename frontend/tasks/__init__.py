@@ -1,0 +1,1 @@
+"""Tasks: transcriptions queued in the database and run by the task runner, whatever API asked for them."""

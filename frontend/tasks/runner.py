@@ -18,17 +18,30 @@ from typing import Any
 
 import msgspec
 
-from frontend.errors import APIError, overloaded
-from frontend.tasks.model import Task, TaskError, short_id
-from frontend.tasks.store import StoreError, TaskStore
-from frontend.triton import TritonClient
+from frontend.database import StoreError
+from frontend.net import FetchError, UnsafeUrlError, UrlPolicy, fetch
+from frontend.tasks.records import Task, TaskError, short_id
+from frontend.tasks.store import TaskStore
+from frontend.transcription import Transcriptions
 from whisper_triton.contract import DoneEvent, SegmentsEvent
-from whisper_triton.errors import ServiceError
+from whisper_triton.errors import FetchFailedError, ServiceError, UnavailableError
 
 log = logging.getLogger("frontend.tasks")
 
 FetchFn = Callable[[str], Awaitable[bytes]]
 NotifyFn = Callable[[Task], Coroutine[Any, Any, None]]
+
+
+def url_fetcher(policy: UrlPolicy) -> FetchFn:
+    """The audio of a URL task; what cannot be fetched is the task's fault."""
+
+    async def fetch_audio(url: str) -> bytes:
+        try:
+            return await fetch(url, policy)
+        except (UnsafeUrlError, FetchError) as exc:
+            raise FetchFailedError(f"Could not fetch the audio: {exc}", param="url") from exc
+
+    return fetch_audio
 
 
 @dataclass(frozen=True)
@@ -46,20 +59,18 @@ class TaskRunner:
     def __init__(
         self,
         store: TaskStore,
-        triton: TritonClient,
+        transcriptions: Transcriptions,
         settings: RunnerSettings,
         fetch: FetchFn,
         notify: NotifyFn | None = None,
-        on_audio_seconds: Callable[[float, str], None] | None = None,
         on_queue_depth: Callable[[int], None] | None = None,
     ) -> None:
         self.store = store
-        self.triton = triton
+        self.transcriptions = transcriptions
         self.settings = settings
         self.worker_id = secrets.token_hex(6)
         self._fetch = fetch
         self._notify = notify
-        self._on_audio_seconds = on_audio_seconds
         self._on_queue_depth = on_queue_depth
         self._wake = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
@@ -152,14 +163,12 @@ class TaskRunner:
                 raise
             await self._end(task, "cancelled", error=TaskError("The task was cancelled.", "cancelled"))
             return
-        except (APIError, ServiceError, StoreError) as exc:
+        except ServiceError as exc:
             await self._failed(task, exc)
             return
         finally:
             beat.cancel()
             await asyncio.gather(beat, return_exceptions=True)
-        if self._on_audio_seconds is not None:
-            self._on_audio_seconds(result.duration, task.request.task)
         await self._end(task, "completed", result=result, audio_duration=result.duration)
 
     async def _transcribe(self, task: Task, progress: list[float]) -> DoneEvent:
@@ -169,13 +178,13 @@ class TaskRunner:
                 raise ServiceError("The task's audio is gone; submit it again.")
             audio = await self._fetch(task.request.url)
         request = msgspec.structs.replace(task.request.transcription(), stream=True)
-        async with contextlib.aclosing(self.triton.transcribe(audio, request)) as events:
+        async with contextlib.aclosing(self.transcriptions.events(audio, request)) as events:
             async for event in events:
                 if isinstance(event, SegmentsEvent):
                     progress[0] = round(100 * event.progress, 1)
                 else:
                     return event
-        raise overloaded("The inference server closed the stream early; retry the request.")
+        raise UnavailableError("The inference server closed the stream early; retry the request.")
 
     async def _heartbeat(self, task: Task, work: asyncio.Task[Any], progress: list[float]) -> None:
         """Renews the lease; cancels the work when the task was cancelled or taken over."""
@@ -191,11 +200,11 @@ class TaskRunner:
                 work.cancel()
                 return
 
-    async def _failed(self, task: Task, exc: Exception) -> None:
+    async def _failed(self, task: Task, exc: ServiceError) -> None:
         if isinstance(exc, StoreError):
             await self._store_failed(task, exc)
             return
-        if isinstance(exc, APIError) and exc.status >= 500:
+        if isinstance(exc, UnavailableError):
             # Triton is unavailable (restarting): not the task's fault. Queue the task again without
             # counting the attempt, and wait for Triton before this worker claims more.
             log.warning("task %s: inference server unavailable; queued again", short_id(task.id))
@@ -204,9 +213,7 @@ class TaskRunner:
             await self._wait_for_triton()  # before this worker claims anything again
             self.wake()
             return
-        message = exc.message if isinstance(exc, (APIError, ServiceError)) else str(exc)
-        code = exc.code if isinstance(exc, (APIError, ServiceError)) else None
-        await self._end(task, "failed", error=TaskError(message, code))
+        await self._end(task, "failed", error=TaskError(exc.message, exc.code))
 
     async def _store_failed(self, task: Task, exc: StoreError) -> None:
         """The database failed under a running task (busy, full): queued again, or failed after its attempts.
@@ -225,7 +232,7 @@ class TaskRunner:
 
     async def _wait_for_triton(self, timeout_s: float = 120.0) -> None:
         for _ in range(max(1, int(timeout_s / self.settings.retry_delay_s))):
-            if await self.triton.is_ready():
+            if await self.transcriptions.triton.is_ready():
                 return
             await asyncio.sleep(self.settings.retry_delay_s)
 

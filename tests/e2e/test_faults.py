@@ -28,8 +28,9 @@ import httpx
 import numpy as np
 import pytest
 
-from frontend.tasks.model import TaskRequest, new_task
-from frontend.tasks.store import SQLiteStore
+from frontend.database import SQLiteDatabase
+from frontend.tasks.records import TaskRequest, new_task
+from frontend.tasks.store import TaskStore
 from harness.assets import jfk_wav, long_recording
 from harness.clients import connect, multipart, read_all, trickle
 from harness.grpc_calls import call_engine
@@ -216,11 +217,11 @@ def test_a_client_that_stops_reading_is_dropped(guarded: Served, tmp_path: Path)
     task.result = DoneEvent(task="transcribe", language="en", duration=1.0, text="x" * size, segments=[])
 
     async def store_it() -> None:  # a large finished result, written beside the frontend (SQLite WAL)
-        store = SQLiteStore(guarded.data_dir / "tasks.db")
+        database = SQLiteDatabase(guarded.data_dir / "tasks.db")
         try:
-            await store.create(task)
+            await TaskStore(database).create(task)
         finally:
-            await store.close()
+            await database.close()
 
     asyncio.run(store_it())
     assert len(httpx.get(f"{guarded.base_url}/task/{task.id}", timeout=60).content) > size  # a reader gets it

@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from frontend.app import create_app
-from frontend.routes import require_api_key
+from frontend.guards import require_api_key
 from frontend.settings import FrontendSettings
 from harness.assets import jfk_wav
 from harness.stack import Served, run_frontend, start_served
@@ -336,10 +336,10 @@ def test_secrets_never_appear_in_the_log(http: httpx.Client, secure: Served) -> 
 
 async def test_a_failing_database_url_keeps_its_password_out_of_errors(tmp_path: Path) -> None:
     """What start-up would log when PostgreSQL cannot be reached: the error and its whole traceback."""
-    from frontend.tasks.store import open_store
+    from frontend.database import open_database
 
     for url in (f"postgresql://test:{DB_PASSWORD}@127.0.0.1:1/tasks", f"mysql://test:{DB_PASSWORD}@db/tasks"):
         with pytest.raises(Exception) as info:  # whatever the driver raises
-            await open_store(url, tmp_path)
+            await open_database(url, tmp_path)
         logged = "".join(traceback.format_exception(info.value))
         assert DB_PASSWORD not in logged, logged

@@ -1,4 +1,4 @@
-"""Fuzzing the multipart parser and the form validation behind it (`frontend.forms`).
+"""Fuzzing the multipart parser and the form validation behind it (`request_bodies`, `openai.audio_form`).
 
 Bodies shaped like the openai SDK's, Open WebUI's and curl's are mutated (bit flips, cut and
 repeated ranges, broken boundaries and headers, odd charsets) and streamed in random chunk sizes
@@ -20,7 +20,8 @@ from typing import Any
 from litestar import Request
 
 from frontend.errors import APIError
-from frontend.forms import parse_audio_form, read_multipart
+from frontend.openai.audio_form import parse_audio_form
+from frontend.request_bodies import read_multipart
 from harness.profiles import fuzz_seconds
 from tests.fuzz.mutate import mutate
 

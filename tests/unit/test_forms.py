@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from frontend.errors import APIError
-from frontend.forms import FormReader, UploadedFile, data_url_audio, parse_audio_form
+from frontend.openai.audio_form import parse_audio_form
+from frontend.request_bodies import FormReader, UploadedFile, data_url_audio
 
 FILE = {"file": UploadedFile("a.wav", "audio/wav", b"RIFF")}
 
@@ -16,21 +17,21 @@ def form(**fields: str | list[str]) -> dict[str, list[str]]:
 
 def test_defaults() -> None:
     parsed = parse_audio_form(form(model="whisper-1"), FILE, "transcribe")
-    assert (parsed.response_format, parsed.temperature, parsed.stream) == ("json", 0.0, False)
+    assert (parsed.response_format, parsed.request.temperature, parsed.request.stream) == ("json", 0.0, False)
     assert parsed.timestamp_granularities == ("segment",)
-    assert parsed.language is None and parsed.prompt is None and not parsed.word_timestamps
+    assert parsed.request.language is None and parsed.request.prompt is None and not parsed.request.word_timestamps
 
 
 def test_bracketed_and_plain_arrays() -> None:
     fields = {"model": ["m"], "response_format": ["verbose_json"], "timestamp_granularities[]": ["word", "segment"]}
-    assert parse_audio_form(fields, FILE, "transcribe").word_timestamps
+    assert parse_audio_form(fields, FILE, "transcribe").request.word_timestamps
     for value in ('["word"]', "word,segment", "word"):
         assert FormReader({"timestamp_granularities": [value]}).array("timestamp_granularities")[0] == "word"
 
 
 def test_word_timestamps_need_verbose_json() -> None:
     parsed = parse_audio_form(form(model="m", **{"timestamp_granularities[]": "word"}), FILE, "transcribe")
-    assert not parsed.word_timestamps
+    assert not parsed.request.word_timestamps
 
 
 @pytest.mark.parametrize(("raw", "value"), [("true", True), ("False", False), ("1", True), ("", False)])
@@ -58,12 +59,12 @@ def test_keywords_join_the_prompt_and_single_languages_entry_is_the_language() -
     parsed = parse_audio_form(form(model="m", prompt="Meeting notes.", **{"keywords[]": ["Triton", "CTranslate2"],
                                                                           "languages[]": "de"}),
                               FILE, "transcribe")
-    assert parsed.prompt == "Meeting notes. Triton, CTranslate2."
-    assert parsed.language == "de"
+    assert parsed.request.prompt == "Meeting notes. Triton, CTranslate2."
+    assert parsed.request.language == "de"
 
 
 def test_translation_ignores_language_and_refuses_diarized_json() -> None:
-    assert parse_audio_form(form(model="m", language="fr"), FILE, "translate").language is None
+    assert parse_audio_form(form(model="m", language="fr"), FILE, "translate").request.language is None
     with pytest.raises(APIError) as info:
         parse_audio_form(form(model="m", response_format="diarized_json"), FILE, "translate")
     assert info.value.param == "response_format" and info.value.status == 400
@@ -98,10 +99,11 @@ def test_missing_file() -> None:
 
 
 def test_diarization_is_asked_by_format_flag_or_model() -> None:
-    assert parse_audio_form(form(model="m", response_format="diarized_json"), FILE, "transcribe").diarize
-    assert parse_audio_form(form(model="m", diarize="true", max_speakers="3"), FILE, "transcribe").max_speakers == 3
-    assert parse_audio_form(form(model="gpt-4o-transcribe-diarize"), FILE, "transcribe").diarize
-    assert not parse_audio_form(form(model="m"), FILE, "transcribe").diarize
+    assert parse_audio_form(form(model="m", response_format="diarized_json"), FILE, "transcribe").request.diarize
+    asked = parse_audio_form(form(model="m", diarize="true", max_speakers="3"), FILE, "transcribe").request
+    assert asked.max_speakers == 3
+    assert parse_audio_form(form(model="gpt-4o-transcribe-diarize"), FILE, "transcribe").request.diarize
+    assert not parse_audio_form(form(model="m"), FILE, "transcribe").request.diarize
 
 
 def test_known_speakers_pair_names_with_data_url_clips() -> None:
@@ -109,11 +111,11 @@ def test_known_speakers_pair_names_with_data_url_clips() -> None:
               "known_speaker_names[]": ["Smith, Jane", "agent", "stored one"],
               "known_speaker_references[]": ["data:audio/wav;base64,UklGRg==", "data:audio/x-wav;codecs=1;base64,AAE="]}
     parsed = parse_audio_form(fields, FILE, "transcribe")
-    assert parsed.known_speaker_names == ("Smith, Jane", "agent", "stored one")  # commas stay in names
-    assert parsed.known_speaker_references == (b"RIFF", b"\x00\x01")
+    assert parsed.request.known_speaker_names == ("Smith, Jane", "agent", "stored one")  # commas stay in names
+    assert parsed.request.known_speaker_references == (b"RIFF", b"\x00\x01")
     as_json = parse_audio_form(form(model="m", response_format="diarized_json",
                                     known_speaker_names='["a", "b"]'), FILE, "transcribe")
-    assert as_json.known_speaker_names == ("a", "b") and as_json.known_speaker_references == ()
+    assert as_json.request.known_speaker_names == ("a", "b") and as_json.request.known_speaker_references == ()
 
 
 @pytest.mark.parametrize("url", ["data:audio/wav,UklGRg==", "data:audio/wav;base64,", "UklGRg==", "data:;base64,@@"])

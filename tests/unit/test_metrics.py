@@ -13,14 +13,15 @@ from litestar.response import Stream
 from litestar.testing import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from frontend.errors import EXCEPTION_HANDLERS, bad_request, model_not_found
+from frontend.errors import EXCEPTION_HANDLERS, bad_request
 from frontend.metrics import FrontendMetrics, MetricsPlugin, error_code, metrics_of
+from frontend.transcription import unknown_model
 
 
 @get("/items/{item_id:int}", sync_to_thread=False)
 def get_item(item_id: FromPath[int]) -> dict[str, int]:
     if item_id == 0:
-        raise model_not_found("zero")
+        raise unknown_model("zero")
     return {"id": item_id}
 
 

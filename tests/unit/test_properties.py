@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 
 from frontend.errors import APIError
 from frontend.formats import format_timestamp, to_srt, to_vtt
-from frontend.forms import FormReader, UploadedFile, data_url_audio, parse_audio_form
+from frontend.openai.audio_form import parse_audio_form
+from frontend.request_bodies import FormReader, UploadedFile, data_url_audio
 from harness.profiles import load_profile
 from whisper_triton.errors import (
     AudioTooShortError,
@@ -146,11 +147,11 @@ def test_any_form_is_parsed_or_refused_with_a_400(fields: dict[str, list[str]], 
     except APIError as error:
         client_fault(error)
         return
-    assert 0.0 <= form.temperature <= 1.0
+    assert 0.0 <= form.request.temperature <= 1.0
     assert form.response_format in ("json", "text", "srt", "verbose_json", "vtt", "diarized_json")
     assert set(form.timestamp_granularities) <= {"word", "segment"}
     assert form.model and form.model == form.model.strip()
-    assert task == "transcribe" or (form.language is None and not form.diarize)
+    assert task == "transcribe" or (form.request.language is None and not form.request.diarize)
 
 
 @given(st.text(max_size=30), st.floats(-10, 10), st.floats(-10, 10))

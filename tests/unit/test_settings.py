@@ -116,3 +116,10 @@ def test_cache_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert model_settings({}).cache_path() == tmp_path / "env-cache"
     monkeypatch.delenv("WHISPER_CACHE_DIR")
     assert model_settings({}).cache_path() == tmp_path / ".cache" / "whisper-triton"
+
+
+@pytest.mark.parametrize(("value", "enabled"), [("embedded", True), ("OFF", False), ("false", False), ("0", False),
+                                                ("pyannote/speaker-diarization-3.1", True)])
+def test_diarization_is_on_unless_turned_off(value: str, enabled: bool) -> None:
+    assert model_settings({"WHISPER_DIARIZATION": value}).diarization_enabled is enabled
+    assert ModelSettings().diarization_enabled

@@ -8,8 +8,9 @@ import msgspec
 import numpy as np
 import pytest
 
-from frontend.forms import AudioForm, UploadedFile
-from frontend.responses import diarized_text, render
+from frontend.openai.audio_form import AudioForm
+from frontend.openai.render import diarized_text, render
+from frontend.request_bodies import UploadedFile
 from harness.assets import jfk_wav
 from tests.unit.test_transcriber import one_by_one
 from whisper_triton.contract import DoneEvent, TranscriptionRequest
@@ -116,9 +117,8 @@ async def test_transcriber_diarizes_alongside_decoding() -> None:
 
 
 def _form(fmt: str) -> AudioForm:
-    return AudioForm(file=UploadedFile("a.wav", "audio/wav", b""), model="m", task="transcribe", language=None,
-                     prompt=None, response_format=fmt, temperature=0.0, timestamp_granularities=("segment",),
-                     stream=False, diarize=True)
+    return AudioForm(file=UploadedFile("a.wav", "audio/wav", b""), model="m", response_format=fmt,
+                     timestamp_granularities=("segment",), request=TranscriptionRequest(model="m", diarize=True))
 
 
 DONE = {"type": "done", "task": "transcribe", "language": "en", "duration": 6.2, "text": "Hello there. Hi back.",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from frontend.tasks.model import TaskError, TaskRequest, new_task
+from frontend.tasks.records import TaskError, TaskRequest, new_task
 from frontend.tasks.store import TaskStore
 from whisper_triton.contract import DoneEvent
 
@@ -99,7 +99,7 @@ async def test_expiry_deletes_only_old_finished_tasks(store: TaskStore) -> None:
     for task in (old, fresh, queued):
         await store.create(task)
     await store.finish(old.id, "failed", error=TaskError("boom", "x"))
-    await store._execute("UPDATE tasks SET completed_at = ? WHERE id = ?", (time.time() - 3600, old.id))
+    await store.db.execute("UPDATE tasks SET completed_at = ? WHERE id = ?", (time.time() - 3600, old.id))
     await store.finish(fresh.id, "completed", result=result_of(""))
     assert await store.expire(older_than_s=600) == 1
     assert await store.get(old.id) is None
@@ -118,11 +118,11 @@ async def test_webhook_state_and_delete(store: TaskStore) -> None:
 
 
 async def test_ping(store: TaskStore) -> None:
-    assert await store.ping()
+    assert await store.db.ping()
 
 
 async def test_undelivered_webhooks_are_found(store: TaskStore) -> None:
-    from frontend.tasks.model import Webhook
+    from frontend.tasks.records import Webhook
 
     hooked = TaskRequest(model="tiny.en", webhook=Webhook(url="https://hooks.example.com/x"))
     pending, delivered, no_hook, running = (new_task(hooked, "url"), new_task(hooked, "url"),

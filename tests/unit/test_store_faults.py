@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from frontend.tasks.model import TaskRequest, new_task
-from frontend.tasks.store import SQLiteStore, StoreError, TaskStore, open_store
+from frontend.database import SQLiteDatabase, StoreError, open_database
+from frontend.errors import api_error
+from frontend.tasks.records import TaskRequest, new_task
+from frontend.tasks.store import TaskStore
 from whisper_triton.contract import DoneEvent
 
 
@@ -38,7 +40,7 @@ def request() -> TaskRequest:
 
 
 async def test_a_locked_database_gives_a_503_after_the_busy_timeout_and_stores_nothing(tmp_path: Path) -> None:
-    store = await open_store(f"sqlite:///{tmp_path / 'tasks.db'}?timeout=0.3", tmp_path)
+    store = TaskStore(await open_database(f"sqlite:///{tmp_path / 'tasks.db'}?timeout=0.3", tmp_path))
     try:
         task = new_task(request(), "upload")
         with write_lock(tmp_path / "tasks.db"):
@@ -47,17 +49,18 @@ async def test_a_locked_database_gives_a_503_after_the_busy_timeout_and_stores_n
                 await store.create(task, b"audio bytes")
             assert 0.2 < time.monotonic() - started < 5
         error = raised.value
-        assert error.status == 503 and error.retry_after and error.code == "database_unavailable"
+        answer = api_error(error)  # what the client gets
+        assert answer.status == 503 and answer.retry_after and answer.code == "database_unavailable"
         assert "locked" in str(error) and "locked" not in error.message  # details go to the log only
         assert await store.get(task.id) is None and await store.audio(task.id) is None
         assert await store.create(task, b"audio bytes")  # the lock is gone: it works again
         assert await store.audio(task.id) == b"audio bytes"
     finally:
-        await store.close()
+        await store.db.close()
 
 
 async def test_a_task_whose_end_cannot_be_written_is_not_completed(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "tasks.db", busy_timeout_s=0.2)
+    store = TaskStore(SQLiteDatabase(tmp_path / "tasks.db", busy_timeout_s=0.2))
     try:
         task = new_task(request(), "upload")
         await store.create(task, b"audio")
@@ -76,12 +79,12 @@ async def test_a_task_whose_end_cannot_be_written_is_not_completed(tmp_path: Pat
         assert done is not None and done.status == "completed" and done.result == result_of("hello")
         assert await store.audio(task.id) is None
     finally:
-        await store.close()
+        await store.db.close()
 
 
 async def test_a_bad_sqlite_timeout_is_refused(tmp_path: Path) -> None:
     with pytest.raises(StoreError):
-        await open_store(f"sqlite:///{tmp_path / 'tasks.db'}?timeout=soon", tmp_path)
+        await open_database(f"sqlite:///{tmp_path / 'tasks.db'}?timeout=soon", tmp_path)
 
 
 async def test_concurrent_submissions_respect_the_queue_bound(store: TaskStore) -> None:

@@ -145,7 +145,7 @@ class TritonPythonModel:
             error = from_wire(message)
             if error.client_fault:
                 raise error
-            if "not found" in message or "not ready" in message or "unavailable" in message.lower():
+            if is_unavailable(message):
                 raise EngineError("The diarization model is not loaded: load 'diarization' (Triton model "
                                   "control) or send the request through the HTTP frontend, which loads it.")
             raise EngineError("Speaker diarization failed.")

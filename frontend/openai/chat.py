@@ -11,8 +11,6 @@ as audio is not counted in chat tokens here.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import math
 import re
@@ -24,23 +22,16 @@ from typing import Any, Literal
 
 import msgspec
 from litestar import Controller, Request, Response, post
+from litestar.di import NamedDependency
 from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Schema
 from litestar.openapi.spec.enums import OpenAPIType
-from litestar.status_codes import HTTP_413_REQUEST_ENTITY_TOO_LARGE
 
-from frontend.deadlines import unless_disconnected
-from frontend.errors import (
-    APIError,
-    bad_request,
-    error_body,
-    error_responses,
-    from_service_error,
-    model_not_found,
-    overloaded,
-)
-from frontend.metrics import metrics_of
-from frontend.responses import ClosingStream
-from frontend.routes import Services, require_api_key, services
+from frontend.errors import api_error, bad_request, error_body, error_responses, too_large
+from frontend.guards import require_api_key
+from frontend.request_bodies import data_url_bytes, read_body
+from frontend.settings import FrontendSettings
+from frontend.streams import awaited, event_stream, sse
+from frontend.transcription import Transcriptions, served_model
 from whisper_triton.contract import DoneEvent, Event, SegmentsEvent, TranscriptionRequest
 from whisper_triton.errors import ServiceError
 
@@ -145,23 +136,6 @@ def max_body_bytes(max_upload_bytes: int) -> int:
     return 4 * math.ceil(max_upload_bytes / 3) + JSON_OVERHEAD
 
 
-def _too_large(limit: int) -> APIError:
-    return APIError(HTTP_413_REQUEST_ENTITY_TOO_LARGE, f"Maximum content size limit ({limit}) exceeded.",
-                    param="messages", code="request_too_large")
-
-
-async def read_body(request: Request[Any, Any, Any], limit: int) -> bytes:
-    """The body, refused with 413 past `limit` (Litestar's own limit is off on this route)."""
-    if (request.content_length or 0) > limit:
-        raise _too_large(limit)
-    body = bytearray()
-    async for chunk in request.stream():
-        body.extend(chunk)
-        if len(body) > limit:
-            raise _too_large(limit)
-    return bytes(body)
-
-
 def parse_request(body: bytes, max_upload_bytes: int) -> ChatTurn:
     try:
         parsed = _decoder.decode(body)
@@ -195,18 +169,15 @@ def _audio(part: dict[str, Any], param: str, max_upload_bytes: int) -> bytes:
     if spec.format not in AUDIO_FORMATS:
         raise bad_request(f"Unsupported audio format '{spec.format}'. Supported: {', '.join(AUDIO_FORMATS)}.",
                           param=f"{param}.input_audio.format", code="unsupported_value")
-    data = spec.data
-    if data.startswith("data:") and ";base64," in data:  # a data URL, as some clients send
-        data = data.partition(";base64,")[2]
-    try:
-        audio = base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError) as exc:
+    try:  # base64, or a data URL as some clients send
+        audio = data_url_bytes(spec.data, bare=True)
+    except ValueError as exc:
         raise bad_request(f"Invalid base64 in '{param}.input_audio.data'.", param=f"{param}.input_audio.data") from exc
     if not audio:
         raise bad_request(f"'{param}.input_audio.data' is empty.", param=f"{param}.input_audio.data",
                           code="invalid_audio")
     if len(audio) > max_upload_bytes:
-        raise _too_large(max_upload_bytes)
+        raise too_large(max_upload_bytes, param="messages")
     return audio
 
 
@@ -250,34 +221,24 @@ class ChatController(Controller):
     # Base64 audio is 4/3 of the file: this route enforces its own limit (`read_body`).
     @post("/completions", operation_id="createChatCompletion", operation_class=_ChatOperation,
           responses=_ERRORS, status_code=200, request_max_body_size=None)
-    async def create_chat_completion(self, request: Request[Any, Any, Any]) -> Response[Any]:
+    async def create_chat_completion(self, request: Request[Any, Any, Any], settings: NamedDependency[FrontendSettings],
+                                     transcriptions: NamedDependency[Transcriptions]) -> Response[Any]:
         """Transcribes the `input_audio` parts of the messages; the transcript is the answer."""
-        svc = services(request)
-        body = await read_body(request, max_body_bytes(svc.settings.max_upload_bytes))
-        turn = parse_request(body, svc.settings.max_upload_bytes)
-        model = svc.settings.resolve_model(turn.model)
-        if model is None:
-            raise model_not_found(turn.model)
-        if not svc.admission.try_acquire():
-            raise overloaded("The server is busy with other transcriptions; retry shortly.",
-                             retry_after=svc.settings.retry_after_s)
-        answer = ChatAnswer(svc, request, turn, model)
-        if turn.stream:  # the slot is released when the response ends, however it ends
-            return ClosingStream(answer.chunks(), on_close=svc.admission.release, media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-        try:
-            completion = await unless_disconnected(request.receive, answer.completion())
-        finally:
-            svc.admission.release()
+        body = await read_body(request, max_body_bytes(settings.max_upload_bytes), param="messages")
+        turn = parse_request(body, settings.max_upload_bytes)
+        answer = ChatAnswer(transcriptions, turn, served_model(settings, turn.model))
+        slot = transcriptions.admit()
+        if turn.stream:
+            return event_stream(answer.chunks(), slot.release)
+        completion = await awaited(request.receive, slot, answer.completion())
         return Response(_encoder.encode(completion), media_type="application/json")
 
 
 class ChatAnswer:
     """Transcribes a turn's audio files one after the other, as a whole or as SSE chunks."""
 
-    def __init__(self, svc: Services, request: Request[Any, Any, Any], turn: ChatTurn, model: str) -> None:
-        self.svc = svc
-        self.request = request
+    def __init__(self, transcriptions: Transcriptions, turn: ChatTurn, model: str) -> None:
+        self.transcriptions = transcriptions
         self.turn = turn
         self.model = model  # the served model id; answers name the model as requested, as OpenAI does
         self.id = f"chatcmpl-{uuid.uuid4().hex}"
@@ -286,13 +247,10 @@ class ChatAnswer:
 
     async def _events(self, audio: bytes, stream: bool) -> AsyncGenerator[Event, None]:
         call = TranscriptionRequest(model=self.model, stream=stream)
-        async with contextlib.aclosing(self.svc.triton.transcribe(audio, call)) as events:
+        async with contextlib.aclosing(self.transcriptions.events(audio, call)) as events:
             async for event in events:
                 if isinstance(event, DoneEvent):
                     self.tokens += sum(len(s.tokens) for s in event.segments)
-                    metrics = metrics_of(self.request.app)
-                    if metrics is not None:
-                        metrics.observe_audio(event.duration, "transcribe")
                 yield event
 
     def _usage(self) -> CompletionUsage:
@@ -311,7 +269,7 @@ class ChatAnswer:
     def _chunk(self, delta: ChoiceDelta, finish: bool = False) -> bytes:
         chunk = ChatCompletionChunk(id=self.id, created=self.created, model=self.turn.model,
                                     choices=[ChunkChoice(delta=delta, finish_reason="stop" if finish else None)])
-        return b"data: " + _encoder.encode(chunk) + b"\n\n"
+        return sse(chunk)
 
     async def chunks(self) -> AsyncGenerator[bytes, None]:
         """Role first, a content delta per decoded segment, `stop`, usage if asked, `[DONE]`.
@@ -337,8 +295,7 @@ class ChatAnswer:
             if self.turn.include_usage:
                 usage = ChatCompletionChunk(id=self.id, created=self.created, model=self.turn.model, choices=[],
                                             usage=self._usage())
-                yield b"data: " + _encoder.encode(usage) + b"\n\n"
+                yield sse(usage)
             yield b"data: [DONE]\n\n"
-        except (APIError, ServiceError) as exc:
-            error = exc if isinstance(exc, APIError) else from_service_error(exc)
-            yield b"data: " + _encoder.encode(error_body(error)) + b"\n\n"
+        except ServiceError as exc:
+            yield sse(error_body(api_error(exc)))

@@ -7,7 +7,7 @@
     POST   /v1/speakers/identify   whose voice is this clip? -> ranked matches
 
 Later transcriptions name stored speakers in `known_speaker_names[]` without a reference clip; the
-stored embedding is then sent to Triton instead (`speaker_store.resolve_known`).
+stored embedding is then sent to Triton instead (`SpeakerStore.with_stored_voices`).
 """
 
 from __future__ import annotations
@@ -19,14 +19,17 @@ from typing import Any
 import msgspec
 import numpy as np
 from litestar import Controller, Request, delete, get, post
+from litestar.di import NamedDependency
 from litestar.params import FromPath
-from litestar.status_codes import HTTP_201_CREATED, HTTP_404_NOT_FOUND
+from litestar.status_codes import HTTP_201_CREATED
 
-from frontend.errors import APIError, bad_request, error_responses
-from frontend.forms import FormReader, UploadedFile, data_url_audio, read_multipart
-from frontend.routes import require_api_key, services
-from frontend.speaker_store import SpeakerRecord, SpeakerStore
-from whisper_triton.errors import InvalidRequestError
+from frontend.errors import bad_request, error_responses
+from frontend.guards import require_api_key
+from frontend.request_bodies import FormReader, UploadedFile, data_url_audio, read_json_object, read_multipart
+from frontend.settings import FrontendSettings
+from frontend.speakers.store import SpeakerRecord, SpeakerStore
+from frontend.triton import TritonClient
+from whisper_triton.errors import InvalidRequestError, NotFoundError
 from whisper_triton.speakers import MATCH_THRESHOLD, check_name, cosine
 
 
@@ -70,25 +73,18 @@ def _public(record: SpeakerRecord) -> Speaker:
     return Speaker(record.id, record.name, record.embedding_model, record.duration, int(record.created_at))
 
 
-def _not_found(speaker_id: str) -> APIError:
-    return APIError(HTTP_404_NOT_FOUND, f"No speaker with id '{speaker_id[:64]}'.", param="speaker_id",
-                    code="speaker_not_found")
+def _not_found(speaker_id: str) -> NotFoundError:
+    return NotFoundError(f"No speaker with id '{speaker_id[:64]}'.", param="speaker_id", code="speaker_not_found")
 
 
-async def _clip(request: Request[Any, Any, Any]) -> tuple[FormReader, bytes]:
+async def _clip(request: Request[Any, Any, Any], max_upload_bytes: int) -> tuple[FormReader, bytes]:
     """The form fields and the voice clip: multipart (`file` or `reference`) or JSON (`reference`)."""
-    svc = services(request)
     if request.content_type[0] == "application/json":
-        try:
-            body = msgspec.json.decode(await request.body())
-        except msgspec.DecodeError:
-            raise bad_request("The body is not valid JSON.") from None
-        if not isinstance(body, dict):
-            raise bad_request("The body must be a JSON object.")
+        body = await read_json_object(request)
         fields = {str(k): [str(v)] for k, v in body.items() if v is not None}
         files: dict[str, UploadedFile] = {}
     else:
-        fields, files = await read_multipart(request, svc.settings.max_upload_bytes)
+        fields, files = await read_multipart(request, max_upload_bytes)
     reader = FormReader(fields)
     upload, reference = files.get("file"), reader.text("reference")
     if upload is not None and reference is not None:
@@ -115,47 +111,52 @@ class SpeakersController(Controller):
 
     @post("/", operation_id="createSpeaker", status_code=HTTP_201_CREATED,
           responses=_ERRORS | error_responses({409: "A speaker of that name exists"}))
-    async def create_speaker(self, request: Request[Any, Any, Any]) -> Speaker:
+    async def create_speaker(self, request: Request[Any, Any, Any], settings: NamedDependency[FrontendSettings],
+                             triton: NamedDependency[TritonClient],
+                             speakers: NamedDependency[SpeakerStore]) -> Speaker:
         """Enrols a voice: `name` and `file` (multipart; 1 to 30 s of one speaker, 2 to 10 s works best), or
         JSON `{"name", "reference"}` with the clip as a data URL."""
-        reader, clip = await _clip(request)
+        reader, clip = await _clip(request, settings.max_upload_bytes)
         name = (reader.text("name") or "").strip()
         try:
             check_name(name)
         except InvalidRequestError as exc:
             raise bad_request(exc.message, param="name") from exc
-        voice = await services(request).triton.embed(clip)
+        voice = await triton.embed(clip)
         record = SpeakerRecord(f"spk_{uuid.uuid4().hex}", name, list(voice.embedding or ()),
                                voice.embedding_model or "", voice.duration, time.time())
-        await SpeakerStore(services(request).store).create(record)
+        await speakers.create(record)
         return _public(record)
 
     @get("/", operation_id="listSpeakers")
-    async def list_speakers(self, request: Request[Any, Any, Any]) -> SpeakerList:
+    async def list_speakers(self, speakers: NamedDependency[SpeakerStore]) -> SpeakerList:
         """Every stored speaker, oldest first."""
-        return SpeakerList([_public(r) for r in await SpeakerStore(services(request).store).all()])
+        return SpeakerList([_public(r) for r in await speakers.all()])
 
     @get("/{speaker_id:str}", operation_id="retrieveSpeaker", responses=error_responses({404: "No such speaker"}))
-    async def retrieve_speaker(self, request: Request[Any, Any, Any], speaker_id: FromPath[str]) -> Speaker:
-        record = await SpeakerStore(services(request).store).get(speaker_id)
+    async def retrieve_speaker(self, speaker_id: FromPath[str], speakers: NamedDependency[SpeakerStore]) -> Speaker:
+        record = await speakers.get(speaker_id)
         if record is None:
             raise _not_found(speaker_id)
         return _public(record)
 
     @delete("/{speaker_id:str}", operation_id="deleteSpeaker", status_code=200,
             responses=error_responses({404: "No such speaker"}))
-    async def delete_speaker(self, request: Request[Any, Any, Any], speaker_id: FromPath[str]) -> DeletedSpeaker:
-        if not await SpeakerStore(services(request).store).delete(speaker_id):
+    async def delete_speaker(self, speaker_id: FromPath[str],
+                             speakers: NamedDependency[SpeakerStore]) -> DeletedSpeaker:
+        if not await speakers.delete(speaker_id):
             raise _not_found(speaker_id)
         return DeletedSpeaker(speaker_id)
 
     @post("/identify", operation_id="identifySpeaker", status_code=200, responses=_ERRORS)
-    async def identify_speaker(self, request: Request[Any, Any, Any]) -> Identification:
+    async def identify_speaker(self, request: Request[Any, Any, Any], settings: NamedDependency[FrontendSettings],
+                               triton: NamedDependency[TritonClient],
+                               speakers: NamedDependency[SpeakerStore]) -> Identification:
         """Compares a clip of one voice with the stored speakers; `threshold` (default 0.65) decides a match."""
-        reader, clip = await _clip(request)
+        reader, clip = await _clip(request, settings.max_upload_bytes)
         threshold = reader.number("threshold", MATCH_THRESHOLD, -1.0, 1.0)
-        voice = await services(request).triton.embed(clip)
-        records = await SpeakerStore(services(request).store).all()
+        voice = await triton.embed(clip)
+        records = await speakers.all()
         matches = sorted(
             (SpeakerMatch(r.id, r.name, round(cosine(np.asarray(voice.embedding), np.asarray(r.embedding)), 4))
              for r in records if r.embedding_model == voice.embedding_model),

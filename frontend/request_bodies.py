@@ -1,14 +1,14 @@
-"""Multipart parsing and validation of OpenAI's audio request forms.
+"""Reading request bodies: multipart forms, form fields, JSON objects, size-limited bodies, base64 audio.
 
-The body is parsed as it streams in (chunked uploads without Content-Length work), into memory:
+A multipart body is parsed as it streams in (chunked uploads without Content-Length work), into memory:
 no temporary files. Field names follow the SDKs' encoding: lists as repeated `name[]`, objects as
-`name[key]`; the un-bracketed forms and JSON strings are accepted too.
+`name[key]`; the un-bracketed forms and JSON strings are accepted too. Every failure is a 400 (413 past
+a size limit) naming the parameter.
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import math
 import re
@@ -16,13 +16,12 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from litestar import Request
 from multipart import MultipartSegment, ParserError, ParserLimitReached, PushMultipartParser
 
-from frontend.errors import APIError, bad_request, too_large
+from frontend.errors import bad_request, too_large
 
-RESPONSE_FORMATS = ("json", "text", "srt", "verbose_json", "vtt", "diarized_json")
-GRANULARITIES = ("word", "segment")
 MAX_FIELD_BYTES = 64 * 1024
 # known_speaker_references[] carry whole clips as data URLs: 30 s of 48 kHz stereo 16-bit WAV in base64.
 MAX_REFERENCE_FIELD_BYTES = 8 * 1024 * 1024
@@ -38,33 +37,6 @@ class UploadedFile:
     filename: str
     content_type: str
     data: bytes
-
-
-@dataclass(frozen=True)
-class AudioForm:
-    """A validated transcription or translation request."""
-
-    file: UploadedFile
-    model: str
-    task: str
-    language: str | None
-    prompt: str | None
-    response_format: str
-    temperature: float
-    timestamp_granularities: tuple[str, ...]
-    stream: bool
-    diarize: bool = False
-    num_speakers: int | None = None
-    min_speakers: int | None = None
-    max_speakers: int | None = None
-    # Names of known speakers: the first ones with the reference clips, in order; the rest name speakers
-    # stored with /v1/speakers.
-    known_speaker_names: tuple[str, ...] = ()
-    known_speaker_references: tuple[bytes, ...] = ()
-
-    @property
-    def word_timestamps(self) -> bool:
-        return self.response_format == "verbose_json" and "word" in self.timestamp_granularities
 
 
 async def read_multipart(
@@ -207,6 +179,13 @@ class FormReader:
                 values.append(stripped)
         return values
 
+    def speaker_count(self, name: str) -> int | None:
+        """A speaker count hint: a whole number up to 64; 0 or absent is none."""
+        value = self.number(name, 0, 0, 64)
+        if value != int(value):
+            raise bad_request(f"'{name}' must be a whole number.", param=name)
+        return int(value) or None
+
     def object(self, name: str) -> dict[str, str] | str | None:
         """`name=auto`, `name={"type": ...}` or bracketed sub-fields `name[type]=...`."""
         prefix = f"{name}["
@@ -222,127 +201,53 @@ class FormReader:
         return nested or None
 
 
-def parse_audio_form(
-    fields: dict[str, list[str]], files: dict[str, UploadedFile], task: str
-) -> AudioForm:
-    upload = files.get("file")
-    if upload is None:
-        raise bad_request(
-            "You must provide a 'file' part with the audio.", param="file", code="missing_required_parameter"
-        )
-    reader = FormReader(fields)
-    model = reader.text("model")
-    if model is None:
-        raise bad_request("You must provide a model parameter.", param="model", code="missing_required_parameter")
-    response_format = (reader.text("response_format") or "json").strip().lower()
-    allowed = RESPONSE_FORMATS if task == "transcribe" else RESPONSE_FORMATS[:-1]
-    if response_format not in allowed:
-        raise bad_request(
-            f"Unsupported response_format '{response_format}'. Use one of: {', '.join(allowed)}.",
-            param="response_format",
-            code="unsupported_value",
-        )
-    granularities = tuple(g.lower() for g in reader.array("timestamp_granularities")) or ("segment",)
-    for granularity in granularities:
-        if granularity not in GRANULARITIES:
-            raise bad_request(
-                f"Unsupported timestamp granularity '{granularity}'. Use 'word' and/or 'segment'.",
-                param="timestamp_granularities",
-                code="unsupported_value",
-            )
-    _check_chunking_strategy(reader)
-    for item in reader.array("include"):
-        if item != "logprobs":
-            raise bad_request(f"Unsupported include value '{item}'.", param="include", code="unsupported_value")
-    diarize = task == "transcribe" and (response_format == "diarized_json" or reader.boolean("diarize")
-                                        or model.strip().endswith("-diarize"))
-    names, references = _known_speakers(reader, diarize)
-    language = reader.text("language")
-    languages = reader.array("languages")
-    if language is None and len(languages) == 1:
-        language = languages[0]
-    return AudioForm(
-        file=upload,
-        model=model.strip(),
-        task=task,
-        language=language.strip() if language and task == "transcribe" else None,
-        prompt=_prompt(reader),
-        response_format=response_format,
-        temperature=reader.number("temperature", 0.0, 0.0, 1.0),
-        timestamp_granularities=granularities,
-        stream=reader.boolean("stream"),
-        diarize=diarize,
-        known_speaker_names=names,
-        known_speaker_references=references,
-        num_speakers=speaker_count(reader, "num_speakers"),
-        min_speakers=speaker_count(reader, "min_speakers"),
-        max_speakers=speaker_count(reader, "max_speakers"),
-    )
+class NotADataUrlError(ValueError):
+    pass
 
 
-def speaker_count(reader: FormReader, name: str) -> int | None:
-    value = reader.number(name, 0, 0, 64)
-    if value != int(value):
-        raise bad_request(f"'{name}' must be a whole number.", param=name)
-    return int(value) or None
+def data_url_bytes(value: str, bare: bool = False) -> bytes:
+    """The bytes of a base64 `data:` URL (`data:audio/wav;base64,...`), or with `bare` of plain base64 too.
 
-
-def _known_speakers(reader: FormReader, diarize: bool) -> tuple[tuple[str, ...], tuple[bytes, ...]]:
-    names = tuple(name.strip() for name in reader.items("known_speaker_names"))
-    references = tuple(data_url_audio(url, "known_speaker_references")
-                       for url in reader.items("known_speaker_references"))
-    if not names and not references:
-        return (), ()
-    if not diarize:
-        raise bad_request("Known speakers need diarization: use response_format=diarized_json.",
-                          param="known_speaker_names")
-    if len(references) > len(names):
-        raise bad_request(f"{len(references)} known_speaker_references for {len(names)} known_speaker_names: "
-                          "give a name for every reference.", param="known_speaker_names")
-    return names, references
+    Raises NotADataUrlError, or binascii.Error (a ValueError) for data that is not base64.
+    """
+    match = _DATA_URL.fullmatch(value.strip())
+    if match is None and not bare:
+        raise NotADataUrlError("not a base64 data URL")
+    data = match["data"] if match is not None else value
+    return base64.b64decode(re.sub(r"\s+", "", data), validate=True)
 
 
 def data_url_audio(url: str, param: str) -> bytes:
-    """The bytes of a base64 `data:` URL (`data:audio/wav;base64,...`)."""
-    match = _DATA_URL.fullmatch(url.strip())
-    if match is None:
-        raise bad_request("Each known speaker reference must be a data URL such as 'data:audio/wav;base64,...'.",
-                          param=param)
+    """A voice clip given as a data URL (`data:audio/wav;base64,...`)."""
     try:
-        data = base64.b64decode(re.sub(r"\s+", "", match["data"]), validate=True)
-    except (binascii.Error, ValueError):
+        data = data_url_bytes(url)
+    except NotADataUrlError:
+        raise bad_request("Each known speaker reference must be a data URL such as 'data:audio/wav;base64,...'.",
+                          param=param) from None
+    except ValueError:
         raise bad_request("A known speaker reference is not valid base64.", param=param) from None
     if not data:
         raise bad_request("A known speaker reference is empty.", param=param)
     return data
 
 
-def _prompt(reader: FormReader) -> str | None:
-    prompt = reader.text("prompt")
-    keywords = reader.array("keywords")
-    if keywords:
-        # Whisper has no keyword input; the prompt is where vocabulary hints go.
-        prompt = " ".join(p for p in (prompt, ", ".join(keywords) + ".") if p)
-    return prompt
+async def read_body(request: Request[Any, Any, Any], limit: int, param: str) -> bytes:
+    """The body, refused with 413 past `limit` (for routes where Litestar's own limit is off)."""
+    if (request.content_length or 0) > limit:
+        raise too_large(limit, param)
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > limit:
+            raise too_large(limit, param)
+    return bytes(body)
 
 
-def _check_chunking_strategy(reader: FormReader) -> None:
-    strategy = reader.object("chunking_strategy")
-    if strategy is None or strategy == "auto":
-        return
-    if isinstance(strategy, str) or strategy.get("type") != "server_vad":
-        raise bad_request(
-            "chunking_strategy must be 'auto' or an object with type 'server_vad'.",
-            param="chunking_strategy",
-            code="unsupported_value",
-        )
-    for key in ("prefix_padding_ms", "silence_duration_ms", "threshold"):
-        if key in strategy:
-            try:
-                float(strategy[key])
-            except ValueError:
-                raise bad_request(f"chunking_strategy[{key}] must be a number.",
-                                  param="chunking_strategy") from None
-
-
-__all__ = ["APIError", "AudioForm", "UploadedFile", "parse_audio_form", "read_multipart"]
+async def read_json_object(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    try:
+        body = msgspec.json.decode(await request.body())
+    except msgspec.DecodeError as exc:
+        raise bad_request(f"The body is not valid JSON: {exc}", code="invalid_json") from exc
+    if not isinstance(body, dict):
+        raise bad_request("The body must be a JSON object.", code="invalid_json")
+    return body

@@ -1,31 +1,24 @@
-"""What the task runner needs from the outside world: audio from URLs, webhook deliveries."""
+"""Webhooks of ended tasks: signed with the frontend's secret, their delivery recorded on the task."""
 
 from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
-from frontend.net import FetchError, UnsafeUrlError, UrlPolicy, fetch
-from frontend.tasks.model import Task, short_id
+from frontend.net import UrlPolicy
+from frontend.tasks.records import Task, short_id
+from frontend.tasks.runner import NotifyFn
 from frontend.tasks.store import TaskStore
 from frontend.webhooks import Delivery, deliver
-from whisper_triton.errors import FetchFailedError
 
 log = logging.getLogger("frontend.tasks")
 
-
-def url_fetcher(policy: UrlPolicy) -> Any:
-    async def fetch_audio(url: str) -> bytes:
-        try:
-            return await fetch(url, policy)
-        except (UnsafeUrlError, FetchError) as exc:
-            raise FetchFailedError(f"Could not fetch the audio: {exc}", param="url") from exc
-
-    return fetch_audio
+PayloadFn = Callable[[Task], dict[str, Any]]  # what a task's webhook says (its dialect's shape)
 
 
 def webhook_secret(configured: str, data_dir: Path) -> bytes:
@@ -41,20 +34,8 @@ def webhook_secret(configured: str, data_dir: Path) -> bytes:
     return path.read_text(encoding="utf-8").strip().encode()
 
 
-def webhook_payload(task: Task) -> dict[str, Any]:
-    from frontend.tasks.api import ifw_output, task_view
-
-    if task.request.dialect == "ifw":
-        payload: dict[str, Any] = {"task_id": task.id, "status": task.status}
-        if task.status == "completed":
-            payload["output"] = ifw_output(task)
-        if task.error is not None:
-            payload["error"] = task.error.message
-        return payload
-    return task_view(task)
-
-
-def webhook_notifier(store: TaskStore, secret: bytes, policy: UrlPolicy, attempts: int) -> Any:
+def webhook_notifier(store: TaskStore, payload: PayloadFn, secret: bytes, policy: UrlPolicy,
+                     attempts: int) -> NotifyFn:
     async def notify(task: Task) -> None:
         webhook = task.request.webhook
         if webhook is None:
@@ -63,7 +44,7 @@ def webhook_notifier(store: TaskStore, secret: bytes, policy: UrlPolicy, attempt
         async def record(delivery: Delivery) -> None:
             await store.set_webhook(task.id, msgspec.to_builtins(delivery))
 
-        delivery = await deliver(webhook.url, webhook_payload(task), dict(webhook.headers), secret, policy,
+        delivery = await deliver(webhook.url, payload(task), dict(webhook.headers), secret, policy,
                                  attempts=attempts, on_attempt=record)
         await record(delivery)
         log.info("webhook of task %s: %s after %d attempt(s)", short_id(task.id), delivery.state, delivery.attempts)

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import msgspec
 from litestar import Response
-from litestar.response import Stream
-from litestar.response.base import ASGIResponse
-from litestar.types import Receive, Scope, Send
 
-from frontend.errors import APIError, error_body, from_service_error
+from frontend.errors import api_error, error_body
 from frontend.formats import to_srt, to_text, to_vtt
-from frontend.forms import AudioForm
-from frontend.schemas import (
+from frontend.openai.audio_form import AudioForm
+from frontend.openai.schemas import (
     Transcription,
     TranscriptionDiarized,
     TranscriptionDiarizedSegment,
@@ -28,6 +24,7 @@ from frontend.schemas import (
     TranscriptTextSegmentEvent,
     UsageDuration,
 )
+from frontend.streams import sse
 from whisper_triton.contract import DoneEvent, Event, SegmentsEvent
 from whisper_triton.errors import ServiceError
 from whisper_triton.languages import language_name
@@ -77,7 +74,7 @@ def words(done: DoneEvent) -> list[TranscriptionWord]:
 
 def render(done: DoneEvent, form: AudioForm) -> Response[Any]:
     """The body for `response_format`, with the content type clients such as aiohttp require."""
-    fmt = form.response_format
+    fmt, task = form.response_format, form.request.task
     diarized = done.speakers is not None
     text = diarized_text(done) if diarized else done.text
     if fmt == "text":
@@ -91,23 +88,19 @@ def render(done: DoneEvent, form: AudioForm) -> Response[Any]:
                                               segments=diarized_segments(done), usage=usage(done))
         return Response(_encoder.encode(diarized_body), media_type=JSON)
     if fmt == "verbose_json":
-        language = "english" if form.task == "translate" else language_name(done.language or "en")
+        language = "english" if task == "translate" else language_name(done.language or "en")
         body: msgspec.Struct = TranscriptionVerbose(
-            task=form.task,
+            task=task,
             language=language,
             duration=done.duration,
             text=done.text,
             segments=segments(done),
-            words=words(done) if form.word_timestamps else None,
-            usage=usage(done) if form.task == "transcribe" else None,
+            words=words(done) if form.request.word_timestamps else None,
+            usage=usage(done) if task == "transcribe" else None,
         )
     else:
-        body = Transcription(text=text, usage=usage(done) if form.task == "transcribe" else None)
+        body = Transcription(text=text, usage=usage(done) if task == "transcribe" else None)
     return Response(_encoder.encode(body), media_type=JSON)
-
-
-def sse(data: msgspec.Struct | dict[str, Any]) -> bytes:
-    return b"data: " + _encoder.encode(data) + b"\n\n"
 
 
 async def stream_events(events: AsyncIterator[Event], diarized: bool = False) -> AsyncGenerator[bytes, None]:
@@ -132,58 +125,10 @@ async def stream_events(events: AsyncIterator[Event], diarized: bool = False) ->
                             text=segment.text.strip(), speaker=letters.get(segment.speaker or "", "A")))
             else:
                 yield sse(TranscriptTextDoneEvent(text=event.text, usage=usage(event)))
-    except (APIError, ServiceError) as exc:
-        error = exc if isinstance(exc, APIError) else from_service_error(exc)
-        yield sse(msgspec.to_builtins(error_body(error)))
+    except ServiceError as exc:
+        yield sse(error_body(api_error(exc)))
     finally:
         if isinstance(events, AsyncGenerator):
             await events.aclose()  # now, not when collected: it cancels the Triton call
 
 
-class ClosingStream(Stream):
-    """A streamed response that closes its body generator and calls `on_close` once, however it ends.
-
-    Litestar runs the body in a task that it cancels when the client disconnects. A `finally` inside
-    the generator then runs only if the generator had started, and a generator left at a `yield` (a
-    send that failed or timed out: the client stopped reading) is closed only when it is collected.
-    Releasing what the response holds (an admission slot, the Triton call) therefore happens here,
-    around the whole ASGI response, whatever the generator's state.
-    """
-
-    def __init__(self, content: AsyncGenerator[bytes, None], on_close: Callable[[], None], **kwargs: Any) -> None:
-        super().__init__(content, **kwargs)
-        self._body = content
-        self._on_close: Callable[[], None] | None = on_close
-
-    async def close(self) -> None:
-        try:
-            await self._body.aclose()
-        finally:
-            on_close, self._on_close = self._on_close, None
-            if on_close is not None:
-                on_close()
-
-    def to_asgi_response(self, *args: Any, **kwargs: Any) -> ASGIResponse:
-        return _Closing(super().to_asgi_response(*args, **kwargs), self)
-
-
-class _Closing(ASGIResponse):
-    __slots__ = ("_inner", "_owner")
-
-    def __init__(self, inner: ASGIResponse, owner: ClosingStream) -> None:
-        super().__init__(status_code=inner.status_code)
-        self._inner = inner
-        self._owner = owner
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await self._inner(scope, receive, send)
-        except BaseExceptionGroup as group:
-            # The body task's failure, wrapped by the task group Litestar streams in: unwrapped, it reaches
-            # the handler registered for its type.
-            if len(group.exceptions) == 1 and isinstance(group.exceptions[0], Exception):
-                raise group.exceptions[0] from None
-            raise
-        finally:
-            with contextlib.suppress(Exception):
-                await self._owner.close()

@@ -1,0 +1,1 @@
+"""OpenAI's API: audio transcriptions and translations, models, chat completions with audio input."""
