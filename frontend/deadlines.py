@@ -45,6 +45,13 @@ class DeadlineSettings(msgspec.Struct, frozen=True):
     send_timeout_s: float = 60.0  # longest wait for a client to take a piece of its response
 
 
+DEADLINE_SETTINGS_HELP = {  # docs/configuration.md is generated from these: `python -m harness.docs`
+    "body_timeout_s": "longest wait for the next piece of a request body (then 408)",
+    "body_min_rate": "bytes/s a body must average after the first `FRONTEND_BODY_TIMEOUT_S`",
+    "send_timeout_s": "longest wait for a client to take a 64 KiB piece of its response (then dropped)",
+}
+
+
 def deadline_settings(environ: Mapping[str, str] | None = None) -> DeadlineSettings:
     settings = load_settings(DeadlineSettings, "FRONTEND_", os.environ if environ is None else environ)
     for name in ("body_timeout_s", "body_min_rate", "send_timeout_s"):

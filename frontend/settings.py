@@ -76,6 +76,41 @@ _ORIGIN = re.compile(r"https?://[^/\s?#]+")
 BARE_NAMES = ("DB_URL", "MAX_TASK_QUEUE_SIZE", "ALLOW_PRIVATE_URLS", "DELETE_RESULTS_AFTER_M", "ADMIN_API_KEY",
               "API_KEYS", "WEBHOOK_SECRET", "UNLOAD_MODEL_AFTER_S")
 
+# What each FRONTEND_* setting means: docs/configuration.md is generated from these and the defaults above
+# (`python -m harness.docs`; a unit test fails when a field has no entry or the page is out of date).
+FRONTEND_SETTINGS_HELP = {
+    "host": "HTTP listen address (not loopback: keys required)",
+    "port": "HTTP port",
+    "triton_url": "Triton gRPC endpoint (under `make serve`: the Triton it starts)",
+    "models": "the model ids the frontend accepts, default first; empty = the ids of `WHISPER_MODELS`",
+    "model_name": "deprecated: one model id, for `FRONTEND_MODELS`",
+    "model_aliases": "other ids accepted for the default model (comma-separated or JSON); "
+                     "`gpt-4o-transcribe-diarize` also asks for diarization",
+    "api_keys": "accepted `Authorization: Bearer` keys (comma-separated or JSON); empty = open, on 127.0.0.1 only "
+                "(a warning is logged)",
+    "admin_api_key": "admin key: `x-admin-api-key` header or bearer",
+    "max_upload_bytes": "largest file (OpenAI's 25 MiB)",
+    "max_concurrent_requests": "transcriptions in flight before 503",
+    "retry_after_s": "`Retry-After` on 503",
+    "log_level": "log level",
+    "log_json": "JSON lines logs",
+    "db_url": "`postgresql://user:pass@host/db` or `sqlite:///path`; empty = SQLite `$FRONTEND_DATA_DIR/tasks.db`",
+    "data_dir": "SQLite database, generated webhook secret",
+    "max_task_queue_size": "queued tasks before 503",
+    "task_workers": "tasks run at once by this replica (Triton batches their windows)",
+    "task_lease_s": "a running task whose lease is older is taken as interrupted",
+    "task_max_attempts": "interruptions before a task is failed",
+    "delete_results_after_m": "minutes finished tasks and results are kept",
+    "allow_private_urls": "allow audio URLs and webhooks to private/loopback addresses",
+    "url_timeout_s": "time limit for fetching an audio URL",
+    "webhook_secret": "HMAC key of webhook signatures; empty = generated into `$FRONTEND_DATA_DIR/webhook_secret`",
+    "webhook_attempts": "webhook delivery attempts",
+    "docs": "`/docs` and `/docs/openapi.json`: `open`, `auth` (needs a key when keys are set) or `off` (404)",
+    "cors_origins": "allowed browser origins, `scheme://host[:port]` or `*` (comma-separated or JSON); no "
+                    "credentials; exposes `Retry-After` and `x-should-retry`; empty = no CORS headers",
+    "unload_model_after_s": "unload a model's engine after this many idle seconds; 0 = never",
+}
+
 
 def frontend_settings(environ: Mapping[str, str] | None = None, triton_url: str | None = None) -> FrontendSettings:
     """The settings from the environment; `triton_url` replaces the default Triton address (the one `make serve`

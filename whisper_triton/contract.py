@@ -183,26 +183,37 @@ class Input(NamedTuple):
 
 
 INPUTS = (
-    Input("model", MODEL, TEXT, "model id (WHISPER_MODELS); default: the first"),
-    Input("task", TASK, TEXT, "transcribe (default) | translate | diarize | embed"),
-    Input("language", LANGUAGE, TEXT, "ISO-639-1 or BCP-47; empty = detect"),
+    Input("model", MODEL, TEXT, "a model id of `WHISPER_MODELS`; default: the first"),
+    Input("task", TASK, TEXT, "`transcribe` (default), `translate`, `diarize` (speaker turns only: `done` has "
+          "`speakers` and no segments) or `embed` (the voice of a 1-30 s clip of one speaker: `done` has "
+          "`embedding`, 192 floats, L2-normalised, and `embedding_model`)"),
+    Input("language", LANGUAGE, TEXT, "ISO-639-1 / BCP-47 / name; absent or empty: detect"),
     Input("prompt", PROMPT, TEXT, "initial prompt (vocabulary, style)"),
-    Input("temperature", TEMPERATURE, REAL, "0 (default) = automatic fallback"),
+    Input("temperature", TEMPERATURE, REAL, "0 (default): automatic fallback"),
     Input("word_timestamps", WORD_TIMESTAMPS, FLAG, "default false"),
-    Input("vad", VAD, FLAG, "default true (audio without speech gives no text, segments away from speech are "
-          "dropped); false decodes every sample, in fixed 30 s windows"),
-    Input("stream", STREAM, FLAG, "default false; true sends a response per window"),
-    Input("profile", PROFILE, FLAG, "default false; true adds `profile` (seconds per stage) to `done`"),
-    Input("transcript", TRANSCRIPT, JSON, "JSON segments [{start, end, text}] to align, not transcribe"),
-    Input("diarize", DIARIZE, FLAG, "speakers on segments and words (needs the diarization model)"),
+    Input("vad", VAD, FLAG, "default true: no text where VAD finds no speech, audio over 30 s split at silences "
+          "(false: every sample decoded, in fixed 30 s windows)"),
+    Input("stream", STREAM, FLAG, "default false: one response; true: one response per decoded window"),
+    Input("profile", PROFILE, FLAG, "default false; true: `done` has `profile`, the seconds spent per stage "
+          "(`decode`, `vad`, `engine_queue`, `engine_features`, `engine_encode`, `engine_language`, "
+          "`engine_decode`, `engine_fallback`, `engine_resume`, `engine_words`, `transfer`; engine stages are each "
+          "window's share of its batch), `windows`, `resumes`, `mean_batch`, `wall`, and what was caught: `loops` "
+          "(repetition loops cut to one copy), `looping_passes` (passes decoded again because they looped), "
+          "`dropped_away_from_speech`, `dropped_in_silence` (segments dropped as invented)"),
+    Input("transcript", TRANSCRIPT, JSON, "JSON segments `[{start, end, text}]` (or `{\"segments\": [...]}`): "
+          "align this text (word timings) instead of transcribing; the `done` event has `\"task\": \"align\"`"),
+    Input("diarize", DIARIZE, FLAG, "speakers on segments and words (segments split at speaker changes); `done` "
+          "also has `speakers`, the turns `[{start, end, speaker}]`. Needs the `diarization` model loaded (model "
+          "control API; the HTTP frontend loads it on first use)"),
     Input("num_speakers", NUM_SPEAKERS, COUNT, "speaker count hint"),
     Input("min_speakers", MIN_SPEAKERS, COUNT, "speaker count hint"),
     Input("max_speakers", MAX_SPEAKERS, COUNT, "speaker count hint"),
     Input("known_speaker_names", KNOWN_SPEAKER_NAMES, TEXTS,
-          "names, one per reference clip, then one per embedding row; matching clusters carry the name"),
+          "one name per reference clip, then one per embedding row; matching clusters carry the name"),
     Input("known_speaker_references", KNOWN_SPEAKER_REFERENCES, BLOBS,
-          "audio clips (any container) of one speaker each"),
-    Input("known_speaker_embeddings", KNOWN_SPEAKER_EMBEDDINGS, ROWS, "voices from TASK=embed (e.g. stored ones)"),
+          "clips of one speaker each (any container, 1-30 s)"),
+    Input("known_speaker_embeddings", KNOWN_SPEAKER_EMBEDDINGS, ROWS,
+          "voices from `TASK=embed` (what `/v1/speakers` stores)"),
 )
 _DEFAULTS = TranscriptionRequest()
 

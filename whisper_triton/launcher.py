@@ -60,6 +60,20 @@ def triton_settings() -> TritonSettings:
     return load_settings(TritonSettings, "TRITON_")
 
 
+# What each TRITON_* setting means (docs/configuration.md is generated from these: `python -m harness.docs`).
+TRITON_SETTINGS_HELP = {
+    "host": "address Triton's gRPC and metrics listen on",
+    "grpc_port": "gRPC port",
+    "metrics_port": "Prometheus metrics port (`/metrics`)",
+    "http_port": "Triton's own HTTP/REST port; 0 = off",
+    "model_repository": "the model repository",
+    "startup_timeout_s": "how long to wait for the models to be ready",
+    "log_verbose": "Triton's `--log-verbose` level",
+    "shm_size_mb": "Python backend shared-memory start size and growth step",
+    "model_load": "`startup`: load every engine at start; `first_request`: on demand",
+}
+
+
 def _pytriton_dir() -> Path:
     spec = importlib.util.find_spec("pytriton")
     if spec is None or spec.origin is None:

