@@ -99,12 +99,13 @@ class Served:
 
 
 def launch_served(tmp: Path, model: str, env: Mapping[str, str] | None = None, clean: bool = False) -> Served:
-    """Starts serve with `model` and `env` on free ports, its data in a new folder under `tmp`, without waiting for
-    it to be ready. The caller's environment passes through (`clean`: without another frontend's or Triton's
-    settings)."""
+    """Starts serve with `model` and `env` on free ports, its data in a new folder under `tmp` (or the
+    `FRONTEND_DATA_DIR` of `env`), without waiting for it to be ready. The caller's environment passes
+    through (`clean`: without another frontend's or Triton's settings)."""
     http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
     log_path = tmp / f"serve-{http_port}.log"
-    data_dir = Path(tempfile.mkdtemp(prefix="data-", dir=tmp))
+    given = (env or {}).get("FRONTEND_DATA_DIR")  # a restart on the data of an earlier launch
+    data_dir = Path(given) if given else Path(tempfile.mkdtemp(prefix="data-", dir=tmp))
     environment = {key: value for key, value in os.environ.items()
                    if not clean or not (key.startswith(FOREIGN_SETTINGS) or key in FOREIGN_NAMES)}
     environment.update({

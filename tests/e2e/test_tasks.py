@@ -304,7 +304,7 @@ def test_tasks_survive_crashes_of_the_frontend_and_of_triton(tmp_path: Path) -> 
     while first.triton_pids() and time.monotonic() < deadline:
         time.sleep(0.5)
     assert first.triton_pids() == []
-    second = start_served(tmp_path, "tiny.en", **env)  # same data directory
+    second = start_served(tmp_path, "tiny.en", FRONTEND_DATA_DIR=str(first.data_dir), **env)  # same task database
     try:
         client = httpx.Client(base_url=second.base_url, timeout=60)
         wait_task(client, ids[1], until=("processing", "completed"))
