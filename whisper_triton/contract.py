@@ -199,7 +199,7 @@ INPUTS = (
           "`engine_decode`, `engine_fallback`, `engine_resume`, `engine_words`, `transfer`; engine stages are each "
           "window's share of its batch), `windows`, `resumes`, `mean_batch`, `wall`, and what was caught: `loops` "
           "(repetition loops cut to one copy), `looping_passes` (passes decoded again because they looped), "
-          "`dropped_away_from_speech`, `dropped_in_silence` (segments dropped as invented)"),
+          "`dropped_away_from_speech`, `dropped_in_silence`, `dropped_too_fast` (segments dropped as invented)"),
     Input("transcript", TRANSCRIPT, JSON, "JSON segments `[{start, end, text}]` (or `{\"segments\": [...]}`): "
           "align this text (word timings) instead of transcribing; the `done` event has `\"task\": \"align\"`"),
     Input("diarize", DIARIZE, FLAG, "speakers on segments and words (segments split at speaker changes); `done` "

@@ -89,6 +89,20 @@ def invented_in_silence(segment: Segment, speech: Speech, threshold: float) -> b
     return silence_before(words[0].start, speech) >= threshold and silence_after(words[-1].end, speech) >= threshold
 
 
+# Faster than anyone speaks: auctioneers and rap reach 6-7 words a second. A segment of at least
+# FAST_MIN_UNITS words (CJK characters count as units) given less than 1 / FAST_UNITS_PER_SECOND seconds
+# each was not heard but invented: Whisper writes such text between two equal or adjacent timestamps, in a
+# pause at the end of a window or a resume (a 12-word sentence at 53.4-53.4 s of a benchmark clip).
+FAST_UNITS_PER_SECOND = 10.0
+FAST_MIN_UNITS = 3
+
+
+def too_fast(segment: Segment) -> bool:
+    """Whether a segment holds more words than its time could: invented, whatever VAD says."""
+    count = len(units([segment.text]))
+    return count >= FAST_MIN_UNITS and segment.end - segment.start < count / FAST_UNITS_PER_SECOND
+
+
 def says_again(previous: tuple[float, str], start: float, end: float, text: str, speech: Speech | None) -> bool:
     """Whether a window's first segment ([start, end], absolute seconds) only says the end of the previous
     window's last segment (`previous`: its absolute end and text) again, where it cannot have been said

@@ -24,7 +24,7 @@ from whisper_triton.audio import SAMPLE_RATE, decode_audio
 from whisper_triton.contract import DoneEvent, Event, Segment, SegmentsEvent, TranscriptionRequest, Turn
 from whisper_triton.decoding import DecodeOptions, WindowResult
 from whisper_triton.errors import AudioTooShortError, EngineError, InvalidRequestError
-from whisper_triton.hallucinations import invented_in_silence, says_again
+from whisper_triton.hallucinations import invented_in_silence, says_again, too_fast
 from whisper_triton.languages import normalize_language
 from whisper_triton.models import ModelInfo
 from whisper_triton.speakers import KnownSpeaker, split_by_speaker
@@ -206,10 +206,13 @@ class Transcriber:
 
     def _heard(self, decoded: list[Segment], window: Window, vad: bool, previous: tuple[float, str] | None,
                profile: Profile) -> list[Segment]:
-        """The segments of a window that reach the user. With VAD: none more than 0.5 s from all speech, nor
+        """The segments of a window that reach the user: none with more words than its time could hold; with
+        VAD, none more than 0.5 s from all speech, nor
         an anomalous one in a long VAD silence; and never one that only says the previous window's last
         words again (see `whisper_triton.hallucinations`)."""
-        heard = decoded
+        heard = [s for s in decoded if not too_fast(s)]
+        profile.count("dropped_too_fast", len(decoded) - len(heard))
+        decoded = heard
         if vad:
             near = [s for s in decoded if meets_speech(s.start, s.end, window.speech)]
             threshold = self.settings.hallucination_silence_threshold
@@ -393,7 +396,7 @@ class Profile:
             # Repetition loops cut to one copy (in a window, or a window saying the previous one's end again),
             # passes decoded again because they looped, segments dropped as invented (see `_heard`).
             **{name: int(self.counts[name]) for name in ("loops", "looping_passes", "dropped_away_from_speech",
-                                                        "dropped_in_silence")},
+                                                        "dropped_in_silence", "dropped_too_fast")},
         }
 
 

@@ -217,3 +217,18 @@ def test_a_window_that_starts_by_saying_the_previous_ones_end_again() -> None:
     assert not says_again(previous, 30.2, 31.0, " one.", None)  # one word again is speech ("... yes." "Yes.")
     assert not says_again(previous, 30.2, 32.0, " We need to go.", None)
     assert says_again((30.0, " Yes."), 30.2, 30.5, " Yes.", None)  # the whole of a short segment
+
+
+def test_a_segment_with_more_words_than_its_time_could_hold_is_invented() -> None:
+    from whisper_triton.decoding import Segment
+    from whisper_triton.hallucinations import too_fast
+
+    def segment(start: float, end: float, text: str) -> Segment:
+        return Segment(start, end, text, [], 0.0, -0.3, 1.2, 0.1)
+
+    # The benchmark's case: a 12-word sentence between two equal timestamps.
+    assert too_fast(segment(53.4, 53.4, " The first thing you need to do is to press the button."))
+    assert too_fast(segment(1.0, 1.5, " one two three four five six"))  # 12 words a second
+    assert not too_fast(segment(1.0, 2.0, " one two three four five six"))  # 6 a second: a fast speaker
+    assert not too_fast(segment(2.0, 2.0, " Yes."))  # too few words to tell
+    assert not too_fast(segment(2.0, 2.1, " Okay, no."))
