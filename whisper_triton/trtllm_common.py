@@ -203,6 +203,37 @@ class WordAligner:
         return self._aligner.align(self._aligner.encode(encoded.host), start_sequence, text_tokens, num_frames)
 
 
+class WindowEngine:
+    """The WhisperEngine methods both TensorRT-LLM routes answer alike: a batch is its `Encoded` windows,
+    the language comes from a detection pass through the route's `_run` (Whisper's logit rules read it at
+    the start of transcript), and words from the CTranslate2 aligner. A route sets `vocabulary`,
+    `is_multilingual` and `_aligner`, and runs windows in `_run`."""
+
+    vocabulary: Vocabulary
+    is_multilingual: bool
+    _aligner: WordAligner
+
+    def _run(self, encoded: Encoded, windows: list[Window], temperature: float) -> list[object]:
+        raise NotImplementedError
+
+    def take(self, encoded: Encoded, indices: list[int]) -> Encoded:
+        return encoded.take(indices)
+
+    def join(self, parts: list[Encoded]) -> Encoded:
+        return Encoded.join(parts)
+
+    def detect_language(self, encoded: Encoded) -> list[list[tuple[str, float]]]:
+        if not self.is_multilingual:
+            return [[("en", 1.0)] for _ in encoded.items]
+        windows = [detection_window(self.vocabulary) for _ in encoded.items]
+        self._run(encoded, windows, temperature=0.0)
+        return language_rankings(self.vocabulary, windows)
+
+    def align(self, encoded: Encoded, start_sequence: list[int], text_tokens: list[list[int]],
+              num_frames: list[int]) -> list[Alignment]:
+        return self._aligner.align(encoded, start_sequence, text_tokens, num_frames)
+
+
 def aligner_factory(settings: ModelSettings, resolved: ResolvedModel) -> Callable[[], WhisperEngine] | None:
     """WHISPER_TRTLLM_ALIGNER: the CTranslate2 CUDA model of `resolved` (float16, GPU 0), or none."""
     if settings.trtllm_aligner != "ctranslate2":

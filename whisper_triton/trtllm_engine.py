@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from whisper_triton.engine import Alignment, Generation, WhisperEngine
+from whisper_triton.engine import Generation, WhisperEngine
 from whisper_triton.settings import ModelSettings
 from whisper_triton.trtllm_common import (
     CANCEL_TIMEOUT,
@@ -37,13 +37,12 @@ from whisper_triton.trtllm_common import (
     TensorRTLLMError,
     Vocabulary,
     Window,
+    WindowEngine,
     WordAligner,
     aligner_factory,
     check_engine_settings,
     check_features,
-    detection_window,
     generation_of,
-    language_rankings,
     make_window,
 )
 
@@ -103,7 +102,7 @@ class EngineConfig:
         )
 
 
-class TensorRTLLMEngine:
+class TensorRTLLMEngine(WindowEngine):
     """Whisper's encoder and decoder engines on one TensorRT-LLM executor (in-flight batching)."""
 
     def __init__(
@@ -188,19 +187,6 @@ class TensorRTLLMEngine:
         frames = torch.from_numpy(host).to(self._device).transpose(1, 2).to(self._dtype)
         return Encoded(host, [item.contiguous() for item in frames])
 
-    def take(self, encoded: Encoded, indices: list[int]) -> Encoded:
-        return encoded.take(indices)
-
-    def join(self, parts: list[Encoded]) -> Encoded:
-        return Encoded.join(parts)
-
-    def detect_language(self, encoded: Encoded) -> list[list[tuple[str, float]]]:
-        if not self.is_multilingual:
-            return [[("en", 1.0)] for _ in encoded.items]
-        windows = [detection_window(self.vocabulary) for _ in encoded.items]
-        self._run(encoded, windows, temperature=0.0)
-        return language_rankings(self.vocabulary, windows)
-
     def generate(
         self,
         encoded: Encoded,
@@ -215,15 +201,6 @@ class TensorRTLLMEngine:
                    for prompt in prompts]
         results = self._run(encoded, windows, temperature)
         return [self._generation(window, result) for window, result in zip(windows, results, strict=True)]
-
-    def align(
-        self,
-        encoded: Encoded,
-        start_sequence: list[int],
-        text_tokens: list[list[int]],
-        num_frames: list[int],
-    ) -> list[Alignment]:
-        return self._aligner.align(encoded, start_sequence, text_tokens, num_frames)
 
     # -- requests
 

@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from whisper_triton.engine import Alignment, Generation, WhisperEngine
+from whisper_triton.engine import Generation, WhisperEngine
 from whisper_triton.settings import ModelSettings
 from whisper_triton.trtllm_common import (
     CANCEL_TIMEOUT,
@@ -56,13 +56,12 @@ from whisper_triton.trtllm_common import (
     TensorRTLLMError,
     Vocabulary,
     Window,
+    WindowEngine,
     WordAligner,
     aligner_factory,
     check_engine_settings,
     check_features,
-    detection_window,
     generation_of,
-    language_rankings,
     languages_of,
     make_window,
 )
@@ -217,7 +216,7 @@ def logprob_sum(output: Any, tokens: Sequence[int]) -> float:
     return float(output.cumulative_logprob) if output.cumulative_logprob is not None else 0.0
 
 
-class TensorRTLLMTorchEngine:
+class TensorRTLLMTorchEngine(WindowEngine):
     """Whisper's Hugging Face checkpoint on one TensorRT-LLM LLM (PyTorch backend, in-flight batching)."""
 
     def __init__(
@@ -289,19 +288,6 @@ class TensorRTLLMTorchEngine:
         host = check_features(features, self.n_mels)
         return Encoded(host, [torch.from_numpy(host[i: i + 1]).to(self._dtype) for i in range(len(host))])
 
-    def take(self, encoded: Encoded, indices: list[int]) -> Encoded:
-        return encoded.take(indices)
-
-    def join(self, parts: list[Encoded]) -> Encoded:
-        return Encoded.join(parts)
-
-    def detect_language(self, encoded: Encoded) -> list[list[tuple[str, float]]]:
-        if not self.is_multilingual:
-            return [[("en", 1.0)] for _ in encoded.items]
-        windows = [detection_window(self.vocabulary) for _ in encoded.items]
-        self._run(encoded, windows, temperature=0.0)
-        return language_rankings(self.vocabulary, windows)
-
     def generate(
         self,
         encoded: Encoded,
@@ -321,15 +307,6 @@ class TensorRTLLMTorchEngine:
             tokens = list(output.token_ids)
             generations.append(generation_of(self.vocabulary, window, tokens, logprob_sum(output, tokens)))
         return generations
-
-    def align(
-        self,
-        encoded: Encoded,
-        start_sequence: list[int],
-        text_tokens: list[list[int]],
-        num_frames: list[int],
-    ) -> list[Alignment]:
-        return self._aligner.align(encoded, start_sequence, text_tokens, num_frames)
 
     # -- requests
 
