@@ -34,7 +34,7 @@ from frontend.dialects import webhook_payload
 from frontend.dialects.ifw import InsanelyFastWhisperController
 from frontend.dialects.whisperx import WhisperXController
 from frontend.errors import EXCEPTION_HANDLERS, APIError, error_responses, not_found
-from frontend.guards import require_api_key
+from frontend.guards import provide_principal, require_api_key
 from frontend.health import HealthController
 from frontend.metrics import FrontendMetrics, MetricsPlugin
 from frontend.net import UrlPolicy
@@ -115,7 +115,8 @@ def _dependencies(settings: FrontendSettings) -> dict[str, Provide]:
         return settings
 
     names = ("triton", "database", "transcriptions", "speakers", "queue", "started")
-    return {"settings": Provide(provide_settings, sync_to_thread=False), **{n: _provider(n) for n in names}}
+    return {"settings": Provide(provide_settings, sync_to_thread=False),
+            "principal": Provide(provide_principal, sync_to_thread=False), **{n: _provider(n) for n in names}}
 
 
 def create_app(settings: FrontendSettings) -> Litestar:
@@ -162,7 +163,7 @@ def create_app(settings: FrontendSettings) -> Litestar:
         route_handlers=[AudioController, ModelsController, HealthController, WhisperXController,
                         InsanelyFastWhisperController, ChatController, SpeakersController, web_page, static_files],
         dependencies=_dependencies(settings),
-        state=State({"settings": settings}),
+        state=State({"settings": settings, "key_ring": settings.key_ring()}),
         plugins=[MetricsPlugin(metrics)],
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,

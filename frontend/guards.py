@@ -1,30 +1,52 @@
-"""Who may call the API: `Authorization: Bearer <key>` with an API key or the admin key, or `x-admin-api-key`."""
+"""Who may call the API: `Authorization: Bearer <key>` with an API key or the admin key, or `x-admin-api-key`.
+
+The guard also says who is calling: `request.state.principal` (handlers take it as the `principal`
+dependency), whose key id owns what the request creates and limits what it may see.
+"""
 
 from __future__ import annotations
 
-import hmac
 from typing import Any
 
 from litestar.connection import ASGIConnection
 from litestar.handlers import BaseRouteHandler
+from litestar.status_codes import HTTP_403_FORBIDDEN
 
-from frontend.errors import unauthorized
-from frontend.settings import FrontendSettings
+from frontend.errors import APIError, bad_request, unauthorized
+from frontend.keys import ACT_AS_HEADER, OPEN, KeyRing, Principal
 
 
 def require_api_key(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
-    settings: FrontendSettings = connection.app.state.settings
-    if not settings.auth_enabled:
-        return
-    keys = [*settings.api_keys, *([settings.admin_api_key] if settings.admin_api_key else [])]
+    connection.state.principal = identify(connection)
+
+
+def identify(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
+    """The caller of a request, or 401 when keys are configured and none of them was sent."""
+    keys: KeyRing = connection.app.state["key_ring"]
+    if not keys.enabled:
+        return OPEN
     admin = connection.headers.get("x-admin-api-key", "").strip()
     scheme, _, token = connection.headers.get("authorization", "").partition(" ")
-    candidates = [c for c in (admin, token.strip() if scheme.lower() == "bearer" else "") if c]
-    if not candidates:
+    bearer = token.strip() if scheme.lower() == "bearer" else ""
+    if not admin and not bearer:
         raise unauthorized("You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.")
-    # Compare with every key, always, so the time taken does not reveal which one matched.
-    matches = [hmac.compare_digest(c.encode(), key.encode()) for c in candidates for key in keys]
-    if admin and not (settings.admin_api_key and hmac.compare_digest(admin.encode(), settings.admin_api_key.encode())):
+    if admin and not keys.admin_matches(admin):
         raise unauthorized("The x-admin-api-key header does not match the admin key.")
-    if not any(matches):
+    principal = keys.identify(admin or bearer)
+    if principal is None:
         raise unauthorized()
+    acting = connection.headers.get(ACT_AS_HEADER, "").strip()
+    if not acting:
+        return principal
+    if not principal.admin:
+        raise APIError(HTTP_403_FORBIDDEN, f"Only the admin key may send {ACT_AS_HEADER}.", code="forbidden")
+    for_key = keys.act_as(acting)
+    if for_key is None:
+        raise bad_request(f"No API key is named {acting[:64]!r}.", param=ACT_AS_HEADER, code="unknown_key")
+    return for_key
+
+
+def provide_principal(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
+    """The `principal` dependency: set by the guard; OPEN on routes without it when no key is configured."""
+    principal = getattr(connection.state, "principal", None)
+    return principal if principal is not None else identify(connection)

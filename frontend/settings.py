@@ -8,6 +8,7 @@ from collections.abc import Mapping
 
 import msgspec
 
+from frontend.keys import KeyRing
 from whisper_triton.models import model_id
 from whisper_triton.repository import model_specs
 from whisper_triton.settings import SettingsError, load_settings
@@ -24,6 +25,7 @@ class FrontendSettings(msgspec.Struct, frozen=True):
     model_name: str = ""  # deprecated alias: a single model id
     model_aliases: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_ALIASES))
     api_keys: list[str] = msgspec.field(default_factory=list)
+    api_keys_file: str = ""
     admin_api_key: str = ""
     max_upload_bytes: int = 25 * 1024 * 1024  # OpenAI's limit: 26,214,400 bytes
     max_concurrent_requests: int = 64
@@ -47,7 +49,11 @@ class FrontendSettings(msgspec.Struct, frozen=True):
 
     @property
     def auth_enabled(self) -> bool:
-        return bool(self.api_keys or self.admin_api_key)
+        return bool(self.api_keys or self.api_keys_file or self.admin_api_key)
+
+    def key_ring(self) -> KeyRing:
+        """The configured keys (SettingsError for a bad entry or keys file)."""
+        return KeyRing.from_settings(self.api_keys, self.api_keys_file, self.admin_api_key)
 
     unload_model_after_s: float = 0.0  # 0: never unload idle models
 
@@ -74,7 +80,7 @@ _ORIGIN = re.compile(r"https?://[^/\s?#]+")
 
 # The names users of insanely-fast-whisper-api / whisperX-FastAPI already set, without prefix.
 BARE_NAMES = ("DB_URL", "MAX_TASK_QUEUE_SIZE", "ALLOW_PRIVATE_URLS", "DELETE_RESULTS_AFTER_M", "ADMIN_API_KEY",
-              "API_KEYS", "WEBHOOK_SECRET", "UNLOAD_MODEL_AFTER_S")
+              "API_KEYS", "API_KEYS_FILE", "WEBHOOK_SECRET", "UNLOAD_MODEL_AFTER_S")
 
 # What each FRONTEND_* setting means: docs/configuration.md is generated from these and the defaults above
 # (`python -m harness.docs`; a unit test fails when a field has no entry or the page is out of date).
@@ -86,9 +92,12 @@ FRONTEND_SETTINGS_HELP = {
     "model_name": "deprecated: one model id, for `FRONTEND_MODELS`",
     "model_aliases": "other ids accepted for the default model (comma-separated or JSON); "
                      "`gpt-4o-transcribe-diarize` also asks for diarization",
-    "api_keys": "accepted `Authorization: Bearer` keys (comma-separated or JSON); empty = open, on 127.0.0.1 only "
-                "(a warning is logged)",
-    "admin_api_key": "admin key: `x-admin-api-key` header or bearer",
+    "api_keys": "accepted `Authorization: Bearer` keys, `<key>` or `<name>:<key>` (comma-separated or JSON); each "
+                "key sees only its own work; empty = open, on 127.0.0.1 only (a warning is logged)",
+    "api_keys_file": "a file of `<name>:sha256:<hex>` lines (hashes only; `python -m frontend.keys <name>` makes one), "
+                     "read at start",
+    "admin_api_key": "admin key: `x-admin-api-key` header or bearer; sees every key's work, acts for one with "
+                     "`x-act-as-key: <name>`",
     "max_upload_bytes": "largest file (OpenAI's 25 MiB)",
     "max_concurrent_requests": "transcriptions in flight before 503",
     "retry_after_s": "`Retry-After` on 503",
@@ -132,6 +141,7 @@ def frontend_settings(environ: Mapping[str, str] | None = None, triton_url: str 
         if origin != "*" and not _ORIGIN.fullmatch(origin):
             raise SettingsError(f"Invalid origin {origin[:100]!r} in FRONTEND_CORS_ORIGINS: use scheme://host[:port] "
                                 "(or * for any origin).")
+    settings.key_ring()  # a bad key entry or keys file fails at start, naming the variable
     if not settings.auth_enabled and settings.host not in ("127.0.0.1", "localhost", "::1"):
         raise SettingsError(
             f"FRONTEND_HOST={settings.host} would open the API to the network without authentication: "
