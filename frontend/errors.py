@@ -9,6 +9,7 @@ re-upload the file); 5xx is only for our faults, and 503/429 carry `Retry-After`
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from litestar import Request, Response
@@ -28,7 +29,7 @@ from litestar.types import ExceptionHandlersMap
 
 from frontend.openai.schemas import ErrorDetail, ErrorResponse
 from frontend.settings import FrontendSettings
-from whisper_triton.errors import ConflictError, NotFoundError, ServiceError, UnavailableError
+from whisper_triton.errors import ConflictError, NotFoundError, RateLimitError, ServiceError, UnavailableError
 
 log = logging.getLogger("frontend.errors")
 
@@ -116,8 +117,20 @@ def handle_api_error(_: Request[Any, Any, Any], exc: APIError) -> Response[Any]:
 
 
 def handle_service_error(request: Request[Any, Any, Any], exc: ServiceError) -> Response[Any]:
+    if isinstance(exc, RateLimitError):
+        return rate_limited(exc)
     settings: FrontendSettings | None = request.app.state.get("settings")
     return to_response(api_error(exc, retry_after=settings.retry_after_s if settings else 5))
+
+
+def rate_limited(error: RateLimitError) -> Response[Any]:
+    """429 in OpenAI's shape, with `Retry-After` (whole seconds, at least 1), `retry-after-ms` (which
+    OpenAI's SDKs prefer) and the key's `x-ratelimit-*` headers."""
+    seconds = max(1, math.ceil(error.retry_after))
+    refusal = overloaded(error.message, retry_after=seconds, status=HTTP_429_TOO_MANY_REQUESTS, code=error.code or "")
+    refusal.param = error.param
+    headers = {**error.headers, "retry-after-ms": str(max(1, round(error.retry_after * 1000)))}
+    return to_response(refusal, headers)
 
 
 _HTTP_CODES = {

@@ -80,6 +80,23 @@ class UnavailableError(ServiceError):
     code = "unavailable"
 
 
+class RateLimitError(ServiceError):
+    """One API key is over one of its own limits (requests per minute, audio seconds, concurrent
+    transcriptions, queued tasks): that key waits `retry_after` seconds; other keys are not affected.
+
+    `limit` names what was exceeded (`requests`, `audio_seconds`, ...); `headers` are the
+    `x-ratelimit-*` headers to send with the refusal (OpenAI's names where OpenAI has one)."""
+
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, retry_after: float, limit: str = "requests",
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = max(0.0, retry_after)
+        self.limit = limit
+        self.headers = dict(headers or {})
+
+
 # What Triton says about a model whose process died, or that is being loaded again, or about a server it
 # cannot reach.
 _UNAVAILABLE = ("not healthy", "not ready", "unavailable", "unknown model", "is not found", "failed to connect")
