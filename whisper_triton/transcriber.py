@@ -9,10 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import threading
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from typing import Any
@@ -29,7 +30,7 @@ from whisper_triton.languages import normalize_language
 from whisper_triton.models import ModelInfo
 from whisper_triton.speakers import KnownSpeaker, split_by_speaker
 from whisper_triton.voices import EmbedFn, KnownVoices, check_voices, known_speakers, reference_samples, voice_samples
-from whisper_triton.windows import WINDOW_SAMPLES, WINDOW_SECONDS, Window, meets_speech, plan_windows
+from whisper_triton.windows import WINDOW_SAMPLES, WINDOW_SECONDS, Window, meets_speech, planned_windows
 
 
 @dataclass(frozen=True)
@@ -179,11 +180,10 @@ class Transcriber:
                 yield DoneEvent(task="diarize", language=None, duration=round(duration, 3), text="", segments=[],
                                 speakers=_turns(turns))
                 return
-            with profile.stage("vad"):
-                windows: list[Window] = await self._run_blocking(plan_windows, samples, request.vad)
             segments: list[Segment] = []
             language = options.language
-            async for window, result, progress in self._decode_windows(samples, windows, options, profile):
+            planned = self._planned_windows(samples, request.vad, profile)
+            async for window, result, progress in self._decode_windows(samples, planned, options, profile):
                 language = language or result.language
                 previous = (segments[-1].end, segments[-1].text) if segments else None
                 heard = self._heard(result.segments, window, request.vad, previous, profile)
@@ -271,24 +271,63 @@ class Transcriber:
         yield DoneEvent(task="align", language=language, duration=round(duration, 3),
                         text="".join(s.text for s in segments).strip(), segments=segments)
 
-    async def _decode_windows(
-        self, samples: np.ndarray, windows: list[Window], options: DecodeOptions, profile: Profile
-    ) -> AsyncIterator[tuple[Window, WindowResult, float]]:
-        """Results in audio order with the fraction of windows done.
+    async def _planned_windows(self, samples: np.ndarray, vad: bool, profile: Profile) -> AsyncIterator[list[Window]]:
+        """The windows of the audio as VAD plans them (`planned_windows`, in a thread): the first ones are
+        decoded while VAD runs on the rest. Stopping early stops VAD at its next step."""
+        loop = asyncio.get_running_loop()
+        arrived: asyncio.Queue[list[Window] | BaseException | None] = asyncio.Queue()
+        stop = threading.Event()
 
-        Every window is sent at once (up to `max_windows_in_flight`, in engine calls of 1, 2, 4, ...
-        windows, then `windows_per_call`): the engine decodes them in window order, detects the
-        request's language on the first and uses it for all, and decodes a window on where Whisper
+        def send(item: list[Window] | BaseException | None) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop closed (the model is being unloaded)
+                loop.call_soon_threadsafe(arrived.put_nowait, item)
+
+        def plan() -> None:
+            started = time.perf_counter()
+            batches = planned_windows(samples, vad)
+            try:
+                for batch in batches:
+                    if stop.is_set():
+                        break
+                    send(batch)
+            except Exception as exc:
+                send(exc)
+            finally:
+                batches.close()
+                profile.seconds["vad"] += time.perf_counter() - started
+                send(None)
+
+        job = loop.run_in_executor(self._executor, plan)
+        try:
+            while (item := await arrived.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            if job.done():
+                job.result()
+
+    async def _decode_windows(
+        self, samples: np.ndarray, planned: AsyncIterator[list[Window]], options: DecodeOptions, profile: Profile
+    ) -> AsyncIterator[tuple[Window, WindowResult, float]]:
+        """Results in audio order with the progress: the share of the audio up to the window's end.
+
+        Every window is sent as soon as VAD has planned it (up to `max_windows_in_flight`, in engine calls
+        of 1, 2, 4, ... windows, then `windows_per_call`): the engine decodes them in window order, detects
+        the request's language on the first and uses it for all, and decodes a window on where Whisper
         stopped early. The small first calls reach the engine first (a large one takes longer to copy),
         so the first windows, which the stream, a task's progress and the language wait for, are decoded
         first. When the caller stops early, windows still queued at the engine are dropped there.
         """
-        if not windows:
-            return
         limit = max(self.settings.max_windows_in_flight, self.settings.windows_per_call, 1)
         in_flight = [0]
         gate = asyncio.Condition()
-        outcomes = [asyncio.get_running_loop().create_future() for _ in windows]
+        loop = asyncio.get_running_loop()
+        windows: list[Window] = []
+        outcomes: list[asyncio.Future[WindowResult | Exception]] = []
+        planned_all = asyncio.Event()
+        more = asyncio.Event()  # set when windows were added or planning ended
 
         async def run(indices: range) -> None:
             failure: Exception = EngineError("The Whisper engine sent no result for a window.")
@@ -313,17 +352,49 @@ class Transcriber:
                 if not outcomes[i].done():
                     outcomes[i].set_result(failure)
 
-        ranges = call_ranges(len(windows), self.settings.windows_per_call)
-        tasks = [asyncio.ensure_future(run(indices)) for indices in ranges]
+        tasks: list[asyncio.Future[None]] = []
+        planning_failed: list[BaseException] = []
+
+        async def send_as_planned() -> None:
+            sizes = call_sizes(self.settings.windows_per_call)
+            try:
+                async for batch in planned:
+                    first = len(windows)
+                    windows.extend(batch)
+                    outcomes.extend(loop.create_future() for _ in batch)
+                    while first < len(windows):
+                        indices = range(first, min(first + next(sizes), len(windows)))
+                        tasks.append(asyncio.ensure_future(run(indices)))
+                        first = indices.stop
+                    more.set()
+            except Exception as exc:
+                planning_failed.append(exc)
+            finally:
+                planned_all.set()
+                more.set()
+
+        sender = asyncio.ensure_future(send_as_planned())
         finished = False
         try:
-            for index, window in enumerate(windows):
+            index = 0
+            while True:
+                while index >= len(windows) and not planned_all.is_set():
+                    more.clear()
+                    await more.wait()
+                if index >= len(windows):
+                    if planning_failed:
+                        raise planning_failed[0]
+                    break
                 outcome = await outcomes[index]
                 if isinstance(outcome, Exception):
                     raise outcome
-                yield window, outcome, round((index + 1) / len(windows), 4)
+                window = windows[index]
+                last = planned_all.is_set() and index == len(windows) - 1
+                yield window, outcome, 1.0 if last else round(min(window.end / len(samples), 0.9999), 4)
+                index += 1
             finished = True
         finally:
+            sender.cancel()
             for task in tasks:
                 task.cancel()
             if not finished and self._cancel is not None and options.request is not None:
@@ -332,15 +403,25 @@ class Transcriber:
                 _BACKGROUND.add(cancelling)
                 cancelling.add_done_callback(_BACKGROUND.discard)
             with contextlib.suppress(Exception):
-                await asyncio.gather(*tasks, return_exceptions=True)
+                await asyncio.gather(sender, *tasks, return_exceptions=True)
+
+
+def call_sizes(per_call: int) -> Iterator[int]:
+    """Windows per engine call, call after call: 1, 2, 4, ... then `per_call` each."""
+    size = 1
+    while True:
+        yield size
+        size = min(2 * size, max(1, per_call))
 
 
 def call_ranges(count: int, per_call: int) -> list[range]:
-    """The windows of each engine call: 1, 2, 4, ... windows, then `per_call` each."""
-    ranges, start, size = [], 0, 1
-    while start < count:
+    """The windows of each engine call when `count` windows are planned at once (see `call_sizes`)."""
+    ranges: list[range] = []
+    for size in call_sizes(per_call):
+        start = ranges[-1].stop if ranges else 0
+        if start >= count:
+            return ranges
         ranges.append(range(start, min(start + size, count)))
-        start, size = ranges[-1].stop, min(2 * size, max(1, per_call))
     return ranges
 
 

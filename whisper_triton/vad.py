@@ -11,10 +11,11 @@ from the same file. Weights come straight from the file's protobuf, without the 
 
 from __future__ import annotations
 
+import collections
 import functools
 import importlib.util
 import math
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,6 +84,17 @@ class SileroVad:
         frame, see `frame_count`) scale the frames as if the audio had been amplified (the model's input
         is the STFT magnitude, linear in the audio), without a copy of the audio.
         """
+        _, probs = collections.deque(self.probability_prefixes(samples, gains), maxlen=1).pop()
+        return probs
+
+    def probability_prefixes(self, samples: np.ndarray,
+                             gains: np.ndarray | None = None) -> Generator[tuple[int, np.ndarray], None, None]:
+        """`probabilities` as they are computed: yields `(frames, probs)` each time more of the audio is
+        done, where `probs[:frames]` are final (the same array each time); the last has every frame.
+
+        So that the windows of the start of a long file can be decoded while VAD runs on the rest.
+        Closing the iterator early stops the computation.
+        """
         num_frames = frame_count(len(samples))
         if gains is not None and len(gains) != num_frames:
             raise ValueError(f"{len(gains)} gains for {num_frames} frames")
@@ -106,12 +118,17 @@ class SileroVad:
 
         if not groups:
             first_chunk()
-            return probs
-        with ThreadPoolExecutor(min(THREADS, len(groups) + 1)) as pool:
+            yield num_frames, probs
+            return
+        pool = ThreadPoolExecutor(min(THREADS, len(groups) + 1))
+        try:
             done = [pool.submit(first_chunk), *(pool.submit(group, chunk_starts) for chunk_starts in groups)]
-            for future in done:
+            stops = [first_stop, *(min(g[-1] + CHUNK_FRAMES, num_frames) for g in groups)]
+            for future, stop in zip(done, stops, strict=True):  # submitted in order, so done about in order
                 future.result()
-        return probs
+                yield stop, probs
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def _batch(self, samples: np.ndarray, starts: list[int], num_frames: int,
                gains: np.ndarray | None) -> np.ndarray:
@@ -293,6 +310,46 @@ def speech_timestamps(
     return scan.finish()
 
 
+class SettledSpeech:
+    """What `speech_timestamps` will return for the whole audio, known from the probabilities of its first
+    frames as they arrive (`settled`): faster-whisper's state machine run on, frame by frame."""
+
+    def __init__(self, num_samples: int, options: VadOptions, sampling_rate: int = 16000) -> None:
+        self._scan = _SpanScan(np.empty(0, dtype=np.float32), num_samples, options, sampling_rate)
+        self._options, self._rate = options, sampling_rate
+        self._from = 0  # the frame after the last one stepped
+
+    def settled(self, probs: np.ndarray, frames: int) -> tuple[list[tuple[int, int]], int]:
+        """The regions no later frame can change (the first ones of the whole audio's, exactly), and the
+        sample before which nothing can change any more, once `probs[:frames]` are known.
+
+        The state machine is causal: a region it has closed stays closed. Only its padding looks ahead (a
+        region's end depends on where the next one starts), so the last closed region is not settled.
+        """
+        scan = self._scan
+        if frames >= len(probs):  # the whole audio: everything is settled
+            return speech_timestamps(probs, scan.num_samples, self._options, self._rate), scan.num_samples
+        known = len(scan.probs)
+        if frames > known:
+            more = np.asarray(probs[known:frames], dtype=np.float64)
+            scan.high = np.concatenate([scan.high, known + np.flatnonzero(more >= scan.threshold)])
+            scan.low = np.concatenate([scan.low, known + np.flatnonzero(more < scan.neg_threshold)])
+            scan.probs = probs[:frames]
+        frame = scan.next_event(self._from)
+        while frame < frames:
+            scan.step(frame)
+            self._from = frame + 1
+            frame = scan.next_event(frame + 1)
+        padded = _padded([list(s) for s in scan.speeches], scan.speech_pad, scan.num_samples)
+        pad = int(scan.speech_pad)
+        frontier = frames * FRAME_SAMPLES - pad
+        if scan.triggered:
+            frontier = min(frontier, scan.start - pad)
+        if padded:
+            frontier = min(frontier, padded[-1][0])
+        return padded[:-1], max(0, frontier)
+
+
 def get_speech_timestamps(samples: np.ndarray, options: VadOptions | None = None) -> list[tuple[int, int]]:
     """Speech regions [start, end) of 16 kHz `samples`, as faster-whisper's VAD finds them."""
     probs = SileroVad.load().probabilities(samples)
@@ -402,21 +459,25 @@ class _SpanScan:
         speeches = self.speeches
         if self.triggered and (self.num_samples - self.start) > self.min_speech:
             speeches.append([self.start, self.num_samples])
-        pad, length = self.speech_pad, self.num_samples
-        for i, speech in enumerate(speeches):
-            if i == 0:
-                speech[0] = int(max(0, speech[0] - pad))
-            if i != len(speeches) - 1:
-                silence = speeches[i + 1][0] - speech[1]
-                if silence < 2 * pad:
-                    speech[1] += int(silence // 2)
-                    speeches[i + 1][0] = int(max(0, speeches[i + 1][0] - silence // 2))
-                else:
-                    speech[1] = int(min(length, speech[1] + pad))
-                    speeches[i + 1][0] = int(max(0, speeches[i + 1][0] - pad))
+        return _padded(speeches, self.speech_pad, self.num_samples)
+
+
+def _padded(speeches: list[list[int]], pad: float, length: int) -> list[tuple[int, int]]:
+    """faster-whisper's padding of the regions (in place): half the silence to each side when it is short."""
+    for i, speech in enumerate(speeches):
+        if i == 0:
+            speech[0] = int(max(0, speech[0] - pad))
+        if i != len(speeches) - 1:
+            silence = speeches[i + 1][0] - speech[1]
+            if silence < 2 * pad:
+                speech[1] += int(silence // 2)
+                speeches[i + 1][0] = int(max(0, speeches[i + 1][0] - silence // 2))
             else:
                 speech[1] = int(min(length, speech[1] + pad))
-        return [(int(start), int(end)) for start, end in speeches]
+                speeches[i + 1][0] = int(max(0, speeches[i + 1][0] - pad))
+        else:
+            speech[1] = int(min(length, speech[1] + pad))
+    return [(int(start), int(end)) for start, end in speeches]
 
 
 def _next(frames: np.ndarray, i: int) -> int:

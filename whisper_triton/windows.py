@@ -8,15 +8,28 @@ where Whisper stopped early still holds speech to decode.
 
 from __future__ import annotations
 
+import collections
+import logging
+from collections.abc import Generator
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from whisper_triton.audio import SAMPLE_RATE
 from whisper_triton.features import WINDOW_SAMPLES, WINDOW_SECONDS
-from whisper_triton.vad import FRAME_SAMPLES, SileroVad, VadOptions, frame_count, speech_timestamps
+from whisper_triton.vad import (
+    FRAME_SAMPLES,
+    SettledSpeech,
+    SileroVad,
+    VadOptions,
+    frame_count,
+    speech_timestamps,
+)
 
-__all__ = ["WINDOW_SAMPLES", "WINDOW_SECONDS", "Window", "meets_speech", "pack_windows", "plan_windows", "speech_spans"]
+__all__ = ["WINDOW_SAMPLES", "WINDOW_SECONDS", "Window", "meets_speech", "pack_windows", "plan_windows",
+           "planned_windows", "speech_spans"]
+
+log = logging.getLogger("whisper_triton.windows")
 
 VAD_THRESHOLD = 0.5
 SPAN_PAD_MS = 200  # speech spans are widened by this much on each side before packing
@@ -132,7 +145,52 @@ def plan_windows(samples: np.ndarray, use_vad: bool = True) -> list[Window]:
     """
     if len(samples) == 0:
         return []
-    probs = speech_probabilities(samples)
+    return _plan(samples, speech_probabilities(samples), use_vad)
+
+
+def planned_windows(samples: np.ndarray, use_vad: bool = True) -> Generator[list[Window], None, None]:
+    """`plan_windows` as VAD goes: yields the windows known so far, in order, each as soon as no later audio
+    can change it; together exactly `plan_windows(samples, use_vad)`.
+
+    VAD of an hour takes about a second: the first windows are decoded meanwhile. Closing the iterator
+    early stops VAD.
+    """
+    if len(samples) == 0:
+        return
+    gains = level_gains(samples)
+    prefixes = SileroVad.load().probability_prefixes(samples, gains)
+    if len(samples) <= WINDOW_SAMPLES or not use_vad:  # one window, or windows that need no VAD to be cut
+        _, probs = collections.deque(prefixes, maxlen=1).pop()
+        yield _plan(samples, probs, use_vad)
+        return
+    sent: list[Window] = []
+    padded, unpadded = SettledSpeech(len(samples), _options(SPAN_PAD_MS)), SettledSpeech(len(samples), _options(0))
+    try:
+        for frames, probs in prefixes:
+            if frames >= len(probs):
+                break
+            spans, _ = padded.settled(probs, frames)
+            speech, known_until = unpadded.settled(probs, frames)
+            closed = pack_windows([Window(start, end) for start, end in spans])[:-1]  # the last may still grow
+            new = [w for w in closed[len(sent) :] if w.end <= known_until]
+            if new:
+                batch = [_with_speech(w, [Window(a, b) for a, b in speech]) for w in new]
+                sent.extend(batch)
+                yield batch
+        rest = _plan(samples, probs, use_vad)
+    finally:
+        prefixes.close()
+    if rest[: len(sent)] == sent:
+        rest = rest[len(sent) :]
+    else:  # cannot happen (the tests check it); if it did, the audio after what was sent is still decoded once
+        log.error("windows planned early differ from the whole plan; the rest is planned again")
+        end = sent[-1].end
+        rest = [w for w in rest if w.start >= end] or [_with_speech(Window(end, len(samples)), [])]
+    if rest:
+        yield rest
+
+
+def _plan(samples: np.ndarray, probs: np.ndarray, use_vad: bool) -> list[Window]:
     speech = speech_spans(samples, 0, probs)
     if use_vad and not speech:
         return []

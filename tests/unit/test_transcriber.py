@@ -315,3 +315,50 @@ async def test_a_doubtful_segment_over_a_blip_in_long_silence_is_dropped() -> No
     ]:
         done = (await collect(transcriber, audio, request))[-1]
         assert [s["text"] for s in done["segments"]] == [" And so my", " Thank you for watching.", " ask not"]
+
+
+async def test_windows_go_to_the_engine_while_vad_plans_the_rest(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first windows are decoded before VAD has seen the end of the audio (an hour takes VAD about a
+    second), and progress follows the audio; every window is decoded once, in order."""
+    import threading
+
+    from whisper_triton import transcriber as module
+    from whisper_triton.windows import plan_windows
+
+    recording = long_recording(2.0)
+    first_call = threading.Event()
+    waited: list[bool] = []
+
+    def planned(samples: np.ndarray, use_vad: bool = True) -> Any:
+        plan = plan_windows(samples, use_vad)
+        yield plan[:2]
+        waited.append(first_call.wait(timeout=10))  # VAD "still running" until the engine has work
+        yield plan[2:]
+
+    class Recording(FakeDecode):
+        async def __call__(self, calls: list[WindowCall]) -> AsyncIterator[tuple[int, WindowResult | Exception]]:
+            first_call.set()
+            async for item in super().__call__(calls):
+                yield item
+
+    monkeypatch.setattr(module, "planned_windows", planned)
+    fake = Recording(delay=0.05)
+    events = await collect(Transcriber(MULTILINGUAL, fake), recording.path.read_bytes(), TranscriptionRequest())
+    assert waited == [True]
+    assert sorted(job.options.window for job in fake.jobs) == list(range(5)) and fake.calls[:2] == [1, 1]
+    progress = [e["progress"] for e in events[:-1]]
+    assert progress == sorted(progress) and progress[-1] == 1.0 and 0 < progress[0] < 0.5
+    assert [s["text"] for s in events[-1]["segments"]] == [f" window {i}" for i in range(5)]
+
+
+async def test_a_failure_of_vad_fails_the_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    from whisper_triton import transcriber as module
+
+    def planned(samples: np.ndarray, use_vad: bool = True) -> Any:
+        raise ValueError("VAD broke")
+        yield []  # a generator, like planned_windows
+
+    monkeypatch.setattr(module, "planned_windows", planned)
+    with pytest.raises(ValueError, match="VAD broke"):
+        await collect(Transcriber(MULTILINGUAL, FakeDecode(delay=0.01)), long_recording(2.0).path.read_bytes(),
+                      TranscriptionRequest())

@@ -232,3 +232,41 @@ def test_spans_match_faster_whisper_on_any_probabilities(
     probs = frames(*runs)
     num_samples = (len(probs) - 1) * FRAME_SAMPLES + tail
     assert speech_timestamps(probs, num_samples, options, rate) == reference_spans(probs, num_samples, options, rate)
+
+
+# --------------------------------------------------------------------------------------------------
+# Speech settled while the probabilities are still being computed
+
+
+@settings(max_examples=150, deadline=None)
+@given(runs, options, st.lists(st.integers(1, 4000), max_size=8))
+@example([(0.9, 300), (0.1, 4), (0.9, 300), (0.0, 30)], OPTION_SETS[0], [305, 306, 604])
+def test_settled_speech_is_what_the_whole_audio_gives(
+    runs: list[tuple[float, int]], options: VadOptions, cuts: list[int]
+) -> None:
+    """However the probabilities arrive, what is settled is the start of the whole audio's spans, every span
+    that starts before the frontier is among it, and the frontier only moves on."""
+    probs = frames(*runs)
+    num_samples = len(probs) * FRAME_SAMPLES - 100
+    whole = speech_timestamps(probs, num_samples, options)
+    settled = vad.SettledSpeech(num_samples, options)
+    frontier = 0
+    for frames_known in [*sorted(c for c in cuts if c < len(probs)), len(probs)]:
+        spans, known_until = settled.settled(probs, frames_known)
+        assert spans == whole[: len(spans)]
+        assert len([s for s in whole if s[0] < known_until]) <= len(spans) or known_until == num_samples
+        assert known_until >= frontier
+        frontier = known_until
+    assert spans == whole and frontier == num_samples
+
+
+def test_probabilities_arrive_in_order_and_equal_the_whole(monkeypatch: pytest.MonkeyPatch, jfk: np.ndarray) -> None:
+    samples = signal("speech with long silence", jfk)
+    whole = SileroVad.load().probabilities(samples)
+    monkeypatch.setattr(vad, "GROUP_CHUNKS", 1)
+    known = [frames_known for frames_known, _ in SileroVad.load().probability_prefixes(samples)]
+    assert known == sorted(known) and known[0] == CHUNK_FRAMES and known[-1] == len(whole) and len(known) > 2
+    prefixes = SileroVad.load().probability_prefixes(samples)
+    first, probs = next(prefixes)
+    assert np.abs(probs[:first] - whole[:first]).max() < 1e-5
+    prefixes.close()  # stops early without waiting for the rest of the audio

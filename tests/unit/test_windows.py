@@ -10,9 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from harness.assets import jfk_wav
 from harness.nonspeech import KINDS, nonspeech
+from whisper_triton import vad as vad_module
 from whisper_triton import windows
 from whisper_triton.audio import SAMPLE_RATE, decode_audio
+from whisper_triton.vad import frame_count
 from whisper_triton.windows import (
     CLIP_MARGIN_S,
     WINDOW_SAMPLES,
@@ -255,3 +258,62 @@ def test_level_gains_bring_quiet_audio_up_but_never_a_loud_word_or_silence() -> 
     assert peak + db(level_gains(word)).max() == pytest.approx(-10.0, abs=0.5)  # not the +30 dB the tone asks
     assert (level_gains(np.zeros(seconds(35), dtype=np.float32)) == 1.0).all()
     assert db(level_gains(nonspeech("room_tone", 10.0))).max() == pytest.approx(30.0)  # never more
+
+
+def _as_planned(samples: np.ndarray, use_vad: bool = True) -> list[list[Window]]:
+    return list(windows.planned_windows(samples, use_vad))
+
+
+def _exactly(plan: list[Window]) -> list[tuple[int, int, tuple[tuple[float, float], ...]]]:
+    return [(w.start, w.end, w.speech) for w in plan]
+
+
+def _long_audio(kind: str) -> np.ndarray:
+    """Six minutes of read speech (real, joined with pauses), of a real meeting, or of synthetic speech."""
+    from harness.assets import long_recording
+    from harness.meetings import meetings
+    from harness.speech import long_speech
+
+    if kind == "meeting":
+        return np.concatenate([m.samples for m in meetings("tune")])[: seconds(360)]
+    recording = long_speech("report", 6.0) if kind == "read" else long_recording(6.0)
+    return decode_audio(recording.path.read_bytes()).samples
+
+
+@pytest.mark.parametrize(("kind", "group_chunks"), [("read", 1), ("meeting", 1), ("synthetic", 1), ("read", 3),
+                                                    ("meeting", 32)])
+def test_windows_planned_as_vad_goes_are_the_whole_plan(monkeypatch: pytest.MonkeyPatch, kind: str,
+                                                        group_chunks: int) -> None:
+    """Long real and synthetic speech: the windows sent while VAD runs, then the rest, are exactly
+    `plan_windows`' (bounds and speech), and most are sent before VAD is done."""
+    monkeypatch.setattr(vad_module, "GROUP_CHUNKS", group_chunks)
+    samples = _long_audio(kind)
+    whole = plan_windows(samples)
+    batches = _as_planned(samples)
+    assert _exactly([w for batch in batches for w in batch]) == _exactly(whole)
+    assert len(whole) > 8 and len(batches) > 1
+    if group_chunks == 1:  # a group every 8 s: each window leaves soon after VAD passed it
+        assert len(batches[-1]) <= 2
+
+
+def test_short_audio_and_fixed_windows_are_planned_in_one_go() -> None:
+    clip = decode_audio(jfk_wav().read_bytes()).samples
+    assert _as_planned(clip) == [plan_windows(clip)]
+    long = np.tile(clip, 8)
+    assert [_exactly(b) for b in _as_planned(long, use_vad=False)] == [_exactly(plan_windows(long, use_vad=False))]
+    assert _as_planned(np.zeros(0, dtype=np.float32)) == []
+    assert _as_planned(np.zeros(seconds(95), dtype=np.float32)) == []  # silence: nothing to decode
+
+
+def test_stopping_the_plan_early_stops_vad(monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.assets import long_recording
+
+    monkeypatch.setattr(vad_module, "GROUP_CHUNKS", 1)
+    samples = decode_audio(long_recording(6.0).path.read_bytes()).samples
+    groups: list[int] = []
+    run = vad_module._LstmSession.run
+    monkeypatch.setattr(vad_module._LstmSession, "run", lambda self, x: (groups.append(1), run(self, x))[1])
+    plan = windows.planned_windows(samples)
+    first = next(plan)
+    plan.close()
+    assert first and len(groups) < frame_count(len(samples)) // vad_module.CHUNK_FRAMES // 2
