@@ -295,10 +295,13 @@ def markdown(document: Document, source: str) -> str:
                      f"{document.profile.get('resumes')} / {document.profile.get('mean_batch')} |")
     if document.pipeline:
         lines += ["", "The pipeline without the engine (`bench/instant_engine`: log-mel computed, no network):", "",
-                  "| file | audio h | wall s | CPU s per audio hour | peak RSS | windows back |",
-                  "|---|---|---|---|---|---|"]
+                  "| file | audio h | wall s (median) | CPU s per audio hour (median) | peak RSS | windows back | "
+                  "each run: wall s / CPU s |",
+                  "|---|---|---|---|---|---|---|"]
         lines += [f"| {row.name} | {row.audio_s / 3600:.2f} | {row.wall_s:.2f} | {row.cpu_per_audio_hour:.2f} | "
-                  f"{row.peak_rss_bytes / 1e6:.0f} MB | {row.segments} / {row.windows} |" for row in document.pipeline]
+                  f"{row.peak_rss_bytes / 1e6:.0f} MB | {row.segments} / {row.windows} | "
+                  f"{', '.join(f'{wall:.2f} / {cpu:.2f}' for wall, cpu in row.runs) or '-'} |"
+                  for row in document.pipeline]
     lines += ["", "Targets:", ""]
     marks = {True: "met", False: "**not met**", None: "not measured"}
     lines += [f"- {target.goal}: {marks[target.met]} ({target.detail})" for target in document.targets]
