@@ -48,6 +48,7 @@ _ENCODE_FRAMES = 512
 # found 3.5 s late, after 45 s 12 s late or not at all. Every CHUNK_FRAMES (8.2 s) it starts afresh
 # from the audio WARM_FRAMES (1 s) before; the chunks then run side by side, GROUP_CHUNKS to a batch
 # (matrix products instead of one frame's vector at a time: faster too).
+LstmState = tuple[np.ndarray, np.ndarray]  # the LSTM's (h, c), each (1, batch, 128)
 CHUNK_FRAMES = 256
 WARM_FRAMES = 32
 GROUP_CHUNKS = 32
@@ -129,6 +130,24 @@ class SileroVad:
                 yield stop, probs
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+
+    def encode_frames(self, audio: np.ndarray, gains: np.ndarray | None = None) -> np.ndarray:
+        """LSTM inputs (n, 128) of whole frames: `audio` holds the context of the first frame
+        (CONTEXT_SAMPLES), then n frames; `gains` one per frame. For audio that arrives as it is spoken."""
+        n = max(0, (len(audio) - CONTEXT_SAMPLES) // FRAME_SAMPLES)
+        features = np.empty((n, 128), dtype=np.float32)
+        for start in range(0, n, _ENCODE_FRAMES):
+            end = min(start + _ENCODE_FRAMES, n)
+            piece = np.ascontiguousarray(audio[start * FRAME_SAMPLES : end * FRAME_SAMPLES + CONTEXT_SAMPLES],
+                                         dtype=np.float32)
+            self._encode(piece, features[start:end], None if gains is None else gains[start:end])
+        return features
+
+    def run_lstm(self, features: np.ndarray, state: LstmState | None = None) -> tuple[np.ndarray, LstmState]:
+        """Speech probabilities of `features` (frames, 128) from `state` (None: the initial state), and the
+        state after the last frame."""
+        hidden, after = self._lstm.run_from(features[:, None, :], state)
+        return self._decode(hidden[:, 0]), after
 
     def _batch(self, samples: np.ndarray, starts: list[int], num_frames: int,
                gains: np.ndarray | None) -> np.ndarray:
@@ -274,10 +293,16 @@ class _LstmSession:
     def run(self, features: np.ndarray) -> np.ndarray:
         """Hidden states (frames, batch, 128) after each frame of `features` (frames, batch, 128), each
         sequence from the initial (zero) state."""
-        zeros = np.zeros((1, features.shape[1], 128), dtype=np.float32)
-        feeds = {self._input: features, self._state[0]: zeros, self._state[1]: zeros}
-        hidden = self._session.run(None, feeds)[0]
-        return hidden[:, 0]
+        return self.run_from(features)[0]
+
+    def run_from(self, features: np.ndarray, state: LstmState | None = None) -> tuple[np.ndarray, LstmState]:
+        """`run` from a given state (h, c), each (1, batch, 128); also the state after the last frame."""
+        if state is None:
+            zeros = np.zeros((1, features.shape[1], 128), dtype=np.float32)
+            state = (zeros, zeros)
+        feeds = {self._input: features, self._state[0]: state[0], self._state[1]: state[1]}
+        hidden, h, c = self._session.run(None, feeds)
+        return hidden[:, 0], (h, c)
 
 
 def _default_path() -> Path:
