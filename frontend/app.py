@@ -36,11 +36,15 @@ from frontend.dialects.whisperx import WhisperXController
 from frontend.errors import EXCEPTION_HANDLERS, APIError, error_responses, not_found
 from frontend.guards import provide_principal, require_api_key
 from frontend.health import HealthController
+from frontend.keys import Principal
+from frontend.limits import KeyLimiter
+from frontend.logs import KeyNameMiddleware
 from frontend.metrics import FrontendMetrics, MetricsPlugin
 from frontend.net import UrlPolicy
 from frontend.openai.audio import AudioController
 from frontend.openai.chat import ChatController
 from frontend.openai.models import ModelsController
+from frontend.ratelimit_headers import RateLimitHeaders
 from frontend.settings import FrontendSettings
 from frontend.speakers.api import SpeakersController
 from frontend.speakers.store import SpeakerStore
@@ -116,12 +120,20 @@ def _dependencies(settings: FrontendSettings) -> dict[str, Provide]:
 
     names = ("triton", "database", "transcriptions", "speakers", "queue", "started")
     return {"settings": Provide(provide_settings, sync_to_thread=False),
-            "principal": Provide(provide_principal, sync_to_thread=False), **{n: _provider(n) for n in names}}
+            "principal": Provide(_principal, sync_to_thread=False), **{n: _provider(n) for n in names}}
+
+
+def _principal(request: Request[Any, Any, Any]) -> Principal:
+    """The `principal` dependency (Litestar hands a provider the connection as `request`, not `connection`)."""
+    return provide_principal(request)
 
 
 def create_app(settings: FrontendSettings) -> Litestar:
     data_dir = Path(settings.data_dir).expanduser()
     metrics = FrontendMetrics()
+    keys = settings.key_ring()
+    limiter = KeyLimiter(settings.default_key_limits, settings.key_limits_table(keys),
+                         on_refused=metrics.observe_rate_limited)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -130,8 +142,9 @@ def create_app(settings: FrontendSettings) -> Litestar:
         tasks = TaskStore(database)
         policy = UrlPolicy(allow_private=settings.allow_private_urls, max_bytes=settings.max_upload_bytes,
                            timeout_s=settings.url_timeout_s)
-        transcriptions = Transcriptions(triton, Admission(settings.max_concurrent_requests), tasks,
-                                        observe=metrics.observe_audio)
+        admission = Admission(settings.max_concurrent_requests, settings.fair_slots, settings.fair_wait_s)
+        transcriptions = Transcriptions(triton, admission, tasks, observe=metrics.observe_audio, limiter=limiter,
+                                        name_of=keys.name_of)
         runner = TaskRunner(
             tasks,
             transcriptions,
@@ -163,8 +176,10 @@ def create_app(settings: FrontendSettings) -> Litestar:
         route_handlers=[AudioController, ModelsController, HealthController, WhisperXController,
                         InsanelyFastWhisperController, ChatController, SpeakersController, web_page, static_files],
         dependencies=_dependencies(settings),
-        state=State({"settings": settings, "key_ring": settings.key_ring()}),
+        state=State({"settings": settings, "key_ring": keys}),
         plugins=[MetricsPlugin(metrics)],
+        logging_config=None,  # frontend.logs configures logging; Litestar's default would replace its handler
+        middleware=[KeyNameMiddleware(), RateLimitHeaders(limiter)],
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
         before_request=refuse_control_characters,

@@ -1,7 +1,9 @@
 """Logging of the frontend: JSON lines (or plain text) on stderr, never a transcript.
 
 `configure_logging(level, json)` installs one handler on the root logger; uvicorn's loggers
-(access log included) propagate to it when uvicorn runs with `log_config=None`.
+(access log included) propagate to it when uvicorn runs with `log_config=None`. Lines logged while a
+request is handled (uvicorn's access line included) carry the name of its API key as `key` (never the
+key): `KeyNameMiddleware` remembers the request, `KeyNameFilter` reads whom the guard identified.
 """
 
 from __future__ import annotations
@@ -9,10 +11,14 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Mapping
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import msgspec
+from litestar.enums import ScopeType
+from litestar.middleware import ASGIMiddleware
+from litestar.types import ASGIApp, Receive, Scope, Send
 
 # Keys that carry what was said: never logged, whether passed as `extra=` or inside a logged dict.
 TRANSCRIPT_KEYS = frozenset({"text", "transcript", "segments", "words", "delta", "content", "prompt", "messages"})
@@ -22,6 +28,8 @@ UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi")
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 _ACCESS_FIELDS = ("client", "method", "path", "http_version", "status")
 _encoder = msgspec.json.Encoder(enc_hook=repr)
+# The request being handled in this task (its scope's state, where the guard puts the principal).
+_request_state: ContextVar[Mapping[str, Any] | None] = ContextVar("frontend_request_state", default=None)
 
 
 def short_id(task_id: str) -> str:
@@ -52,8 +60,34 @@ class TranscriptFilter(logging.Filter):
         return True
 
 
+class KeyNameMiddleware(ASGIMiddleware):
+    """Remembers the request being handled, for `KeyNameFilter` (the access line is logged inside `send`,
+    in the same task)."""
+
+    scopes = (ScopeType.HTTP,)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        token = _request_state.set(scope.get("state"))
+        try:
+            await next_app(scope, receive, send)
+        finally:
+            _request_state.reset(token)
+
+
+class KeyNameFilter(logging.Filter):
+    """Adds `key`, the name of the request's API key, to the lines logged while it is handled."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        state = _request_state.get()
+        principal = state.get("principal") if state is not None else None
+        if principal is not None and not hasattr(record, "key"):
+            record.key = str(principal.name)
+        return True
+
+
 def extra_fields(record: logging.LogRecord) -> dict[str, Any]:
     fields = {k: v for k, v in record.__dict__.items() if k not in _STANDARD and not k.startswith("_")}
+    fields.pop("color_message", None)  # uvicorn's message again, with terminal colours
     if record.name == "uvicorn.access" and isinstance(record.args, tuple) and len(record.args) == 5:
         fields |= dict(zip(_ACCESS_FIELDS, record.args, strict=True))
     return fields
@@ -101,6 +135,7 @@ def configure_logging(level: str = "info", json: bool = True) -> logging.Handler
     handler.setFormatter(JsonFormatter() if json else TextFormatter())
     # On the handler, not a logger: handler filters also see records propagated from child loggers.
     handler.addFilter(TranscriptFilter())
+    handler.addFilter(KeyNameFilter())
     root = logging.getLogger()
     for old in [h for h in root.handlers if isinstance(h, _FrontendHandler)]:
         root.removeHandler(old)

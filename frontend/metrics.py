@@ -27,6 +27,7 @@ LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 
 MAX_ERROR_BODY = 64 * 1024  # error bodies are small; anything longer is not ours
 # What `generate_latest` writes; Litestar appends `; charset=utf-8` to text types itself.
 CONTENT_TYPE = "text/plain; version=0.0.4"
+NO_KEY = "none"  # the `key` label of requests no API key was identified for (open routes, 401s)
 
 
 class FrontendMetrics:
@@ -34,8 +35,9 @@ class FrontendMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
-        self.requests = Counter(f"{PREFIX}_requests", "HTTP requests by route template, method and status.",
-                                ["route", "method", "status"], registry=self.registry)
+        self.requests = Counter(f"{PREFIX}_requests",
+                                "HTTP requests by route template, method, status and API key name (none: no key).",
+                                ["route", "method", "status", "key"], registry=self.registry)
         self.latency = Histogram(f"{PREFIX}_request_duration_seconds",
                                  "Time from the request to the last byte of the response (whole SSE streams).",
                                  ["route", "method"], buckets=LATENCY_BUCKETS, registry=self.registry)
@@ -43,21 +45,26 @@ class FrontendMetrics:
                                "Transcriptions admitted and not finished (the admission counter).",
                                registry=self.registry)
         self.queue_depth = Gauge(f"{PREFIX}_queue_depth", "Requests waiting for inference.", registry=self.registry)
-        self.audio = Counter(f"{PREFIX}_audio_seconds", "Seconds of audio transcribed or translated.",
-                             ["task"], registry=self.registry)
+        self.audio = Counter(f"{PREFIX}_audio_seconds", "Seconds of audio transcribed or translated, by API key name.",
+                             ["task", "key"], registry=self.registry)
+        self.rate_limited = Counter(f"{PREFIX}_rate_limited", "Requests refused with 429 by API key name and limit.",
+                                    ["key", "limit"], registry=self.registry)
         self.errors = Counter(f"{PREFIX}_errors", "Error responses by HTTP status and OpenAI error code.",
                               ["status", "code"], registry=self.registry)
 
-    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
-        self.requests.labels(route, method, str(status)).inc()
+    def observe_request(self, route: str, method: str, status: int, seconds: float, key: str = NO_KEY) -> None:
+        self.requests.labels(route, method, str(status), key).inc()
         self.latency.labels(route, method).observe(seconds)
 
     def observe_error(self, status: int, code: str) -> None:
         self.errors.labels(str(status), code).inc()
 
-    def observe_audio(self, seconds: float, task: str) -> None:
+    def observe_audio(self, seconds: float, task: str, key: str = NO_KEY) -> None:
         if seconds > 0:
-            self.audio.labels(task).inc(seconds)
+            self.audio.labels(task, key).inc(seconds)
+
+    def observe_rate_limited(self, key: str, limit: str) -> None:
+        self.rate_limited.labels(key, limit).inc()
 
     def set_queue_depth(self, depth: int) -> None:
         self.queue_depth.set(depth)
@@ -86,6 +93,12 @@ def error_code(status: int, body: bytes) -> str:
             if isinstance(error.get(key), str) and error[key]:
                 return str(error[key])
     return f"http_{status}"
+
+
+def key_name(scope: Scope) -> str:
+    """The name of the API key the guard identified for this request (never the key), or `none`."""
+    principal = (scope.get("state") or {}).get("principal")
+    return str(getattr(principal, "name", "") or NO_KEY)
 
 
 class MetricsMiddleware(ASGIMiddleware):
@@ -120,7 +133,8 @@ class MetricsMiddleware(ASGIMiddleware):
             await next_app(scope, receive, send_observed)
         finally:
             route = str(scope.get("path_template") or "unrouted")
-            self.metrics.observe_request(route, str(scope.get("method", "")), status, time.perf_counter() - start)
+            self.metrics.observe_request(route, str(scope.get("method", "")), status, time.perf_counter() - start,
+                                         key_name(scope))
             if status >= 400:
                 self.metrics.observe_error(status, error_code(status, bytes(error_body or b"")))
 

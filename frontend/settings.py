@@ -9,6 +9,7 @@ from collections.abc import Mapping
 import msgspec
 
 from frontend.keys import KeyRing
+from frontend.limits import KeyLimits, limits_table
 from whisper_triton.models import model_id
 from whisper_triton.repository import model_specs
 from whisper_triton.settings import SettingsError, load_settings
@@ -29,7 +30,16 @@ class FrontendSettings(msgspec.Struct, frozen=True):
     admin_api_key: str = ""
     max_upload_bytes: int = 25 * 1024 * 1024  # OpenAI's limit: 26,214,400 bytes
     max_concurrent_requests: int = 64
+    fair_slots: int = 16  # transcriptions in Triton at once before requests wait their key's turn
+    fair_wait_s: float = 60.0
     retry_after_s: int = 5
+    # Per-key limits (0 = unlimited), the same for every key unless key_limits names it
+    key_requests_per_minute: int = 0
+    key_audio_seconds_per_hour: float = 0.0
+    key_audio_seconds_per_day: float = 0.0
+    key_max_concurrent: int = 0
+    key_max_queued_tasks: int = 0
+    key_limits: dict[str, dict[str, float]] = msgspec.field(default_factory=dict)
     log_level: str = "info"
     log_json: bool = False
     # Tasks
@@ -54,6 +64,24 @@ class FrontendSettings(msgspec.Struct, frozen=True):
     def key_ring(self) -> KeyRing:
         """The configured keys (SettingsError for a bad entry or keys file)."""
         return KeyRing.from_settings(self.api_keys, self.api_keys_file, self.admin_api_key)
+
+    def key_limits_table(self, keys: KeyRing | None = None) -> dict[str, KeyLimits]:
+        """Each key's limits where FRONTEND_KEY_LIMITS changes the defaults (SettingsError for an unknown key
+        name or limit)."""
+        names = [k.name for k in (keys or self.key_ring()).keys]
+        return limits_table(self.default_key_limits, self.key_limits, names)
+
+    def key_limits_for(self, name: str) -> KeyLimits:
+        """The limits of the key named `name` (the defaults unless FRONTEND_KEY_LIMITS names it)."""
+        given = {name: self.key_limits[name]} if name in self.key_limits else {}
+        return limits_table(self.default_key_limits, given, [name]).get(name, self.default_key_limits)
+
+    @property
+    def default_key_limits(self) -> KeyLimits:
+        return KeyLimits(requests_per_minute=self.key_requests_per_minute,
+                         audio_seconds_per_hour=self.key_audio_seconds_per_hour,
+                         audio_seconds_per_day=self.key_audio_seconds_per_day,
+                         max_concurrent=self.key_max_concurrent, max_queued_tasks=self.key_max_queued_tasks)
 
     unload_model_after_s: float = 0.0  # 0: never unload idle models
 
@@ -99,8 +127,21 @@ FRONTEND_SETTINGS_HELP = {
     "admin_api_key": "admin key: `x-admin-api-key` header or bearer; sees every key's work, acts for one with "
                      "`x-act-as-key: <name>`",
     "max_upload_bytes": "largest file (OpenAI's 25 MiB)",
-    "max_concurrent_requests": "transcriptions in flight before 503",
+    "max_concurrent_requests": "synchronous transcriptions in flight and waiting their turn before 503 (the "
+                               "server is full)",
+    "fair_slots": "synchronous transcriptions sent to Triton at once; beyond, requests wait in one queue per key, "
+                  "served in turn (fair share, see [limits](limits.md)); at least the engine's batch",
+    "fair_wait_s": "longest wait for a turn before 503",
     "retry_after_s": "`Retry-After` on 503",
+    "key_requests_per_minute": "requests per minute of each key that start work (transcriptions, chat completions); "
+                               "0 = unlimited; 429 beyond",
+    "key_audio_seconds_per_hour": "seconds of audio each key may have transcribed per hour (counted as each "
+                                  "transcription ends); 0 = unlimited",
+    "key_audio_seconds_per_day": "seconds of audio each key may have transcribed per day; 0 = unlimited",
+    "key_max_concurrent": "synchronous transcriptions of one key at once; 0 = unlimited",
+    "key_max_queued_tasks": "queued tasks of one key; 0 = unlimited",
+    "key_limits": "JSON: other limits for named keys, e.g. `{\"alice\": {\"requests_per_minute\": 600}}` (fields: "
+                  "the `key_*` settings without `key_`); the admin key is never limited",
     "log_level": "log level",
     "log_json": "JSON lines logs",
     "db_url": "`postgresql://user:pass@host/db` or `sqlite:///path`; empty = SQLite `$FRONTEND_DATA_DIR/tasks.db`",
@@ -141,7 +182,10 @@ def frontend_settings(environ: Mapping[str, str] | None = None, triton_url: str 
         if origin != "*" and not _ORIGIN.fullmatch(origin):
             raise SettingsError(f"Invalid origin {origin[:100]!r} in FRONTEND_CORS_ORIGINS: use scheme://host[:port] "
                                 "(or * for any origin).")
-    settings.key_ring()  # a bad key entry or keys file fails at start, naming the variable
+    settings.key_limits_table()  # a bad key entry, keys file or limit fails at start, naming the variable
+    if settings.fair_slots <= 0 or settings.fair_wait_s < 0:
+        raise SettingsError("Invalid value for FRONTEND_FAIR_SLOTS or FRONTEND_FAIR_WAIT_S: slots must be positive, "
+                            "the wait 0 or more.")
     if not settings.auth_enabled and settings.host not in ("127.0.0.1", "localhost", "::1"):
         raise SettingsError(
             f"FRONTEND_HOST={settings.host} would open the API to the network without authentication: "

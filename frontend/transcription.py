@@ -14,7 +14,10 @@ from collections.abc import AsyncGenerator, Callable
 
 import msgspec
 
+from frontend.admission import Admission, Slot
 from frontend.database import StoreError
+from frontend.keys import OPEN, Principal
+from frontend.limits import KeyLimiter
 from frontend.settings import FrontendSettings
 from frontend.tasks.records import TaskError, TaskRequest, new_task
 from frontend.tasks.store import TaskStore
@@ -23,8 +26,10 @@ from whisper_triton.contract import DoneEvent, Event, TranscriptionRequest
 from whisper_triton.errors import NotFoundError, ServiceError, UnavailableError
 
 log = logging.getLogger("frontend.transcription")
+__all__ = ["Admission", "Recording", "Slot", "Transcriptions", "served_model"]
 
-ObserveFn = Callable[[float, str], None]  # (seconds of audio transcribed, task)
+ObserveFn = Callable[[float, str, str], None]  # (seconds of audio transcribed, task, key name)
+NameOfFn = Callable[[str], str]  # the name of a key id
 
 
 def unknown_model(model: str) -> NotFoundError:
@@ -40,32 +45,6 @@ def served_model(settings: FrontendSettings, requested: str | None) -> str:
     return model
 
 
-class Slot:
-    """One admitted transcription; `release` frees it (once, however often it is called)."""
-
-    def __init__(self, admission: Admission) -> None:
-        self._admission: Admission | None = admission
-
-    def release(self) -> None:
-        admission, self._admission = self._admission, None
-        if admission is not None:
-            admission.in_flight = max(0, admission.in_flight - 1)
-
-
-class Admission:
-    """Bounds the transcriptions in flight; beyond the bound, requests are refused (retry later)."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.in_flight = 0
-
-    def admit(self) -> Slot:
-        if self.in_flight >= self.limit:
-            raise UnavailableError("The server is busy with other transcriptions; retry shortly.")
-        self.in_flight += 1
-        return Slot(self)
-
-
 class Recording(msgspec.Struct, frozen=True):
     """A synchronous request kept as a finished task: how it was asked."""
 
@@ -76,26 +55,41 @@ class Recording(msgspec.Struct, frozen=True):
 
 class Transcriptions:
     def __init__(self, triton: TritonClient, admission: Admission, tasks: TaskStore | None = None,
-                 observe: ObserveFn | None = None) -> None:
+                 observe: ObserveFn | None = None, limiter: KeyLimiter | None = None,
+                 name_of: NameOfFn | None = None) -> None:
         self.triton = triton
         self.admission = admission
         self._tasks = tasks
         self._observe = observe
+        self.limiter = limiter
+        self._name_of = name_of
 
-    def admit(self) -> Slot:
-        """A slot for a transcription the client waits for (tasks wait in their queue instead)."""
-        return self.admission.admit()
+    async def admit(self, principal: Principal = OPEN) -> Slot:
+        """A slot for a transcription the client waits for (tasks wait in their queue instead): refused over
+        the key's limits (RateLimitError), else given in the key's turn (UnavailableError when full)."""
+        ticket = self.limiter.admit(principal) if self.limiter is not None else None
+        try:
+            slot = await self.admission.admit(principal.key_id)
+        except BaseException:
+            if ticket is not None:
+                ticket.release()
+            raise
+        return Slot(slot.release, ticket.release) if ticket is not None else slot
 
-    async def events(self, audio: bytes, request: TranscriptionRequest,
-                     record: Recording | None = None) -> AsyncGenerator[Event, None]:
-        """The entry model's events, the last one `done`. Its audio is counted; with `record`, the outcome
-        (done, failed, or the caller gone) is kept as a finished task."""
+    def owner(self, key_id: str) -> Principal:
+        """The caller a stored task's owner (a key id) stands for, whose audio budget its transcription uses."""
+        name = self._name_of(key_id) if self._name_of is not None else (key_id or OPEN.name)
+        return Principal(key_id=key_id, name=name)
+
+    async def events(self, audio: bytes, request: TranscriptionRequest, record: Recording | None = None,
+                     principal: Principal | None = None) -> AsyncGenerator[Event, None]:
+        """The entry model's events, the last one `done`. Its audio is counted (to `principal`'s budget); with
+        `record`, the outcome (done, failed, or the caller gone) is kept as a finished task."""
         try:
             async with contextlib.aclosing(self.triton.transcribe(audio, request)) as events:
                 async for event in events:
                     if isinstance(event, DoneEvent):  # the last event: counted and recorded before it is passed on
-                        if self._observe is not None:
-                            self._observe(event.duration, "align" if request.transcript is not None else request.task)
+                        self._count(event.duration, request, principal)
                         await self._record(record, request, event, None)
                     yield event
         except ServiceError as exc:
@@ -106,13 +100,21 @@ class Transcriptions:
             await self._record(record, request, None, gone)
             raise
 
-    async def result(self, audio: bytes, request: TranscriptionRequest, record: Recording | None = None) -> DoneEvent:
+    async def result(self, audio: bytes, request: TranscriptionRequest, record: Recording | None = None,
+                     principal: Principal | None = None) -> DoneEvent:
         """The `done` event of a transcription."""
-        async with contextlib.aclosing(self.events(audio, request, record)) as events:
+        async with contextlib.aclosing(self.events(audio, request, record, principal)) as events:
             async for event in events:
                 if isinstance(event, DoneEvent):
                     return event
         raise UnavailableError("The inference server closed the stream early; retry the request.")
+
+    def _count(self, seconds: float, request: TranscriptionRequest, principal: Principal | None) -> None:
+        if self._observe is not None:
+            task = "align" if request.transcript is not None else request.task
+            self._observe(seconds, task, principal.name if principal is not None else "none")
+        if self.limiter is not None and principal is not None:
+            self.limiter.record_audio(principal, seconds)
 
     async def _record(self, record: Recording | None, request: TranscriptionRequest, done: DoneEvent | None,
                       error: TaskError | None) -> None:

@@ -13,6 +13,7 @@ from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
 
 from frontend.errors import error_responses
 from frontend.guards import require_api_key
+from frontend.keys import Principal
 from frontend.openai.audio_form import RESPONSE_FORMATS, AudioForm, parse_audio_form
 from frontend.openai.render import render, stream_events
 from frontend.request_bodies import read_multipart
@@ -89,30 +90,32 @@ class AudioController(Controller):
           responses=_ERRORS, status_code=200)
     async def create_transcription(self, request: Request[Any, Any, Any], settings: NamedDependency[FrontendSettings],
                                    transcriptions: NamedDependency[Transcriptions],
-                                   speakers: NamedDependency[SpeakerStore]) -> Response[Any]:
+                                   speakers: NamedDependency[SpeakerStore],
+                                   principal: NamedDependency[Principal]) -> Response[Any]:
         """Transcribes audio into the input language (OpenAI-compatible)."""
         form = parse_audio_form(*await read_multipart(request, settings.max_upload_bytes), "transcribe")
-        return await _answer(request, form, settings, transcriptions, speakers)
+        return await _answer(request, form, settings, transcriptions, speakers, principal)
 
     @post("/translations", operation_id="createTranslation", operation_class=_operation("translate"),
           responses=_ERRORS, status_code=200)
     async def create_translation(self, request: Request[Any, Any, Any], settings: NamedDependency[FrontendSettings],
                                  transcriptions: NamedDependency[Transcriptions],
-                                 speakers: NamedDependency[SpeakerStore]) -> Response[Any]:
+                                 speakers: NamedDependency[SpeakerStore],
+                                 principal: NamedDependency[Principal]) -> Response[Any]:
         """Translates audio into English text (OpenAI-compatible)."""
         form = parse_audio_form(*await read_multipart(request, settings.max_upload_bytes), "translate")
-        return await _answer(request, form, settings, transcriptions, speakers)
+        return await _answer(request, form, settings, transcriptions, speakers, principal)
 
 
 async def _answer(request: Request[Any, Any, Any], form: AudioForm, settings: FrontendSettings,
-                  transcriptions: Transcriptions, speakers: SpeakerStore) -> Response[Any]:
+                  transcriptions: Transcriptions, speakers: SpeakerStore, principal: Principal) -> Response[Any]:
     asked = msgspec.structs.replace(form.request, model=served_model(settings, form.model))
     asked = await speakers.with_stored_voices(asked)
     record = Recording(model=form.model, file_name=form.file.filename)
-    slot = transcriptions.admit()
+    slot = await transcriptions.admit(principal)
     if asked.stream and asked.task == "transcribe":
-        events = transcriptions.events(form.file.data, asked, record)
+        events = transcriptions.events(form.file.data, asked, record, principal)
         return event_stream(stream_events(events, diarized=form.response_format == "diarized_json"), slot.release)
     # A client that leaves stops its transcription (and frees its slot) instead of waiting for it.
-    done = await awaited(request.receive, slot, transcriptions.result(form.file.data, asked, record))
+    done = await awaited(request.receive, slot, transcriptions.result(form.file.data, asked, record, principal))
     return render(done, form)

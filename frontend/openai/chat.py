@@ -28,6 +28,7 @@ from litestar.openapi.spec.enums import OpenAPIType
 
 from frontend.errors import api_error, bad_request, error_body, error_responses, too_large
 from frontend.guards import require_api_key
+from frontend.keys import Principal
 from frontend.request_bodies import data_url_bytes, read_body
 from frontend.settings import FrontendSettings
 from frontend.streams import awaited, event_stream, sse
@@ -222,12 +223,13 @@ class ChatController(Controller):
     @post("/completions", operation_id="createChatCompletion", operation_class=_ChatOperation,
           responses=_ERRORS, status_code=200, request_max_body_size=None)
     async def create_chat_completion(self, request: Request[Any, Any, Any], settings: NamedDependency[FrontendSettings],
-                                     transcriptions: NamedDependency[Transcriptions]) -> Response[Any]:
+                                     transcriptions: NamedDependency[Transcriptions],
+                                     principal: NamedDependency[Principal]) -> Response[Any]:
         """Transcribes the `input_audio` parts of the messages; the transcript is the answer."""
         body = await read_body(request, max_body_bytes(settings.max_upload_bytes), param="messages")
         turn = parse_request(body, settings.max_upload_bytes)
-        answer = ChatAnswer(transcriptions, turn, served_model(settings, turn.model))
-        slot = transcriptions.admit()
+        answer = ChatAnswer(transcriptions, turn, served_model(settings, turn.model), principal)
+        slot = await transcriptions.admit(principal)
         if turn.stream:
             return event_stream(answer.chunks(), slot.release)
         completion = await awaited(request.receive, slot, answer.completion())
@@ -237,8 +239,10 @@ class ChatController(Controller):
 class ChatAnswer:
     """Transcribes a turn's audio files one after the other, as a whole or as SSE chunks."""
 
-    def __init__(self, transcriptions: Transcriptions, turn: ChatTurn, model: str) -> None:
+    def __init__(self, transcriptions: Transcriptions, turn: ChatTurn, model: str,
+                 principal: Principal | None = None) -> None:
         self.transcriptions = transcriptions
+        self.principal = principal
         self.turn = turn
         self.model = model  # the served model id; answers name the model as requested, as OpenAI does
         self.id = f"chatcmpl-{uuid.uuid4().hex}"
@@ -247,7 +251,7 @@ class ChatAnswer:
 
     async def _events(self, audio: bytes, stream: bool) -> AsyncGenerator[Event, None]:
         call = TranscriptionRequest(model=self.model, stream=stream)
-        async with contextlib.aclosing(self.transcriptions.events(audio, call)) as events:
+        async with contextlib.aclosing(self.transcriptions.events(audio, call, principal=self.principal)) as events:
             async for event in events:
                 if isinstance(event, DoneEvent):
                     self.tokens += sum(len(s.tokens) for s in event.segments)

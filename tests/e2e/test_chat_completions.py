@@ -178,17 +178,22 @@ def test_metrics_count_requests_errors_and_audio(served: Served, jfk_b64: str) -
     assert response.status_code == 200
     after = _samples(response.text)
     route = "/v1/chat/completions"
-    ok = ("whisper_frontend_requests_total", frozenset({("route", route), ("method", "POST"), ("status", "200")}))
-    bad = ("whisper_frontend_requests_total", frozenset({("route", route), ("method", "POST"), ("status", "400")}))
+    # No keys configured: the one caller is `open`.
+    ok = ("whisper_frontend_requests_total",
+          frozenset({("route", route), ("method", "POST"), ("status", "200"), ("key", "open")}))
+    bad = ("whisper_frontend_requests_total",
+           frozenset({("route", route), ("method", "POST"), ("status", "400"), ("key", "open")}))
     assert ok not in before and after[ok] == 3
     assert after[bad] == 1
     audio_route = ("whisper_frontend_requests_total",
-                   frozenset({("route", "/v1/audio/transcriptions"), ("method", "POST"), ("status", "200")}))
+                   frozenset({("route", "/v1/audio/transcriptions"), ("method", "POST"), ("status", "200"),
+                              ("key", "open")}))
     assert after[audio_route] == 1
     errors = ("whisper_frontend_errors_total", frozenset({("status", "400"), ("code", "missing_required_parameter")}))
     assert after[errors] == 1
     # Three chat transcriptions and one audio transcription of 11 s each.
-    assert after[("whisper_frontend_audio_seconds_total", frozenset({("task", "transcribe")}))] == pytest.approx(44)
+    audio = ("whisper_frontend_audio_seconds_total", frozenset({("task", "transcribe"), ("key", "open")}))
+    assert after[audio] == pytest.approx(44)
     latency = ("whisper_frontend_request_duration_seconds_count", frozenset({("route", route), ("method", "POST")}))
     assert after[latency] == 4
     assert after[("whisper_frontend_transcriptions_in_flight", frozenset())] == 0

@@ -42,13 +42,13 @@ def test_each_domain_error_has_one_status(error: ServiceError, status: int, kind
         assert "locked" not in answer.message  # the database's own words go to the log only
 
 
-def test_admission_is_bounded_and_a_slot_is_given_back_once() -> None:
+async def test_admission_is_bounded_and_a_slot_is_given_back_once() -> None:
     admission = Admission(limit=1)
-    slot = admission.admit()
+    slot = await admission.admit()
     with pytest.raises(UnavailableError):
-        admission.admit()
+        await admission.admit()
     slot.release()
     slot.release()
     assert admission.in_flight == 0
-    admission.admit()
+    await admission.admit()
     assert admission.in_flight == 1

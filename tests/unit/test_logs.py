@@ -133,3 +133,38 @@ def test_filter_never_drops_records() -> None:
     assert "text" not in record.__dict__
     assert record.getMessage() == f"m {{'text': '{REDACTED}'}}"
     assert TextFormatter().format(record).endswith("x: m {'text': '[redacted]'}")
+
+
+@pytest.mark.usefixtures("root_state")
+def test_lines_logged_for_a_request_carry_its_key_name_never_the_key() -> None:
+    from litestar import Litestar, get
+    from litestar.connection import ASGIConnection
+    from litestar.handlers import BaseRouteHandler
+    from litestar.testing import TestClient
+
+    from frontend.keys import Principal
+    from frontend.logs import KeyNameMiddleware
+
+    def as_alice(connection: ASGIConnection, _: BaseRouteHandler) -> None:  # type: ignore[type-arg]
+        connection.state.principal = Principal(key_id="0123456789abcdef", name="alice")
+
+    @get("/mine", sync_to_thread=False, guards=[as_alice])
+    def mine() -> str:
+        logging.getLogger("frontend.test").info("handled")
+        return "ok"
+
+    @get("/open", sync_to_thread=False)
+    def open_route() -> str:
+        logging.getLogger("frontend.test").info("open")
+        return "ok"
+
+    stream = capture()
+    app = Litestar(route_handlers=[mine, open_route], middleware=[KeyNameMiddleware()], logging_config=None)
+    with TestClient(app) as client:
+        client.get("/mine")
+        client.get("/open")
+    logging.getLogger("frontend.test").info("outside")
+    lines = {str(r["message"]): r for r in records(stream) if r["logger"] == "frontend.test"}
+    assert lines["handled"]["key"] == "alice"
+    assert "key" not in lines["open"] and "key" not in lines["outside"]
+    assert "0123456789abcdef" not in stream.getvalue()

@@ -156,3 +156,33 @@ def test_app_without_plugin_has_no_metrics() -> None:
 )
 def test_error_code(status: int, body: bytes, code: str) -> None:
     assert error_code(status, body) == code
+
+
+def test_requests_audio_and_refusals_carry_the_key_name_never_the_key() -> None:
+    from litestar.connection import ASGIConnection
+    from litestar.handlers import BaseRouteHandler
+
+    from frontend.keys import Principal
+
+    def as_alice(connection: ASGIConnection, _: BaseRouteHandler) -> None:  # type: ignore[type-arg]
+        connection.state.principal = Principal(key_id="0123456789abcdef", name="alice")
+
+    @get("/mine", sync_to_thread=False, guards=[as_alice])
+    def guarded() -> dict[str, bool]:
+        return {"ok": True}
+
+    metrics = FrontendMetrics()
+    app = Litestar(route_handlers=[guarded, get_item], plugins=[MetricsPlugin(metrics)],
+                   exception_handlers=EXCEPTION_HANDLERS)
+    metrics.observe_audio(11.0, "transcribe", "alice")
+    metrics.observe_rate_limited("alice", "requests")
+    metrics.observe_rate_limited("alice", "requests")
+    with TestClient(app) as client:
+        client.get("/mine")
+        client.get("/items/1")
+        text = scrape(client)
+    assert sample(text, "whisper_frontend_requests_total", route="/mine", key="alice") == 1
+    assert sample(text, "whisper_frontend_requests_total", route="/items/{item_id}", key="none") == 1
+    assert sample(text, "whisper_frontend_audio_seconds_total", task="transcribe", key="alice") == 11.0
+    assert sample(text, "whisper_frontend_rate_limited_total", key="alice", limit="requests") == 2
+    assert "0123456789abcdef" not in text

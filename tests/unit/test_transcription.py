@@ -31,7 +31,8 @@ class FakeTriton:
 
 
 def use_case(triton: FakeTriton, store: TaskStore, seen: list[tuple[float, str]]) -> Transcriptions:
-    return Transcriptions(cast(TritonClient, triton), Admission(2), store, observe=lambda s, t: seen.append((s, t)))
+    return Transcriptions(cast(TritonClient, triton), Admission(2), store,
+                          observe=lambda s, t, _key: seen.append((s, t)))
 
 
 async def recorded(store: TaskStore) -> list[Any]:
