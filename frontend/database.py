@@ -1,7 +1,9 @@
 """The frontend's database: SQLite (one file, default) or PostgreSQL (`DB_URL`, several replicas).
 
 It holds the tasks (`tasks.store.TaskStore`) and the stored speakers (`speakers.store.SpeakerStore`); this
-module only connects, creates the tables and runs SQL written with `?` placeholders on either backend.
+module only connects, creates (or migrates) the tables and runs SQL written with `?` placeholders on either
+backend. Every row has an `owner`: the id of the API key that created it ("" with no keys configured, and for
+the rows of a database written before owners existed).
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from frontend.keys import Principal
 from whisper_triton.errors import UnavailableError
 
-_SCHEMA = """
+_TABLES = """
 CREATE TABLE IF NOT EXISTS tasks (
   seq {serial} PRIMARY KEY,
   id TEXT NOT NULL UNIQUE,
@@ -33,19 +36,61 @@ CREATE TABLE IF NOT EXISTS tasks (
   created_at DOUBLE PRECISION NOT NULL,
   started_at DOUBLE PRECISION,
   completed_at DOUBLE PRECISION,
-  audio_duration DOUBLE PRECISION
+  audio_duration DOUBLE PRECISION,
+  owner TEXT NOT NULL DEFAULT ''
 );
-CREATE INDEX IF NOT EXISTS tasks_status_seq ON tasks (status, seq);
 CREATE TABLE IF NOT EXISTS task_audio (task_id TEXT PRIMARY KEY, data {blob} NOT NULL);
-CREATE TABLE IF NOT EXISTS speakers (
+{speakers}
+"""
+# Speaker names are unique per owner (before issue 15: across the whole table, `name TEXT NOT NULL UNIQUE`).
+_SPEAKERS = """CREATE TABLE IF NOT EXISTS {table} (
   id TEXT PRIMARY KEY,
-  name TEXT NOT NULL UNIQUE,
+  name TEXT NOT NULL,
   embedding TEXT NOT NULL,
   embedding_model TEXT NOT NULL,
   duration DOUBLE PRECISION NOT NULL,
-  created_at DOUBLE PRECISION NOT NULL
-)
+  created_at DOUBLE PRECISION NOT NULL,
+  owner TEXT NOT NULL DEFAULT ''
+);"""
+# After the tables and their migration: the indexes on `owner` need the column.
+_INDEXES = """
+CREATE INDEX IF NOT EXISTS tasks_status_seq ON tasks (status, seq);
+CREATE INDEX IF NOT EXISTS tasks_owner_status_seq ON tasks (owner, status, seq);
+CREATE UNIQUE INDEX IF NOT EXISTS speakers_owner_name ON speakers (owner, name)
 """
+# A database of the version before owners (issue 15): every row it holds is the no-key owner's, "".
+_PG_MIGRATION = """
+ALTER TABLE tasks ADD COLUMN IF NOT EXISTS owner TEXT NOT NULL DEFAULT '';
+ALTER TABLE speakers ADD COLUMN IF NOT EXISTS owner TEXT NOT NULL DEFAULT '';
+ALTER TABLE speakers DROP CONSTRAINT IF EXISTS speakers_name_key
+"""
+_SPEAKER_COLUMNS = "id, name, embedding, embedding_model, duration, created_at"
+
+
+def _schema(serial: str, blob: str) -> str:
+    return _TABLES.format(serial=serial, blob=blob, speakers=_SPEAKERS.format(table="speakers"))
+
+
+def _migrate_sqlite(connection: sqlite3.Connection) -> None:
+    """Adds `owner` to the tables of an older database; speakers are copied into a table whose names are
+    unique per owner (SQLite cannot drop a column's UNIQUE in place). One transaction: all or nothing."""
+    def columns(table: str) -> set[str]:
+        return {row[1] for row in connection.execute(f"PRAGMA table_info({table})")}
+
+    connection.execute("BEGIN IMMEDIATE")  # another process opening the same file waits, then sees it done
+    try:
+        if "owner" not in columns("tasks"):
+            connection.execute("ALTER TABLE tasks ADD COLUMN owner TEXT NOT NULL DEFAULT ''")
+        if "owner" not in columns("speakers"):
+            connection.execute(_SPEAKERS.format(table="speakers_owned"))
+            connection.execute(f"INSERT INTO speakers_owned ({_SPEAKER_COLUMNS}, owner) "
+                               f"SELECT {_SPEAKER_COLUMNS}, '' FROM speakers")
+            connection.execute("DROP TABLE speakers")
+            connection.execute("ALTER TABLE speakers_owned RENAME TO speakers")
+        connection.execute("COMMIT")
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
 
 
 class StoreError(UnavailableError):
@@ -62,6 +107,11 @@ class StoreError(UnavailableError):
 
     def __str__(self) -> str:
         return self.detail
+
+
+def owner_scope(principal: Principal) -> str | None:
+    """The owner whose rows a caller's queries are limited to; None for one who sees every owner's."""
+    return None if principal.sees_all else principal.key_id
 
 
 class Database:
@@ -101,7 +151,9 @@ class SQLiteDatabase(Database):
                                            timeout=busy_timeout_s)
         self._connection.execute("PRAGMA journal_mode=WAL")
         self._connection.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
-        self._connection.executescript(_SCHEMA.format(serial="INTEGER", blob="BLOB"))
+        self._connection.executescript(_schema(serial="INTEGER", blob="BLOB"))
+        _migrate_sqlite(self._connection)
+        self._connection.executescript(_INDEXES)
 
     def _run(self, sql: str, args: tuple[Any, ...], fetch: bool) -> list[tuple[Any, ...]]:
         try:
@@ -151,7 +203,9 @@ class PostgresDatabase(Database):
         async with pool.acquire() as connection:
             await connection.execute("SELECT pg_advisory_lock(7412)")  # one replica migrates at a time
             try:
-                await connection.execute(_SCHEMA.format(serial="BIGSERIAL", blob="BYTEA"))
+                await connection.execute(_schema(serial="BIGSERIAL", blob="BYTEA"))
+                await connection.execute(_PG_MIGRATION)
+                await connection.execute(_INDEXES)
             finally:
                 await connection.execute("SELECT pg_advisory_unlock(7412)")
         return cls(pool)

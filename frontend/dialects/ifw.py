@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Controller, Request, delete, get, post
+from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 
-from frontend.dialects.parsing import iso_time, language, webhook
+from frontend.dialects.parsing import iso_time, language, owner_name, webhook
 from frontend.errors import APIError, bad_request
 from frontend.guards import require_api_key
+from frontend.keys import Principal
 from frontend.request_bodies import read_json_object
 from frontend.settings import FrontendSettings
 from frontend.tasks.queue import TaskQueue
@@ -26,7 +28,7 @@ class InsanelyFastWhisperController(Controller):
 
     @post("/", operation_id="ifwCreate", status_code=200)
     async def create(self, request: Request[Any, Any, Any], settings: NamedDependency[FrontendSettings],
-                     queue: NamedDependency[TaskQueue]) -> dict[str, Any]:
+                     queue: NamedDependency[TaskQueue], principal: NamedDependency[Principal]) -> dict[str, Any]:
         """`{url, task, language, batch_size, timestamp, diarise_audio, webhook, is_async, managed_task_id}`."""
         body = await read_json_object(request)
         url = body.get("url")
@@ -52,7 +54,8 @@ class InsanelyFastWhisperController(Controller):
             webhook=webhook(hook.get("url"), hook.get("header", hook.get("headers"))),
         )
         managed = body.get("managed_task_id")
-        queued = await queue.enqueue(task_request, "url", None, task_id=str(managed) if managed else None)
+        queued = await queue.enqueue(task_request, "url", None, principal,
+                                     task_id=str(managed) if managed else None)
         if body.get("is_async", False):
             return {"detail": "Task is being processed in the background", "status": "processing",
                     "task_id": queued.id}
@@ -65,17 +68,22 @@ class InsanelyFastWhisperController(Controller):
         return ifw_output(finished)
 
     @get("/tasks", operation_id="ifwListTasks")
-    async def list_tasks(self, queue: NamedDependency[TaskQueue]) -> dict[str, list[dict[str, Any]]]:
-        tasks = await queue.store.list_tasks(limit=100)
-        return {"tasks": [ifw_status(task, with_output=False) for task in tasks]}
+    async def list_tasks(self, queue: NamedDependency[TaskQueue], principal: NamedDependency[Principal],
+                         state: State) -> dict[str, list[dict[str, Any]]]:
+        """The caller's most recent tasks (every key's for the admin), newest first."""
+        tasks = await queue.recent(principal)
+        return {"tasks": [ifw_status(task, with_output=False, owner=owner_name(state, task)) for task in tasks]}
 
     @get("/status/{task_id:str}", operation_id="ifwStatus")
-    async def status(self, task_id: FromPath[str], queue: NamedDependency[TaskQueue]) -> dict[str, Any]:
-        return ifw_status(await queue.find(task_id))
+    async def status(self, task_id: FromPath[str], queue: NamedDependency[TaskQueue],
+                     principal: NamedDependency[Principal], state: State) -> dict[str, Any]:
+        task = await queue.find(task_id, principal)
+        return ifw_status(task, owner=owner_name(state, task))
 
     @delete("/cancel/{task_id:str}", operation_id="ifwCancel", status_code=200)
-    async def cancel(self, task_id: FromPath[str], queue: NamedDependency[TaskQueue]) -> dict[str, Any]:
-        await queue.cancel(task_id)
+    async def cancel(self, task_id: FromPath[str], queue: NamedDependency[TaskQueue],
+                     principal: NamedDependency[Principal]) -> dict[str, Any]:
+        await queue.cancel(task_id, principal)
         return {"status": "cancelled", "task_id": task_id}
 
 
@@ -91,10 +99,13 @@ def ifw_output(task: Task) -> dict[str, Any]:
     return {"speakers": speakers, "chunks": chunks, "text": task.result.text if task.result else ""}
 
 
-def ifw_status(task: Task, with_output: bool = True) -> dict[str, Any]:
+def ifw_status(task: Task, with_output: bool = True, owner: str | None = None) -> dict[str, Any]:
+    """A task's status; `owner` as in `whisperx.task_view`."""
     body: dict[str, Any] = {"task_id": task.id, "status": task.status, "progress": task.progress,
                             "url": task.request.url, "created_at": iso_time(task.created_at),
                             "webhook": task.webhook_delivery}
+    if owner is not None:
+        body["owner"] = owner
     if task.error is not None:
         body["error"] = task.error.message
     if with_output and task.result is not None:

@@ -1,4 +1,5 @@
-"""What both task dialects read from their requests the same way: languages, webhooks, body fields."""
+"""What both task dialects read from their requests the same way: languages, webhooks, body fields; and the
+owner's name they show."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ import json
 from typing import Any
 
 from litestar import Request
+from litestar.datastructures import State
 
 from frontend.errors import bad_request
+from frontend.keys import KeyRing
 from frontend.request_bodies import FormReader, read_json_object, read_multipart
-from frontend.tasks.records import Webhook
+from frontend.tasks.records import Task, Webhook
 from whisper_triton.errors import InvalidRequestError
 from whisper_triton.languages import normalize_language
 
@@ -63,3 +66,10 @@ def iso_time(timestamp: float | None) -> str | None:
     if timestamp is None:
         return None
     return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).isoformat()
+
+
+def owner_name(state: State, task: Task) -> str | None:
+    """The name of the key that owns a task, for its views (only its owner and the admin see the task); None
+    with no keys configured (there is one user)."""
+    keys: KeyRing = state["key_ring"]
+    return keys.name_of(task.owner) if keys.enabled else None

@@ -7,13 +7,15 @@ from typing import Any
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post
+from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody
 
-from frontend.dialects.parsing import body_fields, iso_time, language, query_and_form, webhook
+from frontend.dialects.parsing import body_fields, iso_time, language, owner_name, query_and_form, webhook
 from frontend.errors import bad_request
 from frontend.formats import to_srt, to_text, to_vtt
 from frontend.guards import require_api_key
+from frontend.keys import Principal
 from frontend.openai.render import JSON, TEXT, VTT
 from frontend.openai.render import segments as wire_segments
 from frontend.request_bodies import FormReader, read_multipart
@@ -24,9 +26,10 @@ from whisper_triton.contract import decode_transcript
 from whisper_triton.speakers import assign_speakers
 
 
-def task_view(task: Task, with_result: bool = True) -> dict[str, Any]:
-    """whisperX-FastAPI's task object (plus progress), the shape the web page reads."""
-    return {
+def task_view(task: Task, with_result: bool = True, owner: str | None = None) -> dict[str, Any]:
+    """whisperX-FastAPI's task object (plus progress), the shape the web page reads; `owner`: the name of the
+    key that owns the task (shown to that key and to the admin only: nobody else sees the task)."""
+    view: dict[str, Any] = {
         "identifier": task.id,
         "status": task.status,
         "progress": task.progress,
@@ -49,6 +52,9 @@ def task_view(task: Task, with_result: bool = True) -> dict[str, Any]:
             "attempts": task.attempts,
         },
     }
+    if owner is not None:
+        view["metadata"]["owner"] = owner
+    return view
 
 
 def _task_request(settings: FrontendSettings, reader: FormReader, file_name: str | None, url: str | None,
@@ -83,19 +89,22 @@ class WhisperXController(Controller):
 
     @post("/speech-to-text", operation_id="createSpeechToTextTask", status_code=200)
     async def create_upload_task(self, request: Request[Any, Any, Any], settings: NamedDependency[FrontendSettings],
-                                 queue: NamedDependency[TaskQueue]) -> dict[str, str]:
+                                 queue: NamedDependency[TaskQueue],
+                                 principal: NamedDependency[Principal]) -> dict[str, str]:
         """Queues the transcription of an uploaded file; returns its identifier."""
-        return await _upload_task(request, settings, queue)
+        return await _upload_task(request, settings, queue, principal)
 
     @post("/service/transcribe", operation_id="serviceTranscribe", status_code=200)
     async def service_transcribe(self, request: Request[Any, Any, Any], settings: NamedDependency[FrontendSettings],
-                                 queue: NamedDependency[TaskQueue]) -> dict[str, str]:
+                                 queue: NamedDependency[TaskQueue],
+                                 principal: NamedDependency[Principal]) -> dict[str, str]:
         """The transcription step alone (same as /speech-to-text: word timings come with it)."""
-        return await _upload_task(request, settings, queue)
+        return await _upload_task(request, settings, queue, principal)
 
     @post("/speech-to-text-url", operation_id="createSpeechToTextUrlTask", status_code=200)
     async def create_url_task(self, request: Request[Any, Any, Any], settings: NamedDependency[FrontendSettings],
-                              queue: NamedDependency[TaskQueue]) -> dict[str, str]:
+                              queue: NamedDependency[TaskQueue],
+                              principal: NamedDependency[Principal]) -> dict[str, str]:
         """Queues the transcription of audio at a URL (http/https, public addresses only by default)."""
         reader = query_and_form(request, await body_fields(request, settings.max_upload_bytes))
         url = reader.text("url")
@@ -103,36 +112,40 @@ class WhisperXController(Controller):
             raise bad_request("You must provide the 'url' of the audio.", param="url",
                               code="missing_required_parameter")
         await queue.check_url(url)
-        task = await queue.enqueue(_task_request(settings, reader, None, url), "url", None)
+        task = await queue.enqueue(_task_request(settings, reader, None, url), "url", None, principal)
         return {"identifier": task.id, "message": "Task queued"}
 
     @get("/task/all", operation_id="listTasks")
-    async def list_tasks(self, queue: NamedDependency[TaskQueue]) -> dict[str, list[dict[str, Any]]]:
-        """The most recent tasks, newest first, without their results."""
-        tasks = await queue.store.list_tasks(limit=100)
-        return {"tasks": [task_view(task, with_result=False) for task in tasks]}
+    async def list_tasks(self, queue: NamedDependency[TaskQueue], principal: NamedDependency[Principal],
+                         state: State) -> dict[str, list[dict[str, Any]]]:
+        """The caller's most recent tasks (every key's for the admin), newest first, without their results."""
+        tasks = await queue.recent(principal)
+        return {"tasks": [task_view(task, with_result=False, owner=owner_name(state, task)) for task in tasks]}
 
     @get("/task/{task_id:str}", operation_id="getTask")
-    async def get_task(self, task_id: FromPath[str], queue: NamedDependency[TaskQueue]) -> dict[str, Any]:
-        return task_view(await queue.find(task_id))
+    async def get_task(self, task_id: FromPath[str], queue: NamedDependency[TaskQueue],
+                       principal: NamedDependency[Principal], state: State) -> dict[str, Any]:
+        task = await queue.find(task_id, principal)
+        return task_view(task, owner=owner_name(state, task))
 
     @get("/task/{task_id:str}/result", operation_id="getTaskResult")
     async def get_task_result(self, task_id: FromPath[str], queue: NamedDependency[TaskQueue],
-                              format: FromQuery[str] = "json") -> Response[Any]:
+                              principal: NamedDependency[Principal], format: FromQuery[str] = "json") -> Response[Any]:
         """The result as a file: json, txt, srt or vtt."""
-        task = await queue.find(task_id)
+        task = await queue.find(task_id, principal)
         if task.result is None:
             raise bad_request(f"The task is {task.status}; it has no result.", param="task_id", code="no_result")
         return result_file(task, format)
 
     @delete("/task/{task_id:str}/delete", operation_id="deleteTask", status_code=200)
-    async def delete_task(self, task_id: FromPath[str], queue: NamedDependency[TaskQueue]) -> dict[str, str]:
-        await queue.delete(task_id)
+    async def delete_task(self, task_id: FromPath[str], queue: NamedDependency[TaskQueue],
+                          principal: NamedDependency[Principal]) -> dict[str, str]:
+        await queue.delete(task_id, principal)
         return {"message": "Task deleted"}
 
     @post("/service/align", operation_id="serviceAlign", status_code=200)
     async def service_align(self, request: Request[Any, Any, Any], settings: NamedDependency[FrontendSettings],
-                            queue: NamedDependency[TaskQueue]) -> dict[str, str]:
+                            queue: NamedDependency[TaskQueue], principal: NamedDependency[Principal]) -> dict[str, str]:
         """Word timings for a given transcript: multipart `file` (audio) and `transcript` (JSON segments)."""
         fields, files = await read_multipart(request, settings.max_upload_bytes)
         upload = files.get("file")
@@ -153,14 +166,15 @@ class WhisperXController(Controller):
             language=language(reader.text("language")), word_timestamps=True, dialect="whisperx",
             file_name=upload.filename, transcript=segments,
         )
-        task = await queue.enqueue(task_request, "upload", upload.data)
+        task = await queue.enqueue(task_request, "upload", upload.data, principal)
         return {"identifier": task.id, "message": "Task queued"}
 
     @post("/service/diarize", operation_id="serviceDiarize", status_code=200)
     async def service_diarize(self, request: Request[Any, Any, Any], settings: NamedDependency[FrontendSettings],
-                              queue: NamedDependency[TaskQueue]) -> dict[str, str]:
+                              queue: NamedDependency[TaskQueue],
+                              principal: NamedDependency[Principal]) -> dict[str, str]:
         """Speaker turns only (no transcript): the result's `speakers` is `[{start, end, speaker}]`."""
-        return await _upload_task(request, settings, queue, task="diarize")
+        return await _upload_task(request, settings, queue, principal, task="diarize")
 
     @post("/service/combine", operation_id="combineTranscriptAndSpeakers", status_code=200)
     async def combine(self, data: JSONBody[dict[str, Any]]) -> dict[str, Any]:
@@ -182,7 +196,7 @@ class WhisperXController(Controller):
 
 
 async def _upload_task(request: Request[Any, Any, Any], settings: FrontendSettings, queue: TaskQueue,
-                       task: str | None = None) -> dict[str, str]:
+                       principal: Principal, task: str | None = None) -> dict[str, str]:
     fields, files = await read_multipart(request, settings.max_upload_bytes)
     upload = files.get("file")
     if upload is None:
@@ -191,7 +205,7 @@ async def _upload_task(request: Request[Any, Any, Any], settings: FrontendSettin
     if not upload.data:
         raise bad_request("The audio file is empty.", param="file", code="invalid_audio")
     task_request = _task_request(settings, query_and_form(request, fields), upload.filename, None, task)
-    queued = await queue.enqueue(task_request, "upload", upload.data)
+    queued = await queue.enqueue(task_request, "upload", upload.data, principal)
     return {"identifier": queued.id, "message": "Task queued"}
 
 

@@ -8,6 +8,9 @@
 
 Later transcriptions name stored speakers in `known_speaker_names[]` without a reference clip; the
 stored embedding is then sent to Triton instead (`SpeakerStore.with_stored_voices`).
+
+A voice belongs to the key that enrolled it: other keys neither list, read, delete, match nor name it (its
+id answers 404, as an unknown one), and each key has its own names. The admin sees every key's voices.
 """
 
 from __future__ import annotations
@@ -23,8 +26,10 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath
 from litestar.status_codes import HTTP_201_CREATED
 
+from frontend.database import owner_scope
 from frontend.errors import bad_request, error_responses
 from frontend.guards import require_api_key
+from frontend.keys import Principal
 from frontend.request_bodies import FormReader, UploadedFile, data_url_audio, read_json_object, read_multipart
 from frontend.settings import FrontendSettings
 from frontend.speakers.store import SpeakerRecord, SpeakerStore
@@ -112,8 +117,8 @@ class SpeakersController(Controller):
     @post("/", operation_id="createSpeaker", status_code=HTTP_201_CREATED,
           responses=_ERRORS | error_responses({409: "A speaker of that name exists"}))
     async def create_speaker(self, request: Request[Any, Any, Any], settings: NamedDependency[FrontendSettings],
-                             triton: NamedDependency[TritonClient],
-                             speakers: NamedDependency[SpeakerStore]) -> Speaker:
+                             triton: NamedDependency[TritonClient], speakers: NamedDependency[SpeakerStore],
+                             principal: NamedDependency[Principal]) -> Speaker:
         """Enrols a voice: `name` and `file` (multipart; 1 to 30 s of one speaker, 2 to 10 s works best), or
         JSON `{"name", "reference"}` with the clip as a data URL."""
         reader, clip = await _clip(request, settings.max_upload_bytes)
@@ -124,39 +129,42 @@ class SpeakersController(Controller):
             raise bad_request(exc.message, param="name") from exc
         voice = await triton.embed(clip)
         record = SpeakerRecord(f"spk_{uuid.uuid4().hex}", name, list(voice.embedding or ()),
-                               voice.embedding_model or "", voice.duration, time.time())
+                               voice.embedding_model or "", voice.duration, time.time(), principal.key_id)
         await speakers.create(record)
         return _public(record)
 
     @get("/", operation_id="listSpeakers")
-    async def list_speakers(self, speakers: NamedDependency[SpeakerStore]) -> SpeakerList:
-        """Every stored speaker, oldest first."""
-        return SpeakerList([_public(r) for r in await speakers.all()])
+    async def list_speakers(self, speakers: NamedDependency[SpeakerStore],
+                            principal: NamedDependency[Principal]) -> SpeakerList:
+        """The caller's stored speakers (every key's for the admin), oldest first."""
+        return SpeakerList([_public(r) for r in await speakers.all(owner_scope(principal))])
 
     @get("/{speaker_id:str}", operation_id="retrieveSpeaker", responses=error_responses({404: "No such speaker"}))
-    async def retrieve_speaker(self, speaker_id: FromPath[str], speakers: NamedDependency[SpeakerStore]) -> Speaker:
-        record = await speakers.get(speaker_id)
+    async def retrieve_speaker(self, speaker_id: FromPath[str], speakers: NamedDependency[SpeakerStore],
+                               principal: NamedDependency[Principal]) -> Speaker:
+        record = await speakers.get(speaker_id, owner_scope(principal))
         if record is None:
             raise _not_found(speaker_id)
         return _public(record)
 
     @delete("/{speaker_id:str}", operation_id="deleteSpeaker", status_code=200,
             responses=error_responses({404: "No such speaker"}))
-    async def delete_speaker(self, speaker_id: FromPath[str],
-                             speakers: NamedDependency[SpeakerStore]) -> DeletedSpeaker:
-        if not await speakers.delete(speaker_id):
+    async def delete_speaker(self, speaker_id: FromPath[str], speakers: NamedDependency[SpeakerStore],
+                             principal: NamedDependency[Principal]) -> DeletedSpeaker:
+        if not await speakers.delete(speaker_id, owner_scope(principal)):
             raise _not_found(speaker_id)
         return DeletedSpeaker(speaker_id)
 
     @post("/identify", operation_id="identifySpeaker", status_code=200, responses=_ERRORS)
     async def identify_speaker(self, request: Request[Any, Any, Any], settings: NamedDependency[FrontendSettings],
-                               triton: NamedDependency[TritonClient],
-                               speakers: NamedDependency[SpeakerStore]) -> Identification:
-        """Compares a clip of one voice with the stored speakers; `threshold` (default 0.65) decides a match."""
+                               triton: NamedDependency[TritonClient], speakers: NamedDependency[SpeakerStore],
+                               principal: NamedDependency[Principal]) -> Identification:
+        """Compares a clip of one voice with the caller's stored speakers; `threshold` (default 0.65) decides a
+        match."""
         reader, clip = await _clip(request, settings.max_upload_bytes)
         threshold = reader.number("threshold", MATCH_THRESHOLD, -1.0, 1.0)
         voice = await triton.embed(clip)
-        records = await speakers.all()
+        records = await speakers.all(owner_scope(principal))
         matches = sorted(
             (SpeakerMatch(r.id, r.name, round(cosine(np.asarray(voice.embedding), np.asarray(r.embedding)), 4))
              for r in records if r.embedding_model == voice.embedding_model),

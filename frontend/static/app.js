@@ -267,6 +267,19 @@
     el.keyState.classList.toggle("is-set", Boolean(state.apiKey));
   }
 
+  /** Each key sees only its own tasks: with another key, the page lets go of the previous key's. */
+  function changeKey(value) {
+    const before = state.apiKey;
+    storeKey(value);
+    if (state.apiKey === before) return;
+    state.pollToken += 1; // stop following a task of the previous key
+    state.followed = null;
+    state.shown = null;
+    hideProgress();
+    el.result.hidden = true;
+    el.tasks.replaceChildren();
+  }
+
   // ------------------------------------------------------------------------------------------
   // Choosing, dropping and recording audio
 
@@ -743,7 +756,7 @@
     storeKey(state.apiKey);
     el.keyForm.addEventListener("submit", (event) => {
       event.preventDefault();
-      storeKey(el.keyInput.value);
+      changeKey(el.keyInput.value);
       el.keyPanel.open = false;
       hideError();
       loadModels();
@@ -751,7 +764,7 @@
     });
     el.keyClear.addEventListener("click", () => {
       el.keyInput.value = "";
-      storeKey("");
+      changeKey("");
     });
     setupDropzone();
     setupRecorder();

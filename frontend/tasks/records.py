@@ -61,6 +61,7 @@ class Task(msgspec.Struct):
     webhook_delivery: dict[str, Any] | None = None
     attempts: int = 0
     cancel_requested: bool = False
+    owner: str = ""  # the id of the API key that created it ("" with no keys configured)
 
     @property
     def finished(self) -> bool:
@@ -74,9 +75,9 @@ class Task(msgspec.Struct):
 
 
 def new_task(request: TaskRequest, source: str, task_id: str | None = None,
-             status: Status = "queued") -> Task:
+             status: Status = "queued", owner: str = "") -> Task:
     return Task(id=task_id or uuid.uuid4().hex, status=status, source=source, request=request,
-                created_at=time.time(), started_at=time.time() if status == "processing" else None)
+                created_at=time.time(), started_at=time.time() if status == "processing" else None, owner=owner)
 
 
 def short_id(task_id: str) -> str:

@@ -5,6 +5,11 @@ writers), so no task runs twice. A running task holds a lease renewed by heartbe
 lease expired (its replica crashed) is queued again, or failed once it used its attempts.
 Uploaded audio is stored in the database so any replica can run the task; it is deleted when the
 task ends.
+
+Each task has an owner (the id of the API key that created it). Reads, cancels and deletes take an
+`owner`: given, they see that owner's tasks only (another owner's task is as absent as an unknown one);
+None sees all (the admin, the runner). Claims are fair across owners: the next task is the oldest queued
+one of the owner with the fewest tasks processing now, so one key's backlog does not hold up the others.
 """
 
 from __future__ import annotations
@@ -19,8 +24,15 @@ from frontend.tasks.records import FINISHED, Task, TaskError, TaskRequest
 from whisper_triton.contract import DoneEvent
 
 _COLUMNS = ("id, status, source, request, progress, result, error, webhook, attempts, cancel_requested, "
-            "created_at, started_at, completed_at, audio_duration")
-_CLAIM_NEXT = "SELECT id FROM tasks WHERE status = 'queued' ORDER BY seq LIMIT 1"
+            "created_at, started_at, completed_at, audio_duration, owner")
+# A queued task's turn: its owner's tasks processing now plus its owner's tasks queued before it. The first
+# is the oldest queued task of the owner with the fewest processing (ties: the owner waiting longest); the
+# ones after it are the claims that follow, round robin, when a concurrent claim holds the first
+# (PostgreSQL's SKIP LOCKED takes the next in this order).
+_CLAIM_NEXT = ("SELECT t.id FROM tasks t WHERE t.status = 'queued' ORDER BY "
+               "(SELECT COUNT(*) FROM tasks p WHERE p.owner = t.owner "
+               "AND (p.status = 'processing' OR (p.status = 'queued' AND p.seq < t.seq))), t.seq LIMIT 1")
+_QUEUED = "SELECT COUNT(*) FROM tasks WHERE status = 'queued'"
 _encoder = msgspec.json.Encoder()
 
 
@@ -30,32 +42,42 @@ class TaskStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def create(self, task: Task, audio: bytes | None = None, max_queued: int | None = None) -> bool:
-        """Stores a new task; False (nothing stored) when `max_queued` tasks are already waiting.
+    async def create(self, task: Task, audio: bytes | None = None, max_queued: int | None = None,
+                     max_queued_per_owner: int | None = None) -> bool:
+        """Stores a new task; False (nothing stored) when `max_queued` tasks are already waiting, or
+        `max_queued_per_owner` of its owner's (`count_queued` tells which).
 
-        The length is checked inside the insert's transaction, so concurrent requests cannot all see
+        The lengths are checked inside the insert's transaction, so concurrent requests cannot all see
         room for one more.
         """
         values = ", ".join("?" * len(_row(task)))
-        if max_queued is None or task.status != "queued":
+        bounds: list[tuple[str, tuple[Any, ...]]] = []
+        if task.status == "queued" and max_queued is not None:
+            bounds.append((f"({_QUEUED}) < ?", (max_queued,)))
+        if task.status == "queued" and max_queued_per_owner:
+            bounds.append((f"({_QUEUED} AND owner = ?) < ?", (task.owner, max_queued_per_owner)))
+        if not bounds:
             statements = [(f"INSERT INTO tasks ({_COLUMNS}) VALUES ({values})", _row(task))]
         else:
             statements = [(f"INSERT INTO tasks ({_COLUMNS}) SELECT {values} "
-                           "WHERE (SELECT COUNT(*) FROM tasks WHERE status = 'queued') < ?", (*_row(task), max_queued))]
+                           f"WHERE {' AND '.join(sql for sql, _ in bounds)}",
+                           (*_row(task), *(arg for _, args in bounds for arg in args)))]
             if self.db.queue_lock:
                 statements.insert(0, (self.db.queue_lock, ()))
+        inserted = len(statements) - 1
         if audio is not None:
             statements.append(("INSERT INTO task_audio (task_id, data) SELECT ?, ? WHERE EXISTS "
                                "(SELECT 1 FROM tasks WHERE id = ?)", (task.id, audio, task.id)))
         changed = await self.db.transaction(statements)
-        return changed[1 if self.db.queue_lock and max_queued is not None and task.status == "queued" else 0] == 1
+        return changed[inserted] == 1
 
-    async def count_queued(self) -> int:
-        rows = await self.db.execute("SELECT COUNT(*) FROM tasks WHERE status = 'queued'", fetch=True)
+    async def count_queued(self, owner: str | None = None) -> int:
+        where, args = _owned(owner)
+        rows = await self.db.execute(f"{_QUEUED}{where}", args, fetch=True)
         return int(rows[0][0])
 
     async def claim(self, worker: str) -> Task | None:
-        """Takes the oldest queued task for `worker` (FIFO), or None."""
+        """Takes the next queued task for `worker`, fairly across owners (see `_CLAIM_NEXT`), or None."""
         now = time.time()
         rows = await self.db.execute(
             f"UPDATE tasks SET status = 'processing', worker = ?, heartbeat_at = ?, attempts = attempts + 1, "
@@ -119,34 +141,45 @@ class TaskStore:
             (1 if refund_attempt else 0, task_id),
         )
 
-    async def request_cancel(self, task_id: str) -> Task | None:
-        """Cancels a queued task at once; flags a running one (its worker stops it). None if unknown."""
+    async def request_cancel(self, task_id: str, owner: str | None = None) -> Task | None:
+        """Cancels a queued task at once; flags a running one (its worker stops it). None if unknown (or
+        not `owner`'s)."""
+        where, args = _owned(owner)
         await self.db.execute(
-            "UPDATE tasks SET status = 'cancelled', completed_at = ? WHERE id = ? AND status = 'queued'",
-            (time.time(), task_id),
+            f"UPDATE tasks SET status = 'cancelled', completed_at = ? WHERE id = ? AND status = 'queued'{where}",
+            (time.time(), task_id, *args),
         )
-        await self.db.execute("UPDATE tasks SET cancel_requested = 1 WHERE id = ? AND status = 'processing'",
-                            (task_id,))
-        task = await self.get(task_id)
+        await self.db.execute(f"UPDATE tasks SET cancel_requested = 1 WHERE id = ? AND status = 'processing'{where}",
+                              (task_id, *args))
+        task = await self.get(task_id, owner)
         if task is not None and task.status == "cancelled":
             await self.db.execute("DELETE FROM task_audio WHERE task_id = ?", (task_id,))
         return task
 
-    async def get(self, task_id: str) -> Task | None:
-        rows = await self.db.execute(f"SELECT {_COLUMNS} FROM tasks WHERE id = ?", (task_id,), fetch=True)
+    async def get(self, task_id: str, owner: str | None = None) -> Task | None:
+        where, args = _owned(owner)
+        rows = await self.db.execute(f"SELECT {_COLUMNS} FROM tasks WHERE id = ?{where}", (task_id, *args),
+                                     fetch=True)
         return _task(rows[0]) if rows else None
 
-    async def list_tasks(self, limit: int = 100, statuses: tuple[str, ...] | None = None) -> list[Task]:
-        where = f"WHERE status IN ({', '.join('?' * len(statuses))})" if statuses else ""
+    async def list_tasks(self, limit: int = 100, statuses: tuple[str, ...] | None = None,
+                         owner: str | None = None) -> list[Task]:
+        """The newest tasks first (`owner`'s only, when given)."""
+        where, args = _owned(owner)
+        if statuses:
+            where += f" AND status IN ({', '.join('?' * len(statuses))})"
+            args = (*args, *statuses)
         rows = await self.db.execute(
-            f"SELECT {_COLUMNS} FROM tasks {where} ORDER BY seq DESC LIMIT ?", (*(statuses or ()), limit),
-            fetch=True,
+            f"SELECT {_COLUMNS} FROM tasks WHERE 1 = 1{where} ORDER BY seq DESC LIMIT ?", (*args, limit), fetch=True,
         )
         return [_task(row) for row in rows]
 
-    async def delete(self, task_id: str) -> bool:
-        rows = await self.db.execute("DELETE FROM tasks WHERE id = ? RETURNING id", (task_id,), fetch=True)
-        await self.db.execute("DELETE FROM task_audio WHERE task_id = ?", (task_id,))
+    async def delete(self, task_id: str, owner: str | None = None) -> bool:
+        where, args = _owned(owner)
+        rows = await self.db.execute(f"DELETE FROM tasks WHERE id = ?{where} RETURNING id", (task_id, *args),
+                                     fetch=True)
+        if rows:
+            await self.db.execute("DELETE FROM task_audio WHERE task_id = ?", (task_id,))
         return bool(rows)
 
     async def undelivered(self) -> list[Task]:
@@ -195,6 +228,11 @@ class TaskStore:
         return len(rows)
 
 
+def _owned(owner: str | None) -> tuple[str, tuple[Any, ...]]:
+    """The condition (to append to a WHERE) limiting rows to `owner`'s; none when None."""
+    return ("", ()) if owner is None else (" AND owner = ?", (owner,))
+
+
 def _json(value: object) -> str | None:
     return None if value is None else _encoder.encode(value).decode()
 
@@ -202,12 +240,12 @@ def _json(value: object) -> str | None:
 def _row(task: Task) -> tuple[Any, ...]:
     return (task.id, task.status, task.source, _json(task.request), task.progress, _json(task.result),
             _json(task.error), _json(task.webhook_delivery), task.attempts, int(task.cancel_requested),
-            task.created_at, task.started_at, task.completed_at, task.audio_duration)
+            task.created_at, task.started_at, task.completed_at, task.audio_duration, task.owner)
 
 
 def _task(row: tuple[Any, ...]) -> Task:
     (task_id, status, source, request, progress, result, error, webhook, attempts, cancel, created_at,
-     started_at, completed_at, audio_duration) = row
+     started_at, completed_at, audio_duration, owner) = row
     return Task(
         id=task_id, status=status, source=source,
         request=msgspec.json.decode(request, type=TaskRequest),
@@ -216,5 +254,5 @@ def _task(row: tuple[Any, ...]) -> Task:
         result=msgspec.json.decode(result, type=DoneEvent) if result else None,
         error=msgspec.json.decode(error, type=TaskError) if error else None,
         webhook_delivery=msgspec.json.decode(webhook) if webhook else None,
-        attempts=int(attempts), cancel_requested=bool(cancel),
+        attempts=int(attempts), cancel_requested=bool(cancel), owner=owner or "",
     )
