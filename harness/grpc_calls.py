@@ -109,3 +109,58 @@ def engine_calls(url: str, model: str) -> int:
         return int(client.get_inference_statistics(model).model_stats[0].inference_count)
     finally:
         client.close()
+
+
+class LiveStream:
+    """One gRPC stream to the live model, as a gRPC client drives it: requests numbered per session, the
+    events of each request collected until its final flag."""
+
+    def __init__(self, url: str) -> None:
+        self._client = grpcclient.InferenceServerClient(url)
+        self._events: dict[str, list[Any]] = {}
+        self._done: dict[str, bool] = {}
+        self._arrived: queue.Queue[str] = queue.Queue()
+        self._seq: dict[str, int] = {}
+        self._count = 0
+        self._client.start_stream(callback=self._callback)
+
+    def _callback(self, result: Any, error: Any) -> None:
+        if error is not None:
+            self._events.setdefault("?", []).append(error)
+            self._arrived.put("?")
+            return
+        response = result.get_response()
+        key = response.id
+        if response.outputs:
+            self._events.setdefault(key, []).append(json.loads(result.as_numpy(contract.EVENT).reshape(-1)[0]))
+        if response.parameters["triton_final_response"].bool_param:
+            self._done[key] = True
+        self._arrived.put(key)
+
+    def send(self, session: str, audio: bytes | None = None, control: dict[str, Any] | None = None,
+             seq: int | None = None) -> str:
+        """Sends the session's next request (or number `seq`); its request id."""
+        number = self._seq.get(session, 0) if seq is None else seq
+        self._seq[session] = number + 1
+        seq_input = grpcclient.InferInput("SEQ", [1], "INT64")
+        seq_input.set_data_from_numpy(np.array([number], dtype=np.int64))
+        inputs = [bytes_input("SESSION", session.encode()), seq_input]
+        if audio is not None:
+            inputs.append(bytes_input("AUDIO", audio))
+        if control is not None:
+            inputs.append(bytes_input("CONTROL", json.dumps(control).encode()))
+        self._count += 1
+        request_id = f"{session}-{self._count}"
+        self._client.async_stream_infer(contract.LIVE_MODEL, inputs, request_id=request_id,
+                                        enable_empty_final_response=True)
+        return request_id
+
+    def events(self, request_id: str, timeout: float = 120) -> list[dict[str, Any]]:
+        """The request's events, once its final response came."""
+        while not self._done.get(request_id):
+            self._arrived.get(timeout=timeout)
+        return self._events.get(request_id, [])
+
+    def close(self) -> None:
+        self._client.stop_stream()
+        self._client.close()

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import msgspec
 
-from whisper_triton.contract import ENTRY_MODEL
+from whisper_triton.contract import ENTRY_MODEL, LIVE_MODEL
 from whisper_triton.repository import build_repository, model_specs
 from whisper_triton.settings import load_settings, model_settings
 from whisper_triton.stubs import StubWatch, children
@@ -135,7 +135,7 @@ def server_command(
         binary,
         f"--model-repository={repository.resolve()}",
         "--model-control-mode=explicit",
-        *(f"--load-model={name}" for name in [ENTRY_MODEL, *preload]),
+        *(f"--load-model={name}" for name in [ENTRY_MODEL, LIVE_MODEL, *preload]),
         *([f"--backend-directory={backend_dir}"] if backend_dir is not None else []),
         "--disable-auto-complete-config",
         "--exit-on-error=true",
@@ -267,7 +267,7 @@ class TritonServer:
                     raise TritonError(f"tritonserver exited with code {self.returncode} during start-up; see its log.")
                 try:
                     if client.is_server_ready() and all(
-                        client.is_model_ready(name) for name in (ENTRY_MODEL, *self.preload)
+                        client.is_model_ready(name) for name in (ENTRY_MODEL, LIVE_MODEL, *self.preload)
                     ):
                         log.info("Triton is ready")
                         return

@@ -15,7 +15,7 @@ import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
-from whisper_triton.contract import DIARIZATION_MODEL, ENGINE_MODEL, ENTRY_MODEL
+from whisper_triton.contract import DIARIZATION_MODEL, ENGINE_MODEL, ENTRY_MODEL, LIVE_MODEL
 from whisper_triton.models import model_id
 
 ENGINE_PREFIX = f"{ENGINE_MODEL}__"
@@ -49,7 +49,8 @@ def build_repository(source: Path, target: Path, specs: list[str], diarization: 
                      entry_instances: int = 1) -> list[str]:
     """Writes the served repository; returns the engine model names, default model first.
 
-    The diarization model is included (loaded on first use) unless `diarization` is off. The entry model
+    The live model is included, and the diarization model (loaded on first use) unless `diarization` is off.
+    The entry model
     runs `entry_instances` processes (its CPU work, decoding and VAD, then scales with the host's cores).
     """
     if target.exists():
@@ -60,6 +61,7 @@ def build_repository(source: Path, target: Path, specs: list[str], diarization: 
     (entry / "1" / "model.py").symlink_to((source / ENTRY_MODEL / "1" / "model.py").resolve())
     entry_config = (source / ENTRY_MODEL / "config.pbtxt").read_text(encoding="utf-8")
     (entry / "config.pbtxt").write_text(_instances(entry_config, entry_instances), encoding="utf-8")
+    (target / LIVE_MODEL).symlink_to((source / LIVE_MODEL).resolve(), target_is_directory=True)
     if diarization:
         (target / DIARIZATION_MODEL).symlink_to((source / DIARIZATION_MODEL).resolve(), target_is_directory=True)
     template = (source / ENGINE_MODEL / "config.pbtxt").read_text(encoding="utf-8")

@@ -54,6 +54,9 @@ class ModelSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
     diarization_threads: int = 1  # torch threads: it runs beside the Whisper engine
     speaker_match_threshold: float = 0.65  # cosine similarity naming a cluster after a known speaker
     hf_token: str = ""
+    live_max_sessions: int = 256  # live sessions the live model holds at once
+    live_idle_s: float = 300.0  # a live session with no request for this long is dropped
+    live_max_buffer_s: float = 300.0  # audio a live session without turn detection holds before a commit
 
     def cache_path(self) -> Path:
         return Path(self.cache_dir).expanduser() if self.cache_dir else default_cache_dir()
@@ -67,6 +70,9 @@ class ModelSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
 # What each WHISPER_* setting means: docs/configuration.md is generated from these and the defaults above
 # (`python -m harness.docs`; a unit test fails when a field has no entry or the page is out of date).
 MODEL_SETTINGS_HELP = {
+    "live_max_sessions": "live sessions (`whisper_live`) held at once; more are refused",
+    "live_idle_s": "a live session without a request for this many seconds is dropped (its client is gone)",
+    "live_max_buffer_s": "seconds of audio a live session without turn detection holds before its client commits",
     "model": "the model when `WHISPER_MODELS` is not set",
     "cache_dir": "assembled and converted models, Triton's backend directory; empty = `~/.cache/whisper-triton`",
     "device": "CTranslate2 device (`cpu`, `cuda`)",
@@ -148,6 +154,9 @@ def validate_model_settings(settings: ModelSettings) -> ModelSettings:
         "WHISPER_MAX_AUDIO_SECONDS": settings.max_audio_seconds > 0,
         "WHISPER_MAX_WINDOWS_IN_FLIGHT": settings.max_windows_in_flight >= 1,
         "WHISPER_BLS_THREADS": settings.bls_threads >= 1,
+        "WHISPER_LIVE_MAX_SESSIONS": settings.live_max_sessions >= 1,
+        "WHISPER_LIVE_IDLE_S": settings.live_idle_s > 0,
+        "WHISPER_LIVE_MAX_BUFFER_S": settings.live_max_buffer_s > 0,
         "WHISPER_HALLUCINATION_SILENCE_THRESHOLD": settings.hallucination_silence_threshold >= 0,
         "WHISPER_DIARIZATION_DEVICE": re.fullmatch(r"auto|cpu|cuda(:\d+)?", settings.diarization_device.lower())
         is not None,

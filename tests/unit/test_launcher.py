@@ -7,7 +7,7 @@ import socket
 import time
 from pathlib import Path
 
-from whisper_triton.contract import DIARIZATION_MODEL, ENTRY_MODEL
+from whisper_triton.contract import DIARIZATION_MODEL, ENTRY_MODEL, LIVE_MODEL
 from whisper_triton.launcher import REPO_ROOT, Supervisor, TritonServer, remove_stale_repositories
 from whisper_triton.repository import build_repository
 
@@ -53,6 +53,7 @@ def test_a_dead_decoupled_model_restarts_triton_and_another_is_loaded_again(tmp_
     end: only a restart ends them. The diarization model answers once per request: loading it again is
     enough."""
     [engine] = build_repository(REPO_ROOT / "model_repository", tmp_path / "repo", ["tiny.en"], diarization=True)
+    assert (tmp_path / "repo" / LIVE_MODEL / "config.pbtxt").is_file()  # the live model is always served
     server = _Server(tmp_path / "repo")
     supervisor = Supervisor(server)  # type: ignore[arg-type]
     for model in (ENTRY_MODEL, engine):

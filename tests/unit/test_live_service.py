@@ -1,0 +1,115 @@
+"""The live model's sessions with a fake transcriber: order, turns one after another, failures, idle sessions."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+from whisper_triton.contract import DoneEvent, Event, Segment, SegmentsEvent
+from whisper_triton.errors import EngineError, InvalidRequestError, UnavailableError
+from whisper_triton.live_service import LiveLimits, LiveSessions
+from whisper_triton.live_session import (
+    Commit,
+    CompletedEvent,
+    DeltaEvent,
+    End,
+    EndedEvent,
+    FailedEvent,
+    LiveConfig,
+    Start,
+)
+
+MANUAL = Start(LiveConfig(format="pcm16", rate=16_000, turn_detection=None))
+SECOND = (np.full(16_000, 1000, dtype="<i2")).tobytes()  # 1 s of 16 kHz PCM
+
+
+def segment(start: float, end: float, text: str) -> Segment:
+    return Segment(start, end, text, [1], 0.0, -0.2, 1.2, 0.01)
+
+
+class FakeTranscriber:
+    """Answers each turn with two windows; records the order turns started and finished in."""
+
+    def __init__(self, delays: list[float] | None = None, fail: set[int] | None = None) -> None:
+        self.delays = delays or []
+        self.fail = fail or set()
+        self.log: list[str] = []
+        self.calls = 0
+
+    async def __call__(self, samples: np.ndarray, config: LiveConfig) -> AsyncIterator[Event]:
+        turn = self.calls
+        self.calls += 1
+        self.log.append(f"start {turn}")
+        await asyncio.sleep(self.delays[turn] if turn < len(self.delays) else 0)
+        if turn in self.fail:
+            raise EngineError("the engine broke")
+        first, second = segment(0.0, 1.0, f" turn {turn}."), segment(1.0, 2.0, " More.")
+        yield SegmentsEvent(language="en", progress=0.5, segments=[first])
+        yield SegmentsEvent(language="en", progress=1.0, segments=[second])
+        self.log.append(f"end {turn}")
+        yield DoneEvent(task="transcribe", language="en", duration=len(samples) / 16000,
+                        text=f"turn {turn}. More.", segments=[first, second])
+
+
+async def collect(sessions: LiveSessions, *request: Any) -> list[Any]:
+    return [event async for event in sessions.handle(*request)]
+
+
+async def test_turns_are_transcribed_in_order_and_deltas_spell_the_text() -> None:
+    fake = FakeTranscriber(delays=[0.3, 0.0])
+    sessions = LiveSessions(fake)
+    assert await collect(sessions, "s", 0, None, MANUAL) == []
+    first, second = await asyncio.gather(collect(sessions, "s", 1, SECOND, Commit()),
+                                         collect(sessions, "s", 2, SECOND, Commit()))
+    assert fake.log == ["start 0", "end 0", "start 1", "end 1"]  # the second turn waited for the first
+    assert [e for e in first if isinstance(e, DeltaEvent)] == [DeltaEvent(0, "turn 0."), DeltaEvent(0, " More.")]
+    assert first[-1] == CompletedEvent(0, "turn 0. More.", "en", 1.0) and second[-1].item == 1
+    assert await collect(sessions, "s", 3, None, End()) == [EndedEvent()] and len(sessions) == 0
+
+
+async def test_a_failed_turn_fails_alone() -> None:
+    sessions = LiveSessions(FakeTranscriber(fail={0}))
+    await collect(sessions, "s", 0, None, MANUAL)
+    failed = await collect(sessions, "s", 1, SECOND, Commit())
+    assert failed[-1] == FailedEvent(0, "engine_error", "the engine broke")
+    assert (await collect(sessions, "s", 2, SECOND, Commit()))[-1].text == "turn 1. More."
+
+
+async def test_a_request_waits_for_the_one_before_it_and_a_gap_times_out() -> None:
+    sessions = LiveSessions(FakeTranscriber(), LiveLimits(order_wait_s=0.3))
+    await collect(sessions, "s", 0, None, MANUAL)
+    commit = asyncio.ensure_future(collect(sessions, "s", 2, None, Commit()))
+    await asyncio.sleep(0.05)
+    assert not commit.done()
+    await collect(sessions, "s", 1, SECOND, None)
+    assert (await commit)[-1].text == "turn 0. More."
+    with pytest.raises(InvalidRequestError, match="never came"):
+        await collect(sessions, "s", 5, SECOND, None)
+    with pytest.raises(InvalidRequestError, match="came twice"):
+        await collect(sessions, "s", 1, SECOND, None)
+
+
+async def test_bad_controls_are_refused_in_turn_and_the_session_goes_on() -> None:
+    sessions = LiveSessions(FakeTranscriber())
+    await collect(sessions, "s", 0, None, MANUAL)
+    with pytest.raises(InvalidRequestError):
+        await collect(sessions, "s", 1, SECOND, b'{"type": "dance"}')
+    assert (await collect(sessions, "s", 2, SECOND, b'{"type": "commit"}'))[-1].text == "turn 0. More."
+    for session, seq, control in (("s", 0, MANUAL), ("t", 1, None), ("t", 0, Commit()), ("bad id!", 0, MANUAL)):
+        with pytest.raises(InvalidRequestError):
+            await collect(sessions, session, seq, None, control)
+
+
+async def test_sessions_are_bounded_and_idle_ones_dropped() -> None:
+    sessions = LiveSessions(FakeTranscriber(), LiveLimits(max_sessions=2, idle_s=10))
+    await collect(sessions, "a", 0, None, MANUAL)
+    await collect(sessions, "b", 0, None, MANUAL)
+    with pytest.raises(UnavailableError):
+        await collect(sessions, "c", 0, None, MANUAL)
+    assert sessions.sweep() == 0 and len(sessions) == 2
+    assert sessions.sweep(time.monotonic() + 11) == 2 and len(sessions) == 0

@@ -1,0 +1,190 @@
+"""The live model's sessions: requests applied in their order, turns transcribed one after another per
+session, idle sessions dropped. No Triton import: `model_repository/whisper_live` gives it a `transcribe`
+function (a BLS call to the entry model) and sends the events it yields.
+
+Within one request, `start` and `update` apply before its audio, `commit`, `clear` and `end` after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from whisper_triton.contract import DoneEvent, Event, SegmentsEvent
+from whisper_triton.errors import InvalidRequestError, ServiceError, UnavailableError
+from whisper_triton.live_session import (
+    SESSION_ID,
+    Clear,
+    Commit,
+    CompletedEvent,
+    DeltaEvent,
+    End,
+    EndedEvent,
+    FailedEvent,
+    LiveConfig,
+    LiveControl,
+    LiveEvent,
+    LiveSession,
+    Start,
+    Turn,
+    Update,
+    decode_control,
+)
+
+TranscribeFn = Callable[[np.ndarray, LiveConfig], AsyncIterator[Event]]
+
+
+@dataclass(frozen=True)
+class LiveLimits:
+    max_sessions: int = 256
+    idle_s: float = 300.0  # a session without a request for this long is dropped
+    max_buffer_s: float = 300.0  # audio held without turn detection before a commit
+    order_wait_s: float = 30.0  # how long a request waits for the one numbered before it
+
+
+@dataclass
+class _Session:
+    live: LiveSession | None = None
+    next_seq: int = 0
+    ended: bool = False
+    used: float = field(default_factory=time.monotonic)
+    turn: asyncio.Condition = field(default_factory=asyncio.Condition)  # next_seq changed
+    chain: asyncio.Future[None] | None = None  # the last turn's transcription, done or not
+
+
+class LiveSessions:
+    def __init__(self, transcribe: TranscribeFn, limits: LiveLimits | None = None,
+                 executor: Executor | None = None) -> None:
+        self._transcribe = transcribe
+        self.limits = limits or LiveLimits()
+        self._executor = executor
+        self._sessions: dict[str, _Session] = {}
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    async def handle(self, session_id: str, seq: int, audio: bytes | None,
+                     control: LiveControl | bytes | None) -> AsyncIterator[LiveEvent]:
+        """The events of one request, in order; for a request that ends turns, their transcripts after them.
+        `control` may be the JSON: a bad one is refused in its turn, and the requests after it still apply."""
+        refused: InvalidRequestError | None = None
+        if isinstance(control, bytes):
+            try:
+                control = decode_control(control)
+            except InvalidRequestError as exc:
+                control, refused = None, exc
+        session = self._session(session_id, seq, control)
+        session.used = time.monotonic()
+        async with session.turn:
+            try:
+                await asyncio.wait_for(session.turn.wait_for(lambda: session.next_seq >= seq),
+                                       self.limits.order_wait_s)
+            except TimeoutError as exc:
+                raise InvalidRequestError(f"Request {session.next_seq} of session {session_id!r} never came.",
+                                          param="SEQ", code="sequence_gap") from exc
+            if session.next_seq > seq:
+                raise InvalidRequestError(f"Request {seq} of session {session_id!r} came twice.", param="SEQ",
+                                          code="sequence_repeated")
+        try:
+            if refused is not None:
+                raise refused
+            loop = asyncio.get_running_loop()
+            events, turns = await loop.run_in_executor(self._executor, self._apply, session, audio, control)
+        finally:
+            async with session.turn:
+                session.next_seq += 1
+                session.turn.notify_all()
+        for event in events:
+            yield event
+        assert session.live is not None and session.live.config is not None
+        for turn in turns:
+            async for event in self._transcribed(session, turn, session.live.config):
+                yield event
+        if session.ended:
+            if session.chain is not None:
+                await session.chain
+            self._sessions.pop(session_id, None)
+            yield EndedEvent()
+
+    def sweep(self, now: float | None = None) -> int:
+        """Drops sessions idle for `idle_s` (their clients are gone); how many."""
+        now = time.monotonic() if now is None else now
+        idle = [key for key, s in self._sessions.items()
+                if now - s.used > self.limits.idle_s and (s.chain is None or s.chain.done())]
+        for key in idle:
+            del self._sessions[key]
+        return len(idle)
+
+    def _session(self, session_id: str, seq: int, control: LiveControl | None) -> _Session:
+        if not SESSION_ID.fullmatch(session_id):
+            raise InvalidRequestError("A session id is 1-128 letters, digits, '_', '.', ':' or '-'.",
+                                      param="SESSION", code="invalid_session")
+        session = self._sessions.get(session_id)
+        if session is not None:
+            if isinstance(control, Start) and seq == 0:
+                raise InvalidRequestError(f"Session {session_id!r} has already started.", param="SESSION",
+                                          code="session_exists")
+            return session
+        if seq != 0 or not isinstance(control, Start):
+            raise InvalidRequestError(f"No live session {session_id!r} (ended, or idle too long): start one with "
+                                      "SEQ 0 and a start control.", param="SESSION", code="session_not_found")
+        if len(self._sessions) >= self.limits.max_sessions:
+            raise UnavailableError("Too many live sessions; retry shortly.")
+        session = self._sessions[session_id] = _Session()
+        return session
+
+    def _apply(self, session: _Session, audio: bytes | None,
+               control: LiveControl | None) -> tuple[list[LiveEvent], list[Turn]]:
+        """One request's control and audio (in a thread: VAD runs here)."""
+        if session.ended:
+            raise InvalidRequestError("The session has ended.", param="CONTROL", code="session_ended")
+        if isinstance(control, Start):
+            session.live = LiveSession(control.config, self.limits.max_buffer_s)
+        assert session.live is not None
+        if isinstance(control, Update):
+            session.live.configure(control.config)
+        events: list[LiveEvent] = []
+        turns: list[Turn] = []
+        if audio:
+            events, turns = session.live.append(audio)
+        if isinstance(control, Commit):
+            more, turn = session.live.commit()
+            events, turns = events + more, [*turns, turn]
+        elif isinstance(control, Clear):
+            events += session.live.clear()
+        elif isinstance(control, End):
+            session.ended = True
+        return events, turns
+
+    async def _transcribed(self, session: _Session, turn: Turn, config: LiveConfig) -> AsyncIterator[LiveEvent]:
+        """A turn's transcript, after the session's turns before it: a delta per decoded window, then
+        `completed` (whose text the deltas spell), or `failed`."""
+        previous, done = session.chain, asyncio.get_running_loop().create_future()
+        session.chain = done
+        try:
+            if previous is not None:
+                await asyncio.shield(previous)
+            said = ""
+            async for event in self._transcribe(turn.samples, config):
+                if isinstance(event, SegmentsEvent):
+                    text = "".join(segment.text for segment in event.segments)
+                    delta = text.lstrip() if not said else text
+                    if delta:
+                        said += delta
+                        yield DeltaEvent(turn.item, delta)
+                elif isinstance(event, DoneEvent):
+                    if not said and event.text:  # a transcriber that sent no segments events
+                        said = event.text
+                        yield DeltaEvent(turn.item, said)
+                    yield CompletedEvent(turn.item, said.strip(), event.language or "",
+                                         round(len(turn.samples) / 16000, 3))
+        except ServiceError as exc:
+            yield FailedEvent(turn.item, exc.code or "transcription_failed", exc.message)
+        finally:
+            if not done.done():
+                done.set_result(None)
