@@ -51,6 +51,7 @@ class Recording(msgspec.Struct, frozen=True):
     model: str  # as the client named it (an alias stays an alias)
     dialect: str = "openai"
     file_name: str | None = None
+    owner: str = ""  # the id of the caller's key, whose task the record is
 
 
 class Transcriptions:
@@ -124,7 +125,7 @@ class Transcriptions:
         fields = msgspec.structs.asdict(msgspec.structs.replace(
             request, model=record.model, stream=False, known_speaker_references=(), known_speaker_embeddings=()))
         asked = TaskRequest(**fields, dialect=record.dialect, file_name=record.file_name)
-        task = new_task(asked, "sync", status="completed" if error is None else "failed")
+        task = new_task(asked, "sync", status="completed" if error is None else "failed", owner=record.owner)
         task.completed_at = time.time()
         task.progress = 100.0 if error is None else 0.0
         task.result = done

@@ -110,8 +110,8 @@ class AudioController(Controller):
 async def _answer(request: Request[Any, Any, Any], form: AudioForm, settings: FrontendSettings,
                   transcriptions: Transcriptions, speakers: SpeakerStore, principal: Principal) -> Response[Any]:
     asked = msgspec.structs.replace(form.request, model=served_model(settings, form.model))
-    asked = await speakers.with_stored_voices(asked)
-    record = Recording(model=form.model, file_name=form.file.filename)
+    asked = await speakers.with_stored_voices(asked, principal.key_id)
+    record = Recording(model=form.model, file_name=form.file.filename, owner=principal.key_id)
     slot = await transcriptions.admit(principal)
     if asked.stream and asked.task == "transcribe":
         events = transcriptions.events(form.file.data, asked, record, principal)

@@ -178,7 +178,8 @@ class TaskRunner:
                 raise ServiceError("The task's audio is gone; submit it again.")
             audio = await self._fetch(task.request.url)
         request = msgspec.structs.replace(task.request.transcription(), stream=True)
-        async with contextlib.aclosing(self.transcriptions.events(audio, request)) as events:
+        owner = self.transcriptions.owner(task.owner)  # the audio counts to the budget of the task's key
+        async with contextlib.aclosing(self.transcriptions.events(audio, request, principal=owner)) as events:
             async for event in events:
                 if isinstance(event, SegmentsEvent):
                     progress[0] = round(100 * event.progress, 1)
