@@ -45,6 +45,7 @@ from frontend.openai.audio import AudioController
 from frontend.openai.chat import ChatController
 from frontend.openai.models import ModelsController
 from frontend.ratelimit_headers import RateLimitHeaders
+from frontend.realtime.socket import ClientSecrets, RealtimeSecretsController, realtime
 from frontend.settings import FrontendSettings
 from frontend.speakers.api import SpeakersController
 from frontend.speakers.store import SpeakerStore
@@ -174,9 +175,10 @@ def create_app(settings: FrontendSettings) -> Litestar:
 
     app = Litestar(
         route_handlers=[AudioController, ModelsController, HealthController, WhisperXController,
-                        InsanelyFastWhisperController, ChatController, SpeakersController, web_page, static_files],
+                        InsanelyFastWhisperController, ChatController, SpeakersController, RealtimeSecretsController,
+                        realtime, web_page, static_files],
         dependencies=_dependencies(settings),
-        state=State({"settings": settings, "key_ring": keys}),
+        state=State({"settings": settings, "key_ring": keys, "realtime_secrets": ClientSecrets()}),
         plugins=[MetricsPlugin(metrics)],
         logging_config=None,  # frontend.logs configures logging; Litestar's default would replace its handler
         middleware=[KeyNameMiddleware(), RateLimitHeaders(limiter)],

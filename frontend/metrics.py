@@ -49,12 +49,30 @@ class FrontendMetrics:
                              ["task", "key"], registry=self.registry)
         self.rate_limited = Counter(f"{PREFIX}_rate_limited", "Requests refused with 429 by API key name and limit.",
                                     ["key", "limit"], registry=self.registry)
+        self.realtime_sessions = Counter(f"{PREFIX}_realtime_sessions", "Realtime (WebSocket) sessions opened.",
+                                         registry=self.registry)
+        self.realtime_active = Gauge(f"{PREFIX}_realtime_sessions_active", "Realtime sessions open now.",
+                                     registry=self.registry)
+        self.realtime_turn_latency = Histogram(
+            f"{PREFIX}_realtime_turn_latency_seconds",
+            "From the end of a Realtime turn's audio (speech stopped or commit) to its completed transcript.",
+            buckets=(0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0, 5.0, 10.0, 30.0), registry=self.registry)
         self.errors = Counter(f"{PREFIX}_errors", "Error responses by HTTP status and OpenAI error code.",
                               ["status", "code"], registry=self.registry)
 
     def observe_request(self, route: str, method: str, status: int, seconds: float, key: str = NO_KEY) -> None:
         self.requests.labels(route, method, str(status), key).inc()
         self.latency.labels(route, method).observe(seconds)
+
+    def realtime_started(self) -> None:
+        self.realtime_sessions.inc()
+        self.realtime_active.inc()
+
+    def realtime_ended(self) -> None:
+        self.realtime_active.dec()
+
+    def observe_realtime_turn(self, seconds: float) -> None:
+        self.realtime_turn_latency.observe(seconds)
 
     def observe_error(self, status: int, code: str) -> None:
         self.errors.labels(str(status), code).inc()

@@ -51,13 +51,18 @@ def main() -> int:
     try:
         log.info("frontend on http://%s:%d (API docs at /docs)", frontend.host, frontend.port)
         uvicorn.run(ClientDeadlines(create_app(frontend), deadlines), host=frontend.host, port=frontend.port,
-                    log_level=frontend.log_level, log_config=None, timeout_graceful_shutdown=30)
+                    log_level=frontend.log_level, log_config=None, timeout_graceful_shutdown=30,
+                    ws_max_size=WS_MAX_BYTES)
     except SystemExit:
         pass
     finally:
         log.info("stopping Triton")
         supervisor.stop()
     return 0
+
+
+# A Realtime append carries up to 15 MiB of audio, base64-encoded in JSON: about 20 MiB.
+WS_MAX_BYTES = 24 * 1024 * 1024
 
 
 def _exit_quietly(signum: int, frame: object) -> None:

@@ -56,6 +56,8 @@ class FrontendSettings(msgspec.Struct, frozen=True):
     webhook_attempts: int = 5
     docs: str = "open"  # /docs and /docs/openapi.json: open | auth (keys needed when set) | off
     cors_origins: list[str] = msgspec.field(default_factory=list)  # empty: no CORS headers at all
+    realtime_max_session_s: float = 3600.0
+    realtime_idle_s: float = 600.0
 
     @property
     def auth_enabled(self) -> bool:
@@ -158,6 +160,8 @@ FRONTEND_SETTINGS_HELP = {
     "docs": "`/docs` and `/docs/openapi.json`: `open`, `auth` (needs a key when keys are set) or `off` (404)",
     "cors_origins": "allowed browser origins, `scheme://host[:port]` or `*` (comma-separated or JSON); no "
                     "credentials; exposes `Retry-After` and `x-should-retry`; empty = no CORS headers",
+    "realtime_max_session_s": "a Realtime (WebSocket) session ends after this long (`session_expired`, close 1001)",
+    "realtime_idle_s": "a Realtime session without a client event for this long is closed",
     "unload_model_after_s": "unload a model's engine after this many idle seconds; 0 = never",
 }
 
@@ -173,7 +177,8 @@ def frontend_settings(environ: Mapping[str, str] | None = None, triton_url: str 
     settings = load_settings(FrontendSettings, "FRONTEND_", environ)
     if settings.max_upload_bytes <= 0:
         raise SettingsError("Invalid value for FRONTEND_MAX_UPLOAD_BYTES: must be positive.")
-    for name in ("max_concurrent_requests", "max_task_queue_size", "task_workers", "task_max_attempts"):
+    for name in ("max_concurrent_requests", "max_task_queue_size", "task_workers", "task_max_attempts",
+                 "realtime_max_session_s", "realtime_idle_s"):
         if getattr(settings, name) <= 0:
             raise SettingsError(f"Invalid value for FRONTEND_{name.upper()}: must be positive.")
     if settings.docs not in DOCS_MODES:

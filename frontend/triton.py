@@ -49,6 +49,11 @@ class TritonClient:
     async def close(self) -> None:
         await self._client.close()
 
+    @property
+    def grpc(self) -> grpcclient.InferenceServerClient:
+        """The gRPC client itself (the Realtime API streams to the live model through it)."""
+        return self._client
+
     async def served_models(self) -> list[str]:
         """The configured models the Triton repository has (loaded or loadable)."""
         try:

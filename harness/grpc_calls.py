@@ -132,7 +132,11 @@ class LiveStream:
         response = result.get_response()
         key = response.id
         if response.outputs:
-            self._events.setdefault(key, []).append(json.loads(result.as_numpy(contract.EVENT).reshape(-1)[0]))
+            event = json.loads(result.as_numpy(contract.EVENT).reshape(-1)[0])
+            if event["type"] == "ack":  # every request's last response
+                assert response.parameters["triton_final_response"].bool_param
+            else:
+                self._events.setdefault(key, []).append(event)
         if response.parameters["triton_final_response"].bool_param:
             self._done[key] = True
         self._arrived.put(key)

@@ -144,7 +144,8 @@ def run_frontend(served: Served, **settings: Any) -> Iterator[str]:
     port = free_port()
     settings.setdefault("data_dir", tempfile.mkdtemp(prefix="frontend-data-"))
     app = create_app(FrontendSettings(triton_url=served.grpc_url, models=["tiny.en"], port=port, **settings))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                           ws_max_size=24 * 1024 * 1024))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:

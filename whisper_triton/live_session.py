@@ -10,7 +10,8 @@ on one stream):
           CONTROL  BYTES [1]  optional: one JSON `LiveControl` (`start` first, with the session's settings)
   output  EVENT    BYTES [1]  one JSON `LiveEvent` per response
 Each request gets the events it causes (speech started or stopped, a turn committed); a request that
-commits a turn also gets that turn's `delta` and `completed` (or `failed`) events, then its FINAL flag.
+commits a turn also gets that turn's `delta` and `completed` (or `failed`) events; every request's last
+response is an `ack` event with the FINAL flag.
 Turns are transcribed by the entry model `whisper` (VAD-gated windows, the same filters as files), so
 their windows meet those of file requests at the engine's batcher.
 """
@@ -141,8 +142,12 @@ class EndedEvent(msgspec.Struct, tag="ended", frozen=True):
     pass
 
 
+class AckEvent(msgspec.Struct, tag="ack", frozen=True):
+    """The last response of every request (it carries the FINAL flag): the request is done."""
+
+
 LiveEvent = (SpeechStartedEvent | SpeechStoppedEvent | CommittedEvent | ClearedEvent | DeltaEvent | CompletedEvent
-             | FailedEvent | ErrorEvent | EndedEvent)
+             | FailedEvent | ErrorEvent | EndedEvent | AckEvent)
 
 _control = msgspec.json.Decoder(LiveControl)
 _event = msgspec.json.Decoder(LiveEvent)

@@ -148,6 +148,8 @@ NO_RECORDS: dict[Route, str] = {
     ("GET", "/v1/models/{model_id:str}"): "a served model, the same for every key",
     ("POST", "/service/combine"): "merges the body it is given; stores nothing",
     ("POST", "/v1/chat/completions"): "answers in its response; stores nothing",
+    ("POST", "/v1/realtime/client_secrets"): "a short-lived key that acts as its caller; stores no record",
+    ("POST", "/v1/realtime/transcription_sessions"): "a short-lived key that acts as its caller; stores no record",
 }
 
 

@@ -13,7 +13,7 @@ import triton_python_backend_utils as pb_utils
 from whisper_triton import contract
 from whisper_triton.errors import InvalidRequestError, ServiceError, from_wire
 from whisper_triton.live_service import LiveLimits, LiveSessions
-from whisper_triton.live_session import AUDIO, CONTROL, SEQ, SESSION, ErrorEvent, encode
+from whisper_triton.live_session import AUDIO, CONTROL, SEQ, SESSION, AckEvent, ErrorEvent, encode
 from whisper_triton.settings import model_settings
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
@@ -56,7 +56,7 @@ class TritonPythonModel:
             self.logger.log_error(f"whisper_live: request failed: {traceback.format_exc(limit=5)}")
             sender.send(_response(ErrorEvent("internal_error", "The live session failed on this request.")))
         finally:
-            sender.send(flags=FINAL)
+            sender.send(_response(AckEvent()), flags=FINAL)
 
     async def _transcribe(self, samples, config):
         """The entry model's events for one turn (`segments` per window, then `done`), through BLS."""

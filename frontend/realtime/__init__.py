@@ -1,0 +1,1 @@
+"""OpenAI's Realtime transcription API over WebSocket, served by the live Triton model."""

@@ -1,0 +1,112 @@
+"""One gRPC stream to the live model `whisper_live` for one Realtime session (see
+whisper_triton/live_session.py for the model's contract)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import msgspec
+import numpy as np
+import tritonclient.grpc.aio as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from whisper_triton import contract
+from whisper_triton.errors import UnavailableError
+from whisper_triton.live_session import (
+    AUDIO,
+    CONTROL,
+    SEQ,
+    SESSION,
+    AckEvent,
+    LiveControl,
+    LiveEvent,
+    decode_event,
+    encode,
+)
+
+MAX_PENDING = 64  # requests sent and not finished before the socket is read again (backpressure)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """An event of the live model for one of our requests (`event` None: the request is done, its `ack`)."""
+
+    request: str
+    event: LiveEvent | None
+    final: bool
+
+
+class LiveBridge:
+    def __init__(self, client: grpcclient.InferenceServerClient, session: str) -> None:
+        self.session = session
+        self._queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self._seq = itertools.count()
+        self._pending: set[str] = set()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._responses = client.stream_infer(self._requests())
+
+    async def _requests(self) -> AsyncIterator[dict[str, Any]]:
+        while (request := await self._queue.get()) is not None:
+            yield request
+
+    async def send(self, audio: bytes | None = None, control: LiveControl | None = None) -> str:
+        """Sends the session's next request (waiting while MAX_PENDING are unfinished); its id."""
+        await self._room.wait()
+        seq = next(self._seq)
+        inputs = [_bytes(SESSION, self.session.encode()), _int64(SEQ, seq)]
+        if audio is not None:
+            inputs.append(_bytes(AUDIO, audio))
+        if control is not None:
+            inputs.append(_bytes(CONTROL, encode(control)))
+        request_id = f"{seq}"
+        self._pending.add(request_id)
+        if len(self._pending) >= MAX_PENDING:
+            self._room.clear()
+        await self._queue.put({"model_name": contract.LIVE_MODEL, "inputs": inputs, "request_id": request_id})
+        return request_id
+
+    async def answers(self) -> AsyncIterator[Answer]:
+        """The live model's events for our requests, as they come; UnavailableError if Triton goes away."""
+        try:
+            async for result, error in self._responses:
+                if error is not None:
+                    raise UnavailableError("The live transcription model failed; start a new session.")
+                response = result.get_response()
+                event: LiveEvent | None = None
+                if response.outputs:
+                    raw = result.as_numpy(contract.EVENT).reshape(-1)[0]
+                    with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
+                        event = decode_event(bytes(raw))
+                final = isinstance(event, AckEvent)
+                if final:
+                    event = None
+                if final:
+                    self._pending.discard(response.id)
+                    if len(self._pending) < MAX_PENDING:
+                        self._room.set()
+                yield Answer(response.id, event, final)
+        except (grpc.RpcError, InferenceServerException) as exc:
+            raise UnavailableError("The inference server is unavailable; start a new session.") from exc
+
+    async def close(self) -> None:
+        await self._queue.put(None)
+        self._responses.cancel()
+
+
+def _bytes(name: str, value: bytes) -> grpcclient.InferInput:
+    tensor = grpcclient.InferInput(name, [1], "BYTES")
+    tensor.set_data_from_numpy(np.array([value], dtype=object))
+    return tensor
+
+
+def _int64(name: str, value: int) -> grpcclient.InferInput:
+    tensor = grpcclient.InferInput(name, [1], "INT64")
+    tensor.set_data_from_numpy(np.array([value], dtype=np.int64))
+    return tensor
