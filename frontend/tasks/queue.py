@@ -54,9 +54,13 @@ class TaskQueue:
 
     async def enqueue(self, request: TaskRequest, source: str, audio: bytes | None, principal: Principal,
                       task_id: str | None = None) -> Task:
-        """Stores a queued task owned by the caller's key; refused while the queue is full (503) or while the
-        key has as many tasks queued as `queued_limit` allows it (429)."""
+        """Stores a queued task owned by the caller's key; refused while the queue is full (503), while the
+        key has as many tasks queued as `queued_limit` allows it, or is over its requests per minute or its
+        audio budget (429)."""
         request = msgspec.structs.replace(request, model=served_model(self.settings, request.model))
+        limiter = self.runner.transcriptions.limiter
+        if limiter is not None:
+            limiter.count_request(principal)
         if task_id is not None:
             if not TASK_ID.match(task_id):
                 raise InvalidRequestError("Task ids are 1 to 64 letters, digits, '-' or '_'.", param="managed_task_id")

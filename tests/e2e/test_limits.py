@@ -84,6 +84,10 @@ def test_a_key_over_its_requests_per_minute_gets_429_while_others_go_on(limited:
                                                    "format": "wav"}}
     with pytest.raises(openai.RateLimitError):
         alice.chat.completions.create(model="whisper-1", messages=[{"role": "user", "content": [part]}])  # type: ignore[list-item]
+    # So do task submissions: queuing a task is a request too.
+    task = httpx.post(f"{limited.base_url}/speech-to-text", headers={"Authorization": f"Bearer {KEYS['alice']}"},
+                      files={"file": ("a.wav", jfk_wav().read_bytes())}, timeout=60)
+    assert assert_openai_error(task, 429)["code"] == "rate_limit_exceeded"
 
 
 def test_the_audio_budget_refuses_once_spent(limited: Served) -> None:
