@@ -55,6 +55,7 @@ MODEL = "MODEL"
 TRANSCRIPT = "TRANSCRIPT"
 TASK = "TASK"
 LANGUAGE = "LANGUAGE"
+LIVE = "LIVE"
 PROMPT = "PROMPT"
 TEMPERATURE = "TEMPERATURE"
 WORD_TIMESTAMPS = "WORD_TIMESTAMPS"
@@ -110,6 +111,7 @@ class TranscriptionRequest(msgspec.Struct, frozen=True, omit_defaults=True):
     known_speaker_names: tuple[str, ...] = ()
     known_speaker_references: tuple[bytes, ...] = ()
     known_speaker_embeddings: tuple[tuple[float, ...], ...] = ()
+    live: bool = False  # a live turn: its windows go before file windows at the engine
 
     @property
     def needs_diarization(self) -> bool:
@@ -215,6 +217,8 @@ INPUTS = (
           "clips of one speaker each (any container, 1-30 s)"),
     Input("known_speaker_embeddings", KNOWN_SPEAKER_EMBEDDINGS, ROWS,
           "voices from `TASK=embed` (what `/v1/speakers` stores)"),
+    Input("live", LIVE, FLAG, "default false; true: a live turn (what `whisper_live` sends): its windows go "
+          "before every file's at the engine, in batches of live windows only"),
 )
 _DEFAULTS = TranscriptionRequest()
 

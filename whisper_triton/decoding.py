@@ -68,6 +68,7 @@ class DecodeOptions:
     request: str | None = None
     window: int = 0  # index of the window in its request (windows are decoded in this order)
     loop_check: bool = True  # a pass that loops falls back, and what still loops is cut to one copy
+    live: bool = False  # a live turn's window: queued before file windows, batched with live windows only
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,8 @@ decoded. On CPU, several single-threaded CTranslate2 replicas (sharing one copy 
 different batches at once use the cores better than one multi-threaded replica, and a window still
 waiting here is dropped when its request is cancelled instead of being decoded for nobody.
 Windows are taken oldest request first, in window order, so a request's first windows (and its
-language) come first and requests finish in arrival order.
+language) come first and requests finish in arrival order; a live turn's windows (`DecodeOptions.live`)
+go before all of them, in batches of live windows only, so that a turn waits for no file.
 """
 
 from __future__ import annotations
@@ -141,7 +142,7 @@ class WindowScheduler:
         # coming (quiet_s), at most gather_s, so that it does not start a batch of one.
         self._gather_s, self._quiet_s = gather_s, quiet_s
         self._ready = threading.Condition()
-        self._queue: list[tuple[int, int, int, QueuedWindow]] = []
+        self._queue: list[tuple[int, int, int, int, QueuedWindow]] = []
         self._count = itertools.count()
         self._arrivals = _Recent()
         self._cancelled = _Recent()
@@ -168,7 +169,8 @@ class WindowScheduler:
                 return
             number = next(self._count)
             arrival = self._arrivals.put(request, number) if request is not None else number
-            heapq.heappush(self._queue, (arrival, window.options.window, number, window))
+            rank = 0 if window.options.live else 1
+            heapq.heappush(self._queue, (rank, arrival, window.options.window, number, window))
             self._ready.notify_all()
 
     def cancel(self, request: str) -> int:
@@ -176,9 +178,9 @@ class WindowScheduler:
         now skip their remaining fallback and resume passes. Returns how many windows were dropped."""
         with self._ready:
             self._cancelled.put(request, 1)
-            dropped = [item for item in self._queue if item[3].options.request == request]
+            dropped = [item for item in self._queue if item[-1].options.request == request]
             if dropped:
-                self._queue = [item for item in self._queue if item[3].options.request != request]
+                self._queue = [item for item in self._queue if item[-1].options.request != request]
                 heapq.heapify(self._queue)
         for *_, window in dropped:
             _reply(window, WindowCancelled())
@@ -210,7 +212,10 @@ class WindowScheduler:
             size = min(self._max_batch, max(1, math.ceil(len(self._queue) / self._workers)))
             if self._first_alone():
                 size = 1
-            batch = [heapq.heappop(self._queue)[3] for _ in range(min(size, len(self._queue)))]
+            live = self._queue[0][-1].options.live
+            if live:  # a live turn waits for no file window: live windows go in batches of their own
+                size = min(size, sum(1 for item in self._queue if item[-1].options.live))
+            batch = [heapq.heappop(self._queue)[-1] for _ in range(min(size, len(self._queue)))]
             tickets: list[LanguageTicket | None] = []
             for window in batch:
                 window.options, ticket = self._languages.assign(window.options)
@@ -222,10 +227,10 @@ class WindowScheduler:
         """A request's first window goes in a batch of its own while another worker is free to take the
         rest at once: its text (streamed, or a task's progress) and its language, which the request's
         other windows wait for, come a whole batch earlier, and the rest still fill the other workers."""
-        head = self._queue[0][3].options
+        head = self._queue[0][-1].options
         if head.window != 0 or head.request is None or self._workers - self.busy < 2:
             return False
-        return any(item[3].options.request == head.request for item in self._queue[1:])
+        return any(item[-1].options.request == head.request for item in self._queue[1:])
 
     def _gather(self) -> None:
         """Waits (lock held, released while waiting) while windows keep arriving, up to gather_s."""

@@ -267,3 +267,23 @@ def test_bad_sizes_are_refused() -> None:
         WindowScheduler(Runner(), workers=0, max_batch=1)
     with pytest.raises(ValueError):
         WindowScheduler(Runner(), workers=1, max_batch=0)
+
+
+def test_a_live_turn_goes_before_queued_file_windows_in_a_batch_of_its_own() -> None:
+    runner = Runner(hold_first=True)
+    replies = Replies()
+    scheduler = WindowScheduler(runner, workers=1, max_batch=8)
+    try:
+        scheduler.submit(replies.window("file", 0))  # holds the worker
+        assert runner.held.acquire(timeout=5)
+        for index in range(1, 9):
+            scheduler.submit(replies.window("file", index))
+        scheduler.submit(replies.window("turn-1", 0, live=True))
+        scheduler.submit(replies.window("turn-2", 0, live=True))
+        runner.release.set()
+        replies.wait()
+    finally:
+        scheduler.close()
+    # The live turns, queued last, are decoded next, together and without a file window.
+    assert runner.batches[1] == [("turn-1", 0), ("turn-2", 0)]
+    assert [w for batch in runner.batches[2:] for w in batch] == [("file", i) for i in range(1, 9)]

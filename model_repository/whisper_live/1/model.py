@@ -63,7 +63,8 @@ class TritonPythonModel:
         loop = asyncio.get_running_loop()
         arrived = asyncio.Queue()
         inputs = [pb_utils.Tensor(contract.AUDIO, np.array([_wav(samples)], dtype=object)),
-                  pb_utils.Tensor(contract.STREAM, np.array([True]))]
+                  pb_utils.Tensor(contract.STREAM, np.array([True])),
+                  pb_utils.Tensor(contract.LIVE, np.array([True]))]  # before file windows at the engine
         for name, value in ((contract.MODEL, config.model), (contract.LANGUAGE, config.language),
                             (contract.PROMPT, config.prompt)):
             if value:
