@@ -23,7 +23,8 @@ from whisper_triton.audio import SAMPLE_RATE
 from whisper_triton.vad import CHUNK_FRAMES, CONTEXT_SAMPLES, FRAME_SAMPLES, WARM_FRAMES, LstmState, SileroVad
 from whisper_triton.windows import LEVEL_BLOCK_S, LEVEL_CEILING_DB, LEVEL_MAX_GAIN_DB, LEVEL_TARGET_DB
 
-__all__ = ["FRAME_MS", "LiveVad", "SpeechStarted", "SpeechStopped", "TurnDetector", "TurnOptions"]
+__all__ = ["FRAME_MS", "LiveVad", "PauseEnded", "PauseStarted", "SpeechStarted", "SpeechStopped", "TurnDetector",
+           "TurnOptions"]
 
 FRAME_MS = FRAME_SAMPLES * 1000 // SAMPLE_RATE  # 32 ms
 MAX_TURN_MS = 30_000  # one Whisper window
@@ -88,6 +89,9 @@ class TurnOptions:
     prefix_padding_ms: int = 300
     silence_duration_ms: int = 500
     max_turn_ms: int = MAX_TURN_MS
+    # A pause this long (shorter than silence_duration_ms) may end the turn: `PauseStarted`, so that its
+    # transcription can start before the turn is known to end; 0 = never.
+    speculate_ms: int = 0
 
 
 @dataclass(frozen=True)
@@ -100,7 +104,19 @@ class SpeechStopped:
     audio_end_ms: int  # where the turn's audio ends (its trailing silence included)
 
 
-TurnEvent = SpeechStarted | SpeechStopped
+@dataclass(frozen=True)
+class PauseStarted:
+    """The speaker has paused for `speculate_ms`: the turn may end here (its speech ends by `at_ms`)."""
+
+    at_ms: int
+
+
+@dataclass(frozen=True)
+class PauseEnded:
+    """The speaker went on after a `PauseStarted`: the turn did not end there."""
+
+
+TurnEvent = SpeechStarted | SpeechStopped | PauseStarted | PauseEnded
 
 
 class TurnDetector:
@@ -113,6 +129,7 @@ class TurnDetector:
         self.speaking = False
         self.turn_start_ms = 0
         self._silence_from: int | None = None  # ms where the current silence began, while speaking
+        self._paused = False  # a PauseStarted was sent for the current silence
         self._floor_ms = 0  # audio before this belongs to a turn already ended
 
     def push(self, probs: np.ndarray) -> list[TurnEvent]:
@@ -129,12 +146,19 @@ class TurnDetector:
                 continue
             if prob >= options.threshold:
                 self._silence_from = None
+                if self._paused:
+                    self._paused = False
+                    events.append(PauseEnded())
             elif prob < self._neg and self._silence_from is None:
                 self._silence_from = now
             end = now + FRAME_MS
             silent = self._silence_from is not None and end - self._silence_from >= options.silence_duration_ms
             if silent or end - self.turn_start_ms >= options.max_turn_ms:
                 events.append(self._stop(end))
+            elif (self._silence_from is not None and not self._paused and
+                  0 < options.speculate_ms <= end - self._silence_from):
+                self._paused = True
+                events.append(PauseStarted(end))
         return events
 
     def stop(self) -> SpeechStopped | None:
@@ -142,5 +166,5 @@ class TurnDetector:
         return self._stop(self.frame * FRAME_MS) if self.speaking else None
 
     def _stop(self, end_ms: int) -> SpeechStopped:
-        self.speaking, self._silence_from, self._floor_ms = False, None, end_ms
+        self.speaking, self._silence_from, self._floor_ms, self._paused = False, None, end_ms, False
         return SpeechStopped(end_ms)

@@ -30,6 +30,7 @@ from whisper_triton.live_session import (
     LiveControl,
     LiveEvent,
     LiveSession,
+    Retract,
     Start,
     Turn,
     Update,
@@ -55,6 +56,7 @@ class _Session:
     used: float = field(default_factory=time.monotonic)
     turn: asyncio.Condition = field(default_factory=asyncio.Condition)  # next_seq changed
     chain: asyncio.Future[None] | None = None  # the last turn's transcription, done or not
+    speculative: dict[int, asyncio.Task[list[Event]]] = field(default_factory=dict)  # tentative turns' transcripts
 
 
 class LiveSessions:
@@ -103,8 +105,14 @@ class LiveSessions:
             yield event
         assert session.live is not None and session.live.config is not None
         for turn in turns:
-            async for event in self._transcribed(session, turn, session.live.config):
-                yield event
+            if isinstance(turn, Retract):
+                _drop(session.speculative.pop(turn.item, None))
+            elif turn.tentative:  # started now; used if the turn ends with nothing but silence after it
+                _drop(session.speculative.pop(turn.item, None))
+                session.speculative[turn.item] = asyncio.create_task(self._collect(turn.samples, session.live.config))
+            else:
+                async for event in self._transcribed(session, turn, session.live.config):
+                    yield event
         if session.ended:
             if session.chain is not None:
                 await session.chain
@@ -139,7 +147,7 @@ class LiveSessions:
         return session
 
     def _apply(self, session: _Session, audio: bytes | None,
-               control: LiveControl | None) -> tuple[list[LiveEvent], list[Turn]]:
+               control: LiveControl | None) -> tuple[list[LiveEvent], list[Turn | Retract]]:
         """One request's control and audio (in a thread: VAD runs here)."""
         if session.ended:
             raise InvalidRequestError("The session has ended.", param="CONTROL", code="session_ended")
@@ -149,7 +157,7 @@ class LiveSessions:
         if isinstance(control, Update):
             session.live.configure(control.config)
         events: list[LiveEvent] = []
-        turns: list[Turn] = []
+        turns: list[Turn | Retract] = []
         if audio:
             events, turns = session.live.append(audio)
         if isinstance(control, Commit):
@@ -166,11 +174,17 @@ class LiveSessions:
         `completed` (whose text the deltas spell), or `failed`."""
         previous, done = session.chain, asyncio.get_running_loop().create_future()
         session.chain = done
+        speculation = session.speculative.pop(turn.item, None)
         try:
             if previous is not None:
                 await asyncio.shield(previous)
+            source = None
+            if turn.speculated:
+                source = await self._speculated(speculation)
+            else:
+                _drop(speculation)
             said = ""
-            async for event in self._transcribe(turn.samples, config):
+            async for event in source if source is not None else self._transcribe(turn.samples, config):
                 if isinstance(event, SegmentsEvent):
                     text = "".join(segment.text for segment in event.segments)
                     delta = text.lstrip() if not said else text
@@ -188,3 +202,28 @@ class LiveSessions:
         finally:
             if not done.done():
                 done.set_result(None)
+
+    async def _collect(self, samples: np.ndarray, config: LiveConfig) -> list[Event]:
+        return [event async for event in self._transcribe(samples, config)]
+
+    @staticmethod
+    async def _speculated(speculation: asyncio.Task[list[Event]] | None) -> AsyncIterator[Event] | None:
+        """The events of a tentative turn's transcription, if it succeeded (else the turn is transcribed)."""
+        if speculation is None:
+            return None
+        try:
+            events = await speculation
+        except (ServiceError, asyncio.CancelledError):
+            return None
+        return _replay(events)
+
+
+async def _replay(events: list[Event]) -> AsyncIterator[Event]:
+    for event in events:
+        yield event
+
+
+def _drop(speculation: asyncio.Task[list[Event]] | None) -> None:
+    """Cancels a tentative turn's transcription that is no longer needed (its result is not used)."""
+    if speculation is not None and not speculation.done():
+        speculation.cancel()

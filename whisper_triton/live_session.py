@@ -28,17 +28,29 @@ import numpy as np
 from whisper_triton.audio import SAMPLE_RATE
 from whisper_triton.contract import AUDIO, LIVE_MODEL
 from whisper_triton.errors import InvalidRequestError
-from whisper_triton.live import FRAME_MS, LiveVad, SpeechStarted, SpeechStopped, TurnDetector, TurnOptions
+from whisper_triton.live import (
+    FRAME_MS,
+    LiveVad,
+    PauseEnded,
+    PauseStarted,
+    SpeechStarted,
+    SpeechStopped,
+    TurnDetector,
+    TurnOptions,
+)
 from whisper_triton.live_audio import LiveDecoder, LiveFormat
 from whisper_triton.vad import FRAME_SAMPLES
 
 SESSION, SEQ, CONTROL = "SESSION", "SEQ", "CONTROL"
 __all__ = ["AUDIO", "CONTROL", "LIVE_MODEL", "SEQ", "SESSION", "LiveConfig", "LiveControl", "LiveEvent", "LiveSession",
-           "Turn", "decode_control", "decode_event", "encode"]
+           "Retract", "Turn", "decode_control", "decode_event", "encode"]
 SESSION_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 # semantic_vad has no turn-end classifier here: its eagerness picks how long a pause ends a turn.
 EAGERNESS_SILENCE_MS = {"high": 300, "auto": 700, "medium": 700, "low": 1500}
 MIN_TURN_MS = 100  # a manual commit of less audio is refused, as OpenAI refuses an empty buffer
+# After this much of a pause the turn's transcription starts, before the pause is long enough to end the
+# turn: if the turn does end, its transcript is ready that much sooner (the rest of its audio is silence).
+SPECULATE_MS = 200
 
 
 class TurnDetection(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
@@ -57,7 +69,8 @@ class TurnDetection(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
             raise InvalidRequestError("turn_detection: prefix_padding_ms must be 0-5000 and silence_duration_ms "
                                       "0-10000.", param="turn_detection")
         silence = EAGERNESS_SILENCE_MS[self.eagerness] if self.type == "semantic_vad" else self.silence_duration_ms
-        return TurnOptions(self.threshold, self.prefix_padding_ms, max(silence, FRAME_MS))
+        speculate = SPECULATE_MS if silence > SPECULATE_MS + FRAME_MS else 0
+        return TurnOptions(self.threshold, self.prefix_padding_ms, max(silence, FRAME_MS), speculate_ms=speculate)
 
 
 class LiveConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
@@ -174,12 +187,24 @@ def decode_event(data: bytes) -> LiveEvent:
 
 @dataclass(frozen=True)
 class Turn:
-    """Audio to transcribe: one turn of the session (`item`), where it lies in the session's audio."""
+    """Audio to transcribe: one turn of the session (`item`), where it lies in the session's audio.
+
+    `tentative`: the speaker paused, the turn may end here; its transcription may start now, and serves
+    the turn if it does end with no more speech (`speculated` on the final turn). `Retract` takes it back."""
 
     item: int
     start_ms: int
     end_ms: int
     samples: np.ndarray  # 16 kHz float32
+    tentative: bool = False
+    speculated: bool = False  # a tentative turn of this item stands: only silence came after it
+
+
+@dataclass(frozen=True)
+class Retract:
+    """The speaker went on: the tentative turn of `item` is not its end."""
+
+    item: int
 
 
 class LiveSession:
@@ -197,6 +222,7 @@ class LiveSession:
         self._vad: LiveVad | None = None
         self._detector: TurnDetector | None = None
         self._vad_start = 0  # sample of the session's audio where the VAD's frame 0 starts
+        self._tentative = False  # a tentative turn of the current item stands
         self.configure(config)
 
     def configure(self, config: LiveConfig) -> None:
@@ -212,7 +238,7 @@ class LiveSession:
             self._vad_start = self.heard
         self.config, self._turn_options = config, turns
 
-    def append(self, data: bytes) -> tuple[list[LiveEvent], list[Turn]]:
+    def append(self, data: bytes) -> tuple[list[LiveEvent], list[Turn | Retract]]:
         """Audio bytes in the session's format: the events they cause and the turns they end."""
         assert self._decoder is not None
         samples = self._decoder.push(data)
@@ -225,14 +251,24 @@ class LiveSession:
         if self._vad is None or self._detector is None:
             return [], []
         events: list[LiveEvent] = []
-        turns: list[Turn] = []
+        turns: list[Turn | Retract] = []
         for event in self._detector.push(self._vad.push(samples)):
+            if isinstance(event, PauseEnded):
+                self._tentative = False
+                turns.append(Retract(self.item))
+                continue
             at = self._vad_start + event_ms(event) * SAMPLE_RATE // 1000
             if isinstance(event, SpeechStarted):
                 self._drop_before(at)
                 events.append(SpeechStartedEvent(self.item, _ms(at)))
+            elif isinstance(event, PauseStarted):
+                self._tentative = True
+                cut = max(0, at - self._buffer_start)
+                turns.append(Turn(self.item, _ms(self._buffer_start), _ms(at), self._buffer[:cut].copy(),
+                                  tentative=True))
             else:
-                turn = self._take(at)
+                speculated, self._tentative = self._tentative, False
+                turn = self._take(at, speculated)
                 events += [SpeechStoppedEvent(turn.item, turn.end_ms),
                            CommittedEvent(turn.item, turn.start_ms, turn.end_ms)]
                 turns.append(turn)
@@ -244,6 +280,7 @@ class LiveSession:
     def commit(self) -> tuple[list[LiveEvent], Turn]:
         """The buffer as a turn, on the client's word (a turn in progress ends here)."""
         events: list[LiveEvent] = []
+        self._tentative = False  # the turn takes in audio after its tentative end
         if self._detector is not None and self._detector.speaking:
             self._detector.stop()
             events.append(SpeechStoppedEvent(self.item, _ms(self.heard)))
@@ -257,14 +294,16 @@ class LiveSession:
 
     def clear(self) -> list[LiveEvent]:
         """Drops the audio not yet committed (a turn in progress ends without a transcript)."""
+        self._tentative = False
         if self._detector is not None and self._detector.speaking:
             self._detector.stop()
         self._drop_before(self.heard)
         return [ClearedEvent()]
 
-    def _take(self, end: int) -> Turn:
+    def _take(self, end: int, speculated: bool = False) -> Turn:
         cut = max(0, end - self._buffer_start)
-        turn = Turn(self.item, _ms(self._buffer_start), _ms(self._buffer_start + cut), self._buffer[:cut].copy())
+        turn = Turn(self.item, _ms(self._buffer_start), _ms(self._buffer_start + cut), self._buffer[:cut].copy(),
+                    speculated=speculated)
         self._buffer, self._buffer_start = self._buffer[cut:], self._buffer_start + cut
         self.item += 1
         return turn
@@ -275,7 +314,9 @@ class LiveSession:
             self._buffer, self._buffer_start = self._buffer[cut:], self._buffer_start + cut
 
 
-def event_ms(event: SpeechStarted | SpeechStopped) -> int:
+def event_ms(event: SpeechStarted | SpeechStopped | PauseStarted) -> int:
+    if isinstance(event, PauseStarted):
+        return event.at_ms
     return event.audio_start_ms if isinstance(event, SpeechStarted) else event.audio_end_ms
 
 

@@ -134,10 +134,13 @@ class WindowScheduler:
     """
 
     def __init__(self, run_batch: RunBatch, workers: int, max_batch: int, gather_s: float = 0.1,
-                 quiet_s: float = 0.02) -> None:
+                 quiet_s: float = 0.02, express: RunBatch | None = None) -> None:
         if workers < 1 or max_batch < 1:
             raise ValueError("workers and max_batch must be at least 1")
         self._run_batch, self._workers, self._max_batch = run_batch, workers, max_batch
+        # A live batch taken while no other worker decodes runs on `express` (all the engine's threads, for
+        # one batch's latency) while the other workers wait: the cores are not shared twice.
+        self._express, self._exclusive = express, False
         # A request's windows arrive one by one within milliseconds: a free worker waits until they stop
         # coming (quiet_s), at most gather_s, so that it does not start a batch of one.
         self._gather_s, self._quiet_s = gather_s, quiet_s
@@ -199,15 +202,15 @@ class WindowScheduler:
         for thread in self._threads:
             thread.join(timeout=5)
 
-    def _take(self) -> tuple[list[QueuedWindow], list[LanguageTicket | None]] | None:
+    def _take(self) -> tuple[list[QueuedWindow], list[LanguageTicket | None], bool] | None:
         with self._ready:
             while True:
-                while not self._queue and not self._closed:
+                while (not self._queue or self._exclusive) and not self._closed:
                     self._ready.wait()
                 if self._closed:
                     return None
                 self._gather()
-                if self._queue:  # (else another worker took them meanwhile)
+                if self._queue and not self._exclusive:  # (else another worker took them meanwhile)
                     break
             size = min(self._max_batch, max(1, math.ceil(len(self._queue) / self._workers)))
             if self._first_alone():
@@ -215,13 +218,15 @@ class WindowScheduler:
             live = self._queue[0][-1].options.live
             if live:  # a live turn waits for no file window: live windows go in batches of their own
                 size = min(size, sum(1 for item in self._queue if item[-1].options.live))
+            express = live and self._express is not None and self.busy == 0
             batch = [heapq.heappop(self._queue)[-1] for _ in range(min(size, len(self._queue)))]
             tickets: list[LanguageTicket | None] = []
             for window in batch:
                 window.options, ticket = self._languages.assign(window.options)
                 tickets.append(ticket)
             self.busy += 1
-            return batch, tickets
+            self._exclusive = express
+            return batch, tickets, express
 
     def _first_alone(self) -> bool:
         """A request's first window goes in a batch of its own while another worker is free to take the
@@ -248,9 +253,10 @@ class WindowScheduler:
             taken = self._take()
             if taken is None:
                 return
-            batch, tickets = taken
+            batch, tickets, express = taken
             try:
-                outcomes: Sequence[Outcome] = self._run_batch(batch, tickets)
+                run = self._express if express and self._express is not None else self._run_batch
+                outcomes: Sequence[Outcome] = run(batch, tickets)
             except BaseException as exc:  # a bug in the runner fails its windows, not the worker
                 outcomes = [exc] * len(batch)
             finally:
@@ -259,6 +265,9 @@ class WindowScheduler:
                         ticket.publish(None)
                 with self._ready:
                     self.busy -= 1
+                    if express:
+                        self._exclusive = False
+                        self._ready.notify_all()
             for window, outcome in zip(batch, outcomes, strict=True):
                 if self.is_cancelled(window.options.request) and not isinstance(outcome, BaseException):
                     outcome = WindowCancelled()

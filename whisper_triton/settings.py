@@ -32,6 +32,7 @@ class ModelSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
     cpu_threads: int = 0  # CTranslate2 threads in all (0: the usable cores), shared by the engine workers
     engine_workers: int = 0  # batches decoded at once (CTranslate2 replicas); 0: one per CPU thread, 1 on a GPU
     engine_max_batch: int = 8  # windows per batch of one worker
+    engine_express: bool = True  # CPU: an idle engine decodes a live turn with all its threads (a second replica)
     entry_instances: int = 1  # processes of the entry model (decoding, VAD, windowing): scale with the host's cores
     beam_size: int = msgspec.field(default=1)
     max_audio_seconds: float = 4 * 3600.0
@@ -81,6 +82,9 @@ MODEL_SETTINGS_HELP = {
     "engine_workers": "batches the engine decodes at once (CTranslate2 replicas sharing the weights, "
                       "`WHISPER_CPU_THREADS / workers` threads each); 0 = one per CPU thread on CPU, 1 on a GPU",
     "engine_max_batch": "windows in one worker's batch (a worker takes an even share of the queue, at most this)",
+    "engine_express": "CPU engine with 2 or more workers: a live turn that finds the engine idle is decoded with "
+                      "all `WHISPER_CPU_THREADS` at once (about half the latency of one thread), by a second "
+                      "CTranslate2 replica (the weights once more in memory); other windows wait for it",
     "entry_instances": "processes of the entry model (container decoding, VAD, windowing: see "
                        "[Performance](benchmarks.md#performance) for how many a GPU needs)",
     "beam_size": "beam size at temperature 0 (1 = greedy)",

@@ -11,7 +11,16 @@ from harness.assets import jfk_wav
 from harness.nonspeech import nonspeech
 from whisper_triton.audio import SAMPLE_RATE, decode_audio
 from whisper_triton.errors import InvalidRequestError
-from whisper_triton.live import FRAME_MS, LiveVad, SpeechStarted, SpeechStopped, TurnDetector, TurnOptions
+from whisper_triton.live import (
+    FRAME_MS,
+    LiveVad,
+    PauseEnded,
+    PauseStarted,
+    SpeechStarted,
+    SpeechStopped,
+    TurnDetector,
+    TurnOptions,
+)
 from whisper_triton.live_audio import LiveDecoder, LiveFormat, alaw_to_linear, ulaw_to_linear
 from whisper_triton.vad import CHUNK_FRAMES, FRAME_SAMPLES, SileroVad
 
@@ -157,3 +166,13 @@ def test_g711_becomes_16_khz() -> None:
 def test_unknown_formats_and_rates_are_refused(name: str, rate: int | None) -> None:
     with pytest.raises(InvalidRequestError):
         LiveFormat.of(name, rate)
+
+
+def test_a_pause_that_may_end_the_turn_is_announced_and_taken_back_when_speech_goes_on() -> None:
+    detector = TurnDetector(TurnOptions(silence_duration_ms=500, speculate_ms=200))
+    events = detector.push(frames_of((0.9, 1024), (0.0, 320), (0.9, 320), (0.0, 640)))
+    # silent from 1024 ms: a pause at 1024 + 224 (the frame reaching 200 ms); speech again at 1344 ms;
+    # silent from 1664 ms: a pause at 1664 + 224, then the stop at 1664 + 512
+    assert events == [SpeechStarted(0), PauseStarted(1248), PauseEnded(), PauseStarted(1888), SpeechStopped(2176)]
+    assert TurnDetector(TurnOptions(silence_duration_ms=500)).push(frames_of((0.9, 1024), (0.0, 640))) == [
+        SpeechStarted(0), SpeechStopped(1536)]  # speculate_ms 0: no pauses announced

@@ -113,3 +113,37 @@ async def test_sessions_are_bounded_and_idle_ones_dropped() -> None:
         await collect(sessions, "c", 0, None, MANUAL)
     assert sessions.sweep() == 0 and len(sessions) == 2
     assert sessions.sweep(time.monotonic() + 11) == 2 and len(sessions) == 0
+
+
+async def test_a_turn_whose_pause_stood_uses_the_transcription_started_in_the_pause() -> None:
+    """server_vad: the transcription starts 200 ms into a pause; when the pause ends the turn, that
+    transcript is the turn's (the fake saw the shorter audio), and a pause the speaker talks through costs
+    a transcription nobody uses, never a wrong transcript."""
+    from harness.assets import jfk_wav
+    from whisper_triton.audio import decode_audio
+
+    jfk = decode_audio(jfk_wav().read_bytes()).samples
+    pcm = (np.concatenate([jfk, np.zeros(32_000, np.float32)]) * 32767).astype("<i2").tobytes()
+    fake = FakeTranscriber()
+    seen: list[int] = []
+    original = fake.__call__
+
+    async def recording(samples: np.ndarray, config: LiveConfig) -> AsyncIterator[Event]:
+        seen.append(len(samples))
+        async for event in original(samples, config):
+            yield event
+
+    sessions = LiveSessions(recording)
+    await collect(sessions, "s", 0, None, Start(LiveConfig(format="pcm16", rate=16_000)))
+    events: list[Any] = []
+    for seq, at in enumerate(range(0, len(pcm), 3200), start=1):  # 100 ms pieces
+        events += await collect(sessions, "s", seq, pcm[at : at + 3200], None)
+        await asyncio.sleep(0)
+    completed = [e for e in events if isinstance(e, CompletedEvent)]
+    committed = [e for e in events if type(e).__name__ == "CommittedEvent"]
+    assert completed and len(completed) == len(committed)
+    for done, turn in zip(completed, committed, strict=True):
+        assert done.audio_seconds == pytest.approx((turn.audio_end_ms - turn.audio_start_ms) / 1000, abs=0.002)
+    # Each turn's transcript came from audio shorter than the turn (the tentative one, 300 ms short of it).
+    final_lengths = [round(e.audio_seconds * 16_000) for e in completed]
+    assert all(any(0 < f - s <= 300 * 16 + 32 for s in seen) for f in final_lengths)

@@ -19,9 +19,11 @@ from whisper_triton.live_session import (
     CompletedEvent,
     LiveConfig,
     LiveSession,
+    Retract,
     SpeechStartedEvent,
     SpeechStoppedEvent,
     Start,
+    Turn,
     TurnDetection,
     decode_control,
     decode_event,
@@ -52,7 +54,20 @@ def test_server_vad_cuts_turns_where_the_speaker_stops(jfk: np.ndarray) -> None:
     silence = nonspeech("room_tone", 3.0, seed=5)
     talk = np.concatenate([silence, jfk, silence, jfk[: 4 * SAMPLE_RATE], silence]).astype(np.float32)
     session = LiveSession(LiveConfig())
-    events, turns = stream(session, pcm24k(talk))
+    events, everything = stream(session, pcm24k(talk))
+    turns = [t for t in everything if isinstance(t, Turn) and not t.tentative]
+    tentative = {t.item: t for t in everything if isinstance(t, Turn) and t.tentative}
+    # A turn whose tentative end stood (only silence after it) is marked so; its tentative audio is the start
+    # of the turn's, ending 200 ms into the pause.
+    for turn in turns:
+        assert turn.speculated == (turn.item in tentative and not any(
+            isinstance(r, Retract) and r.item == turn.item and everything.index(r) > everything.index(
+                tentative[turn.item]) for r in everything))
+        if turn.speculated:
+            early = tentative[turn.item]
+            assert early.start_ms == turn.start_ms and turn.end_ms - early.end_ms == pytest.approx(300, abs=40)
+            assert np.array_equal(turn.samples[: len(early.samples)], early.samples)
+    assert any(t.speculated for t in turns)
     kinds = [type(e) for e in events]
     assert kinds[:3] == [SpeechStartedEvent, SpeechStoppedEvent, CommittedEvent]
     assert kinds.count(SpeechStartedEvent) == kinds.count(CommittedEvent) == len(turns) >= 2
@@ -112,7 +127,7 @@ def test_semantic_vad_waits_longer_when_less_eager(jfk: np.ndarray) -> None:
     counts = {}
     for eagerness in ("high", "low"):
         session = LiveSession(LiveConfig(turn_detection=TurnDetection(type="semantic_vad", eagerness=eagerness)))
-        counts[eagerness] = len(stream(session, pcm24k(talk))[1])
+        counts[eagerness] = sum(isinstance(t, Turn) and not t.tentative for t in stream(session, pcm24k(talk))[1])
     assert counts["high"] > counts["low"] >= 1
 
 

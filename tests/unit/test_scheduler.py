@@ -287,3 +287,46 @@ def test_a_live_turn_goes_before_queued_file_windows_in_a_batch_of_its_own() -> 
     # The live turns, queued last, are decoded next, together and without a file window.
     assert runner.batches[1] == [("turn-1", 0), ("turn-2", 0)]
     assert [w for batch in runner.batches[2:] for w in batch] == [("file", i) for i in range(1, 9)]
+
+
+def test_a_live_turn_on_an_idle_engine_runs_express_and_alone() -> None:
+    """With no other batch running, a live batch goes to the express runner (all the engine's threads), and
+    the other worker takes nothing meanwhile; a live turn behind a busy worker runs as usual."""
+    express_batches: list[list[tuple[str | None, int]]] = []
+    during: list[int] = []
+    runner = Runner(delay=0.05)
+
+    def express(batch: list[QueuedWindow], tickets: list[LanguageTicket | None]) -> list[Outcome]:
+        express_batches.append([(w.options.request, w.options.window) for w in batch])
+        before = len(runner.batches)
+        time.sleep(0.3)
+        during.append(len(runner.batches) - before)
+        return [result("live") for _ in batch]
+
+    replies = Replies()
+    scheduler = WindowScheduler(runner, workers=2, max_batch=4, express=express)
+    try:
+        scheduler.submit(replies.window("turn", 0, live=True))
+        time.sleep(0.05)
+        for index in range(4):  # arrive while the turn runs express: they wait for it
+            scheduler.submit(replies.window("file", index))
+        replies.wait()
+    finally:
+        scheduler.close()
+    assert express_batches == [[("turn", 0)]] and during == [0]
+    assert [w for batch in runner.batches for w in batch] == [("file", i) for i in range(4)]
+
+    held = Runner(hold_first=True)
+    express_batches.clear()
+    replies = Replies()
+    scheduler = WindowScheduler(held, workers=2, max_batch=4, express=express)
+    try:
+        scheduler.submit(replies.window("file", 0))  # a worker is busy: no express run now
+        assert held.held.acquire(timeout=5)
+        scheduler.submit(replies.window("turn", 0, live=True))
+        assert eventually_batches(held, 2)
+        held.release.set()
+        replies.wait()
+    finally:
+        scheduler.close()
+    assert express_batches == [] and held.batches[1] == [("turn", 0)]

@@ -31,6 +31,7 @@ FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 
 class TritonPythonModel:
     def initialize(self, args):
+        self.express_engine = None
         # One engine model per Whisper model: the generated repository names it in the config. The config's
         # WHISPER_* parameters (the GPU variant rendered by build_engines) take precedence over the environment.
         config = json.loads(args["model_config"])
@@ -61,6 +62,12 @@ class TritonPythonModel:
                 inter_threads=workers,
             )
             where = f"{settings.device} ({settings.compute_type}, {workers} x {max(1, threads // workers)} threads)"
+            if settings.engine_express and settings.device == "cpu" and workers > 1:
+                # Live turns that find the engine idle: one replica with every thread, for latency.
+                self.express_engine = CTranslate2Engine(resolved.path, device="cpu", compute_type=settings.compute_type,
+                                                        intra_threads=threads, inter_threads=1)
+                warm_up(self.express_engine, self.tokenizer)
+                where += f", live turns on an idle engine: 1 x {threads} threads"
         else:
             raise SettingsError(f"Invalid value for WHISPER_ENGINE: {settings.engine!r} (ctranslate2 or tensorrt_llm).")
         # Kept: the family must outlive its metrics.
@@ -77,7 +84,9 @@ class TritonPythonModel:
         with ThreadPoolExecutor(workers) as pool:
             for warming in [pool.submit(warm_up, self.engine, self.tokenizer) for _ in range(workers)]:
                 warming.result()
-        self.scheduler = WindowScheduler(self._run, workers=workers, max_batch=settings.engine_max_batch)
+        express = self._run_express if self.express_engine is not None else None
+        self.scheduler = WindowScheduler(self._run, workers=workers, max_batch=settings.engine_max_batch,
+                                         express=express)
         self.logger.log_info(
             f"whisper_engine: {resolved.name} from {resolved.path} on {where}, n_mels={self.engine.n_mels}, "
             f"batches of up to {settings.engine_max_batch}, warmed up in {time.monotonic() - started:.2f} s"
@@ -85,6 +94,9 @@ class TritonPythonModel:
 
     def _run(self, batch, tickets):
         return decode_queued(self.engine, self.tokenizer, batch, tickets, self.scheduler.is_cancelled)
+
+    def _run_express(self, batch, tickets):
+        return decode_queued(self.express_engine, self.tokenizer, batch, tickets, self.scheduler.is_cancelled)
 
     def execute(self, requests):
         for request in requests:
