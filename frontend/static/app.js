@@ -1,5 +1,6 @@
 // Web page of the speech-to-text service: upload or record audio, queue it as a task on the
 // server's task API, follow its progress, show the result and keep a list of recent tasks.
+// The live mode (microphone over the Realtime API) is in live.js.
 // Plain browser JavaScript, no build step, no third-party code.
 "use strict";
 
@@ -784,6 +785,14 @@
     loadModels();
     refreshTasks();
   }
+
+  // What the live mode (live.js) takes from this page: the key, the chosen options, the key panel.
+  window.whisperPage = Object.freeze({
+    apiKey: () => state.apiKey,
+    model: () => el.model.value,
+    language: () => el.language.value,
+    askForKey: () => { el.keyPanel.open = true; },
+  });
 
   init();
 })();
