@@ -56,6 +56,7 @@ TRANSCRIPT = "TRANSCRIPT"
 TASK = "TASK"
 LANGUAGE = "LANGUAGE"
 LIVE = "LIVE"
+REQUEST_ID = "REQUEST_ID"
 PROMPT = "PROMPT"
 TEMPERATURE = "TEMPERATURE"
 WORD_TIMESTAMPS = "WORD_TIMESTAMPS"
@@ -112,6 +113,7 @@ class TranscriptionRequest(msgspec.Struct, frozen=True, omit_defaults=True):
     known_speaker_references: tuple[bytes, ...] = ()
     known_speaker_embeddings: tuple[tuple[float, ...], ...] = ()
     live: bool = False  # a live turn: its windows go before file windows at the engine
+    request_id: str | None = None  # the id its windows carry at the engine; None: a random one
 
     @property
     def needs_diarization(self) -> bool:
@@ -219,6 +221,8 @@ INPUTS = (
           "voices from `TASK=embed` (what `/v1/speakers` stores)"),
     Input("live", LIVE, FLAG, "default false; true: a live turn (what `whisper_live` sends): its windows go "
           "before every file's at the engine, in batches of live windows only"),
+    Input("request_id", REQUEST_ID, TEXT, "the id the request's windows carry at the engine (default: a random "
+          "one): a caller that gives up on the request drops its queued windows with `CANCEL` to the engine model"),
 )
 _DEFAULTS = TranscriptionRequest()
 

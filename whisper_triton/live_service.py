@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+import uuid
+from collections.abc import AsyncIterator, Callable, Coroutine
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -37,7 +39,9 @@ from whisper_triton.live_session import (
     decode_control,
 )
 
-TranscribeFn = Callable[[np.ndarray, LiveConfig], AsyncIterator[Event]]
+# (turn audio, settings, the id its windows carry at the engine) -> the entry model's events
+TranscribeFn = Callable[[np.ndarray, LiveConfig, str | None], AsyncIterator[Event]]
+CancelFn = Callable[[str, LiveConfig], Coroutine[Any, Any, None]]  # drops the engine windows of a request id
 
 
 @dataclass(frozen=True)
@@ -56,13 +60,16 @@ class _Session:
     used: float = field(default_factory=time.monotonic)
     turn: asyncio.Condition = field(default_factory=asyncio.Condition)  # next_seq changed
     chain: asyncio.Future[None] | None = None  # the last turn's transcription, done or not
-    speculative: dict[int, asyncio.Task[list[Event]]] = field(default_factory=dict)  # tentative turns' transcripts
+    # tentative turns' transcriptions, and the ids their windows carry at the engine
+    speculative: dict[int, tuple[asyncio.Task[list[Event]], str]] = field(default_factory=dict)
 
 
 class LiveSessions:
     def __init__(self, transcribe: TranscribeFn, limits: LiveLimits | None = None,
-                 executor: Executor | None = None) -> None:
+                 executor: Executor | None = None, cancel: CancelFn | None = None) -> None:
         self._transcribe = transcribe
+        self._cancel = cancel
+        self._background: set[asyncio.Task[None]] = set()  # engine cancellations in flight
         self.limits = limits or LiveLimits()
         self._executor = executor
         self._sessions: dict[str, _Session] = {}
@@ -104,12 +111,15 @@ class LiveSessions:
         for event in events:
             yield event
         assert session.live is not None and session.live.config is not None
+        config = session.live.config
         for turn in turns:
             if isinstance(turn, Retract):
-                _drop(session.speculative.pop(turn.item, None))
+                self._drop(session.speculative.pop(turn.item, None), config)
             elif turn.tentative:  # started now; used if the turn ends with nothing but silence after it
-                _drop(session.speculative.pop(turn.item, None))
-                session.speculative[turn.item] = asyncio.create_task(self._collect(turn.samples, session.live.config))
+                self._drop(session.speculative.pop(turn.item, None), config)
+                request_id = f"live-{uuid.uuid4().hex}"
+                task = asyncio.create_task(self._collect(turn.samples, config, request_id))
+                session.speculative[turn.item] = (task, request_id)
             else:
                 async for event in self._transcribed(session, turn, session.live.config):
                     yield event
@@ -179,12 +189,12 @@ class LiveSessions:
             if previous is not None:
                 await asyncio.shield(previous)
             source = None
-            if turn.speculated:
-                source = await self._speculated(speculation)
+            if turn.speculated and speculation is not None:
+                source = await self._speculated(speculation[0])
             else:
-                _drop(speculation)
+                self._drop(speculation, config)
             said = ""
-            async for event in source if source is not None else self._transcribe(turn.samples, config):
+            async for event in source if source is not None else self._transcribe(turn.samples, config, None):
                 if isinstance(event, SegmentsEvent):
                     text = "".join(segment.text for segment in event.segments)
                     delta = text.lstrip() if not said else text
@@ -203,14 +213,26 @@ class LiveSessions:
             if not done.done():
                 done.set_result(None)
 
-    async def _collect(self, samples: np.ndarray, config: LiveConfig) -> list[Event]:
-        return [event async for event in self._transcribe(samples, config)]
+    async def _collect(self, samples: np.ndarray, config: LiveConfig, request_id: str) -> list[Event]:
+        return [event async for event in self._transcribe(samples, config, request_id)]
+
+    def _drop(self, speculation: tuple[asyncio.Task[list[Event]], str] | None, config: LiveConfig) -> None:
+        """A tentative turn's transcription no longer needed: its result is not used, and its windows still
+        queued at the engine are dropped."""
+        if speculation is None:
+            return
+        task, request_id = speculation
+        if task.done():
+            return
+        task.cancel()
+        if self._cancel is not None:
+            cancelling = asyncio.create_task(self._cancel(request_id, config))
+            self._background.add(cancelling)
+            cancelling.add_done_callback(self._background.discard)
 
     @staticmethod
-    async def _speculated(speculation: asyncio.Task[list[Event]] | None) -> AsyncIterator[Event] | None:
+    async def _speculated(speculation: asyncio.Task[list[Event]]) -> AsyncIterator[Event] | None:
         """The events of a tentative turn's transcription, if it succeeded (else the turn is transcribed)."""
-        if speculation is None:
-            return None
         try:
             events = await speculation
         except (ServiceError, asyncio.CancelledError):
@@ -222,8 +244,3 @@ async def _replay(events: list[Event]) -> AsyncIterator[Event]:
     for event in events:
         yield event
 
-
-def _drop(speculation: asyncio.Task[list[Event]] | None) -> None:
-    """Cancels a tentative turn's transcription that is no longer needed (its result is not used)."""
-    if speculation is not None and not speculation.done():
-        speculation.cancel()

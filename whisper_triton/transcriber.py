@@ -158,8 +158,9 @@ class Transcriber:
         check_voices(known)
         checked = msgspec.structs.replace(request, task="transcribe") if diarize_only else request
         options = replace(validate(checked, self.model), beam_size=self.settings.beam_size,
-                          word_timestamps=request.word_timestamps or diarizing, request=uuid.uuid4().hex,
-                          loop_check=self.settings.loop_check, live=request.live)
+                          word_timestamps=request.word_timestamps or diarizing,
+                          request=request.request_id or uuid.uuid4().hex, loop_check=self.settings.loop_check,
+                          live=request.live)
         profile = Profile()
         with profile.stage("decode"):
             decoded = await self._run_blocking(decode_audio, audio, self.settings.max_audio_seconds)

@@ -8,8 +8,10 @@ import base64
 import itertools
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import openai
 import pytest
@@ -215,3 +217,44 @@ async def test_a_client_that_leaves_mid_turn_harms_nobody(served: Served, jfk24k
         await socket.send(json.dumps({"type": "input_audio_buffer.commit"}))
         seen = await events_until(socket, lambda s: s[-1]["type"] == COMPLETED)
         assert wer(JFK_TEXT, seen[-1]["transcript"]) < 0.15
+
+
+def _rss_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[1]) / 1024
+
+
+async def test_a_thousand_sessions_leave_nothing_behind(served: Served, jfk24k: bytes) -> None:
+    """Sessions opened and closed (some mid-utterance): afterwards no session is open in the frontend or in
+    the live model, and the frontend's memory has not grown with them."""
+
+    async def one(index: int) -> None:
+        async with websockets.connect(ws_url(served.base_url)) as socket:
+            await socket.recv()
+            if index % 2:  # half of them leave in the middle of speech
+                await socket.send(json.dumps({"type": "input_audio_buffer.append",
+                                              "audio": base64.b64encode(jfk24k[: CHUNK * 20]).decode()}))
+
+    async def wave(start: int) -> None:
+        await asyncio.gather(*(one(start + i) for i in range(20)))
+
+    async def gauges(client: httpx.AsyncClient) -> tuple[float, float, float]:
+        text = (await client.get(f"{served.base_url}/metrics")).text
+        values = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines()
+                  if line.startswith("whisper_frontend_realtime_sessions")}
+        live = await asyncio.to_thread(served.metric, "whisper_live_sessions")
+        prefix = "whisper_frontend_realtime_sessions"
+        return values[f"{prefix}_total"], values[f"{prefix}_active"], live
+
+    async with httpx.AsyncClient(timeout=10) as client:
+        opened_before, _, _ = await gauges(client)
+        await wave(0)
+        rss_before = _rss_mb(served.process.pid)
+        for start in range(20, 1000, 20):
+            await wave(start)
+        for _ in range(120):  # sessions end as their last requests are answered
+            if (now := await gauges(client))[1:] == (0.0, 0.0):
+                break
+            await asyncio.sleep(0.5)
+    assert now[0] - opened_before == 1000
+    assert _rss_mb(served.process.pid) - rss_before < 60

@@ -41,6 +41,7 @@ def test_a_request_survives_the_tensors_both_ways() -> None:
         vad=False, stream=True, profile=True, transcript=[{"start": 0.0, "end": 1.0, "text": "hi"}], diarize=True,
         num_speakers=2, min_speakers=1, max_speakers=3, known_speaker_names=("Ann", "Bob"),
         known_speaker_references=(b"RIFF\x00\x00",), known_speaker_embeddings=((0.5, -0.25),), live=True,
+        request_id="live-s-1",
     )
     arrays = contract.request_arrays(b"audio\x00\x00", request)
     assert set(arrays) == {contract.AUDIO} | {item.tensor for item in contract.INPUTS}

@@ -41,7 +41,8 @@ class FakeTranscriber:
         self.log: list[str] = []
         self.calls = 0
 
-    async def __call__(self, samples: np.ndarray, config: LiveConfig) -> AsyncIterator[Event]:
+    async def __call__(self, samples: np.ndarray, config: LiveConfig,
+                       request_id: str | None = None) -> AsyncIterator[Event]:
         turn = self.calls
         self.calls += 1
         self.log.append(f"start {turn}")
@@ -128,12 +129,18 @@ async def test_a_turn_whose_pause_stood_uses_the_transcription_started_in_the_pa
     seen: list[int] = []
     original = fake.__call__
 
-    async def recording(samples: np.ndarray, config: LiveConfig) -> AsyncIterator[Event]:
+    async def recording(samples: np.ndarray, config: LiveConfig, request_id: str | None) -> AsyncIterator[Event]:
         seen.append(len(samples))
-        async for event in original(samples, config):
+        await asyncio.sleep(0.05)
+        async for event in original(samples, config, request_id):
             yield event
 
-    sessions = LiveSessions(recording)
+    cancelled: list[str] = []
+
+    async def cancel(request_id: str, config: LiveConfig) -> None:
+        cancelled.append(request_id)
+
+    sessions = LiveSessions(recording, cancel=cancel)
     await collect(sessions, "s", 0, None, Start(LiveConfig(format="pcm16", rate=16_000)))
     events: list[Any] = []
     for seq, at in enumerate(range(0, len(pcm), 3200), start=1):  # 100 ms pieces
@@ -147,3 +154,5 @@ async def test_a_turn_whose_pause_stood_uses_the_transcription_started_in_the_pa
     # Each turn's transcript came from audio shorter than the turn (the tentative one, 300 ms short of it).
     final_lengths = [round(e.audio_seconds * 16_000) for e in completed]
     assert all(any(0 < f - s <= 300 * 16 + 32 for s in seen) for f in final_lengths)
+    # JFK pauses mid-sentence: tentative turns taken back had their windows dropped at the engine by id.
+    assert cancelled and all(c.startswith("live-") for c in cancelled) and len(set(cancelled)) == len(cancelled)

@@ -2,6 +2,7 @@
 the entry model through BLS."""
 
 import asyncio
+import contextlib
 import io
 import traceback
 import wave
@@ -14,6 +15,8 @@ from whisper_triton import contract
 from whisper_triton.errors import InvalidRequestError, ServiceError, from_wire
 from whisper_triton.live_service import LiveLimits, LiveSessions
 from whisper_triton.live_session import AUDIO, CONTROL, SEQ, SESSION, AckEvent, ErrorEvent, encode
+from whisper_triton.models import model_id
+from whisper_triton.repository import engine_model_name, model_specs
 from whisper_triton.settings import model_settings
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
@@ -27,8 +30,14 @@ class TritonPythonModel:
         # Each session's VAD steps and each turn's call to the entry model block a thread.
         self.pool = ThreadPoolExecutor(max_workers=max(8, settings.bls_threads), thread_name_prefix="live")
         limits = LiveLimits(settings.live_max_sessions, settings.live_idle_s, settings.live_max_buffer_s)
-        self.sessions = LiveSessions(self._transcribe, limits, self.pool)
+        self.sessions = LiveSessions(self._transcribe, limits, self.pool, cancel=self._cancel)
+        self.default_model = model_id(model_specs()[0])
         self.sweeper = None
+        # Kept: the family must outlive its metric.
+        self.sessions_family = pb_utils.MetricFamily(
+            name="whisper_live_sessions", description="Live sessions held by the live model now.",
+            kind=pb_utils.MetricFamily.GAUGE)
+        self.sessions_metric = self.sessions_family.Metric(labels={"model": args["model_name"]})
 
     async def execute(self, requests):
         if self.sweeper is None:
@@ -56,17 +65,19 @@ class TritonPythonModel:
             self.logger.log_error(f"whisper_live: request failed: {traceback.format_exc(limit=5)}")
             sender.send(_response(ErrorEvent("internal_error", "The live session failed on this request.")))
         finally:
+            self.sessions_metric.set(len(self.sessions))
             sender.send(_response(AckEvent()), flags=FINAL)
 
-    async def _transcribe(self, samples, config):
-        """The entry model's events for one turn (`segments` per window, then `done`), through BLS."""
+    async def _transcribe(self, samples, config, request_id):
+        """The entry model's events for one turn (`segments` per window, then `done`), through BLS; its windows
+        carry `request_id` at the engine (None: the entry model picks one)."""
         loop = asyncio.get_running_loop()
         arrived = asyncio.Queue()
         inputs = [pb_utils.Tensor(contract.AUDIO, np.array([_wav(samples)], dtype=object)),
                   pb_utils.Tensor(contract.STREAM, np.array([True])),
                   pb_utils.Tensor(contract.LIVE, np.array([True]))]  # before file windows at the engine
         for name, value in ((contract.MODEL, config.model), (contract.LANGUAGE, config.language),
-                            (contract.PROMPT, config.prompt)):
+                            (contract.PROMPT, config.prompt), (contract.REQUEST_ID, request_id)):
             if value:
                 inputs.append(pb_utils.Tensor(name, np.array([value.encode()], dtype=object)))
 
@@ -94,10 +105,25 @@ class TritonPythonModel:
                 raise item
             yield item
 
+    async def _cancel(self, request_id, config):
+        """Drops the windows of a request that no one waits for any more, still queued at its engine."""
+        engine = engine_model_name(config.model or self.default_model)
+        inputs = [pb_utils.Tensor(contract.CANCEL, np.array([request_id.encode()], dtype=object))]
+
+        def call():
+            request = pb_utils.InferenceRequest(model_name=engine, inputs=inputs,
+                                                requested_output_names=[contract.RESULT])
+            for _ in request.exec(decoupled=True):
+                pass
+
+        with contextlib.suppress(Exception):
+            await asyncio.get_running_loop().run_in_executor(self.pool, call)
+
     async def _sweep(self):
         while True:
             await asyncio.sleep(SWEEP_S)
             dropped = self.sessions.sweep()
+            self.sessions_metric.set(len(self.sessions))
             if dropped:
                 self.logger.log_info(f"whisper_live: dropped {dropped} idle session(s)")
 
