@@ -53,10 +53,11 @@ class PipelineRow(msgspec.Struct, frozen=True):
 
 
 def _source_repository(work_dir: Path) -> Path:
-    """A model repository source: the real entry model beside the instant engine."""
+    """A model repository source: the real entry (and live) model beside the instant engine."""
     source = work_dir / "pipeline-source"
     source.mkdir(parents=True, exist_ok=True)
     for name, target in (("whisper", REPO / "model_repository" / "whisper"),
+                         ("whisper_live", REPO / "model_repository" / "whisper_live"),
                          ("whisper_engine", REPO / "bench" / "instant_engine")):
         link = source / name
         if not link.exists():
