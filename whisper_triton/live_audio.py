@@ -11,13 +11,11 @@ import numpy as np
 
 from whisper_triton.audio import SAMPLE_RATE
 from whisper_triton.errors import InvalidRequestError
+from whisper_triton.live_contract import OPENAI_NAMES
 
 __all__ = ["ENCODINGS", "LiveDecoder", "LiveFormat", "alaw_to_linear", "ulaw_to_linear"]
 
 ENCODINGS = ("pcm16", "pcmu", "pcma")
-# OpenAI's names: the GA `format.type` and the beta `input_audio_format`.
-OPENAI_NAMES = {"audio/pcm": "pcm16", "pcm16": "pcm16", "audio/pcmu": "pcmu", "g711_ulaw": "pcmu",
-                "audio/pcma": "pcma", "g711_alaw": "pcma"}
 G711_RATE = 8000
 MIN_RATE, MAX_RATE = 8000, 48000
 

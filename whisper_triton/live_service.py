@@ -19,7 +19,7 @@ import numpy as np
 
 from whisper_triton.contract import DoneEvent, Event, SegmentsEvent
 from whisper_triton.errors import InvalidRequestError, ServiceError, UnavailableError
-from whisper_triton.live_session import (
+from whisper_triton.live_contract import (
     SESSION_ID,
     Clear,
     Commit,
@@ -31,13 +31,11 @@ from whisper_triton.live_session import (
     LiveConfig,
     LiveControl,
     LiveEvent,
-    LiveSession,
-    Retract,
     Start,
-    Turn,
     Update,
     decode_control,
 )
+from whisper_triton.live_session import LiveSession, Retract, Turn
 
 # (turn audio, settings, the id its windows carry at the engine) -> the entry model's events
 TranscribeFn = Callable[[np.ndarray, LiveConfig, str | None], AsyncIterator[Event]]

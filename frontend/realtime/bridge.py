@@ -18,7 +18,7 @@ from tritonclient.utils import InferenceServerException
 
 from whisper_triton import contract
 from whisper_triton.errors import UnavailableError
-from whisper_triton.live_session import (
+from whisper_triton.live_contract import (
     AUDIO,
     CONTROL,
     SEQ,
@@ -48,6 +48,7 @@ class LiveBridge:
         self._queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self._seq = itertools.count()
         self._pending: set[str] = set()
+        self._finished: dict[str, asyncio.Event] = {}  # requests someone waits for
         self._room = asyncio.Event()
         self._room.set()
         self._responses = client.stream_infer(self._requests())
@@ -89,11 +90,26 @@ class LiveBridge:
                     event = None
                 if final:
                     self._pending.discard(response.id)
+                    if response.id in self._finished:
+                        self._finished[response.id].set()
                     if len(self._pending) < MAX_PENDING:
                         self._room.set()
                 yield Answer(response.id, event, final)
         except (grpc.RpcError, InferenceServerException) as exc:
             raise UnavailableError("The inference server is unavailable; start a new session.") from exc
+
+    async def finished(self, request_id: str, timeout_s: float) -> bool:
+        """Waits (while `answers` is read) until the request's last response came; whether it did in time."""
+        if request_id not in self._pending:
+            return True
+        event = self._finished.setdefault(request_id, asyncio.Event())
+        try:
+            await asyncio.wait_for(event.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        finally:
+            self._finished.pop(request_id, None)
+        return True
 
     async def close(self) -> None:
         await self._queue.put(None)

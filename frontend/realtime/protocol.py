@@ -16,8 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from whisper_triton.errors import InvalidRequestError
-from whisper_triton.live_audio import OPENAI_NAMES
-from whisper_triton.live_session import LiveConfig, TurnDetection
+from whisper_triton.live_contract import OPENAI_NAMES, LiveConfig, TurnDetection
 
 MAX_APPEND_BYTES = 15 * 1024 * 1024  # OpenAI's limit for one append's audio
 CLIENT_EVENTS = ("session.update", "transcription_session.update", "input_audio_buffer.append",
@@ -172,7 +171,7 @@ def _turns(value: Any, param: str) -> dict[str, Any] | None:
                                   param=f"{param}.type", code="invalid_value")
     merged = {**DEFAULT_TURNS, **value} if kind == "server_vad" else {"type": kind, "eagerness": "auto", **value}
     try:
-        TurnDetection(**{k: v for k, v in merged.items() if k in TurnDetection.__struct_fields__}).options()
+        TurnDetection(**{k: v for k, v in merged.items() if k in TurnDetection.__struct_fields__}).check()
     except (InvalidRequestError, TypeError, KeyError) as exc:
         raise InvalidRequestError(f"Invalid '{param}': {exc}", param=param, code="invalid_value") from exc
     return merged

@@ -29,8 +29,8 @@ from frontend.realtime import protocol
 from frontend.realtime.bridge import Answer, LiveBridge
 from frontend.realtime.protocol import SessionState, error_event, event_id
 from frontend.settings import FrontendSettings
-from whisper_triton.errors import InvalidRequestError, RateLimitError, ServiceError
-from whisper_triton.live_session import (
+from whisper_triton.errors import InvalidRequestError, RateLimitError, ServiceError, UnavailableError
+from whisper_triton.live_contract import (
     Clear,
     ClearedEvent,
     Commit,
@@ -136,6 +136,10 @@ def _resolver(settings: FrontendSettings) -> Any:
     return resolve
 
 
+class SessionFailed(Exception):
+    """The live model refused to open the session (too many sessions, no such model): the socket is closed."""
+
+
 class RealtimeSession:
     """One WebSocket connection: client events to the live model, its events back in OpenAI's shape."""
 
@@ -150,6 +154,7 @@ class RealtimeSession:
         self.stopped_at: dict[int, float] = {}  # turn -> when its audio ended (for the latency metric)
         self.send_lock = asyncio.Lock()
         self.metrics = metrics_of(socket.app)
+        self.start_request = ""
 
     async def run(self) -> None:
         services = self.socket.app.state.services
@@ -166,7 +171,7 @@ class RealtimeSession:
         reader: asyncio.Task[None] | None = None
         writer: asyncio.Task[None] | None = None
         try:
-            await bridge.send(control=Start(self.state.live_config()))
+            self.start_request = await bridge.send(control=Start(self.state.live_config()))
             await self._emit("transcription_session.created" if self.beta else "session.created",
                              session=self.state.beta() if self.beta else self.state.ga())
             writer = asyncio.create_task(self._forward(bridge))
@@ -182,11 +187,16 @@ class RealtimeSession:
                 if isinstance(failure, ServiceError):
                     await self._close_with(failure, 1011)
         finally:
-            for task in (reader, writer):
-                if task is not None:
-                    task.cancel()
+            if reader is not None:
+                reader.cancel()
+            # The live model ends the session once its End arrives: wait for that (the writer reads the answers)
+            # before the stream is closed, else the session would wait there for its idle timeout.
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(bridge.send(control=End()), 1.0)
+                end = await asyncio.wait_for(bridge.send(control=End()), 1.0)
+                if writer is not None and not writer.done():
+                    await bridge.finished(end, 5.0)
+            if writer is not None:
+                writer.cancel()
             await bridge.close()
             if self.metrics is not None:
                 self.metrics.realtime_ended()
@@ -194,8 +204,9 @@ class RealtimeSession:
                 await self.socket.close()
 
     async def _close_with(self, error: ServiceError, code: int) -> None:
+        kind = "server_error" if code in (1011, 1013) else "invalid_request_error"
         with contextlib.suppress(Exception):
-            await self._send(error_event(error, kind="invalid_request_error" if code != 1011 else "server_error"))
+            await self._send(error_event(error, kind=kind))
             await self.socket.close(code=code, reason=error.code or "")
 
     async def _read(self, bridge: LiveBridge) -> None:
@@ -287,6 +298,9 @@ class RealtimeSession:
                              content_index=0, error={"type": "server_error", "code": event.code,
                                                      "message": event.message, "param": None})
         elif isinstance(event, ErrorEvent):
+            if answer.request == self.start_request:  # the live model could not open the session
+                await self._close_with(UnavailableError(event.message, code=event.code), 1013)
+                raise SessionFailed(event.message)
             error = InvalidRequestError(event.message, param=event.param, code=event.code)
             await self._send(error_event(error, self.client_events.get(answer.request)))
 

@@ -332,3 +332,59 @@ def _upload(client: httpx.Client, audio: bytes) -> str:
     response = client.post("/speech-to-text", files={"file": ("speech.wav", audio)})
     assert response.status_code == 200, response.text
     return str(response.json()["identifier"])
+
+
+def test_triton_killed_mid_live_session_closes_it_cleanly_and_new_sessions_work(guarded: Served) -> None:
+    """A Realtime session whose live model goes away gets OpenAI's error event and close 1011; once Triton is
+    back, a new session transcribes."""
+    import base64
+
+    import websockets
+
+    url = guarded.base_url.replace("http://", "ws://") + "/v1/realtime?intent=transcription"
+    pcm = _pcm24k(jfk_wav().read_bytes())
+
+    async def killed_mid_session() -> tuple[dict[str, Any], int]:
+        async with websockets.connect(url) as socket:
+            await socket.recv()  # session.created
+            await socket.send(json.dumps({"type": "input_audio_buffer.append",
+                                          "audio": base64.b64encode(pcm[: 48_000]).decode()}))
+            [pid] = guarded.triton_pids()
+            os.kill(pid, signal.SIGKILL)
+            error: dict[str, Any] = {}
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                async with asyncio.timeout(60):
+                    while True:
+                        event = json.loads(await socket.recv())
+                        if event["type"] == "error":
+                            error = event
+            assert closed.value.rcvd is not None
+            return error, closed.value.rcvd.code
+
+    async def transcribed() -> str:
+        async with websockets.connect(url) as socket:
+            await socket.recv()
+            await socket.send(json.dumps({"type": "session.update", "session": {
+                "type": "transcription", "audio": {"input": {"turn_detection": None}}}}))
+            audio = base64.b64encode(pcm).decode()
+            await socket.send(json.dumps({"type": "input_audio_buffer.append", "audio": audio}))
+            await socket.send(json.dumps({"type": "input_audio_buffer.commit"}))
+            async with asyncio.timeout(120):
+                while True:
+                    event = json.loads(await socket.recv())
+                    if event["type"].endswith("transcription.completed"):
+                        return str(event["transcript"])
+
+    error, code = asyncio.run(killed_mid_session())
+    assert code == 1011 and error["error"]["type"] == "server_error", error
+    guarded.wait_ready(180)
+    assert "country" in asyncio.run(transcribed()).lower()
+
+
+def _pcm24k(wav: bytes) -> bytes:
+    from scipy.signal import resample_poly
+
+    from whisper_triton.audio import decode_audio
+
+    samples = decode_audio(wav).samples
+    return (np.clip(resample_poly(samples, 3, 2), -1, 1) * 32767).astype("<i2").tobytes()

@@ -230,7 +230,7 @@ async def test_a_thousand_sessions_leave_nothing_behind(served: Served, jfk24k: 
 
     async def one(index: int) -> None:
         async with websockets.connect(ws_url(served.base_url)) as socket:
-            await socket.recv()
+            assert json.loads(await socket.recv())["type"] == "session.created"
             if index % 2:  # half of them leave in the middle of speech
                 await socket.send(json.dumps({"type": "input_audio_buffer.append",
                                               "audio": base64.b64encode(jfk24k[: CHUNK * 20]).decode()}))
@@ -242,6 +242,8 @@ async def test_a_thousand_sessions_leave_nothing_behind(served: Served, jfk24k: 
         text = (await client.get(f"{served.base_url}/metrics")).text
         values = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines()
                   if line.startswith("whisper_frontend_realtime_sessions")}
+        triton = (await client.get(f"http://127.0.0.1:{served.metrics_port}/metrics")).text
+        assert "whisper_live_sessions{" in triton  # the live model reports its sessions
         live = await asyncio.to_thread(served.metric, "whisper_live_sessions")
         prefix = "whisper_frontend_realtime_sessions"
         return values[f"{prefix}_total"], values[f"{prefix}_active"], live
@@ -258,3 +260,19 @@ async def test_a_thousand_sessions_leave_nothing_behind(served: Served, jfk24k: 
             await asyncio.sleep(0.5)
     assert now[0] - opened_before == 1000
     assert _rss_mb(served.process.pid) - rss_before < 60
+
+
+async def test_an_append_over_15_mib_is_refused_and_the_session_goes_on(served: Served, jfk24k: bytes) -> None:
+    async with websockets.connect(ws_url(served.base_url), max_size=None) as socket:
+        await socket.recv()
+        huge = base64.b64encode(bytes(15 * 1024 * 1024 + 4)).decode()
+        await socket.send(json.dumps({"type": "input_audio_buffer.append", "audio": huge, "event_id": "big"}))
+        error = json.loads(await socket.recv())
+        assert error["error"]["param"] == "audio" and error["error"]["event_id"] == "big"
+        assert "15728640" in error["error"]["message"]
+        await socket.send(json.dumps({"type": "session.update", "session": {"type": "transcription", "audio": {
+            "input": {"turn_detection": None}}}}))
+        await socket.send(json.dumps({"type": "input_audio_buffer.append", "audio": base64.b64encode(jfk24k).decode()}))
+        await socket.send(json.dumps({"type": "input_audio_buffer.commit"}))
+        seen = await events_until(socket, lambda s: s[-1]["type"] == COMPLETED)
+        assert wer(JFK_TEXT, seen[-1]["transcript"]) < 0.15

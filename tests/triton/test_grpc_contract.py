@@ -101,18 +101,14 @@ def test_a_cancelled_requests_queued_windows_are_dropped_at_the_engine(url: str)
     options = [DecodeOptions(request="doomed", window=index) for index in range(40)]
     sender = threading.Thread(target=lambda: outcomes.update(call_engine(url, TINY_ENGINE, [samples] * 40, options)))
     sender.start()
-    # Once the 40 windows are queued (a busy machine takes a while to send them), cancelling drops the ones
-    # the workers have not taken yet; until then there is nothing to drop.
-    dropped, deadline = 0, time.monotonic() + 120
-    while not dropped and sender.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.5)
-        answer = call_engine(url, TINY_ENGINE, None, cancel="doomed")
-        assert isinstance(answer, dict)
-        dropped = int(answer["cancelled"])
+    time.sleep(0.5)
+    # Windows already queued are dropped now; the request's windows that arrive later (a busy machine takes a
+    # while to send 40) are answered as cancelled on arrival. Either way most are never decoded.
+    answer = call_engine(url, TINY_ENGINE, None, cancel="doomed")
+    assert isinstance(answer, dict)
     sender.join(300)
-    assert dropped >= 1
     cancelled = [o for o in outcomes.values() if isinstance(o, Exception)]
-    assert len(outcomes) == 40 and len(cancelled) >= dropped
+    assert len(outcomes) == 40 and len(cancelled) >= max(1, int(answer["cancelled"])) and len(cancelled) >= 10
     assert all("[cancelled]" in str(o) for o in cancelled)
     # The engine goes on serving other requests.
     assert isinstance(call_engine(url, TINY_ENGINE, samples, DecodeOptions(request="alive")), WindowResult)

@@ -12,8 +12,7 @@ import pytest
 
 from whisper_triton.contract import DoneEvent, Event, Segment, SegmentsEvent
 from whisper_triton.errors import EngineError, InvalidRequestError, UnavailableError
-from whisper_triton.live_service import LiveLimits, LiveSessions
-from whisper_triton.live_session import (
+from whisper_triton.live_contract import (
     Commit,
     CompletedEvent,
     DeltaEvent,
@@ -23,6 +22,7 @@ from whisper_triton.live_session import (
     LiveConfig,
     Start,
 )
+from whisper_triton.live_service import LiveLimits, LiveSessions
 
 MANUAL = Start(LiveConfig(format="pcm16", rate=16_000, turn_detection=None))
 SECOND = (np.full(16_000, 1000, dtype="<i2")).tobytes()  # 1 s of 16 kHz PCM

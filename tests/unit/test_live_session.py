@@ -12,23 +12,21 @@ from harness.assets import jfk_wav
 from harness.nonspeech import nonspeech
 from whisper_triton.audio import SAMPLE_RATE, decode_audio
 from whisper_triton.errors import InvalidRequestError
-from whisper_triton.live_session import (
+from whisper_triton.live_contract import (
     ClearedEvent,
     Commit,
     CommittedEvent,
     CompletedEvent,
     LiveConfig,
-    LiveSession,
-    Retract,
     SpeechStartedEvent,
     SpeechStoppedEvent,
     Start,
-    Turn,
     TurnDetection,
     decode_control,
     decode_event,
     encode,
 )
+from whisper_triton.live_session import LiveSession, Retract, Turn
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,8 @@ import triton_python_backend_utils as pb_utils
 
 from whisper_triton import contract
 from whisper_triton.errors import InvalidRequestError, ServiceError, from_wire
+from whisper_triton.live_contract import AUDIO, CONTROL, SEQ, SESSION, AckEvent, ErrorEvent, encode
 from whisper_triton.live_service import LiveLimits, LiveSessions
-from whisper_triton.live_session import AUDIO, CONTROL, SEQ, SESSION, AckEvent, ErrorEvent, encode
 from whisper_triton.models import model_id
 from whisper_triton.repository import engine_model_name, model_specs
 from whisper_triton.settings import model_settings
