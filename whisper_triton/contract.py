@@ -48,7 +48,7 @@ if TYPE_CHECKING:  # the frontend imports this module: it needs no tokenizer or 
 
 ENTRY_MODEL = "whisper"
 ENGINE_MODEL = "whisper_engine"
-LIVE_MODEL = "whisper_live"  # live audio sessions: see whisper_triton/live_session.py
+LIVE_MODEL = "whisper_live"  # live audio sessions: see whisper_triton/live_contract.py
 
 AUDIO = "AUDIO"
 MODEL = "MODEL"

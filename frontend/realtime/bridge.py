@@ -1,5 +1,5 @@
 """One gRPC stream to the live model `whisper_live` for one Realtime session (see
-whisper_triton/live_session.py for the model's contract)."""
+whisper_triton/live_contract.py for the model's contract)."""
 
 from __future__ import annotations
 
