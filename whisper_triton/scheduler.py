@@ -209,7 +209,8 @@ class WindowScheduler:
                     self._ready.wait()
                 if self._closed:
                     return None
-                self._gather()
+                if not self._queue[0][-1].options.live:  # a live turn waits for no company
+                    self._gather()
                 if self._queue and not self._exclusive:  # (else another worker took them meanwhile)
                     break
             size = min(self._max_batch, max(1, math.ceil(len(self._queue) / self._workers)))

@@ -330,3 +330,22 @@ def test_a_live_turn_on_an_idle_engine_runs_express_and_alone() -> None:
     finally:
         scheduler.close()
     assert express_batches == [] and held.batches[1] == [("turn", 0)]
+
+
+def test_a_live_turn_is_taken_at_once_without_gathering() -> None:
+    runner = Runner()
+    replies = Replies()
+    scheduler = WindowScheduler(runner, workers=1, max_batch=4, gather_s=2.0, quiet_s=1.0)
+    try:
+        started = time.monotonic()
+        scheduler.submit(replies.window("turn", 0, live=True))
+        replies.wait()
+        waited = time.monotonic() - started
+        later = Replies()
+        started = time.monotonic()
+        scheduler.submit(later.window("file", 0))
+        later.wait()
+        gathered = time.monotonic() - started
+    finally:
+        scheduler.close()
+    assert waited < 0.5 <= gathered  # the file window waited for company (quiet_s), the live one did not
