@@ -14,6 +14,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import grpc
+import numpy as np
 import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
@@ -25,13 +26,18 @@ from whisper_triton.repository import engine_model_name
 log = logging.getLogger("frontend.triton")
 
 
-def _inputs(audio: bytes, request: TranscriptionRequest) -> list[grpcclient.InferInput]:
+def infer_inputs(arrays: dict[str, np.ndarray]) -> list[grpcclient.InferInput]:
+    """A model's input tensors, named arrays as the contract modules build them."""
     inputs = []
-    for name, array in contract.request_arrays(audio, request).items():
+    for name, array in arrays.items():
         tensor = grpcclient.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
         tensor.set_data_from_numpy(array)
         inputs.append(tensor)
     return inputs
+
+
+def _inputs(audio: bytes, request: TranscriptionRequest) -> list[grpcclient.InferInput]:
+    return infer_inputs(contract.request_arrays(audio, request))
 
 
 class TritonClient:

@@ -25,13 +25,14 @@ import re
 from typing import Literal
 
 import msgspec
+import numpy as np
 
 from whisper_triton.contract import AUDIO, LIVE_MODEL
 from whisper_triton.errors import InvalidRequestError
 
 SESSION, SEQ, CONTROL = "SESSION", "SEQ", "CONTROL"
 __all__ = ["AUDIO", "CONTROL", "LIVE_MODEL", "OPENAI_NAMES", "SEQ", "SESSION", "LiveConfig", "LiveControl",
-           "LiveEvent", "decode_control", "decode_event", "encode"]
+           "LiveEvent", "decode_control", "decode_event", "encode", "request_arrays"]
 
 SESSION_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 # semantic_vad has no turn-end classifier here: its eagerness picks how long a pause ends a turn.
@@ -159,6 +160,17 @@ LiveEvent = (SpeechStartedEvent | SpeechStoppedEvent | CommittedEvent | ClearedE
 _control = msgspec.json.Decoder(LiveControl)
 _event = msgspec.json.Decoder(LiveEvent)
 _encoder = msgspec.json.Encoder()
+
+
+def request_arrays(session: str, seq: int, audio: bytes | None = None,
+                   control: LiveControl | None = None) -> dict[str, np.ndarray]:
+    """The live model's input tensors for one request of a session."""
+    arrays = {SESSION: np.array([session.encode()], dtype=object), SEQ: np.array([seq], dtype=np.int64)}
+    if audio is not None:
+        arrays[AUDIO] = np.array([audio], dtype=object)  # dtype=object keeps trailing zero bytes
+    if control is not None:
+        arrays[CONTROL] = np.array([encode(control)], dtype=object)
+    return arrays
 
 
 def decode_control(data: bytes) -> LiveControl:

@@ -415,17 +415,6 @@ def call_sizes(per_call: int) -> Iterator[int]:
         size = min(2 * size, max(1, per_call))
 
 
-def call_ranges(count: int, per_call: int) -> list[range]:
-    """The windows of each engine call when `count` windows are planned at once (see `call_sizes`)."""
-    ranges: list[range] = []
-    for size in call_sizes(per_call):
-        start = ranges[-1].stop if ranges else 0
-        if start >= count:
-            return ranges
-        ranges.append(range(start, min(start + size, count)))
-    return ranges
-
-
 async def _decode_one(decode: DecodeFn, call: WindowCall) -> WindowResult:
     async for _, outcome in decode([call]):
         if isinstance(outcome, Exception):

@@ -12,23 +12,13 @@ from typing import Any
 
 import grpc
 import msgspec
-import numpy as np
 import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from frontend.triton import infer_inputs
 from whisper_triton import contract
 from whisper_triton.errors import UnavailableError
-from whisper_triton.live_contract import (
-    AUDIO,
-    CONTROL,
-    SEQ,
-    SESSION,
-    AckEvent,
-    LiveControl,
-    LiveEvent,
-    decode_event,
-    encode,
-)
+from whisper_triton.live_contract import AckEvent, LiveControl, LiveEvent, decode_event, request_arrays
 
 MAX_PENDING = 64  # requests sent and not finished before the socket is read again (backpressure)
 
@@ -61,11 +51,7 @@ class LiveBridge:
         """Sends the session's next request (waiting while MAX_PENDING are unfinished); its id."""
         await self._room.wait()
         seq = next(self._seq)
-        inputs = [_bytes(SESSION, self.session.encode()), _int64(SEQ, seq)]
-        if audio is not None:
-            inputs.append(_bytes(AUDIO, audio))
-        if control is not None:
-            inputs.append(_bytes(CONTROL, encode(control)))
+        inputs = infer_inputs(request_arrays(self.session, seq, audio, control))
         request_id = f"{seq}"
         self._pending.add(request_id)
         if len(self._pending) >= MAX_PENDING:
@@ -115,14 +101,3 @@ class LiveBridge:
         await self._queue.put(None)
         self._responses.cancel()
 
-
-def _bytes(name: str, value: bytes) -> grpcclient.InferInput:
-    tensor = grpcclient.InferInput(name, [1], "BYTES")
-    tensor.set_data_from_numpy(np.array([value], dtype=object))
-    return tensor
-
-
-def _int64(name: str, value: int) -> grpcclient.InferInput:
-    tensor = grpcclient.InferInput(name, [1], "INT64")
-    tensor.set_data_from_numpy(np.array([value], dtype=np.int64))
-    return tensor

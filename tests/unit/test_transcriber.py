@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -22,7 +23,7 @@ from whisper_triton.transcriber import (
     Transcriber,
     TranscriberSettings,
     WindowCall,
-    call_ranges,
+    call_sizes,
     temperature_schedule,
 )
 from whisper_triton.words import Word
@@ -226,10 +227,10 @@ async def test_windows_go_to_the_engine_a_few_per_call_and_a_failed_call_fails_t
     settings = TranscriberSettings(windows_per_call=2, max_windows_in_flight=4)
     events = await collect(Transcriber(ENGLISH, fake, settings=settings), recording.path.read_bytes(),
                            TranscriptionRequest())
-    assert fake.calls == [len(r) for r in call_ranges(len(fake.jobs), 2)] == [1, 2, 2]
+    assert fake.calls == [1, 2, 2] and sorted(job.options.window for job in fake.jobs) == list(range(5))
     assert fake.max_in_flight <= 4
-    assert [len(r) for r in call_ranges(40, 16)] == [1, 2, 4, 8, 16, 9]
-    assert [w for r in call_ranges(40, 16) for w in r] == list(range(40)) and call_ranges(0, 16) == []
+    assert list(itertools.islice(call_sizes(16), 7)) == [1, 2, 4, 8, 16, 16, 16]
+    assert list(itertools.islice(call_sizes(2), 4)) == [1, 2, 2, 2]
     assert [s["text"] for s in events[-1]["segments"]] == [f" window {i}" for i in range(len(fake.jobs))]
 
     async def broken(calls: list[WindowCall]) -> AsyncIterator[tuple[int, WindowResult | Exception]]:
