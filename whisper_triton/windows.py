@@ -8,7 +8,6 @@ where Whisper stopped early still holds speech to decode.
 
 from __future__ import annotations
 
-import collections
 import logging
 from collections.abc import Generator
 from dataclasses import dataclass, field
@@ -157,12 +156,10 @@ def planned_windows(samples: np.ndarray, use_vad: bool = True) -> Generator[list
     """
     if len(samples) == 0:
         return
-    gains = level_gains(samples)
-    prefixes = SileroVad.load().probability_prefixes(samples, gains)
     if len(samples) <= WINDOW_SAMPLES or not use_vad:  # one window, or windows that need no VAD to be cut
-        _, probs = collections.deque(prefixes, maxlen=1).pop()
-        yield _plan(samples, probs, use_vad)
+        yield plan_windows(samples, use_vad)
         return
+    prefixes = SileroVad.load().probability_prefixes(samples, level_gains(samples))
     sent: list[Window] = []
     padded, unpadded = SettledSpeech(len(samples), _options(SPAN_PAD_MS)), SettledSpeech(len(samples), _options(0))
     try:
