@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import cache
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Annotated, Any, NamedTuple
 
 import msgspec
 import numpy as np
@@ -57,6 +57,8 @@ TASK = "TASK"
 LANGUAGE = "LANGUAGE"
 LIVE = "LIVE"
 REQUEST_ID = "REQUEST_ID"
+LOGPROBS = "LOGPROBS"
+VAD_OPTIONS = "VAD_OPTIONS"
 PROMPT = "PROMPT"
 TEMPERATURE = "TEMPERATURE"
 WORD_TIMESTAMPS = "WORD_TIMESTAMPS"
@@ -91,6 +93,17 @@ WINDOW_SAMPLES = 30 * 16_000
 # The request: everything a client asks of the entry model besides the audio.
 
 
+class VadParameters(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """TASK=vad: how speech regions are found (speaches' names and defaults, faster-whisper's meaning)."""
+
+    threshold: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.75  # frames above: speech
+    neg_threshold: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None  # below: silence (None: threshold-0.15)
+    min_speech_duration_ms: Annotated[int, msgspec.Meta(ge=0)] = 0  # shorter regions are dropped
+    max_speech_duration_s: Annotated[float, msgspec.Meta(gt=0)] | None = None  # longer ones are split; None: never
+    min_silence_duration_ms: Annotated[int, msgspec.Meta(ge=0)] = 1000  # shorter silences do not end a region
+    speech_pad_ms: Annotated[int, msgspec.Meta(ge=0)] = 0  # added on each side of a region
+
+
 class TranscriptionRequest(msgspec.Struct, frozen=True, omit_defaults=True):
     """One optional input tensor per field (`INPUTS`); an absent tensor means the field's default."""
 
@@ -114,6 +127,8 @@ class TranscriptionRequest(msgspec.Struct, frozen=True, omit_defaults=True):
     known_speaker_embeddings: tuple[tuple[float, ...], ...] = ()
     live: bool = False  # a live turn: its windows go before file windows at the engine
     request_id: str | None = None  # the id its windows carry at the engine; None: a random one
+    logprobs: bool = False  # segments carry the log-probability of each text token
+    vad_options: VadParameters | None = None  # TASK=vad; None: VadParameters()
 
     @property
     def needs_diarization(self) -> bool:
@@ -155,6 +170,16 @@ def _read_rows(array: np.ndarray) -> tuple[tuple[float, ...], ...]:
     return tuple(tuple(float(v) for v in row) for row in array.reshape(array.shape[0], -1))
 
 
+def _read_vad_options(array: np.ndarray) -> VadParameters | None:
+    value = _first(array)
+    if value is None:
+        return None
+    try:
+        return _vad_options_decoder.decode(bytes(value))
+    except (ValueError, msgspec.DecodeError) as exc:
+        raise InvalidRequestError(f"VAD_OPTIONS is not valid: {exc}", param="vad_options") from exc
+
+
 def _read_transcript(array: np.ndarray) -> list[dict[str, Any]] | None:
     value = _first(array)
     if value is None:
@@ -177,6 +202,7 @@ TEXTS = Kind("BYTES", (-1,), lambda v: np.array([s.encode() for s in v], dtype=o
              lambda a: tuple(_text(s) for s in a.reshape(-1)))
 BLOBS = Kind("BYTES", (-1,), lambda v: np.array(list(v), dtype=object),
              lambda a: tuple(bytes(b) for b in a.reshape(-1)))
+VAD_PARAMETERS = Kind("BYTES", (1,), lambda v: np.array([msgspec.json.encode(v)], dtype=object), _read_vad_options)
 ROWS = Kind("FP32", (-1, -1), lambda v: np.array(v, dtype=np.float32), _read_rows)
 
 
@@ -190,8 +216,9 @@ class Input(NamedTuple):
 INPUTS = (
     Input("model", MODEL, TEXT, "a model id of `WHISPER_MODELS`; default: the first"),
     Input("task", TASK, TEXT, "`transcribe` (default), `translate`, `diarize` (speaker turns only: `done` has "
-          "`speakers` and no segments) or `embed` (the voice of a 1-30 s clip of one speaker: `done` has "
-          "`embedding`, 192 floats, L2-normalised, and `embedding_model`)"),
+          "`speakers` and no segments), `embed` (the voice of a 1-30 s clip of one speaker: `done` has "
+          "`embedding`, 192 floats, L2-normalised, and `embedding_model`) or `vad` (speech regions by the "
+          "pipeline's VAD, tuned by `VAD_OPTIONS`: `done` has `speech`, `[{start, end}]` in seconds, no segments)"),
     Input("language", LANGUAGE, TEXT, "ISO-639-1 / BCP-47 / name; absent or empty: detect"),
     Input("prompt", PROMPT, TEXT, "initial prompt (vocabulary, style)"),
     Input("temperature", TEMPERATURE, REAL, "0 (default): automatic fallback"),
@@ -223,6 +250,11 @@ INPUTS = (
           "before every file's at the engine, in batches of live windows only"),
     Input("request_id", REQUEST_ID, TEXT, "the id the request's windows carry at the engine (default: a random "
           "one): a caller that gives up on the request drops its queued windows with `CANCEL` to the engine model"),
+    Input("logprobs", LOGPROBS, FLAG, "default false; true: each segment has `logprobs`, `[{token, logprob, bytes}]` "
+          "for its text tokens (OpenAI's `include[]=logprobs`)"),
+    Input("vad_options", VAD_OPTIONS, VAD_PARAMETERS, "with `TASK=vad`: JSON `{threshold, neg_threshold, "
+          "min_speech_duration_ms, max_speech_duration_s, min_silence_duration_ms, speech_pad_ms}`, each optional "
+          "(defaults 0.75, threshold - 0.15, 0, no limit, 1000, 0)"),
 )
 _DEFAULTS = TranscriptionRequest()
 
@@ -262,6 +294,15 @@ class Word(msgspec.Struct, omit_defaults=True):
     speaker: str | None = None  # with diarization
 
 
+class TokenLogprob(msgspec.Struct, frozen=True):
+    """OpenAI's `logprobs` item: a token's text, its log-probability, and its UTF-8 bytes (a token may hold
+    part of a character: its `token` then has U+FFFD for the incomplete bytes)."""
+
+    token: str
+    logprob: float
+    bytes: list[int]
+
+
 class Segment(msgspec.Struct, omit_defaults=True):
     start: float  # seconds: into the window from the engine, into the audio in events
     end: float
@@ -275,6 +316,7 @@ class Segment(msgspec.Struct, omit_defaults=True):
     id: int | None = None  # its place in the request's segments (events only)
     seek: int | None = None  # the log-mel frame its window starts at (events only)
     speaker: str | None = None  # with diarization
+    logprobs: list[TokenLogprob] = []  # with LOGPROBS: one per text token
 
 
 class Turn(msgspec.Struct, frozen=True):
@@ -283,6 +325,13 @@ class Turn(msgspec.Struct, frozen=True):
     start: float  # seconds
     end: float
     speaker: str  # "SPEAKER_00", ..., or a known speaker's name
+
+
+class Span(msgspec.Struct, frozen=True):
+    """A stretch of speech (TASK=vad)."""
+
+    start: float  # seconds
+    end: float
 
 
 class SegmentsEvent(msgspec.Struct, tag_field="type", tag="segments"):
@@ -305,12 +354,14 @@ class DoneEvent(msgspec.Struct, tag_field="type", tag="done", omit_defaults=True
     profile: dict[str, Any] | None = None  # with PROFILE: seconds per stage and counts
     embedding: list[float] | None = None  # TASK=embed: 192 floats, L2-normalised
     embedding_model: str | None = None  # TASK=embed: names the embedding space
+    speech: list[Span] | None = None  # TASK=vad: the speech regions
 
 
 Event = SegmentsEvent | DoneEvent
 
 _encoder = msgspec.json.Encoder()
 _event_decoder = msgspec.json.Decoder(Event)
+_vad_options_decoder = msgspec.json.Decoder(VadParameters)
 
 
 @cache

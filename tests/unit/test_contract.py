@@ -41,7 +41,8 @@ def test_a_request_survives_the_tensors_both_ways() -> None:
         vad=False, stream=True, profile=True, transcript=[{"start": 0.0, "end": 1.0, "text": "hi"}], diarize=True,
         num_speakers=2, min_speakers=1, max_speakers=3, known_speaker_names=("Ann", "Bob"),
         known_speaker_references=(b"RIFF\x00\x00",), known_speaker_embeddings=((0.5, -0.25),), live=True,
-        request_id="live-s-1",
+        request_id="live-s-1", logprobs=True,
+        vad_options=contract.VadParameters(threshold=0.3, min_silence_duration_ms=200, max_speech_duration_s=12.5),
     )
     arrays = contract.request_arrays(b"audio\x00\x00", request)
     assert set(arrays) == {contract.AUDIO} | {item.tensor for item in contract.INPUTS}
@@ -87,3 +88,11 @@ def test_events_keep_their_json_shape() -> None:
     assert encoded["language"] is None and "words" not in encoded["segments"][0] and "profile" not in encoded
     assert encoded["speakers"] == [{"start": 0.0, "end": 1.0, "speaker": "SPEAKER_00"}]
     assert contract.decode_event(contract.encode(done)) == done
+
+
+@pytest.mark.parametrize("options", [b'{"threshold": 1.5}', b'{"speech_pad_ms": -1}', b'{"min_silence_ms": 3}', b"[1"])
+def test_bad_vad_options_name_their_parameter(options: bytes) -> None:
+    arrays = {contract.AUDIO: np.array([b"a"], dtype=object), contract.VAD_OPTIONS: np.array([options], dtype=object)}
+    with pytest.raises(InvalidRequestError) as raised:
+        contract.read_request(arrays.get)
+    assert raised.value.param == "vad_options"
