@@ -38,7 +38,7 @@ from frontend.guards import provide_principal, require_api_key
 from frontend.health import HealthController
 from frontend.keys import Principal
 from frontend.limits import KeyLimiter
-from frontend.logs import KeyNameMiddleware
+from frontend.logs import RequestContext, send_request_id
 from frontend.metrics import FrontendMetrics, MetricsPlugin
 from frontend.net import UrlPolicy
 from frontend.openai.audio import AudioController
@@ -181,7 +181,8 @@ def create_app(settings: FrontendSettings) -> Litestar:
         state=State({"settings": settings, "key_ring": keys, "realtime_secrets": ClientSecrets()}),
         plugins=[MetricsPlugin(metrics)],
         logging_config=None,  # frontend.logs configures logging; Litestar's default would replace its handler
-        middleware=[KeyNameMiddleware(), RateLimitHeaders(limiter)],
+        middleware=[RequestContext(), RateLimitHeaders(limiter)],
+        before_send=[send_request_id],
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
         before_request=refuse_control_characters,
@@ -237,4 +238,4 @@ def _cors_config(settings: FrontendSettings) -> CORSConfig | None:
     if not settings.cors_origins:
         return None
     return CORSConfig(allow_origins=list(settings.cors_origins), allow_methods=["*"], allow_headers=["*"],
-                      allow_credentials=False, expose_headers=["Retry-After", "x-should-retry"])
+                      allow_credentials=False, expose_headers=["Retry-After", "x-should-retry", "x-request-id"])

@@ -1,35 +1,88 @@
-"""Logging of the frontend: JSON lines (or plain text) on stderr, never a transcript.
+"""Logging of the frontend: JSON lines (or plain text) on stderr and, with LOG_DIR, in rotated files; never a
+transcript.
 
-`configure_logging(level, json)` installs one handler on the root logger; uvicorn's loggers
-(access log included) propagate to it when uvicorn runs with `log_config=None`. Lines logged while a
-request is handled (uvicorn's access line included) carry the name of its API key as `key` (never the
-key): `KeyNameMiddleware` remembers the request, `KeyNameFilter` reads whom the guard identified.
+`configure_logging(level, json, files)` installs one handler on the root logger (and, with `files.dir`, the
+files `frontend.log` and `triton.log`, tritonserver's lines in the second); uvicorn's loggers (access log
+included) propagate to it when uvicorn runs with `log_config=None`. Lines logged while a request is handled
+(uvicorn's access line included) carry its id as `request_id` (the client's `x-request-id` when it is a
+plain one, else a new one; sent back on every response) and the name of its API key as `key` (never the key):
+`RequestContext` remembers the request, `ContextFilter` reads it and whom the guard identified. A task's lines
+carry `task_id` and the `request_id` of the request that created it (`request_context`).
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Mapping
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from contextvars import ContextVar
-from datetime import UTC, datetime
 from typing import Any, TextIO
 
-import msgspec
 from litestar.enums import ScopeType
 from litestar.middleware import ASGIMiddleware
-from litestar.types import ASGIApp, Receive, Scope, Send
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from whisper_triton.log_files import (
+    FRONTEND_FILE,
+    REQUEST_ID,
+    TRITON_FILE,
+    JsonFormatter,
+    LogFileSettings,
+    TextFormatter,
+    formatter,
+    log_file,
+)
 
 # Keys that carry what was said: never logged, whether passed as `extra=` or inside a logged dict.
 TRANSCRIPT_KEYS = frozenset({"text", "transcript", "segments", "words", "delta", "content", "prompt", "messages"})
 REDACTED = "[redacted]"
 UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi")
-# Attributes every LogRecord has; anything else on a record came from `extra=`.
-_STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
-_ACCESS_FIELDS = ("client", "method", "path", "http_version", "status")
-_encoder = msgspec.json.Encoder(enc_hook=repr)
+REQUEST_ID_HEADER = "x-request-id"
+TRITON_LOGGER = "tritonserver"  # the launcher's logger of tritonserver's lines (whisper_triton.launcher)
+_STATE_KEY = "request_id"
+_FILE_HANDLER = "frontend.logs:file"
 # The request being handled in this task (its scope's state, where the guard puts the principal).
 _request_state: ContextVar[Mapping[str, Any] | None] = ContextVar("frontend_request_state", default=None)
+# The request (or the task, and the request that created it) whose work this task does.
+_request_id: ContextVar[str | None] = ContextVar("frontend_request_id", default=None)
+_task_id: ContextVar[str | None] = ContextVar("frontend_task_id", default=None)
+__all__ = ["JsonFormatter", "TextFormatter"]
+
+
+def current_request_id() -> str | None:
+    """The id of the request (or of the request that created the task) being worked on, if any."""
+    return _request_id.get()
+
+
+@contextmanager
+def request_context(request_id: str | None, task_id: str | None = None) -> Iterator[None]:
+    """Lines logged inside carry these ids (a task's work, outside any HTTP request)."""
+    tokens = (_request_id.set(request_id), _task_id.set(task_id))
+    try:
+        yield
+    finally:
+        _request_id.reset(tokens[0])
+        _task_id.reset(tokens[1])
+
+
+def request_id_of(scope: Scope) -> str:
+    """The request's id: the client's `x-request-id` when it is 1-128 letters, digits or `._:-`, else a new
+    one; decided once per request (kept in its scope's state)."""
+    state = scope.setdefault("state", {})
+    if _STATE_KEY not in state:
+        given = next((value.decode("latin-1").strip() for name, value in scope.get("headers", ())
+                      if name.lower() == REQUEST_ID_HEADER.encode()), "")
+        state[_STATE_KEY] = given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+    return str(state[_STATE_KEY])
+
+
+async def send_request_id(message: Message, scope: Scope) -> None:
+    """Litestar's `before_send`: every HTTP response carries the request's id, errors and unknown routes too."""
+    if message["type"] == "http.response.start":
+        headers = [(n, v) for n, v in message.get("headers", ()) if n.lower() != REQUEST_ID_HEADER.encode()]
+        message["headers"] = [*headers, (REQUEST_ID_HEADER.encode(), request_id_of(scope).encode())]
 
 
 def short_id(task_id: str) -> str:
@@ -60,24 +113,29 @@ class TranscriptFilter(logging.Filter):
         return True
 
 
-class KeyNameMiddleware(ASGIMiddleware):
-    """Remembers the request being handled, for `KeyNameFilter` (the access line is logged inside `send`,
-    in the same task)."""
+class RequestContext(ASGIMiddleware):
+    """Remembers the request being handled and its id, for `ContextFilter` and the calls to Triton (the access
+    line is logged inside `send`, in the same task)."""
 
-    scopes = (ScopeType.HTTP,)
+    scopes = (ScopeType.HTTP, ScopeType.WEBSOCKET)
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
-        token = _request_state.set(scope.get("state"))
+        tokens = (_request_state.set(scope.get("state")), _request_id.set(request_id_of(scope)))
         try:
             await next_app(scope, receive, send)
         finally:
-            _request_state.reset(token)
+            _request_state.reset(tokens[0])
+            _request_id.reset(tokens[1])
 
 
-class KeyNameFilter(logging.Filter):
-    """Adds `key`, the name of the request's API key, to the lines logged while it is handled."""
+class ContextFilter(logging.Filter):
+    """Adds `request_id`, `task_id` and `key` (the name of the request's API key) to the lines logged while a
+    request or a task is worked on."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        for name, value in (("request_id", _request_id.get()), ("task_id", _task_id.get())):
+            if value is not None and not hasattr(record, name):
+                setattr(record, name, value)
         state = _request_state.get()
         principal = state.get("principal") if state is not None else None
         if principal is not None and not hasattr(record, "key"):
@@ -85,65 +143,52 @@ class KeyNameFilter(logging.Filter):
         return True
 
 
-def extra_fields(record: logging.LogRecord) -> dict[str, Any]:
-    fields = {k: v for k, v in record.__dict__.items() if k not in _STANDARD and not k.startswith("_")}
-    fields.pop("color_message", None)  # uvicorn's message again, with terminal colours
-    if record.name == "uvicorn.access" and isinstance(record.args, tuple) and len(record.args) == 5:
-        fields |= dict(zip(_ACCESS_FIELDS, record.args, strict=True))
-    return fields
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, then the record's extra fields."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        for key, value in extra_fields(record).items():
-            entry.setdefault(key, value)
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return _encoder.encode(entry).decode()
-
-
-class TextFormatter(logging.Formatter):
-    """The plain format the frontend always had, with extra fields appended as key=value."""
-
-    def __init__(self) -> None:
-        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-    def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
-        fields = {k: v for k, v in extra_fields(record).items() if k not in _ACCESS_FIELDS}
-        return " ".join([line, *(f"{k}={v}" for k, v in fields.items())]) if fields else line
+class _NotTriton(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.name.startswith(TRITON_LOGGER)
 
 
 class _FrontendHandler(logging.StreamHandler[TextIO]):
     """Marks the handler we installed, so configuring twice replaces it instead of doubling lines."""
 
 
-def configure_logging(level: str = "info", json: bool = True) -> logging.Handler:
-    """Installs the frontend's handler on the root logger and routes uvicorn's loggers through it."""
+def configure_logging(level: str = "info", json: bool = True, files: LogFileSettings | None = None) -> logging.Handler:
+    """Installs the frontend's handler on the root logger and routes uvicorn's loggers through it; with
+    `files.dir`, also the files `frontend.log` (every line but tritonserver's) and `triton.log` (those)."""
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         raise ValueError(f"Unknown log level '{level}'.")
     handler = _FrontendHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if json else TextFormatter())
-    # On the handler, not a logger: handler filters also see records propagated from child loggers.
-    handler.addFilter(TranscriptFilter())
-    handler.addFilter(KeyNameFilter())
+    handler.setFormatter(formatter(json))
     root = logging.getLogger()
-    for old in [h for h in root.handlers if isinstance(h, _FrontendHandler)]:
-        root.removeHandler(old)
-    root.addHandler(handler)
+    triton = logging.getLogger(TRITON_LOGGER)
+    for logger in (root, triton):
+        for old in [h for h in logger.handlers if isinstance(h, _FrontendHandler) or h.name == _FILE_HANDLER]:
+            logger.removeHandler(old)
+            old.close()
+    frontend_file = _our_file(files, FRONTEND_FILE)
+    for installed in (handler, frontend_file):
+        if installed is not None:
+            # On the handler, not a logger: handler filters also see records propagated from child loggers.
+            installed.addFilter(TranscriptFilter())
+            installed.addFilter(ContextFilter())
+            root.addHandler(installed)
+    if frontend_file is not None:
+        frontend_file.addFilter(_NotTriton())
+    triton_file = _our_file(files, TRITON_FILE)
+    if triton_file is not None:
+        triton.addHandler(triton_file)
     root.setLevel(numeric)
     for name in UVICORN_LOGGERS:
         logger = logging.getLogger(name)
         logger.handlers.clear()
         logger.propagate = True
         logger.setLevel(logging.NOTSET)  # the root's level decides (uvicorn's config may have set one)
+    return handler
+
+
+def _our_file(files: LogFileSettings | None, name: str) -> logging.Handler | None:
+    handler = log_file(files, name) if files is not None else None
+    if handler is not None:
+        handler.name = _FILE_HANDLER  # so configuring twice replaces it
     return handler

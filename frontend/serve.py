@@ -16,6 +16,7 @@ from frontend.deadlines import ClientDeadlines, deadline_settings
 from frontend.logs import configure_logging
 from frontend.settings import frontend_settings
 from whisper_triton.launcher import Supervisor, TritonError, TritonServer, triton_settings
+from whisper_triton.log_files import log_file_settings
 from whisper_triton.models import ModelError, resolve_model
 from whisper_triton.repository import model_specs
 from whisper_triton.settings import SettingsError, model_settings
@@ -30,6 +31,7 @@ def main() -> int:
         triton = triton_settings()
         frontend = frontend_settings(triton_url=triton.grpc_url)  # the Triton started here, unless set
         deadlines = deadline_settings()
+        files = log_file_settings()
         for spec in model_specs():
             log.info("preparing model %s (first use may convert it)", spec)
             resolved = resolve_model(spec, model.cache_path())
@@ -37,7 +39,7 @@ def main() -> int:
     except (SettingsError, ModelError) as exc:
         log.error("%s", exc)
         return 2
-    configure_logging(frontend.log_level, json=frontend.log_json)
+    configure_logging(frontend.log_level, json=frontend.log_json, files=files)
     supervisor = Supervisor(TritonServer(triton, model.cache_path() / "triton"))
     try:
         supervisor.start()

@@ -159,7 +159,7 @@ FRONTEND_SETTINGS_HELP = {
     "webhook_attempts": "webhook delivery attempts",
     "docs": "`/docs` and `/docs/openapi.json`: `open`, `auth` (needs a key when keys are set) or `off` (404)",
     "cors_origins": "allowed browser origins, `scheme://host[:port]` or `*` (comma-separated or JSON); no "
-                    "credentials; exposes `Retry-After` and `x-should-retry`; empty = no CORS headers",
+                    "credentials; exposes `Retry-After`, `x-should-retry` and `x-request-id`; empty = no CORS headers",
     "realtime_max_session_s": "a Realtime (WebSocket) session ends after this long (`session_expired`, close 1001)",
     "realtime_idle_s": "a Realtime session without a client event for this long is closed",
     "unload_model_after_s": "unload a model's engine after this many idle seconds; 0 = never",

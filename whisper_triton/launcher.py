@@ -28,6 +28,7 @@ from pathlib import Path
 import msgspec
 
 from whisper_triton.contract import ENTRY_MODEL, LIVE_MODEL
+from whisper_triton.log_files import triton_line
 from whisper_triton.repository import build_repository, model_specs
 from whisper_triton.settings import load_settings, model_settings
 from whisper_triton.stubs import StubWatch, children
@@ -249,12 +250,17 @@ class TritonServer:
             raise
 
     def _stream_log(self) -> None:
+        """Tritonserver's lines through logging (the console, and `triton.log` in LOG_DIR), at their level and
+        with the request id the models tag their lines with."""
         assert self.process is not None and self.process.stdout is not None
         triton_log = logging.getLogger("tritonserver")
+        context: tuple[int, str | None] = (logging.INFO, None)
         for line in self.process.stdout:
             text = line.decode("utf-8", errors="replace").rstrip()
             if text:
-                triton_log.info("%s", text)
+                context = triton_line(text, context)
+                level, request_id = context
+                triton_log.log(level, "%s", text, extra={"request_id": request_id} if request_id else None)
 
     def wait_ready(self, timeout: float) -> None:
         import tritonclient.grpc as grpcclient

@@ -143,7 +143,7 @@ def test_lines_logged_for_a_request_carry_its_key_name_never_the_key() -> None:
     from litestar.testing import TestClient
 
     from frontend.keys import Principal
-    from frontend.logs import KeyNameMiddleware
+    from frontend.logs import RequestContext
 
     def as_alice(connection: ASGIConnection, _: BaseRouteHandler) -> None:  # type: ignore[type-arg]
         connection.state.principal = Principal(key_id="0123456789abcdef", name="alice")
@@ -159,7 +159,7 @@ def test_lines_logged_for_a_request_carry_its_key_name_never_the_key() -> None:
         return "ok"
 
     stream = capture()
-    app = Litestar(route_handlers=[mine, open_route], middleware=[KeyNameMiddleware()], logging_config=None)
+    app = Litestar(route_handlers=[mine, open_route], middleware=[RequestContext()], logging_config=None)
     with TestClient(app) as client:
         client.get("/mine")
         client.get("/open")
