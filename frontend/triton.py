@@ -18,6 +18,7 @@ import numpy as np
 import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
+from frontend.logs import current_request_id
 from whisper_triton import contract
 from whisper_triton.contract import DoneEvent, Event, TranscriptionRequest
 from whisper_triton.errors import InvalidRequestError, ServiceError, UnavailableError, from_wire, is_unavailable
@@ -151,7 +152,9 @@ class TritonClient:
 
     async def _stream(self, audio: bytes, request: TranscriptionRequest) -> AsyncGenerator[Event, None]:
         async def requests() -> AsyncIterator[dict[str, Any]]:
-            yield {"model_name": contract.ENTRY_MODEL, "inputs": _inputs(audio, request)}
+            # Triton's request id: the models tag their log lines with it (GET /v1/logs?request_id=...).
+            yield {"model_name": contract.ENTRY_MODEL, "inputs": _inputs(audio, request),
+                   "request_id": current_request_id() or ""}
 
         responses = self._client.stream_infer(requests())
         try:

@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import time
+import uuid
 from datetime import UTC, datetime
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
@@ -71,6 +72,17 @@ def log_file_settings(environ: dict[str, str] | None = None) -> LogFileSettings:
 def tagged(request_id: str, message: str) -> str:
     """A Triton model's log message about one request: `[request_id=<id>] message` (the id as Triton got it)."""
     return f"[request_id={request_id}] {message}" if request_id else message
+
+
+def engine_request_id(request_id: str) -> str:
+    """The id a request's windows carry at the engine: its Triton request id, made unique (clients may send
+    one x-request-id twice, and cancelling one request must not drop the other's windows)."""
+    return f"{request_id}/{uuid.uuid4().hex[:12]}"
+
+
+def logged_request_id(engine_id: str | None) -> str:
+    """The request id in an engine id (`engine_request_id`), for the engine's log lines."""
+    return (engine_id or "").partition("/")[0]
 
 
 def triton_line(text: str, previous: tuple[int, str | None]) -> tuple[int, str | None]:
@@ -136,14 +148,14 @@ class RotatingLogFile(RotatingFileHandler):
         self.max_age_s = max_age_s
         self.started = path.stat().st_mtime if path.exists() and path.stat().st_size else time.time()
 
-    def shouldRollover(self, record: logging.LogRecord) -> int:  # noqa: N802 (logging's name)
+    def shouldRollover(self, record: logging.LogRecord) -> int:
         if self.max_age_s and time.time() - self.started >= self.max_age_s:
             path = Path(self.baseFilename)
             if path.exists() and path.stat().st_size:
                 return 1
         return super().shouldRollover(record)
 
-    def doRollover(self) -> None:  # noqa: N802
+    def doRollover(self) -> None:
         super().doRollover()
         self.started = time.time()
 

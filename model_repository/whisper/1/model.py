@@ -20,6 +20,7 @@ from whisper_triton.errors import (
     from_wire,
     is_unavailable,
 )
+from whisper_triton.log_files import engine_request_id, tagged
 from whisper_triton.models import model_id, read_model_info, resolve_model
 from whisper_triton.repository import engine_model_name, model_specs
 from whisper_triton.settings import model_settings
@@ -96,8 +97,13 @@ class TritonPythonModel:
                 return
 
     async def _respond(self, request, sender):
+        request_id = request.request_id()  # the frontend's x-request-id: every line about the request names it
         try:
             audio, options = contract.read_request(lambda name: _input(request, name))
+            if request_id and options.request_id is None:  # the engine's lines can name the request too
+                options = msgspec.structs.replace(options, request_id=engine_request_id(request_id))
+            self.logger.log_info(tagged(request_id, f"whisper: {options.task} of {len(audio)} bytes, model "
+                                                    f"{options.model or self.default_model}"))
             transcriber = self._transcriber(options.model or self.default_model)
             async for event in transcriber.answer(audio, options):
                 if isinstance(event, contract.DoneEvent):
@@ -105,10 +111,12 @@ class TritonPythonModel:
                 elif options.stream:
                     sender.send(_response(event))
         except ServiceError as exc:
+            (self.logger.log_warn if exc.client_fault else self.logger.log_error)(
+                tagged(request_id, f"whisper: request failed: {exc.to_wire()}"))
             code = pb_utils.TritonError.INVALID_ARG if exc.client_fault else pb_utils.TritonError.INTERNAL
             sender.send(pb_utils.InferenceResponse(error=pb_utils.TritonError(exc.to_wire(), code)), flags=FINAL)
         except Exception:
-            self.logger.log_error(f"whisper: request failed: {traceback.format_exc(limit=5)}")
+            self.logger.log_error(tagged(request_id, f"whisper: request failed: {traceback.format_exc(limit=5)}"))
             error = pb_utils.TritonError("[internal_error] transcription failed", pb_utils.TritonError.INTERNAL)
             sender.send(pb_utils.InferenceResponse(error=error), flags=FINAL)
 

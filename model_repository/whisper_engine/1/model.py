@@ -21,6 +21,7 @@ import triton_python_backend_utils as pb_utils
 from whisper_triton import contract
 from whisper_triton.ctranslate2_engine import CTranslate2Engine, usable_cores
 from whisper_triton.decoding import warm_up
+from whisper_triton.log_files import logged_request_id, tagged
 from whisper_triton.models import read_model_info, resolve_model
 from whisper_triton.scheduler import QueuedWindow, WindowCancelled, WindowScheduler, decode_queued
 from whisper_triton.settings import SettingsError, model_settings
@@ -116,17 +117,17 @@ class TritonPythonModel:
             answer = _Answer(sender, len(windows), self)
             for samples, options in windows:
                 self.scheduler.submit(QueuedWindow(payload=samples, options=options,
-                                                   reply=functools.partial(answer.reply, options.window)))
+                                                   reply=functools.partial(answer.reply, options)))
         return None
 
-    def outcome_payload(self, window, outcome):
+    def outcome_payload(self, window, outcome, request=""):
         if isinstance(outcome, WindowCancelled):
             self.outcomes["cancelled"].increment(1)
             return contract.encode_failure(window, "[cancelled] the request was cancelled")
         if isinstance(outcome, BaseException):
             self.outcomes["failed"].increment(1)
             trace = "".join(traceback.format_exception(outcome, limit=3))
-            self.logger.log_error(f"whisper_engine: a window failed: {trace}")
+            self.logger.log_error(tagged(logged_request_id(request), f"whisper_engine: a window failed: {trace}"))
             return contract.encode_failure(window, "[engine_error] the Whisper engine failed on this window")
         self.outcomes["decoded"].increment(1)
         return contract.encode(outcome)
@@ -145,8 +146,8 @@ class _Answer:
         self.sender, self.left, self.model = sender, windows, model
         self.lock = threading.Lock()
 
-    def reply(self, window, outcome):
-        payload = np.array([self.model.outcome_payload(window, outcome)], dtype=object)
+    def reply(self, options, outcome):
+        payload = np.array([self.model.outcome_payload(options.window, outcome, options.request)], dtype=object)
         response = pb_utils.InferenceResponse([pb_utils.Tensor(contract.RESULT, payload)])
         with self.lock:  # the windows of one request finish on different workers
             self.left -= 1
