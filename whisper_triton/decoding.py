@@ -30,7 +30,7 @@ from typing import Any, Protocol
 import msgspec
 import numpy as np
 
-from whisper_triton.contract import Segment
+from whisper_triton.contract import Segment, TokenLogprob
 from whisper_triton.engine import Generation, WhisperEngine
 from whisper_triton.loops import collapse, find_loops, keys, units
 from whisper_triton.text import WhisperTokenizer
@@ -69,6 +69,9 @@ class DecodeOptions:
     window: int = 0  # index of the window in its request (windows are decoded in this order)
     loop_check: bool = True  # a pass that loops falls back, and what still loops is cut to one copy
     live: bool = False  # a live turn's window: queued before file windows, batched with live windows only
+    # Each segment gets the log-probability of each text token (`Segment.logprobs`), from the same alignment
+    # pass as word timestamps: nothing when no window of the batch asks.
+    logprobs: bool = False
 
 
 @dataclass(frozen=True)
@@ -420,7 +423,7 @@ class _Run:
         tokenizer = self.tokenizer
         groups: dict[tuple[str, str], list[int]] = defaultdict(list)
         for i, (job, result) in enumerate(zip(jobs, results, strict=True)):
-            if job.options.word_timestamps and result.segments:
+            if (job.options.word_timestamps or job.options.logprobs) and result.segments:
                 groups[(result.language, job.options.task)].append(i)
         for (language, task), indices in groups.items():
             subset = _subset(self.engine, encoded, indices, len(jobs))
@@ -434,8 +437,31 @@ class _Run:
                 [jobs[i].num_frames for i in indices],
             )
             for i, tokens, alignment in zip(indices, text_tokens, alignments, strict=True):
-                words = align_words(tokenizer, language, tokens, alignment)
-                assign_words(tokenizer, results[i].segments, words)
+                if jobs[i].options.logprobs:
+                    assign_logprobs(tokenizer, results[i].segments, alignment.token_probs)
+                if jobs[i].options.word_timestamps:
+                    words = align_words(tokenizer, language, tokens, alignment)
+                    assign_words(tokenizer, results[i].segments, words)
+
+
+def assign_logprobs(tokenizer: WhisperTokenizer, segments: Sequence[Segment], probs: Sequence[float]) -> None:
+    """Each segment's `logprobs`: its text tokens in order, each with the log of its probability in `probs`
+    (the window's text tokens, in order, as the alignment pass gives them). An aligner that gave no
+    probabilities (TensorRT-LLM with WHISPER_TRTLLM_ALIGNER=off) leaves segments without."""
+    at = 0
+    for segment in segments:
+        text = [t for t in segment.tokens if t < tokenizer.eot]
+        if at + len(text) > len(probs):
+            return
+        segment.logprobs = [token_logprob(tokenizer, token, p) for token, p in zip(text, probs[at:], strict=False)]
+        at += len(text)
+
+
+def token_logprob(tokenizer: WhisperTokenizer, token: int, probability: float) -> TokenLogprob:
+    data = tokenizer.token_bytes(token)
+    logprob = math.log(probability) if probability > 0 else -100.0  # a float32 probability of 0: far below 1e-38
+    return TokenLogprob(token=data.decode("utf-8", errors="replace"), logprob=round(min(0.0, logprob), 6),
+                        bytes=list(data))
 
 
 def _token_budget(seconds: float) -> int:

@@ -60,6 +60,23 @@ class WhisperTokenizer:
     def decode(self, tokens: list[int]) -> str:
         return str(self._base.decode([t for t in tokens if t < self.eot]))
 
+    @cached_property
+    def _byte_of(self) -> dict[str, int]:
+        """The byte each character of a byte-level BPE token stands for (GPT-2's printable byte alphabet)."""
+        printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+        chars = {byte: chr(byte) for byte in printable}
+        extra = 0
+        for byte in range(256):
+            if byte not in chars:
+                chars[byte] = chr(256 + extra)
+                extra += 1
+        return {char: byte for byte, char in chars.items()}
+
+    def token_bytes(self, token: int) -> bytes:
+        """The UTF-8 bytes a text token stands for (part of a character, for some)."""
+        piece = self._vocab.id_to_token(token) or ""
+        return bytes(self._byte_of[char] for char in piece)
+
     def split_to_word_tokens(self, language: str, tokens: list[int]) -> tuple[list[str], list[list[int]]]:
         words, word_tokens = self.get(language).split_to_word_tokens(tokens)
         return list(words), [list(t) for t in word_tokens]

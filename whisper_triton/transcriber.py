@@ -22,7 +22,16 @@ import msgspec
 import numpy as np
 
 from whisper_triton.audio import SAMPLE_RATE, decode_audio
-from whisper_triton.contract import DoneEvent, Event, Segment, SegmentsEvent, TranscriptionRequest, Turn
+from whisper_triton.contract import (
+    DoneEvent,
+    Event,
+    Segment,
+    SegmentsEvent,
+    Span,
+    TranscriptionRequest,
+    Turn,
+    VadParameters,
+)
 from whisper_triton.decoding import DecodeOptions, WindowResult
 from whisper_triton.errors import AudioTooShortError, EngineError, InvalidRequestError
 from whisper_triton.hallucinations import invented_in_silence, says_again, too_fast
@@ -30,7 +39,14 @@ from whisper_triton.languages import normalize_language
 from whisper_triton.models import ModelInfo
 from whisper_triton.speakers import KnownSpeaker, split_by_speaker
 from whisper_triton.voices import EmbedFn, KnownVoices, check_voices, known_speakers, reference_samples, voice_samples
-from whisper_triton.windows import WINDOW_SAMPLES, WINDOW_SECONDS, Window, meets_speech, planned_windows
+from whisper_triton.windows import (
+    WINDOW_SAMPLES,
+    WINDOW_SECONDS,
+    Window,
+    meets_speech,
+    planned_windows,
+    speech_regions,
+)
 
 
 @dataclass(frozen=True)
@@ -108,6 +124,7 @@ def validate(request: TranscriptionRequest, model: ModelInfo) -> DecodeOptions:
         prompt=request.prompt or None,
         temperatures=temperature_schedule(request.temperature),
         word_timestamps=request.word_timestamps,
+        logprobs=request.logprobs,
     )
 
 
@@ -137,6 +154,8 @@ class Transcriber:
         """The events of a request, whatever it asks: a transcription, an alignment or a voice's embedding."""
         if request.task == "embed":
             return self.voice(audio)
+        if request.task == "vad":
+            return self.speech(audio, request.vad_options or VadParameters())
         if request.transcript is not None:
             return self.align(audio, request.transcript, request.language)
         return self.events(audio, request)
@@ -159,6 +178,8 @@ class Transcriber:
         checked = msgspec.structs.replace(request, task="transcribe") if diarize_only else request
         options = replace(validate(checked, self.model), beam_size=self.settings.beam_size,
                           word_timestamps=request.word_timestamps or diarizing,
+                          # Segments split at speaker changes could not keep their tokens' log-probabilities.
+                          logprobs=request.logprobs and not diarizing,
                           request=request.request_id or uuid.uuid4().hex, loop_check=self.settings.loop_check,
                           live=request.live)
         profile = Profile()
@@ -236,6 +257,13 @@ class Transcriber:
         vector, model = await self._embed(samples)
         yield DoneEvent(task="embed", language=None, duration=round(len(samples) / SAMPLE_RATE, 3), text="",
                         segments=[], embedding=[round(float(v), 6) for v in vector], embedding_model=model)
+
+    async def speech(self, audio: bytes, parameters: VadParameters) -> AsyncIterator[Event]:
+        """The speech regions of the audio: one `done` event."""
+        samples = (await self._run_blocking(decode_audio, audio, self.settings.max_audio_seconds)).samples
+        regions = await self._run_blocking(speech_regions, samples, parameters)
+        yield DoneEvent(task="vad", language=None, duration=round(len(samples) / SAMPLE_RATE, 3), text="",
+                        segments=[], speech=[Span(start, end) for start, end in regions])
 
     async def _speaker_turns(
         self, samples: np.ndarray, request: TranscriptionRequest, voices: KnownVoices, references: list[np.ndarray]

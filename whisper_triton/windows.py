@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from whisper_triton.audio import SAMPLE_RATE
+from whisper_triton.contract import VadParameters
 from whisper_triton.features import WINDOW_SAMPLES, WINDOW_SECONDS
 from whisper_triton.vad import (
     FRAME_SAMPLES,
@@ -26,7 +27,7 @@ from whisper_triton.vad import (
 )
 
 __all__ = ["WINDOW_SAMPLES", "WINDOW_SECONDS", "Window", "meets_speech", "pack_windows", "plan_windows",
-           "planned_windows", "speech_spans"]
+           "planned_windows", "speech_regions", "speech_spans"]
 
 log = logging.getLogger("whisper_triton.windows")
 
@@ -104,6 +105,18 @@ def speech_spans(samples: np.ndarray, pad_ms: int = SPAN_PAD_MS, probs: np.ndarr
     if probs is None:
         probs = speech_probabilities(samples)
     return [Window(start, end) for start, end in speech_timestamps(probs, len(samples), _options(pad_ms))]
+
+
+def speech_regions(samples: np.ndarray, parameters: VadParameters) -> list[tuple[float, float]]:
+    """Speech regions (seconds) by the pipeline's VAD (the audio brought to speaking level first), found with
+    a client's parameters instead of the windowing's: TASK=vad, `POST /v1/audio/speech/timestamps`."""
+    options = VadOptions(
+        threshold=parameters.threshold, neg_threshold=parameters.neg_threshold,
+        min_speech_duration_ms=parameters.min_speech_duration_ms,
+        max_speech_duration_s=parameters.max_speech_duration_s or float("inf"),
+        min_silence_duration_ms=parameters.min_silence_duration_ms, speech_pad_ms=parameters.speech_pad_ms)
+    spans = speech_timestamps(speech_probabilities(samples), len(samples), options)
+    return [(round(start / SAMPLE_RATE, 3), round(end / SAMPLE_RATE, 3)) for start, end in spans]
 
 
 def pack_windows(spans: list[Window], max_samples: int = WINDOW_SAMPLES) -> list[Window]:
