@@ -112,7 +112,7 @@ _WIRE = re.compile(r"\[(?P<code>[a-z_]+)(?:\((?P<param>[^)]*)\))?\] (?P<message>
 _BY_CODE: dict[str, type[ServiceError]] = {
     cls.code: cls
     for cls in (InvalidRequestError, InvalidAudioError, AudioTooShortError, FetchFailedError, EngineError,
-                UnavailableError)
+                UnavailableError, NotFoundError, ConflictError)
 }
 
 

@@ -108,7 +108,7 @@ def resolve_model(spec: str, cache_dir: Path | None = None) -> ResolvedModel:
             f"Unknown WHISPER_MODEL '{spec}': use a model name ({', '.join(sorted(HUB_NAMES))}), "
             "a local CTranslate2 or Hugging Face directory, or a Hugging Face repository id."
         )
-    return ResolvedModel(name, _prepare_directory(_download(repo), cache))
+    return ResolvedModel(name, _prepare_directory(download(repo), cache))
 
 
 def _embedded_base(cache: Path) -> Path:
@@ -177,6 +177,12 @@ def _convert(checkpoint: Path, cache: Path) -> Path:
     target = cache / "converted" / f"{checkpoint.name}-{key.hexdigest()[:16]}"
     if (target / "model.bin").is_file():
         return target
+    return convert_checkpoint(checkpoint, target)
+
+
+def convert_checkpoint(checkpoint: Path, target: Path) -> Path:
+    """Converts a transformers checkpoint into `target` (CTranslate2 float16) through a `.converting-*` folder
+    beside it, so that `target` holds a whole model or nothing."""
     copy = [f for f in _SUPPORT_FILES if (checkpoint / f).is_file()]
     if "tokenizer.json" not in copy:
         raise ModelError(f"{checkpoint} has no tokenizer.json; Whisper needs it.")
@@ -194,7 +200,8 @@ def _convert(checkpoint: Path, cache: Path) -> Path:
     return target
 
 
-def _download(repo: str) -> Path:
+def download(repo: str) -> Path:
+    """A Hugging Face repository's snapshot (ModelError when it cannot be fetched: offline, unknown, gated)."""
     try:
         from huggingface_hub import snapshot_download
 

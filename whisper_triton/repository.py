@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from whisper_triton.contract import DIARIZATION_MODEL, ENGINE_MODEL, ENTRY_MODEL, LIVE_MODEL
+from whisper_triton.models_contract import MODELS_MODEL
 from whisper_triton.models import model_id
 
 ENGINE_PREFIX = f"{ENGINE_MODEL}__"
@@ -64,16 +65,43 @@ def build_repository(source: Path, target: Path, specs: list[str], diarization: 
     (target / LIVE_MODEL).symlink_to((source / LIVE_MODEL).resolve(), target_is_directory=True)
     if diarization:
         (target / DIARIZATION_MODEL).symlink_to((source / DIARIZATION_MODEL).resolve(), target_is_directory=True)
-    template = (source / ENGINE_MODEL / "config.pbtxt").read_text(encoding="utf-8")
-    names = []
-    for spec in specs:
-        name = engine_model_name(model_id(spec))
-        folder = target / name
-        (folder / "1").mkdir(parents=True)
+    models = target / MODELS_MODEL
+    (models / "1").mkdir(parents=True)
+    (models / "1" / "model.py").symlink_to((source / MODELS_MODEL / "1" / "model.py").resolve())
+    # The model-management model writes engines of fetched models beside the others, from the same template.
+    (models / "config.pbtxt").write_text(
+        (source / MODELS_MODEL / "config.pbtxt").read_text(encoding="utf-8")
+        + _parameter("REPOSITORY", str(target.resolve())) + _parameter("SOURCE", str(source.resolve())),
+        encoding="utf-8")
+    return [write_engine(source, target, model_id(spec), spec) for spec in specs]
+
+
+def _parameter(key: str, value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'parameters {{ key: "{key}" value {{ string_value: "{escaped}" }} }}\n'
+
+
+def write_engine(source: Path, target: Path, model: str, spec: str) -> str:
+    """Writes the engine model of `model` (loading `spec`) into the served repository; returns its name."""
+    name = engine_model_name(model)
+    folder = target / name
+    (folder / "1").mkdir(parents=True, exist_ok=True)
+    if not (folder / "1" / "model.py").exists():
         (folder / "1" / "model.py").symlink_to((source / ENGINE_MODEL / "1" / "model.py").resolve())
-        config = re.sub(r'^name: "[^"]*"', f'name: "{name}"', template, count=1, flags=re.M)
-        escaped = spec.replace("\\", "\\\\").replace('"', '\\"')
-        config += f'parameters {{ key: "WHISPER_MODEL" value {{ string_value: "{escaped}" }} }}\n'
-        (folder / "config.pbtxt").write_text(config, encoding="utf-8")
-        names.append(name)
-    return names
+    template = (source / ENGINE_MODEL / "config.pbtxt").read_text(encoding="utf-8")
+    config = re.sub(r'^name: "[^"]*"', f'name: "{name}"', template, count=1, flags=re.M)
+    (folder / "config.pbtxt").write_text(config + _parameter("WHISPER_MODEL", spec), encoding="utf-8")
+    return name
+
+
+def sync_engines(source: Path, target: Path, fetched: Mapping[str, str], configured: list[str]) -> None:
+    """The served repository's engines of fetched models made to match the model cache (`fetched`: id -> spec):
+    a restart, or another server sharing the cache, fetched or deleted some."""
+    wanted = {engine_model_name(model): (model, spec) for model, spec in fetched.items()}
+    kept = {engine_model_name(model) for model in configured}
+    for folder in target.glob(ENGINE_PREFIX + "*"):
+        if folder.name not in wanted and folder.name not in kept:
+            shutil.rmtree(folder, ignore_errors=True)
+    for name, (model, spec) in wanted.items():
+        if name not in kept and not (target / name / "config.pbtxt").is_file():
+            write_engine(source, target, model, spec)

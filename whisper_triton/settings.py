@@ -27,6 +27,7 @@ class SettingsError(Exception):
 class ModelSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
     model: str = "base"
     cache_dir: str = ""
+    model_source_dir: str = ""  # checkpoints an operator may fetch by name (model management)
     device: str = "cpu"
     compute_type: str = "int8"
     cpu_threads: int = 0  # CTranslate2 threads in all (0: the usable cores), shared by the engine workers
@@ -75,6 +76,9 @@ MODEL_SETTINGS_HELP = {
     "live_idle_s": "a live session without a request for this many seconds is dropped (its client is gone)",
     "live_max_buffer_s": "seconds of audio a live session without turn detection holds before its client commits",
     "model": "the model when `WHISPER_MODELS` is not set",
+    "model_source_dir": "a folder of Whisper checkpoints (CTranslate2 or Hugging Face transformers), one folder "
+                        "per model named by its id: listed by `GET /v1/models?all=true`, fetched (converted) on "
+                        "request; empty = none",
     "cache_dir": "assembled and converted models, Triton's backend directory; empty = `~/.cache/whisper-triton`",
     "device": "CTranslate2 device (`cpu`, `cuda`)",
     "compute_type": "CTranslate2 compute type (`int8`, `int8_float32`, `float32`, `float16` on GPU, ...)",
