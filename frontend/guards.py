@@ -20,6 +20,15 @@ def require_api_key(connection: ASGIConnection[Any, Any, Any, Any], handler: Bas
     connection.state.principal = identify(connection)
 
 
+def require_admin(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+    """Routes for the operator only: the admin key (401 without a key, 403 with another one); open, like
+    everything, when no key is configured."""
+    principal = identify(connection)
+    if not principal.admin:
+        raise APIError(HTTP_403_FORBIDDEN, "Only the admin key may use this endpoint.", code="forbidden")
+    connection.state.principal = principal
+
+
 def identify(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
     """The caller of a request, or 401 when keys are configured and none of them was sent."""
     keys: KeyRing = connection.app.state["key_ring"]
