@@ -47,6 +47,13 @@ def check_id(model: str) -> str:
     return model
 
 
+def fetched_spec(cache_dir: Path, model: str) -> str | None:
+    """What the engine of a fetched model loads; None: not fetched, or not a model id."""
+    if not _ID.fullmatch(model) or ".." in model:
+        return None
+    return Catalogue(cache_dir, []).spec(model)
+
+
 class StoredState(msgspec.Struct, frozen=True):
     state: State
     source: Source
@@ -130,7 +137,7 @@ class Catalogue:
         """What an engine of `model` loads (WHISPER_MODEL), if it can be served now."""
         if model in self.configured:
             return self.configured[model]
-        stored = self._stored(model)
+        stored = self._stored(check_id(model))
         return stored.spec if stored and stored.state == "available" else None
 
     def fetched(self) -> dict[str, str]:

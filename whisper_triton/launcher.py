@@ -28,6 +28,7 @@ from pathlib import Path
 import msgspec
 
 from whisper_triton.contract import ENTRY_MODEL, LIVE_MODEL
+from whisper_triton.models_contract import MODELS_MODEL
 from whisper_triton.log_files import triton_line
 from whisper_triton.repository import build_repository, model_specs
 from whisper_triton.settings import load_settings, model_settings
@@ -136,7 +137,7 @@ def server_command(
         binary,
         f"--model-repository={repository.resolve()}",
         "--model-control-mode=explicit",
-        *(f"--load-model={name}" for name in [ENTRY_MODEL, LIVE_MODEL, *preload]),
+        *(f"--load-model={name}" for name in [ENTRY_MODEL, LIVE_MODEL, MODELS_MODEL, *preload]),
         *([f"--backend-directory={backend_dir}"] if backend_dir is not None else []),
         "--disable-auto-complete-config",
         "--exit-on-error=true",
@@ -273,7 +274,7 @@ class TritonServer:
                     raise TritonError(f"tritonserver exited with code {self.returncode} during start-up; see its log.")
                 try:
                     if client.is_server_ready() and all(
-                        client.is_model_ready(name) for name in (ENTRY_MODEL, LIVE_MODEL, *self.preload)
+                        client.is_model_ready(name) for name in (ENTRY_MODEL, LIVE_MODEL, MODELS_MODEL, *self.preload)
                     ):
                         log.info("Triton is ready")
                         return

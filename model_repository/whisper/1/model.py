@@ -12,6 +12,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from whisper_triton import contract, windows
+from whisper_triton.catalogue import fetched_spec
 from whisper_triton.errors import (
     EngineError,
     InvalidRequestError,
@@ -47,9 +48,10 @@ class TritonPythonModel:
     def _transcriber(self, model):
         """The pipeline of one Whisper model (its tokenizer, mel size, engine model), made on first use."""
         if model not in self.transcribers:
-            if model not in self.specs:
+            spec = self.specs.get(model) or fetched_spec(self.settings.cache_path(), model)  # fetched over HTTP
+            if spec is None:
                 raise InvalidRequestError(f"The model '{model}' is not served here.", param="model")
-            resolved = resolve_model(self.specs[model], self.settings.cache_path())
+            resolved = resolve_model(spec, self.settings.cache_path())
             engine = engine_model_name(model)
 
             def decode(calls):
