@@ -13,8 +13,9 @@ from whisper_triton.log_files import log_file_settings
 
 def main() -> None:
     settings = frontend_settings()
-    configure_logging(settings.log_level, json=settings.log_json, files=log_file_settings())
-    app = ClientDeadlines(create_app(settings), deadline_settings())
+    files = log_file_settings()
+    configure_logging(settings.log_level, json=settings.log_json, files=files)
+    app = ClientDeadlines(create_app(settings, files), deadline_settings())
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, log_config=None,
                 timeout_graceful_shutdown=30)
 

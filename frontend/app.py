@@ -38,6 +38,7 @@ from frontend.guards import provide_principal, require_api_key
 from frontend.health import HealthController
 from frontend.keys import Principal
 from frontend.limits import KeyLimiter
+from frontend.log_routes import LogsController
 from frontend.logs import RequestContext, send_request_id
 from frontend.metrics import FrontendMetrics, MetricsPlugin
 from frontend.net import UrlPolicy
@@ -55,6 +56,7 @@ from frontend.tasks.runner import RunnerSettings, TaskRunner, url_fetcher
 from frontend.tasks.store import TaskStore
 from frontend.transcription import Admission, Transcriptions
 from frontend.triton import TritonClient
+from whisper_triton.log_files import LogFileSettings
 
 log = logging.getLogger("frontend")
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -129,7 +131,8 @@ def _principal(request: Request[Any, Any, Any]) -> Principal:
     return provide_principal(request)
 
 
-def create_app(settings: FrontendSettings) -> Litestar:
+def create_app(settings: FrontendSettings, log_files: LogFileSettings | None = None) -> Litestar:
+    """The app; `log_files`: where the log files are (LOG_DIR), for GET /v1/logs (None: not kept in files)."""
     data_dir = Path(settings.data_dir).expanduser()
     metrics = FrontendMetrics()
     keys = settings.key_ring()
@@ -176,9 +179,10 @@ def create_app(settings: FrontendSettings) -> Litestar:
     app = Litestar(
         route_handlers=[AudioController, ModelsController, HealthController, WhisperXController,
                         InsanelyFastWhisperController, ChatController, SpeakersController, RealtimeSecretsController,
-                        realtime, web_page, static_files],
+                        LogsController, realtime, web_page, static_files],
         dependencies=_dependencies(settings),
-        state=State({"settings": settings, "key_ring": keys, "realtime_secrets": ClientSecrets()}),
+        state=State({"settings": settings, "key_ring": keys, "realtime_secrets": ClientSecrets(),
+                     "log_files": log_files}),
         plugins=[MetricsPlugin(metrics)],
         logging_config=None,  # frontend.logs configures logging; Litestar's default would replace its handler
         middleware=[RequestContext(), RateLimitHeaders(limiter)],

@@ -52,7 +52,7 @@ def main() -> int:
     signal.signal(signal.SIGINT, _exit_quietly)
     try:
         log.info("frontend on http://%s:%d (API docs at /docs)", frontend.host, frontend.port)
-        uvicorn.run(ClientDeadlines(create_app(frontend), deadlines), host=frontend.host, port=frontend.port,
+        uvicorn.run(ClientDeadlines(create_app(frontend, files), deadlines), host=frontend.host, port=frontend.port,
                     log_level=frontend.log_level, log_config=None, timeout_graceful_shutdown=30,
                     ws_max_size=WS_MAX_BYTES)
     except SystemExit:
