@@ -8,19 +8,23 @@ ids cannot be probed). The admin (and everyone when no key is configured) sees e
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 
 import msgspec
 
 from frontend.database import owner_scope
 from frontend.keys import ADMIN, Principal
+from frontend.logs import current_request_id
 from frontend.net import FetchError, UnsafeUrlError, UrlPolicy, check_url
 from frontend.settings import FrontendSettings
-from frontend.tasks.records import TASK_ID, Task, TaskRequest, new_task
+from frontend.tasks.records import TASK_ID, Task, TaskRequest, new_task, short_id
 from frontend.tasks.runner import TaskRunner
 from frontend.tasks.store import TaskStore
 from frontend.transcription import served_model
 from whisper_triton.errors import ConflictError, InvalidRequestError, NotFoundError, RateLimitError, UnavailableError
+
+log = logging.getLogger("frontend.tasks")
 
 
 def task_not_found(task_id: str) -> NotFoundError:
@@ -57,7 +61,8 @@ class TaskQueue:
         """Stores a queued task owned by the caller's key; refused while the queue is full (503), while the
         key has as many tasks queued as `queued_limit` allows it, or is over its requests per minute or its
         audio budget (429)."""
-        request = msgspec.structs.replace(request, model=served_model(self.settings, request.model))
+        request = msgspec.structs.replace(request, model=served_model(self.settings, request.model),
+                                          created_by_request=current_request_id())
         limiter = self.runner.transcriptions.limiter
         if limiter is not None:
             limiter.count_request(principal)
@@ -76,6 +81,7 @@ class TaskQueue:
                                      headers={})
             raise UnavailableError(f"The task queue is full ({self.settings.max_task_queue_size} waiting); "
                                    "retry later.")
+        log.info("task %s queued", short_id(task.id), extra={"task_id": task.id})
         self.runner.wake()
         return task
 

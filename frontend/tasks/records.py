@@ -32,6 +32,7 @@ class TaskRequest(TranscriptionRequest, frozen=True, omit_defaults=True):
     file_name: str | None = None
     url: str | None = None
     webhook: Webhook | None = None
+    created_by_request: str | None = None  # the x-request-id of the request that created it, for its log lines
 
     def transcription(self) -> TranscriptionRequest:
         """The request for the entry model."""

@@ -19,6 +19,7 @@ from typing import Any
 import msgspec
 
 from frontend.database import StoreError
+from frontend.logs import request_context
 from frontend.net import FetchError, UnsafeUrlError, UrlPolicy, fetch
 from frontend.tasks.records import Task, TaskError, short_id
 from frontend.tasks.store import TaskStore
@@ -152,6 +153,11 @@ class TaskRunner:
         notification.add_done_callback(self._notifications.discard)
 
     async def _run(self, task: Task) -> None:
+        """Runs a task; its lines (and its Triton request) carry its id and the id of the request that made it."""
+        with request_context(task.request.created_by_request, task.id):
+            await self._run_task(task)
+
+    async def _run_task(self, task: Task) -> None:
         log.info("task %s started (attempt %d)", short_id(task.id), task.attempts)
         progress = [task.progress]
         work = asyncio.create_task(self._transcribe(task, progress))
