@@ -118,9 +118,9 @@ class Catalogue:
         source = self.source(check_id(model))
         if source is None:
             raise NotFoundError(f"The model '{model}' does not exist.", param="model")
-        common = {"id": model, "source": source, "default": model == self.default}
+        default = model == self.default
         if source == "configured":
-            return ModelRecord(state="loaded" if loaded else "available", configured=True, **common)
+            return ModelRecord(model, "loaded" if loaded else "available", source, default, configured=True)
         stored = self._stored(model)
         state: State = stored.state if stored else "not_downloaded"
         error = stored.error if stored else None
@@ -130,8 +130,8 @@ class Catalogue:
             state, error = "failed", "The fetch was interrupted (its server stopped); fetch it again."
         if state == "available" and loaded:
             state = "loaded"
-        return ModelRecord(state=state, error=error, bytes=_size(self._folder(model)),
-                           updated=stored.updated if stored else None, **common)
+        return ModelRecord(model, state, source, default, error=error, bytes=_size(self._folder(model)),
+                           updated=stored.updated if stored else None)
 
     def spec(self, model: str) -> str | None:
         """What an engine of `model` loads (WHISPER_MODEL), if it can be served now."""

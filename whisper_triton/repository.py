@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from whisper_triton.contract import DIARIZATION_MODEL, ENGINE_MODEL, ENTRY_MODEL, LIVE_MODEL
-from whisper_triton.models_contract import MODELS_MODEL
 from whisper_triton.models import model_id
+from whisper_triton.models_contract import MODELS_MODEL
 
 ENGINE_PREFIX = f"{ENGINE_MODEL}__"
 
