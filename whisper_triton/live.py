@@ -92,6 +92,8 @@ class TurnOptions:
     # A pause this long (shorter than silence_duration_ms) may end the turn: `PauseStarted`, so that its
     # transcription can start before the turn is known to end; 0 = never.
     speculate_ms: int = 0
+    # No speech for this long since the last turn (or timeout) ended: `IdleTimeout`; 0 = never.
+    idle_timeout_ms: int = 0
 
 
 @dataclass(frozen=True)
@@ -116,7 +118,15 @@ class PauseEnded:
     """The speaker went on after a `PauseStarted`: the turn did not end there."""
 
 
-TurnEvent = SpeechStarted | SpeechStopped | PauseStarted | PauseEnded
+@dataclass(frozen=True)
+class IdleTimeout:
+    """No speech from `audio_start_ms` (where the last turn or timeout ended) to `audio_end_ms`."""
+
+    audio_start_ms: int
+    audio_end_ms: int
+
+
+TurnEvent = SpeechStarted | SpeechStopped | PauseStarted | PauseEnded | IdleTimeout
 
 
 class TurnDetector:
@@ -143,6 +153,9 @@ class TurnDetector:
                     self.speaking, self._silence_from = True, None
                     self.turn_start_ms = max(self._floor_ms, now - options.prefix_padding_ms)
                     events.append(SpeechStarted(self.turn_start_ms))
+                elif 0 < options.idle_timeout_ms <= now + FRAME_MS - self._floor_ms:
+                    events.append(IdleTimeout(self._floor_ms, now + FRAME_MS))
+                    self._floor_ms = now + FRAME_MS
                 continue
             if prob >= options.threshold:
                 self._silence_from = None
@@ -162,8 +175,12 @@ class TurnDetector:
         return events
 
     def stop(self) -> SpeechStopped | None:
-        """Ends a turn in progress where the audio heard so far ends (the client committed the buffer)."""
-        return self._stop(self.frame * FRAME_MS) if self.speaking else None
+        """Ends a turn in progress where the audio heard so far ends (the client committed or cleared the
+        buffer); the idle time starts again there in any case."""
+        if self.speaking:
+            return self._stop(self.frame * FRAME_MS)
+        self._floor_ms = self.frame * FRAME_MS
+        return None
 
     def _stop(self, end_ms: int) -> SpeechStopped:
         self.speaking, self._silence_from, self._floor_ms, self._paused = False, None, end_ms, False

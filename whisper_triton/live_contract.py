@@ -41,6 +41,7 @@ EAGERNESS_SILENCE_MS = {"high": 300, "auto": 700, "medium": 700, "low": 1500}
 OPENAI_NAMES = {"audio/pcm": "pcm16", "pcm16": "pcm16", "audio/pcmu": "pcmu", "g711_ulaw": "pcmu",
                 "audio/pcma": "pcma", "g711_alaw": "pcma", "pcmu": "pcmu", "pcma": "pcma"}
 FRAME_MS = 32  # Silero VAD's frame
+MIN_IDLE_TIMEOUT_MS, MAX_IDLE_TIMEOUT_MS = 1000, 3_600_000
 
 
 class TurnDetection(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
@@ -51,6 +52,8 @@ class TurnDetection(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
     prefix_padding_ms: int = 300
     silence_duration_ms: int = 500
     eagerness: Literal["low", "medium", "high", "auto"] = "auto"
+    # server_vad: with no speech for this long after the last turn, the silence is committed as an empty turn
+    idle_timeout_ms: int | None = None
 
     def check(self) -> TurnDetection:
         """Itself, or InvalidRequestError for a value out of range."""
@@ -59,6 +62,13 @@ class TurnDetection(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
         if not 0 <= self.prefix_padding_ms <= 5000 or not 0 <= self.silence_duration_ms <= 10_000:
             raise InvalidRequestError("turn_detection: prefix_padding_ms must be 0-5000 and silence_duration_ms "
                                       "0-10000.", param="turn_detection")
+        if self.idle_timeout_ms is not None:
+            if self.type != "server_vad":
+                raise InvalidRequestError("turn_detection.idle_timeout_ms is supported with server_vad only.",
+                                          param="idle_timeout_ms")
+            if not MIN_IDLE_TIMEOUT_MS <= self.idle_timeout_ms <= MAX_IDLE_TIMEOUT_MS:
+                raise InvalidRequestError(f"turn_detection.idle_timeout_ms must be {MIN_IDLE_TIMEOUT_MS}-"
+                                          f"{MAX_IDLE_TIMEOUT_MS}.", param="idle_timeout_ms")
         return self
 
     @property
@@ -118,6 +128,15 @@ class CommittedEvent(msgspec.Struct, tag="committed", frozen=True):
     audio_end_ms: int
 
 
+class TimeoutEvent(msgspec.Struct, tag="timeout_triggered", frozen=True):
+    """No speech for `idle_timeout_ms`: the silence from `audio_start_ms` is committed as turn `item`
+    (its `committed` event follows, then a `completed` with an empty transcript)."""
+
+    item: int
+    audio_start_ms: int
+    audio_end_ms: int
+
+
 class ClearedEvent(msgspec.Struct, tag="cleared", frozen=True):
     pass
 
@@ -154,8 +173,8 @@ class AckEvent(msgspec.Struct, tag="ack", frozen=True):
     """The last response of every request (it carries the FINAL flag): the request is done."""
 
 
-LiveEvent = (SpeechStartedEvent | SpeechStoppedEvent | CommittedEvent | ClearedEvent | DeltaEvent | CompletedEvent
-             | FailedEvent | ErrorEvent | EndedEvent | AckEvent)
+LiveEvent = (SpeechStartedEvent | SpeechStoppedEvent | CommittedEvent | TimeoutEvent | ClearedEvent | DeltaEvent
+             | CompletedEvent | FailedEvent | ErrorEvent | EndedEvent | AckEvent)
 
 _control = msgspec.json.Decoder(LiveControl)
 _event = msgspec.json.Decoder(LiveEvent)

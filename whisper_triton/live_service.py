@@ -192,6 +192,9 @@ class LiveSessions:
             else:
                 self._drop(speculation, config)
             said = ""
+            if turn.silent:  # an idle timeout: nothing was said, nothing to decode (usage: no audio)
+                yield CompletedEvent(turn.item, "", config.language or "", 0.0)
+                return
             async for event in source if source is not None else self._transcribe(turn.samples, config, None):
                 if isinstance(event, SegmentsEvent):
                     text = "".join(segment.text for segment in event.segments)

@@ -11,6 +11,7 @@ from whisper_triton.audio import SAMPLE_RATE
 from whisper_triton.errors import InvalidRequestError
 from whisper_triton.live import (
     FRAME_MS,
+    IdleTimeout,
     LiveVad,
     PauseEnded,
     PauseStarted,
@@ -27,6 +28,7 @@ from whisper_triton.live_contract import (
     LiveEvent,
     SpeechStartedEvent,
     SpeechStoppedEvent,
+    TimeoutEvent,
     TurnDetection,
 )
 from whisper_triton.vad import FRAME_SAMPLES
@@ -51,6 +53,7 @@ class Turn:
     samples: np.ndarray  # 16 kHz float32
     tentative: bool = False
     speculated: bool = False  # a tentative turn of this item stands: only silence came after it
+    silent: bool = False  # an idle timeout's turn: only silence, nothing to transcribe
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,12 @@ class LiveSession:
                 self._tentative = False
                 turns.append(Retract(self.item))
                 continue
+            if isinstance(event, IdleTimeout):
+                silence = self._idle(event)
+                turns.append(silence)
+                events += [TimeoutEvent(silence.item, silence.start_ms, silence.end_ms),
+                           CommittedEvent(silence.item, silence.start_ms, silence.end_ms)]
+                continue
             at = self._vad_start + event_ms(event) * SAMPLE_RATE // 1000
             if isinstance(event, SpeechStarted):
                 self._drop_before(at)
@@ -134,8 +143,7 @@ class LiveSession:
         """The buffer as a turn, on the client's word (a turn in progress ends here)."""
         events: list[LiveEvent] = []
         self._tentative = False  # the turn takes in audio after its tentative end
-        if self._detector is not None and self._detector.speaking:
-            self._detector.stop()
+        if self._detector is not None and self._detector.stop() is not None:
             events.append(SpeechStoppedEvent(self.item, _ms(self.heard)))
         if len(self._buffer) < MIN_TURN_MS * SAMPLE_RATE // 1000:
             raise InvalidRequestError(
@@ -148,7 +156,7 @@ class LiveSession:
     def clear(self) -> list[LiveEvent]:
         """Drops the audio not yet committed (a turn in progress ends without a transcript)."""
         self._tentative = False
-        if self._detector is not None and self._detector.speaking:
+        if self._detector is not None:
             self._detector.stop()
         self._drop_before(self.heard)
         return [ClearedEvent()]
@@ -161,6 +169,14 @@ class LiveSession:
         self.item += 1
         return turn
 
+    def _idle(self, timeout: IdleTimeout) -> Turn:
+        """The silence of an idle timeout as a turn of its own (no audio: there is nothing to transcribe)."""
+        start, end = (self._vad_start + ms * SAMPLE_RATE // 1000 for ms in (timeout.audio_start_ms,
+                                                                              timeout.audio_end_ms))
+        self._drop_before(end)
+        self.item += 1
+        return Turn(self.item - 1, _ms(start), _ms(end), np.zeros(0, dtype=np.float32), silent=True)
+
     def _drop_before(self, sample: int) -> None:
         cut = min(max(0, sample - self._buffer_start), len(self._buffer))
         if cut:
@@ -172,7 +188,8 @@ def turn_options(detection: TurnDetection) -> TurnOptions:
     detection.check()
     silence = detection.silence_ms
     speculate = SPECULATE_MS if silence > SPECULATE_MS + FRAME_MS else 0
-    return TurnOptions(detection.threshold, detection.prefix_padding_ms, silence, speculate_ms=speculate)
+    return TurnOptions(detection.threshold, detection.prefix_padding_ms, silence, speculate_ms=speculate,
+                       idle_timeout_ms=detection.idle_timeout_ms or 0)
 
 
 def event_ms(event: SpeechStarted | SpeechStopped | PauseStarted) -> int:

@@ -54,7 +54,7 @@ class SessionState:
         turns = None
         if self.turn_detection is not None:
             known = {k: v for k, v in self.turn_detection.items()
-                     if k in ("type", "threshold", "prefix_padding_ms", "silence_duration_ms", "eagerness")}
+                     if k in TurnDetection.__struct_fields__}
             turns = TurnDetection(**known)
         return LiveConfig(format=self.format, rate=24_000 if self.format == "pcm16" else None,
                           model=self.served_model, language=self.language, prompt=self.prompt, turn_detection=turns)

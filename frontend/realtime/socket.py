@@ -43,6 +43,7 @@ from whisper_triton.live_contract import (
     SpeechStartedEvent,
     SpeechStoppedEvent,
     Start,
+    TimeoutEvent,
     Update,
 )
 
@@ -152,6 +153,7 @@ class RealtimeSession:
         self.items: dict[int, str] = {}
         self.client_events: dict[str, str | None] = {}  # our request id -> the client event that caused it
         self.stopped_at: dict[int, float] = {}  # turn -> when its audio ended (for the latency metric)
+        self.idle_items: set[int] = set()  # turns that are an idle timeout's silence
         self.send_lock = asyncio.Lock()
         self.metrics = metrics_of(socket.app)
         self.start_request = ""
@@ -276,8 +278,13 @@ class RealtimeSession:
             self.stopped_at[event.item] = time.monotonic()
             await self._emit("input_audio_buffer.speech_stopped", audio_end_ms=event.audio_end_ms,
                              item_id=self._item(event.item))
+        elif isinstance(event, TimeoutEvent):  # its item is silence, transcribed at once: no latency to observe
+            self.idle_items.add(event.item)
+            await self._emit("input_audio_buffer.timeout_triggered", audio_start_ms=event.audio_start_ms,
+                             audio_end_ms=event.audio_end_ms, item_id=self._item(event.item))
         elif isinstance(event, CommittedEvent):
-            self.stopped_at.setdefault(event.item, time.monotonic())
+            if event.item not in self.idle_items:
+                self.stopped_at.setdefault(event.item, time.monotonic())
             item_id, previous = self._item(event.item), self.items.get(event.item - 1)
             await self._emit("input_audio_buffer.committed", item_id=item_id, previous_item_id=previous)
             for kind in ("conversation.item.added", "conversation.item.done"):
@@ -306,6 +313,7 @@ class RealtimeSession:
 
     def _observe_turn(self, event: CompletedEvent) -> None:
         stopped = self.stopped_at.pop(event.item, None)
+        self.idle_items.discard(event.item)
         services = self.socket.app.state.services
         if services.transcriptions.limiter is not None:
             services.transcriptions.limiter.record_audio(self.principal, event.audio_seconds)

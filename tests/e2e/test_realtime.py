@@ -106,6 +106,36 @@ async def test_server_vad_turns_stream_back_while_audio_flows(served: Served, ta
     assert 1500 <= started[0]["audio_start_ms"] <= 2300
 
 
+async def test_an_idle_timeout_commits_the_silence_and_completes_it_empty(served: Served, jfk24k: bytes) -> None:
+    room = pcm24k(nonspeech("room_tone", 3.5, seed=21))
+    async with websockets.connect(ws_url(served.base_url)) as socket:
+        await socket.recv()  # session.created
+        await socket.send(json.dumps({"type": "session.update", "session": {"type": "transcription", "audio": {
+            "input": {"turn_detection": {"type": "server_vad", "idle_timeout_ms": 100}}}}}))
+        assert json.loads(await socket.recv())["error"]["param"] == "session.audio.input.turn_detection"
+        await socket.send(json.dumps({"type": "session.update", "session": {"type": "transcription", "audio": {
+            "input": {"turn_detection": {"type": "server_vad", "idle_timeout_ms": 3000}}}}}))
+        updated = json.loads(await socket.recv())
+        assert updated["session"]["audio"]["input"]["turn_detection"]["idle_timeout_ms"] == 3000
+        # 3.5 s of room tone, JFK (his longest pause is 2.5 s), 3.5 s of room tone
+        for audio in (room, jfk24k, room):
+            for at in range(0, len(audio), CHUNK * 10):
+                await socket.send(json.dumps({"type": "input_audio_buffer.append",
+                                              "audio": base64.b64encode(audio[at : at + CHUNK * 10]).decode()}))
+        seen = await events_until(socket, lambda s: sum(e["type"] == "input_audio_buffer.timeout_triggered"
+                                                        for e in s) == 2 and not _pending(s))
+    timeouts = [e for e in seen if e["type"] == "input_audio_buffer.timeout_triggered"]
+    assert timeouts[0]["audio_start_ms"] == 0 and 3000 <= timeouts[0]["audio_end_ms"] < 3100
+    completed = {e["item_id"]: e for e in seen if e["type"] == COMPLETED}
+    assert [completed[t["item_id"]]["transcript"] for t in timeouts] == ["", ""]
+    assert completed[timeouts[0]["item_id"]]["usage"]["seconds"] == 0
+    committed = [e["item_id"] for e in seen if e["type"] == "input_audio_buffer.committed"]
+    assert committed[0] == timeouts[0]["item_id"] and committed[-1] == timeouts[1]["item_id"]
+    speech = [completed[i]["transcript"] for i in committed[1:-1]]
+    assert wer(JFK_TEXT, " ".join(speech)) < 0.15
+    assert timeouts[1]["audio_end_ms"] - timeouts[1]["audio_start_ms"] == pytest.approx(3000, abs=40)
+
+
 def _pending(seen: list[dict[str, Any]]) -> bool:
     committed = {e["item_id"] for e in seen if e["type"] == "input_audio_buffer.committed"}
     done = {e["item_id"] for e in seen if e["type"] == COMPLETED}

@@ -13,6 +13,7 @@ from whisper_triton.audio import SAMPLE_RATE, decode_audio
 from whisper_triton.errors import InvalidRequestError
 from whisper_triton.live import (
     FRAME_MS,
+    IdleTimeout,
     LiveVad,
     PauseEnded,
     PauseStarted,
@@ -176,3 +177,25 @@ def test_a_pause_that_may_end_the_turn_is_announced_and_taken_back_when_speech_g
     assert events == [SpeechStarted(0), PauseStarted(1248), PauseEnded(), PauseStarted(1888), SpeechStopped(2176)]
     assert TurnDetector(TurnOptions(silence_duration_ms=500)).push(frames_of((0.9, 1024), (0.0, 640))) == [
         SpeechStarted(0), SpeechStopped(1536)]  # speculate_ms 0: no pauses announced
+
+
+def test_an_idle_timeout_comes_after_that_much_silence_and_again_after_each() -> None:
+    detector = TurnDetector(TurnOptions(silence_duration_ms=500, prefix_padding_ms=300, idle_timeout_ms=2000))
+    # 1984 ms of silence: not yet; the 63rd frame makes 2016 ms
+    assert detector.push(frames_of((0.0, 1984))) == []
+    assert detector.push(frames_of((0.0, 32))) == [IdleTimeout(0, 2016)]
+    # a turn: its prefix does not reach back before the timeout's end; the idle time restarts at its end
+    events = detector.push(frames_of((0.0, 1504), (0.9, 1024), (0.0, 512)))
+    assert events == [SpeechStarted(3520 - 300), SpeechStopped(4544 + 512)]
+    assert detector.push(frames_of((0.0, 1984))) == []
+    assert detector.push(frames_of((0.0, 32))) == [IdleTimeout(5056, 7072)]
+    # a commit (stop) with nobody speaking restarts the idle time too
+    detector.push(frames_of((0.0, 1024)))
+    assert detector.stop() is None
+    assert detector.push(frames_of((0.0, 1984))) == [] and detector.push(frames_of((0.0, 32))) != []
+
+
+def test_no_idle_timeout_unless_asked_or_while_speaking() -> None:
+    assert TurnDetector(TurnOptions()).push(frames_of((0.0, 60_000))) == []
+    speaking = TurnDetector(TurnOptions(idle_timeout_ms=1000, max_turn_ms=60_000))
+    assert speaking.push(frames_of((0.9, 5000))) == [SpeechStarted(0)]

@@ -21,6 +21,8 @@ from whisper_triton.live_contract import (
     FailedEvent,
     LiveConfig,
     Start,
+    TimeoutEvent,
+    TurnDetection,
 )
 from whisper_triton.live_service import LiveLimits, LiveSessions
 
@@ -59,6 +61,22 @@ class FakeTranscriber:
 
 async def collect(sessions: LiveSessions, *request: Any) -> list[Any]:
     return [event async for event in sessions.handle(*request)]
+
+
+async def test_an_idle_timeout_completes_empty_after_the_turns_before_it_without_transcribing() -> None:
+    fake = FakeTranscriber(delays=[0.3])
+    sessions = LiveSessions(fake)
+    idle = Start(LiveConfig(format="pcm16", rate=16_000, turn_detection=TurnDetection(idle_timeout_ms=1000)))
+    assert await collect(sessions, "s", 0, None, idle) == []
+    quiet = np.zeros(24_000, dtype="<i2").tobytes()  # 1.5 s of digital silence
+    first, second = await asyncio.gather(collect(sessions, "s", 1, SECOND, Commit()),
+                                         collect(sessions, "s", 2, quiet, None))
+    assert first[-1].item == 0 and first[-1].text == "turn 0. More."
+    assert [type(e).__name__ for e in second] == ["TimeoutEvent", "CommittedEvent", "CompletedEvent"]
+    # the idle time starts at the commit (992 ms: VAD frames of 32 ms) and ends at the frame that reaches 1 s
+    assert second[0] == TimeoutEvent(1, 992, 2016) and second[-1] == CompletedEvent(1, "", "", 0.0)
+    assert fake.calls == 1  # the silence went to no transcriber
+    assert fake.log == ["start 0", "end 0"]
 
 
 async def test_turns_are_transcribed_in_order_and_deltas_spell_the_text() -> None:

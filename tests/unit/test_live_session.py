@@ -21,6 +21,7 @@ from whisper_triton.live_contract import (
     SpeechStartedEvent,
     SpeechStoppedEvent,
     Start,
+    TimeoutEvent,
     TurnDetection,
     decode_control,
     decode_event,
@@ -127,6 +128,33 @@ def test_semantic_vad_waits_longer_when_less_eager(jfk: np.ndarray) -> None:
         session = LiveSession(LiveConfig(turn_detection=TurnDetection(type="semantic_vad", eagerness=eagerness)))
         counts[eagerness] = sum(isinstance(t, Turn) and not t.tentative for t in stream(session, pcm24k(talk))[1])
     assert counts["high"] > counts["low"] >= 1
+
+
+def test_an_idle_timeout_commits_the_silence_as_an_empty_turn(jfk: np.ndarray) -> None:
+    room = nonspeech("room_tone", 4.0, seed=3)
+    talk = np.concatenate([room, jfk, room]).astype(np.float32)
+    session = LiveSession(LiveConfig(turn_detection=TurnDetection(idle_timeout_ms=3000)))
+    events, everything = stream(session, pcm24k(talk))
+    turns = [t for t in everything if isinstance(t, Turn) and not t.tentative]
+    # 4 s of room tone (and JFK's first 0.5 s): one timeout (0-3 s); JFK's turns (his longest pause is 2.5 s);
+    # 4 s of room tone less the last turn's trailing silence: one more
+    assert [t.silent for t in turns] == [True] + [False] * (len(turns) - 2) + [True] and len(turns) >= 3
+    assert [t.item for t in turns] == list(range(len(turns)))
+    timeouts = [e for e in events if isinstance(e, TimeoutEvent)]
+    assert [(t.item, t.audio_start_ms, t.audio_end_ms) for t in timeouts] == [
+        (0, 0, turns[0].end_ms), (turns[-1].item, turns[-2].end_ms, turns[-1].end_ms)]
+    assert all(3000 <= t.audio_end_ms - t.audio_start_ms < 3000 + 32 for t in timeouts)
+    committed = [e for e in events if isinstance(e, CommittedEvent)]
+    assert [(c.item, c.audio_start_ms, c.audio_end_ms) for c in committed] == [
+        (t.item, t.start_ms, t.end_ms) for t in turns]
+    assert all(len(t.samples) == 0 for t in turns if t.silent)
+    assert turns[1].start_ms >= turns[0].end_ms  # the first turn's prefix padding does not reach into the timeout
+    # off by default, and server_vad's alone
+    assert not any(isinstance(e, TimeoutEvent) for e in stream(LiveSession(LiveConfig()), pcm24k(room))[0])
+    with pytest.raises(InvalidRequestError):
+        TurnDetection(type="semantic_vad", idle_timeout_ms=5000).check()
+    with pytest.raises(InvalidRequestError):
+        TurnDetection(idle_timeout_ms=10).check()
 
 
 def test_controls_and_events_travel_as_json() -> None:
