@@ -20,7 +20,7 @@ def require_api_key(connection: ASGIConnection[Any, Any, Any, Any], handler: Bas
     connection.state.principal = identify(connection)
 
 
-def require_admin(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+def require_admin_key(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
     """Routes for the operator only: the admin key (401 without a key, 403 with another one); open, like
     everything, when no key is configured."""
     principal = identify(connection)
