@@ -18,6 +18,7 @@ from frontend.admission import Admission, Slot
 from frontend.database import StoreError
 from frontend.keys import OPEN, Principal
 from frontend.limits import KeyLimiter
+from frontend.model_admin import ModelAdmin
 from frontend.settings import FrontendSettings
 from frontend.tasks.records import TaskError, TaskRequest, new_task
 from frontend.tasks.store import TaskStore
@@ -64,6 +65,16 @@ class Transcriptions:
         self._observe = observe
         self.limiter = limiter
         self._name_of = name_of
+
+    async def served_model(self, settings: FrontendSettings, requested: str | None) -> str:
+        """The served model a request names: an id, an alias of the default, or a model fetched over HTTP (Triton
+        is asked, so that every frontend replica knows what any of them fetched)."""
+        if requested and settings.resolve_model(requested) is None and await self._fetched(requested):
+            return requested
+        return served_model(settings, requested)
+
+    async def _fetched(self, model: str) -> bool:
+        return await ModelAdmin(self.triton.grpc).is_served(model)
 
     async def admit(self, principal: Principal = OPEN) -> Slot:
         """A slot for a transcription the client waits for (tasks wait in their queue instead): refused over

@@ -20,7 +20,7 @@ from frontend.request_bodies import read_multipart
 from frontend.settings import FrontendSettings
 from frontend.speakers.store import SpeakerStore
 from frontend.streams import awaited, event_stream
-from frontend.transcription import Recording, Transcriptions, served_model
+from frontend.transcription import Recording, Transcriptions
 
 
 def _form_schema(task: str) -> Schema:
@@ -109,7 +109,7 @@ class AudioController(Controller):
 
 async def _answer(request: Request[Any, Any, Any], form: AudioForm, settings: FrontendSettings,
                   transcriptions: Transcriptions, speakers: SpeakerStore, principal: Principal) -> Response[Any]:
-    asked = msgspec.structs.replace(form.request, model=served_model(settings, form.model))
+    asked = msgspec.structs.replace(form.request, model=await transcriptions.served_model(settings, form.model))
     asked = await speakers.with_stored_voices(asked, principal.key_id)
     record = Recording(model=form.model, file_name=form.file.filename, owner=principal.key_id)
     slot = await transcriptions.admit(principal)

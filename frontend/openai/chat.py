@@ -32,7 +32,7 @@ from frontend.keys import Principal
 from frontend.request_bodies import data_url_bytes, read_body
 from frontend.settings import FrontendSettings
 from frontend.streams import awaited, event_stream, sse
-from frontend.transcription import Transcriptions, served_model
+from frontend.transcription import Transcriptions
 from whisper_triton.contract import DoneEvent, Event, SegmentsEvent, TranscriptionRequest
 from whisper_triton.errors import ServiceError
 
@@ -228,7 +228,7 @@ class ChatController(Controller):
         """Transcribes the `input_audio` parts of the messages; the transcript is the answer."""
         body = await read_body(request, max_body_bytes(settings.max_upload_bytes), param="messages")
         turn = parse_request(body, settings.max_upload_bytes)
-        answer = ChatAnswer(transcriptions, turn, served_model(settings, turn.model), principal)
+        answer = ChatAnswer(transcriptions, turn, await transcriptions.served_model(settings, turn.model), principal)
         slot = await transcriptions.admit(principal)
         if turn.stream:
             return event_stream(answer.chunks(), slot.release)

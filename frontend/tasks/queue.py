@@ -21,7 +21,6 @@ from frontend.settings import FrontendSettings
 from frontend.tasks.records import TASK_ID, Task, TaskRequest, new_task, short_id
 from frontend.tasks.runner import TaskRunner
 from frontend.tasks.store import TaskStore
-from frontend.transcription import served_model
 from whisper_triton.errors import ConflictError, InvalidRequestError, NotFoundError, RateLimitError, UnavailableError
 
 log = logging.getLogger("frontend.tasks")
@@ -61,7 +60,8 @@ class TaskQueue:
         """Stores a queued task owned by the caller's key; refused while the queue is full (503), while the
         key has as many tasks queued as `queued_limit` allows it, or is over its requests per minute or its
         audio budget (429)."""
-        request = msgspec.structs.replace(request, model=served_model(self.settings, request.model),
+        model = await self.runner.transcriptions.served_model(self.settings, request.model)
+        request = msgspec.structs.replace(request, model=model,
                                           created_by_request=current_request_id())
         limiter = self.runner.transcriptions.limiter
         if limiter is not None:

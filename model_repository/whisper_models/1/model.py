@@ -44,8 +44,8 @@ class TritonPythonModel:
         return self.catalogue.record(model, loaded) if loaded else record
 
     def _act(self, action, model):
+        self._sync()  # fetched here or by another server sharing the cache: its engine is in the repository
         if action == "list":
-            self._sync()
             return [self._record(m) for m in self.catalogue.ids()]
         if action not in mc.ACTIONS:
             raise InvalidRequestError(f"Unknown ACTION '{action[:40]}': use one of {', '.join(mc.ACTIONS)}.",
