@@ -18,7 +18,7 @@ from litestar.response import File, Stream
 from litestar.status_codes import HTTP_404_NOT_FOUND
 
 from frontend.errors import APIError, bad_request, error_responses
-from frontend.guards import require_admin
+from frontend.guards import require_admin_key
 from frontend.log_search import LEVELS, MAX_LIMIT, SOURCES, LogFile, LogQuery, find_file, list_files, parse_time, search
 from whisper_triton.log_files import REQUEST_ID, LogFileSettings
 
@@ -62,7 +62,7 @@ def log_query(since: str | None, until: str | None, level: str, request_id: str 
 
 class LogsController(Controller):
     path = "/v1/logs"
-    guards = [require_admin]  # noqa: RUF012
+    guards = [require_admin_key]  # noqa: RUF012
     tags = ["operations"]  # noqa: RUF012
 
     @get("/", operation_id="listLogLines", responses=_ERRORS, media_type=NDJSON)
