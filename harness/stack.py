@@ -42,6 +42,7 @@ class Served:
     log_path: Path
     metrics_port: int = 0
     data_dir: Path = Path()  # FRONTEND_DATA_DIR: the task database, uploads in flight
+    log_dir: Path = Path()  # LOG_DIR: frontend.log, triton.log (every test stack logs to files too)
     started: float = field(default_factory=time.perf_counter)  # at launch
     ready_s: float = 0.0  # launch to ready, once wait_ready returned
 
@@ -106,6 +107,7 @@ def launch_served(tmp: Path, model: str, env: Mapping[str, str] | None = None, c
     log_path = tmp / f"serve-{http_port}.log"
     given = (env or {}).get("FRONTEND_DATA_DIR")  # a restart on the data of an earlier launch
     data_dir = Path(given) if given else Path(tempfile.mkdtemp(prefix="data-", dir=tmp))
+    log_dir = Path((env or {}).get("LOG_DIR") or tempfile.mkdtemp(prefix="logs-", dir=tmp))
     environment = {key: value for key, value in os.environ.items()
                    if not clean or not (key.startswith(FOREIGN_SETTINGS) or key in FOREIGN_NAMES)}
     environment.update({
@@ -114,12 +116,13 @@ def launch_served(tmp: Path, model: str, env: Mapping[str, str] | None = None, c
         "TRITON_GRPC_PORT": str(grpc_port),
         "TRITON_METRICS_PORT": str(metrics_port),
         "FRONTEND_DATA_DIR": str(data_dir),
+        "LOG_DIR": str(log_dir),
         **(env or {}),
     })
     with log_path.open("wb") as log:
         process = subprocess.Popen([sys.executable, "-m", "frontend.serve"], cwd=REPO, env=environment,
                                    stdout=log, stderr=subprocess.STDOUT)
-    return Served(process, http_port, grpc_port, log_path, metrics_port, data_dir)
+    return Served(process, http_port, grpc_port, log_path, metrics_port, data_dir, log_dir=log_dir)
 
 
 def start_served(tmp: Path, model: str, **env: str) -> Served:
