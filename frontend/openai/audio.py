@@ -16,6 +16,8 @@ from frontend.guards import require_api_key
 from frontend.keys import Principal
 from frontend.openai.audio_form import RESPONSE_FORMATS, AudioForm, parse_audio_form
 from frontend.openai.render import render, stream_events
+from frontend.openai.schemas import SpeechTimestamp
+from frontend.openai.speech_timestamps import parse_speech_form, speech_timestamps
 from frontend.request_bodies import read_multipart
 from frontend.settings import FrontendSettings
 from frontend.speakers.store import SpeakerStore
@@ -72,6 +74,34 @@ def _operation(task: str) -> type[Operation]:
     return AudioOperation
 
 
+def _speech_operation() -> type[Operation]:
+    def milliseconds(default: int, what: str) -> Schema:
+        return Schema(type=OpenAPIType.INTEGER, minimum=0, default=default, description=what)
+
+    properties: dict[str, Schema | Reference] = {
+        "file": Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY, description="Audio in any container."),
+        "threshold": Schema(type=OpenAPIType.NUMBER, minimum=0, maximum=1, default=0.75,
+                            description="Frames whose speech probability is above it are speech."),
+        "neg_threshold": Schema(type=OpenAPIType.NUMBER, minimum=0, maximum=1,
+                                description="Frames below it end speech (default: threshold - 0.15)."),
+        "min_silence_duration_ms": milliseconds(1000, "Shorter silences do not end a region."),
+        "speech_pad_ms": milliseconds(0, "Added to each side of a region."),
+        "min_speech_duration_ms": milliseconds(0, "Shorter regions are dropped."),
+        "max_speech_duration_s": Schema(type=OpenAPIType.NUMBER, exclusive_minimum=0,
+                                        description="Longer regions are split (default: no limit)."),
+        "model": Schema(type=OpenAPIType.STRING, description="Accepted and ignored: one VAD, Silero v6."),
+    }
+
+    @dataclass
+    class SpeechOperation(Operation):
+        def __post_init__(self) -> None:
+            schema = Schema(type=OpenAPIType.OBJECT, properties=properties, required=["file"])
+            self.request_body = RequestBody(content={"multipart/form-data": OpenAPIMediaType(schema=schema)},
+                                            required=True)
+
+    return SpeechOperation
+
+
 _ERRORS = error_responses({
     400: "Bad parameters, or audio that is empty, too short or cannot be decoded",
     401: "Missing or wrong API key",
@@ -107,6 +137,20 @@ class AudioController(Controller):
         return await _answer(request, form, settings, transcriptions, speakers, principal)
 
 
+    @post("/speech/timestamps", operation_id="detectSpeechTimestamps", responses=_ERRORS, status_code=200,
+          operation_class=_speech_operation())
+    async def detect_speech_timestamps(self, request: Request[Any, Any, Any],
+                                       settings: NamedDependency[FrontendSettings],
+                                       transcriptions: NamedDependency[Transcriptions],
+                                       principal: NamedDependency[Principal]) -> list[SpeechTimestamp]:
+        """Speech regions of the audio, in milliseconds, by the pipeline's VAD (speaches-compatible)."""
+        form = parse_speech_form(*await read_multipart(request, settings.max_upload_bytes))
+        slot = await transcriptions.admit(principal)
+        done = await awaited(request.receive, slot, transcriptions.result(form.file.data, form.request,
+                                                                          principal=principal))
+        return speech_timestamps(done)
+
+
 async def _answer(request: Request[Any, Any, Any], form: AudioForm, settings: FrontendSettings,
                   transcriptions: Transcriptions, speakers: SpeakerStore, principal: Principal) -> Response[Any]:
     asked = msgspec.structs.replace(form.request, model=await transcriptions.served_model(settings, form.model))
@@ -115,7 +159,8 @@ async def _answer(request: Request[Any, Any, Any], form: AudioForm, settings: Fr
     slot = await transcriptions.admit(principal)
     if asked.stream and asked.task == "transcribe":
         events = transcriptions.events(form.file.data, asked, record, principal)
-        return event_stream(stream_events(events, diarized=form.response_format == "diarized_json"), slot.release)
+        return event_stream(stream_events(events, diarized=form.response_format == "diarized_json",
+                                          with_logprobs=asked.logprobs), slot.release)
     # A client that leaves stops its transcription (and frees its slot) instead of waiting for it.
     done = await awaited(request.receive, slot, transcriptions.result(form.file.data, asked, record, principal))
     return render(done, form)

@@ -52,7 +52,8 @@ def parse_audio_form(
                 code="unsupported_value",
             )
     _check_chunking_strategy(reader)
-    for item in reader.array("include"):
+    include = reader.array("include")
+    for item in include:
         if item != "logprobs":
             raise bad_request(f"Unsupported include value '{item}'.", param="include", code="unsupported_value")
     diarize = task == "transcribe" and (response_format == "diarized_json" or reader.boolean("diarize")
@@ -84,6 +85,9 @@ def parse_audio_form(
             # stored with /v1/speakers.
             known_speaker_names=names,
             known_speaker_references=references,
+            # OpenAI returns log-probabilities with `json` only (streamed or not); other formats have no place for
+            # them and ignore the option, as does diarization (its segments are split at speaker changes).
+            logprobs="logprobs" in include and response_format == "json" and not diarize,
         ),
     )
 

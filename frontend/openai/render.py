@@ -8,6 +8,7 @@ from typing import Any
 
 import msgspec
 from litestar import Response
+from msgspec import UNSET, UnsetType
 
 from frontend.errors import api_error, error_body
 from frontend.formats import to_srt, to_text, to_vtt
@@ -25,7 +26,7 @@ from frontend.openai.schemas import (
     UsageDuration,
 )
 from frontend.streams import sse
-from whisper_triton.contract import DoneEvent, Event, SegmentsEvent
+from whisper_triton.contract import DoneEvent, Event, Segment, SegmentsEvent, TokenLogprob
 from whisper_triton.errors import ServiceError
 from whisper_triton.languages import language_name
 from whisper_triton.speakers import speaker_letters
@@ -72,6 +73,11 @@ def words(done: DoneEvent) -> list[TranscriptionWord]:
     return [TranscriptionWord(word=w.word.strip(), start=w.start, end=w.end) for s in done.segments for w in s.words]
 
 
+def logprobs(segments: list[Segment], asked: bool) -> list[TokenLogprob] | UnsetType:
+    """OpenAI's `logprobs` of the segments' tokens: absent unless asked."""
+    return [item for segment in segments for item in segment.logprobs] if asked else UNSET
+
+
 def render(done: DoneEvent, form: AudioForm) -> Response[Any]:
     """The body for `response_format`, with the content type clients such as aiohttp require."""
     fmt, task = form.response_format, form.request.task
@@ -99,12 +105,15 @@ def render(done: DoneEvent, form: AudioForm) -> Response[Any]:
             usage=usage(done) if task == "transcribe" else None,
         )
     else:
-        body = Transcription(text=text, usage=usage(done) if task == "transcribe" else None)
+        body = Transcription(text=text, usage=usage(done) if task == "transcribe" else None,
+                             logprobs=logprobs(done.segments, form.request.logprobs))
     return Response(_encoder.encode(body), media_type=JSON)
 
 
-async def stream_events(events: AsyncIterator[Event], diarized: bool = False) -> AsyncGenerator[bytes, None]:
-    """`transcript.text.delta` per decoded segment, then `transcript.text.done`.
+async def stream_events(events: AsyncIterator[Event], diarized: bool = False,
+                        with_logprobs: bool = False) -> AsyncGenerator[bytes, None]:
+    """`transcript.text.delta` per decoded segment, then `transcript.text.done` (with `with_logprobs`, each
+    carrying the log-probabilities of its tokens).
 
     A failure after the response started is sent as an `error` event (the SDK raises it), and the
     stream ends.
@@ -116,7 +125,7 @@ async def stream_events(events: AsyncIterator[Event], diarized: bool = False) ->
                 for segment in event.segments:
                     delta = segment.text.lstrip() if first else segment.text
                     first = False
-                    yield sse(TranscriptTextDeltaEvent(delta=delta))
+                    yield sse(TranscriptTextDeltaEvent(delta=delta, logprobs=logprobs([segment], with_logprobs)))
                 if diarized:
                     letters = speaker_letters(s.speaker for s in event.segments)
                     for segment in event.segments:
@@ -124,7 +133,8 @@ async def stream_events(events: AsyncIterator[Event], diarized: bool = False) ->
                             id=f"seg_{(segment.id or 0) + 1:03d}", start=segment.start, end=segment.end,
                             text=segment.text.strip(), speaker=letters.get(segment.speaker or "", "A")))
             else:
-                yield sse(TranscriptTextDoneEvent(text=event.text, usage=usage(event)))
+                yield sse(TranscriptTextDoneEvent(text=event.text, usage=usage(event),
+                                                  logprobs=logprobs(event.segments, with_logprobs)))
     except ServiceError as exc:
         yield sse(error_body(api_error(exc)))
     finally:

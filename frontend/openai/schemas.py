@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Literal
 
 import msgspec
+from msgspec import UNSET, UnsetType
 
-from whisper_triton.contract import Segment
+from whisper_triton.contract import Segment, TokenLogprob
 
 
 class TranscriptionWord(msgspec.Struct, frozen=True):
@@ -27,6 +28,7 @@ class UsageDuration(msgspec.Struct, frozen=True, tag_field="type", tag="duration
 class Transcription(msgspec.Struct, frozen=True):
     text: str
     usage: UsageDuration | None = None
+    logprobs: list[TokenLogprob] | UnsetType = UNSET  # with include[]=logprobs
 
 
 class TranscriptionVerbose(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -66,11 +68,20 @@ class TranscriptTextSegmentEvent(msgspec.Struct, frozen=True, tag_field="type", 
 
 class TranscriptTextDeltaEvent(msgspec.Struct, frozen=True, tag_field="type", tag="transcript.text.delta"):
     delta: str
+    logprobs: list[TokenLogprob] | UnsetType = UNSET  # with include[]=logprobs: the delta's tokens
 
 
 class TranscriptTextDoneEvent(msgspec.Struct, frozen=True, tag_field="type", tag="transcript.text.done"):
     text: str
     usage: UsageDuration | None = None
+    logprobs: list[TokenLogprob] | UnsetType = UNSET  # with include[]=logprobs: every token
+
+
+class SpeechTimestamp(msgspec.Struct, frozen=True):
+    """A speech region of `POST /v1/audio/speech/timestamps`, in milliseconds (speaches' shape)."""
+
+    start: int
+    end: int
 
 
 class Model(msgspec.Struct, frozen=True):
