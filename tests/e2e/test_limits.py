@@ -24,9 +24,10 @@ from harness.assets import jfk_wav
 from harness.stack import Served, start_served
 from tests.e2e.test_http_errors import assert_openai_error
 
-KEYS = {name: f"sk-test-{name}-5f0e1d2c3b4a" for name in ("alice", "bob", "carol", "dave", "flood", "steady")}
+KEYS = {name: f"sk-test-{name}-5f0e1d2c3b4a" for name in ("alice", "bob", "carol", "dave", "erin", "flood",
+                                                                  "steady")}
 LIMITS = {"alice": {"requests_per_minute": 3}, "carol": {"audio_seconds_per_hour": 15},
-          "dave": {"max_concurrent": 1}}
+          "dave": {"max_concurrent": 1}, "erin": {"audio_seconds_per_hour": 15}}
 FAIR_SLOTS = 2
 
 
@@ -106,6 +107,19 @@ def test_the_audio_budget_refuses_once_spent(limited: Served) -> None:
     assert 1800 <= int(response.headers["retry-after"]) <= 8 * 240
     assert response.headers["x-ratelimit-remaining-audio-seconds"] == "0"
     transcribe(sdk(limited, "bob"))
+
+
+def test_speech_timestamps_spend_the_audio_budget_too(limited: Served) -> None:
+    def regions() -> httpx.Response:
+        return httpx.post(f"{limited.base_url}/v1/audio/speech/timestamps", timeout=300,
+                          headers={"Authorization": f"Bearer {KEYS['erin']}"},
+                          files={"file": ("a.wav", jfk_wav().read_bytes())})
+
+    first = regions()
+    assert first.status_code == 200 and first.json()
+    assert first.headers["x-ratelimit-remaining-audio-seconds"] == "4"  # 15 - 11 s of JFK
+    assert regions().status_code == 200  # 4 s left: it runs, and overdraws the budget
+    assert "audio seconds per hour" in assert_openai_error(regions(), 429)["message"]
 
 
 def test_concurrent_transcriptions_of_one_key(limited: Served) -> None:
