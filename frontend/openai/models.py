@@ -69,7 +69,7 @@ def _require_admin(principal: Principal) -> None:
 
 def _model_path(raw: str) -> tuple[str, str]:
     """(model id, action) of `/v1/models/<id>[/load|/unload]`; ids may be `org/name`."""
-    path = raw.lstrip("/")
+    path = raw.removeprefix("/")  # Litestar hands a path parameter with its leading "/"
     for action in ("load", "unload"):
         if path.endswith(f"/{action}"):
             return check_id(path.removesuffix(f"/{action}")), action
@@ -100,7 +100,7 @@ class ModelsController(Controller):
     @get("/{model_id:path}", operation_id="retrieveModel", responses=error_responses({404: "Unknown model"}))
     async def retrieve_model(self, model_id: FromPath[str], settings: NamedDependency[FrontendSettings],
                              transcriptions: NamedDependency[Transcriptions], started: NamedDependency[int]) -> Model:
-        model = model_id.lstrip("/")
+        model = model_id.removeprefix("/")
         await transcriptions.served_model(settings, model)
         return Model(id=model, created=started, owned_by=OWNER)
 
@@ -121,7 +121,7 @@ class ModelsController(Controller):
                            principal: NamedDependency[Principal]) -> ModelDeleted:
         """Removes a fetched model that is not loaded from the model cache (admin key)."""
         _require_admin(principal)
-        model = check_id(model_id.lstrip("/"))
+        model = check_id(model_id.removeprefix("/"))
         await ModelAdmin(transcriptions.triton.grpc).delete(model)
         return ModelDeleted(id=model)
 
