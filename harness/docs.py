@@ -5,7 +5,7 @@
     python -m harness.docs --check   # exit 1 (naming the files) when a block is out of date
 
 Settings: one row per field of the settings structs (`WHISPER_*` ModelSettings, `TRITON_*` TritonSettings,
-`FRONTEND_*` FrontendSettings and DeadlineSettings), its default read from the struct and its meaning from
+`FRONTEND_*` FrontendSettings and DeadlineSettings, `LOG_*` LogFileSettings), its default read from the struct and its meaning from
 the `*_SETTINGS_HELP` mapping beside it; the entry model's inputs: one row per `whisper_triton.contract.INPUTS`
 entry. tests/unit/test_docs.py fails when a field has no meaning or a page is out of date.
 """
@@ -24,6 +24,7 @@ from frontend.deadlines import DEADLINE_SETTINGS_HELP, DeadlineSettings
 from frontend.settings import BARE_NAMES, FRONTEND_SETTINGS_HELP, FrontendSettings
 from whisper_triton import contract
 from whisper_triton.launcher import TRITON_SETTINGS_HELP, TritonSettings
+from whisper_triton.log_files import LOG_SETTINGS_HELP, LogFileSettings
 from whisper_triton.settings import MODEL_SETTINGS_HELP, ModelSettings
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -40,6 +41,8 @@ SETTINGS: tuple[tuple[str, str, tuple[tuple[type[msgspec.Struct], Mapping[str, s
      ((TritonSettings, TRITON_SETTINGS_HELP),)),
     ("Frontend (`FRONTEND_*`; the names in brackets are read too, as the servers we replace spell them)",
      "FRONTEND_", ((FrontendSettings, FRONTEND_SETTINGS_HELP), (DeadlineSettings, DEADLINE_SETTINGS_HELP))),
+    ("Log files (`LOG_*`, read by the frontend and by `make serve`'s Triton launcher; see [the API](api.md#logs))",
+     "LOG_", ((LogFileSettings, LOG_SETTINGS_HELP),)),
 )
 # Variables that are no struct field: read where the models are listed (whisper_triton.repository).
 EXTRA_ROWS = {"WHISPER_": [("WHISPER_MODELS", "`$WHISPER_MODEL`",

@@ -54,7 +54,7 @@ LOG_SETTINGS_HELP = {
            "key by `GET /v1/logs`; empty = the console only. Docker: a volume shared by both containers",
     "format": "`json` (one object a line) or `text`; the console follows `FRONTEND_LOG_JSON`",
     "max_bytes": "a log file is rotated when it would grow past this size",
-    "max_age_h": "... or when its first line is older than this many hours; 0 = no age limit",
+    "max_age_h": "a log file is also rotated when its first line is older than this many hours; 0 = no age limit",
     "backups": "rotated files kept per log (`frontend.log.1` is the newest)",
 }
 
