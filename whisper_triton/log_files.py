@@ -51,7 +51,8 @@ class LogFileSettings(msgspec.Struct, frozen=True):
 # What each LOG_* setting means (docs/configuration.md is generated from these: `python -m harness.docs`).
 LOG_SETTINGS_HELP = {
     "dir": "folder of the log files (`frontend.log`, `triton.log` and their rotated copies), served to the admin "
-           "key by `GET /v1/logs`; empty = the console only. Docker: a volume shared by both containers",
+           "key by `GET /v1/logs`; empty = the console only. Docker: the frontend's (Triton's container logs to its "
+           "console only)",
     "format": "`json` (one object a line) or `text`; the console follows `FRONTEND_LOG_JSON`",
     "max_bytes": "a log file is rotated when it would grow past this size",
     "max_age_h": "a log file is also rotated when its first line is older than this many hours; 0 = no age limit",
