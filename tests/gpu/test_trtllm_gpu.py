@@ -81,7 +81,7 @@ def test_engine_transcribes_with_language_timestamps_and_words(
     engine: tuple[TensorRTLLMEngine, WhisperTokenizer],
 ) -> None:
     instance, tokenizer = engine
-    (result,) = decode_windows(instance, tokenizer, [jfk_job(instance.n_mels, word_timestamps=True)])
+    (result,) = decode_windows(instance, tokenizer, [jfk_job(instance.n_mels, word_timestamps=True, logprobs=True)])
     assert result.language == "en" and result.language_probability > 0.5
     text = "".join(s.text for s in result.segments)
     assert wer(JFK_TEXT, text) < 0.15
@@ -89,6 +89,9 @@ def test_engine_transcribes_with_language_timestamps_and_words(
     words = [w for s in result.segments for w in s.words]
     assert len(words) >= 20 and all(a.start <= b.start for a, b in itertools.pairwise(words))
     assert all(s.no_speech_prob < 0.5 and s.avg_logprob > -1 for s in result.segments)
+    # Token log-probabilities come from the same alignment pass as the words (the CTranslate2 CUDA aligner).
+    assert all("".join(t.token for t in s.logprobs) == s.text and all(t.logprob <= 0 for t in s.logprobs)
+               for s in result.segments)
 
 
 def test_a_batch_of_64_windows_decodes_in_flight(engine: tuple[TensorRTLLMEngine, WhisperTokenizer]) -> None:

@@ -68,13 +68,16 @@ def test_transcribes_with_language_timestamps_and_words(
     engine: tuple[TensorRTLLMTorchEngine, WhisperTokenizer],
 ) -> None:
     instance, tokenizer = engine
-    (result,) = decode_windows(instance, tokenizer, [jfk_job(instance.n_mels, word_timestamps=True)])
+    (result,) = decode_windows(instance, tokenizer, [jfk_job(instance.n_mels, word_timestamps=True, logprobs=True)])
     assert result.language == "en" and result.language_probability > 0.5
     assert wer(JFK_TEXT, "".join(s.text for s in result.segments)) < 0.25
     assert all(0 <= s.start < s.end <= 11.01 for s in result.segments)
     words = [w for s in result.segments for w in s.words]
     assert len(words) >= 20 and all(a.start <= b.start for a, b in itertools.pairwise(words))
     assert all(s.no_speech_prob < 0.5 and -1 < s.avg_logprob <= 0 for s in result.segments)
+    # Token log-probabilities come from the same alignment pass as the words (the CTranslate2 CUDA aligner).
+    assert all("".join(t.token for t in s.logprobs) == s.text and all(t.logprob <= 0 for t in s.logprobs)
+               for s in result.segments)
 
 
 def test_log_probabilities_are_those_the_rules_left_untempered(
