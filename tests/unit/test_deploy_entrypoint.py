@@ -54,7 +54,7 @@ def test_serve_ctranslate2_generates_the_repository_and_preloads_engines(module:
     command = module.serve(env)
     repository = Path(next(c for c in command if c.startswith("--model-repository=")).split("=", 1)[1])
     assert sorted(p.name for p in repository.iterdir()) == [
-        "whisper", "whisper_engine__base", "whisper_engine__tiny.en", "whisper_live"]
+        "whisper", "whisper_engine__base", "whisper_engine__tiny.en", "whisper_live", "whisper_models"]
     assert [c for c in command if c.startswith("--load-model=")] == [
         "--load-model=whisper", "--load-model=whisper_live", "--load-model=whisper_engine__tiny.en",
         "--load-model=whisper_engine__base"]
