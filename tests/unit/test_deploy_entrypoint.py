@@ -56,10 +56,12 @@ def test_serve_ctranslate2_generates_the_repository_and_preloads_engines(module:
     assert sorted(p.name for p in repository.iterdir()) == [
         "whisper", "whisper_engine__base", "whisper_engine__tiny.en", "whisper_live", "whisper_models"]
     assert [c for c in command if c.startswith("--load-model=")] == [
-        "--load-model=whisper", "--load-model=whisper_live", "--load-model=whisper_engine__tiny.en",
+        "--load-model=whisper", "--load-model=whisper_live", "--load-model=whisper_models",
+        "--load-model=whisper_engine__tiny.en",
         "--load-model=whisper_engine__base"]
     lazy = module.serve({**env, "TRITON_MODEL_LOAD": "first_request", "WHISPER_DIARIZATION": "embedded"})
-    assert [c for c in lazy if c.startswith("--load-model=")] == ["--load-model=whisper", "--load-model=whisper_live"]
+    assert [c for c in lazy if c.startswith("--load-model=")] == ["--load-model=whisper", "--load-model=whisper_live",
+                                                                  "--load-model=whisper_models"]
     assert (repository / "diarization").is_dir()
     with pytest.raises(SettingsError, match="TRITON_MODEL_LOAD"):
         module.serve({**env, "TRITON_MODEL_LOAD": "later"})
