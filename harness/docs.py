@@ -5,9 +5,10 @@
     python -m harness.docs --check   # exit 1 (naming the files) when a block is out of date
 
 Settings: one row per field of the settings structs (`WHISPER_*` ModelSettings, `TRITON_*` TritonSettings,
-`FRONTEND_*` FrontendSettings and DeadlineSettings, `LOG_*` LogFileSettings), its default read from the struct and its meaning from
-the `*_SETTINGS_HELP` mapping beside it; the entry model's inputs: one row per `whisper_triton.contract.INPUTS`
-entry. tests/unit/test_docs.py fails when a field has no meaning or a page is out of date.
+`FRONTEND_*` FrontendSettings and DeadlineSettings, `LOG_*` LogFileSettings), its default read from the struct
+and its meaning from the `*_SETTINGS_HELP` mapping beside it; the entry model's inputs: one row per
+`whisper_triton.contract.INPUTS` entry. tests/unit/test_docs.py fails when a field has no meaning or a page is
+out of date.
 """
 
 from __future__ import annotations
