@@ -119,12 +119,11 @@ def test_a_rotated_file_is_listed_and_downloaded(stack: Served) -> None:
     response = httpx.get(f"{stack.base_url}/v1/logs/download", params={"file": "frontend.log.1"}, headers=ADMIN,
                          timeout=30)
     assert response.status_code == 200
-    assert response.content == (stack.log_dir / "frontend.log.1").read_bytes() or response.content
     first = json.loads(response.text.splitlines()[0])
     assert {"time", "level", "logger", "message"} <= set(first)
 
 
-def test_no_transcript_text_reaches_a_log_file(stack: Served) -> None:
+def test_no_transcript_text_or_key_reaches_a_log_file(stack: Served) -> None:
     for fmt in ("json", "verbose_json", "text"):
         response = httpx.post(f"{stack.base_url}/v1/audio/transcriptions", headers=USER,
                               data={"model": "whisper-1", "response_format": fmt},
@@ -136,3 +135,4 @@ def test_no_transcript_text_reaches_a_log_file(stack: Served) -> None:
     for path in files:
         text = path.read_text(errors="replace").lower()
         assert "country can do" not in text and "fellow americans" not in text, path.name
+        assert ADMIN_KEY not in text and USER["authorization"].split()[1] not in text, path.name
