@@ -18,6 +18,7 @@ from frontend.admission import Admission, Slot
 from frontend.database import StoreError
 from frontend.keys import OPEN, Principal
 from frontend.limits import KeyLimiter
+from frontend.logs import current_request_id
 from frontend.model_admin import ModelAdmin
 from frontend.settings import FrontendSettings
 from frontend.tasks.records import TaskError, TaskRequest, new_task
@@ -135,7 +136,8 @@ class Transcriptions:
         # What was asked, without the voices' audio (clips and embeddings stay out of the database).
         fields = msgspec.structs.asdict(msgspec.structs.replace(
             request, model=record.model, stream=False, known_speaker_references=(), known_speaker_embeddings=()))
-        asked = TaskRequest(**fields, dialect=record.dialect, file_name=record.file_name)
+        asked = TaskRequest(**fields, dialect=record.dialect, file_name=record.file_name,
+                            created_by_request=current_request_id())
         task = new_task(asked, "sync", status="completed" if error is None else "failed", owner=record.owner)
         task.completed_at = time.time()
         task.progress = 100.0 if error is None else 0.0
