@@ -3,12 +3,15 @@ be served (`?all=true`), fetch, load, unload, delete (through Triton's `whisper_
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Literal
 
 import msgspec
 from litestar import Controller, Response, delete, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, Parameter
+from litestar.openapi import ResponseSpec
+from litestar.openapi.spec import Operation, Schema
+from litestar.params import FromPath, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED, HTTP_403_FORBIDDEN
 
 from frontend.errors import APIError, error_responses
@@ -61,6 +64,17 @@ class ModelDeleted(msgspec.Struct, frozen=True):
     object: Literal["model"] = "model"
 
 
+@dataclass
+class _ListOperation(Operation):
+    """A managed list is a valid `ModelList` too (with more fields): the answer is documented as `anyOf` them."""
+
+    def __post_init__(self) -> None:
+        for response in (self.responses or {}).values():
+            for media in (getattr(response, "content", None) or {}).values():
+                if isinstance(media.schema, Schema) and media.schema.one_of:
+                    media.schema.any_of, media.schema.one_of = media.schema.one_of, None
+
+
 def _require_admin(principal: Principal) -> None:
     """Model management is the operator's: 403 for any other key (open when no key is configured)."""
     if not principal.admin:
@@ -81,11 +95,11 @@ class ModelsController(Controller):
     guards = [require_api_key]  # noqa: RUF012
     tags = ["models"]  # noqa: RUF012
 
-    @get("/", operation_id="listModels", responses=_ADMIN_ERRORS)
+    @get("/", operation_id="listModels", responses=_ADMIN_ERRORS, operation_class=_ListOperation)
     async def list_models(self, settings: NamedDependency[FrontendSettings],
                           transcriptions: NamedDependency[Transcriptions], started: NamedDependency[int],
                           principal: NamedDependency[Principal],
-                          all_models: Annotated[bool, Parameter(query="all", default=False)]
+                          all_models: Annotated[bool, QueryParameter(name="all")] = False
                           ) -> ModelList | ManagedModelList:
         """Every model the Triton repository serves (the default first, then fetched ones), then the default's
         aliases; with `all=true` (admin key): every model that could be served, with its state."""
@@ -104,7 +118,8 @@ class ModelsController(Controller):
         await transcriptions.served_model(settings, model)
         return Model(id=model, created=started, owned_by=OWNER)
 
-    @post("/{model_id:path}", operation_id="manageModel", responses=_ADMIN_ERRORS, status_code=HTTP_200_OK)
+    @post("/{model_id:path}", operation_id="manageModel", status_code=HTTP_200_OK, responses={
+        **_ADMIN_ERRORS, 202: ResponseSpec(data_container=ManagedModel, description="A fetch under way: poll")})
     async def manage_model(self, model_id: FromPath[str], transcriptions: NamedDependency[Transcriptions],
                            started: NamedDependency[int], principal: NamedDependency[Principal]
                            ) -> Response[ManagedModel]:
