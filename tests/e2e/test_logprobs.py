@@ -8,19 +8,11 @@ from pathlib import Path
 import openai
 import pytest
 
-from harness.assets import JFK_TEXT, jfk_wav
-from harness.stack import Served
+from harness.assets import JFK_TEXT
 from harness.text import wer
+from tests.e2e.test_openai_sdk import client, jfk
 
-
-@pytest.fixture(scope="module")
-def client(served: Served) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{served.base_url}/v1", api_key="unused", max_retries=0, timeout=300)
-
-
-@pytest.fixture(scope="module")
-def jfk() -> Path:
-    return jfk_wav()
+__all__ = ["client", "jfk"]  # fixtures of test_openai_sdk, shared
 
 
 def squeezed(text: str) -> str:

@@ -8,12 +8,14 @@ import pytest
 
 from tests.unit.test_decoding import (
     FakeEngine,
+    english,
     jfk_samples,
     job,
-    load_tokenizer,
+    multilingual,
     normalized,
     speech,
     texts,
+    tiny_en,
     ts,
 )
 from whisper_triton.contract import Segment
@@ -21,18 +23,9 @@ from whisper_triton.ctranslate2_engine import CTranslate2Engine
 from whisper_triton.decoding import DecodeOptions, WindowJob, assign_logprobs, decode_windows, token_logprob
 from whisper_triton.engine import Generation
 from whisper_triton.features import window_features
-from whisper_triton.models import resolve_model
 from whisper_triton.text import WhisperTokenizer
 
-
-@pytest.fixture(scope="module")
-def english() -> WhisperTokenizer:
-    return load_tokenizer("tiny.en")
-
-
-@pytest.fixture(scope="module")
-def multilingual() -> WhisperTokenizer:
-    return load_tokenizer("base")
+__all__ = ["english", "multilingual", "tiny_en"]  # fixtures of test_decoding, shared
 
 
 @pytest.mark.parametrize("text", [" And so, my fellow Americans", " Ölkännchen, 日本語の文章です。",
@@ -104,11 +97,6 @@ def test_logprobs_belong_to_the_text_left_after_a_loop_is_cut(english: WhisperTo
     (result,) = decode_windows(engine, english, [job(0, logprobs=True, temperatures=(0.0,))])
     assert result.loops == 1
     assert "".join(item.token for s in result.segments for item in s.logprobs) == texts(result.segments)
-
-
-@pytest.fixture(scope="module")
-def tiny_en() -> CTranslate2Engine:
-    return CTranslate2Engine(resolve_model("tiny.en").path, intra_threads=2)
 
 
 def test_real_engine_gives_the_log_probabilities_of_the_transcript(english: WhisperTokenizer,
