@@ -136,7 +136,6 @@ class AudioController(Controller):
         form = parse_audio_form(*await read_multipart(request, settings.max_upload_bytes), "translate")
         return await _answer(request, form, settings, transcriptions, speakers, principal)
 
-
     @post("/speech/timestamps", operation_id="detectSpeechTimestamps", responses=_ERRORS, status_code=200,
           operation_class=_speech_operation())
     async def detect_speech_timestamps(self, request: Request[Any, Any, Any],
