@@ -5,6 +5,7 @@ WHISPER_MODEL_SOURCE_DIR is converted; bad ids, unknown models, missing or non-a
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -14,11 +15,14 @@ from typing import Any
 import httpx
 import openai
 import pytest
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
 
 from harness.assets import JFK_TEXT, jfk_wav
 from harness.stack import Served, start_served
 from harness.text import wer
 from harness.toy_checkpoint import write_toy_checkpoint
+from whisper_triton import models_contract
 
 ADMIN_KEY = "sk-admin-models-0123456789"
 ALICE_KEY = "sk-alice-models-0123456789"
@@ -122,6 +126,29 @@ def test_a_hub_model_fetched_offline_fails_with_a_clear_error(served: Served) ->
         _error(admin.post("/v1/models/large-v3/load"), 409)  # not on disk
         assert admin.delete("/v1/models/large-v3").status_code == 200  # a failed fetch can be forgotten
         assert _states(admin)["large-v3"]["state"] == "not_downloaded"
+
+
+def test_grpc_clients_manage_models_through_whisper_models(served: Served) -> None:
+    client = grpcclient.InferenceServerClient(served.grpc_url)
+    try:
+        def call(action: str, model: str = "") -> Any:
+            inputs = []
+            for name, array in models_contract.request_arrays(action, model).items():
+                tensor = grpcclient.InferInput(name, list(array.shape), "BYTES")
+                tensor.set_data_from_numpy(array)
+                inputs.append(tensor)
+            return json.loads(client.infer(models_contract.MODELS_MODEL, inputs).as_numpy(models_contract.RESULT)[0])
+
+        listed = {record["id"]: record for record in call("list")}
+        assert listed["tiny.en"]["state"] == "loaded" and listed["toy"]["source"] == "source_dir"
+        assert call("get", "base")["state"] == "not_downloaded"
+        for action, model, code in (("get", "nosuch", "not_found"), ("fetch", "../etc", "invalid_value"),
+                                    ("unload", "tiny.en", "conflict"), ("jump", "base", "invalid_value")):
+            with pytest.raises(InferenceServerException) as raised:
+                call(action, model)
+            assert f"[{code}(" in str(raised.value)
+    finally:
+        client.close()
 
 
 @pytest.mark.parametrize(("method", "path", "headers", "status"), [
