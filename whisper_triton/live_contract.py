@@ -27,7 +27,7 @@ from typing import Literal
 import msgspec
 import numpy as np
 
-from whisper_triton.contract import AUDIO, LIVE_MODEL
+from whisper_triton.contract import AUDIO, LIVE_MODEL, TokenLogprob
 from whisper_triton.errors import InvalidRequestError
 
 SESSION, SEQ, CONTROL = "SESSION", "SEQ", "CONTROL"
@@ -87,6 +87,7 @@ class LiveConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
     language: str | None = None
     prompt: str | None = None
     turn_detection: TurnDetection | None = TurnDetection()
+    logprobs: bool = False  # deltas and completed transcripts carry their tokens' log-probabilities
 
 
 class Start(msgspec.Struct, tag="start", frozen=True):
@@ -144,6 +145,7 @@ class ClearedEvent(msgspec.Struct, tag="cleared", frozen=True):
 class DeltaEvent(msgspec.Struct, tag="delta", frozen=True):
     item: int
     text: str
+    logprobs: list[TokenLogprob] | None = None  # with `logprobs`: its tokens'
 
 
 class CompletedEvent(msgspec.Struct, tag="completed", frozen=True):
@@ -151,6 +153,7 @@ class CompletedEvent(msgspec.Struct, tag="completed", frozen=True):
     text: str
     language: str
     audio_seconds: float  # the turn's audio, for usage
+    logprobs: list[TokenLogprob] | None = None  # with `logprobs`: every token's, in order
 
 
 class FailedEvent(msgspec.Struct, tag="failed", frozen=True):

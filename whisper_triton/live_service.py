@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from whisper_triton.contract import DoneEvent, Event, SegmentsEvent
+from whisper_triton.contract import DoneEvent, Event, Segment, SegmentsEvent, TokenLogprob
 from whisper_triton.errors import InvalidRequestError, ServiceError, UnavailableError
 from whisper_triton.live_contract import (
     SESSION_ID,
@@ -192,8 +192,9 @@ class LiveSessions:
             else:
                 self._drop(speculation, config)
             said = ""
+            logprobs: list[TokenLogprob] | None = [] if config.logprobs else None
             if turn.silent:  # an idle timeout: nothing was said, nothing to decode (usage: no audio)
-                yield CompletedEvent(turn.item, "", config.language or "", 0.0)
+                yield CompletedEvent(turn.item, "", config.language or "", 0.0, logprobs)
                 return
             async for event in source if source is not None else self._transcribe(turn.samples, config, None):
                 if isinstance(event, SegmentsEvent):
@@ -201,13 +202,18 @@ class LiveSessions:
                     delta = text.lstrip() if not said else text
                     if delta:
                         said += delta
-                        yield DeltaEvent(turn.item, delta)
+                        tokens = None
+                        if logprobs is not None:
+                            tokens = _logprobs(event.segments)
+                            logprobs += tokens
+                        yield DeltaEvent(turn.item, delta, tokens)
                 elif isinstance(event, DoneEvent):
                     if not said and event.text:  # a transcriber that sent no segments events
                         said = event.text
-                        yield DeltaEvent(turn.item, said)
+                        logprobs = _logprobs(event.segments) if logprobs is not None else None
+                        yield DeltaEvent(turn.item, said, logprobs)
                     yield CompletedEvent(turn.item, said.strip(), event.language or "",
-                                         round(len(turn.samples) / 16000, 3))
+                                         round(len(turn.samples) / 16000, 3), logprobs)
         except ServiceError as exc:
             yield FailedEvent(turn.item, exc.code or "transcription_failed", exc.message)
         finally:
@@ -239,6 +245,10 @@ class LiveSessions:
         except (ServiceError, asyncio.CancelledError):
             return None
         return _replay(events)
+
+
+def _logprobs(segments: list[Segment]) -> list[TokenLogprob]:
+    return [token for segment in segments for token in segment.logprobs]
 
 
 async def _replay(events: list[Event]) -> AsyncIterator[Event]:

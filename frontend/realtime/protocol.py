@@ -24,6 +24,7 @@ CLIENT_EVENTS = ("session.update", "transcription_session.update", "input_audio_
 FORMAT_NAMES = {"pcm16": "audio/pcm", "pcmu": "audio/pcmu", "pcma": "audio/pcma"}
 BETA_FORMATS = {"pcm16": "pcm16", "pcmu": "g711_ulaw", "pcma": "g711_alaw"}
 DEFAULT_TURNS = {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300, "silence_duration_ms": 500}
+LOGPROBS = "item.input_audio_transcription.logprobs"  # the `include` that asks for log-probabilities
 REALTIME_ALIASES = ("gpt-live-transcribe", "gpt-realtime-whisper", "gpt-transcribe")
 
 
@@ -57,7 +58,8 @@ class SessionState:
                      if k in TurnDetection.__struct_fields__}
             turns = TurnDetection(**known)
         return LiveConfig(format=self.format, rate=24_000 if self.format == "pcm16" else None,
-                          model=self.served_model, language=self.language, prompt=self.prompt, turn_detection=turns)
+                          model=self.served_model, language=self.language, prompt=self.prompt, turn_detection=turns,
+                          logprobs=LOGPROBS in (self.include or ()))
 
     def ga(self) -> dict[str, Any]:
         """The session object of `session.created` / `session.updated`."""

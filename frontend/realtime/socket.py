@@ -29,6 +29,7 @@ from frontend.realtime import protocol
 from frontend.realtime.bridge import Answer, LiveBridge
 from frontend.realtime.protocol import SessionState, error_event, event_id
 from frontend.settings import FrontendSettings
+from whisper_triton.contract import TokenLogprob
 from whisper_triton.errors import InvalidRequestError, RateLimitError, ServiceError, UnavailableError
 from whisper_triton.live_contract import (
     Clear,
@@ -125,6 +126,13 @@ async def _refuse(socket: WebSocket[Any, Any, Any], error: ServiceError, code: i
     with contextlib.suppress(Exception):
         await socket.send_json(error_event(error))
         await socket.close(code=code, reason=reason)
+
+
+def _logprobs(tokens: list[TokenLogprob] | None) -> dict[str, Any]:
+    """The `logprobs` field of a transcript event, when the session's `include` asked for it."""
+    if tokens is None:
+        return {}
+    return {"logprobs": [{"token": t.token, "logprob": t.logprob, "bytes": t.bytes} for t in tokens]}
 
 
 def _resolver(settings: FrontendSettings) -> Any:
@@ -293,12 +301,12 @@ class RealtimeSession:
             await self._emit("input_audio_buffer.cleared")
         elif isinstance(event, DeltaEvent):
             await self._emit("conversation.item.input_audio_transcription.delta", item_id=self._item(event.item),
-                             content_index=0, delta=event.text)
+                             content_index=0, delta=event.text, **_logprobs(event.logprobs))
         elif isinstance(event, CompletedEvent):
             self._observe_turn(event)
             await self._emit("conversation.item.input_audio_transcription.completed", item_id=self._item(event.item),
                              content_index=0, transcript=event.text,
-                             usage={"type": "duration", "seconds": event.audio_seconds})
+                             usage={"type": "duration", "seconds": event.audio_seconds}, **_logprobs(event.logprobs))
         elif isinstance(event, FailedEvent):
             self.stopped_at.pop(event.item, None)
             await self._emit("conversation.item.input_audio_transcription.failed", item_id=self._item(event.item),

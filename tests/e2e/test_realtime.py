@@ -88,6 +88,33 @@ async def test_the_openai_sdk_transcribes_a_recording_with_manual_commits(served
     assert kinds.index("input_audio_buffer.committed") < kinds.index("conversation.item.added") < kinds.index(DELTA)
 
 
+async def test_the_sdk_gets_the_logprobs_its_session_includes(served: Served, jfk24k: bytes) -> None:
+    client = openai.AsyncOpenAI(api_key="unused", base_url=f"{served.base_url}/v1", max_retries=0)
+    async with client.realtime.connect(extra_query={"intent": "transcription"}) as connection:
+        await connection.recv()  # session.created
+        await connection.session.update(session={
+            "type": "transcription", "include": ["item.input_audio_transcription.logprobs"],
+            "audio": {"input": {"transcription": {"model": "whisper-1", "language": "en"}, "turn_detection": None}}})
+        for at in range(0, len(jfk24k), CHUNK * 10):
+            await connection.input_audio_buffer.append(
+                audio=base64.b64encode(jfk24k[at : at + CHUNK * 10]).decode())
+        await connection.input_audio_buffer.commit()
+        deltas = []
+        async for event in connection:
+            assert event.type != "error", event
+            if event.type == DELTA:
+                deltas.append(event)
+            if event.type == COMPLETED:
+                completed = event
+                break
+    tokens = completed.logprobs or []
+    assert "".join(t.token for t in tokens).strip() == completed.transcript
+    assert wer(JFK_TEXT, completed.transcript) < 0.15
+    assert all(t.logprob <= 0 for t in tokens) and any(t.logprob < 0 for t in tokens)
+    assert all(bytes(t.bytes).decode() == t.token for t in tokens)
+    assert [t for d in deltas for t in d.logprobs or []] == tokens
+
+
 async def test_server_vad_turns_stream_back_while_audio_flows(served: Served, talk24k: bytes) -> None:
     async with websockets.connect(ws_url(served.base_url)) as socket:
         assert json.loads(await socket.recv())["session"]["audio"]["input"]["turn_detection"]["type"] == "server_vad"

@@ -7,10 +7,11 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import msgspec
 import numpy as np
 import pytest
 
-from whisper_triton.contract import DoneEvent, Event, Segment, SegmentsEvent
+from whisper_triton.contract import DoneEvent, Event, Segment, SegmentsEvent, TokenLogprob
 from whisper_triton.errors import EngineError, InvalidRequestError, UnavailableError
 from whisper_triton.live_contract import (
     Commit,
@@ -77,6 +78,37 @@ async def test_an_idle_timeout_completes_empty_after_the_turns_before_it_without
     assert second[0] == TimeoutEvent(1, 992, 2016) and second[-1] == CompletedEvent(1, "", "", 0.0)
     assert fake.calls == 1  # the silence went to no transcriber
     assert fake.log == ["start 0", "end 0"]
+
+
+async def test_logprobs_asked_come_with_each_delta_and_all_with_the_completed_transcript() -> None:
+    def with_logprobs(part: Segment, *values: float) -> Segment:
+        words = part.text.split(" ")[1:]
+        tokens = [TokenLogprob(" " + word, value, list((" " + word).encode())) for word, value in zip(words, values,
+                                                                                                      strict=True)]
+        return msgspec.structs.replace(part, logprobs=tokens)
+
+    async def transcribe(samples: np.ndarray, config: LiveConfig,
+                         request_id: str | None = None) -> AsyncIterator[Event]:
+        first, second = with_logprobs(segment(0.0, 1.0, " Hello there."), -0.1, -0.2), with_logprobs(
+            segment(1.0, 2.0, " Bye."), -0.3)
+        yield SegmentsEvent(language="en", progress=0.5, segments=[first])
+        yield SegmentsEvent(language="en", progress=1.0, segments=[second])
+        yield DoneEvent(task="transcribe", language="en", duration=2.0, text="Hello there. Bye.",
+                        segments=[first, second])
+
+    sessions = LiveSessions(transcribe)
+    asked = Start(LiveConfig(format="pcm16", rate=16_000, turn_detection=None, logprobs=True))
+    assert await collect(sessions, "s", 0, None, asked) == []
+    events = await collect(sessions, "s", 1, SECOND, Commit())
+    deltas = [e for e in events if isinstance(e, DeltaEvent)]
+    assert [[t.logprob for t in d.logprobs or []] for d in deltas] == [[-0.1, -0.2], [-0.3]]
+    completed = events[-1]
+    assert isinstance(completed, CompletedEvent) and [t.token for t in completed.logprobs or []] == [
+        " Hello", " there.", " Bye."]
+    plain = LiveSessions(transcribe)
+    await collect(plain, "p", 0, None, MANUAL)
+    events = await collect(plain, "p", 1, SECOND, Commit())
+    assert all(e.logprobs is None for e in events if isinstance(e, DeltaEvent | CompletedEvent))
 
 
 async def test_turns_are_transcribed_in_order_and_deltas_spell_the_text() -> None:

@@ -76,6 +76,8 @@ class TritonPythonModel:
         inputs = [pb_utils.Tensor(contract.AUDIO, np.array([_wav(samples)], dtype=object)),
                   pb_utils.Tensor(contract.STREAM, np.array([True])),
                   pb_utils.Tensor(contract.LIVE, np.array([True]))]  # before file windows at the engine
+        if config.logprobs:
+            inputs.append(pb_utils.Tensor(contract.LOGPROBS, np.array([True])))
         for name, value in ((contract.MODEL, config.model), (contract.LANGUAGE, config.language),
                             (contract.PROMPT, config.prompt), (contract.REQUEST_ID, request_id)):
             if value:
