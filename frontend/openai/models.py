@@ -15,7 +15,7 @@ from litestar.params import FromPath, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED, HTTP_403_FORBIDDEN
 
 from frontend.errors import APIError, error_responses
-from frontend.guards import require_api_key
+from frontend.guards import require_admin_key, require_api_key
 from frontend.keys import Principal
 from frontend.model_admin import ModelAdmin
 from frontend.openai.schemas import Model, ModelList
@@ -76,7 +76,7 @@ class _ListOperation(Operation):
 
 
 def _require_admin(principal: Principal) -> None:
-    """Model management is the operator's: 403 for any other key (open when no key is configured)."""
+    """`?all=true` is the operator's (as the routes behind `require_admin_key`): 403 for any other key."""
     if not principal.admin:
         raise APIError(HTTP_403_FORBIDDEN, "Only the admin key may manage models.", code="forbidden")
 
@@ -118,24 +118,22 @@ class ModelsController(Controller):
         await transcriptions.served_model(settings, model)
         return Model(id=model, created=started, owned_by=OWNER)
 
-    @post("/{model_id:path}", operation_id="manageModel", status_code=HTTP_200_OK, responses={
-        **_ADMIN_ERRORS, 202: ResponseSpec(data_container=ManagedModel, description="A fetch under way: poll")})
+    @post("/{model_id:path}", operation_id="manageModel", status_code=HTTP_200_OK, guards=[require_admin_key],
+          responses={**_ADMIN_ERRORS, 202: ResponseSpec(ManagedModel, description="A fetch under way: poll")})
     async def manage_model(self, model_id: FromPath[str], transcriptions: NamedDependency[Transcriptions],
-                           started: NamedDependency[int], principal: NamedDependency[Principal]
-                           ) -> Response[ManagedModel]:
+                           started: NamedDependency[int]) -> Response[ManagedModel]:
         """`POST /v1/models/{id}` fetches a model (202 while it downloads or converts; poll `?all=true`);
         `.../load` and `.../unload` load and unload it (admin key)."""
-        _require_admin(principal)
         model, action = _model_path(model_id)
         record = await ModelAdmin(transcriptions.triton.grpc).act(action, model)
         status = HTTP_202_ACCEPTED if record.state in ("downloading", "converting") else HTTP_200_OK
         return Response(ManagedModel.of(record, started), status_code=status)
 
-    @delete("/{model_id:path}", operation_id="deleteModel", responses=_ADMIN_ERRORS, status_code=HTTP_200_OK)
-    async def delete_model(self, model_id: FromPath[str], transcriptions: NamedDependency[Transcriptions],
-                           principal: NamedDependency[Principal]) -> ModelDeleted:
+    @delete("/{model_id:path}", operation_id="deleteModel", responses=_ADMIN_ERRORS, status_code=HTTP_200_OK,
+            guards=[require_admin_key])
+    async def delete_model(self, model_id: FromPath[str], transcriptions: NamedDependency[Transcriptions]
+                           ) -> ModelDeleted:
         """Removes a fetched model that is not loaded from the model cache (admin key)."""
-        _require_admin(principal)
         model = check_id(model_id.removeprefix("/"))
         await ModelAdmin(transcriptions.triton.grpc).delete(model)
         return ModelDeleted(id=model)
