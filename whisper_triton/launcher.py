@@ -28,8 +28,8 @@ from pathlib import Path
 import msgspec
 
 from whisper_triton.contract import ENTRY_MODEL, LIVE_MODEL
-from whisper_triton.models_contract import MODELS_MODEL
 from whisper_triton.log_files import triton_line
+from whisper_triton.models_contract import MODELS_MODEL
 from whisper_triton.repository import build_repository, model_specs
 from whisper_triton.settings import load_settings, model_settings
 from whisper_triton.stubs import StubWatch, children
