@@ -119,6 +119,8 @@ def launch_served(tmp: Path, model: str, env: Mapping[str, str] | None = None, c
         "LOG_DIR": str(log_dir),
         **(env or {}),
     })
+    if not {"WHISPER_CACHE_DIR", "WHISPER_MANAGED_DIR"} & set(env or {}):  # fetched models stay with the test's data
+        environment["WHISPER_MANAGED_DIR"] = str(data_dir / "managed")
     with log_path.open("wb") as log:
         process = subprocess.Popen([sys.executable, "-m", "frontend.serve"], cwd=REPO, env=environment,
                                    stdout=log, stderr=subprocess.STDOUT)

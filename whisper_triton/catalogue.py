@@ -47,11 +47,11 @@ def check_id(model: str) -> str:
     return model
 
 
-def fetched_spec(cache_dir: Path, model: str) -> str | None:
+def fetched_spec(cache_dir: Path, model: str, root: Path | None = None) -> str | None:
     """What the engine of a fetched model loads; None: not fetched, or not a model id."""
     if not _ID.fullmatch(model) or ".." in model:
         return None
-    return Catalogue(cache_dir, []).spec(model)
+    return Catalogue(cache_dir, [], root=root).spec(model)
 
 
 class StoredState(msgspec.Struct, frozen=True):
@@ -78,9 +78,9 @@ class Catalogue:
     the checkpoints in `source_dir` and the Hub's names; fetched into `cache_dir`."""
 
     def __init__(self, cache_dir: Path, configured: list[str], source_dir: Path | None = None,
-                 fetcher: Fetcher | None = None) -> None:
+                 fetcher: Fetcher | None = None, root: Path | None = None) -> None:
         self.cache_dir = cache_dir
-        self.root = cache_dir / "managed"
+        self.root = root or cache_dir / "managed"
         self.configured = {model_id(spec): spec for spec in configured}
         self.default = next(iter(self.configured), "")
         self.source_dir = source_dir

@@ -28,6 +28,7 @@ class ModelSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
     model: str = "base"
     cache_dir: str = ""
     model_source_dir: str = ""  # checkpoints an operator may fetch by name (model management)
+    managed_dir: str = ""  # fetched models and their state (model management); "": <cache_dir>/managed
     device: str = "cpu"
     compute_type: str = "int8"
     cpu_threads: int = 0  # CTranslate2 threads in all (0: the usable cores), shared by the engine workers
@@ -63,6 +64,9 @@ class ModelSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
     def cache_path(self) -> Path:
         return Path(self.cache_dir).expanduser() if self.cache_dir else default_cache_dir()
 
+    def managed_path(self) -> Path:
+        return Path(self.managed_dir).expanduser() if self.managed_dir else self.cache_path() / "managed"
+
     @property
     def diarization_enabled(self) -> bool:
         """Whether the diarization model is served (WHISPER_DIARIZATION not off)."""
@@ -79,6 +83,8 @@ MODEL_SETTINGS_HELP = {
     "model_source_dir": "a folder of Whisper checkpoints (CTranslate2 or Hugging Face transformers), one folder "
                         "per model named by its id: listed by `GET /v1/models?all=true`, fetched (converted) on "
                         "request; empty = none",
+    "managed_dir": "models fetched over HTTP (model management): their state, conversions and locks; servers "
+                   "sharing it fetch each model once; empty = `<WHISPER_CACHE_DIR>/managed`",
     "cache_dir": "assembled and converted models, Triton's backend directory; empty = `~/.cache/whisper-triton`",
     "device": "CTranslate2 device (`cpu`, `cuda`)",
     "compute_type": "CTranslate2 compute type (`int8`, `int8_float32`, `float32`, `float16` on GPU, ...)",

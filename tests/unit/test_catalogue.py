@@ -71,6 +71,17 @@ def test_listing_states_and_a_fetch_that_survives_a_restart(tmp_path: Path) -> N
     assert log.read_text().splitlines() == ["toy"]
 
 
+def test_fetched_models_live_in_the_managed_folder_when_one_is_set(tmp_path: Path) -> None:
+    managed = tmp_path / "elsewhere"
+    catalogue = Catalogue(tmp_path / "cache", [], _source_dir(tmp_path), _fake_fetcher(tmp_path / "log"), root=managed)
+    catalogue.fetch("toy")
+    catalogue.wait("toy", 10)
+    assert catalogue.spec("toy") == str(managed / "toy" / "model") and (managed / "toy" / "state.json").is_file()
+    assert not (tmp_path / "cache" / "managed").exists()
+    assert fetched_spec(tmp_path / "cache", "toy", managed) == catalogue.spec("toy")
+    assert fetched_spec(tmp_path / "cache", "toy") is None
+
+
 def test_delete_only_what_was_fetched_and_is_not_loaded_or_configured(tmp_path: Path) -> None:
     catalogue = Catalogue(tmp_path / "cache", ["tiny.en"], _source_dir(tmp_path), _fake_fetcher(tmp_path / "log"))
     with pytest.raises(ConflictError):

@@ -48,7 +48,8 @@ class TritonPythonModel:
     def _transcriber(self, model):
         """The pipeline of one Whisper model (its tokenizer, mel size, engine model), made on first use."""
         if model not in self.transcribers:
-            spec = self.specs.get(model) or fetched_spec(self.settings.cache_path(), model)  # fetched over HTTP
+            spec = self.specs.get(model) or fetched_spec(  # fetched over HTTP
+                self.settings.cache_path(), model, self.settings.managed_path())
             if spec is None:
                 raise InvalidRequestError(f"The model '{model}' is not served here.", param="model")
             resolved = resolve_model(spec, self.settings.cache_path())

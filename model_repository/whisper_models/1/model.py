@@ -25,7 +25,8 @@ class TritonPythonModel:
         self.source = Path(parameters["SOURCE"])
         settings = model_settings()
         source_dir = Path(settings.model_source_dir).expanduser() if settings.model_source_dir else None
-        self.catalogue = Catalogue(settings.cache_path(), model_specs(), source_dir)
+        self.catalogue = Catalogue(settings.cache_path(), model_specs(), source_dir,
+                                   root=settings.managed_path())
         self.logger = pb_utils.Logger
         self._sync()  # after a restart: engines of the models fetched before it
 
