@@ -24,9 +24,10 @@ COPY frontend/ frontend/
 # `from frontend.webhooks import verify` import it from site-packages.
 RUN python -m pip install --no-cache-dir --no-deps --editable .
 
+# /logs: where compose mounts the log volume shared with Triton (LOG_DIR); an empty volume takes this owner.
 RUN useradd --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin whisper \
-    && mkdir -p /data \
-    && chown whisper:whisper /data
+    && mkdir -p /data /logs \
+    && chown whisper:whisper /data /logs
 
 # Listening beyond loopback needs FRONTEND_API_KEYS (or ADMIN_API_KEY): without one the frontend refuses
 # to start, on purpose. Several replicas share tasks through PostgreSQL (DB_URL) and need one WEBHOOK_SECRET.

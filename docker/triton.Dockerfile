@@ -2,7 +2,8 @@
 # GPU image: NVIDIA's Triton TensorRT-LLM container, our model repository and engine builder.
 # Build from the repository root:  docker build -f docker/triton.Dockerfile -t whisper-triton/triton:0.1.0 .
 # On start it builds the TensorRT-LLM engines of WHISPER_MODELS into /cache (first start only: mount a
-# volume there), generates the model repository and execs tritonserver (see docker/triton_entrypoint.py).
+# volume there), generates the model repository and runs tritonserver: exec'd, or with LOG_DIR as a child whose
+# lines also go to LOG_DIR/triton.log (see docker/triton_entrypoint.py).
 # A release whose TensorRT-LLM has no trtllm-build takes the PyTorch route instead (WHISPER_TRTLLM_ROUTE=auto):
 # the first start fetches the Hugging Face checkpoints, nothing is built.
 # The release pins Triton, TensorRT-LLM, CUDA, Python (3.12) and the driver it needs: see docker/README.md.
@@ -41,9 +42,10 @@ COPY docker/triton_entrypoint.py docker/triton_entrypoint.py
 RUN PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --no-cache-dir --no-deps --editable .
 
 # A fixed numeric user, so that Kubernetes' runAsNonRoot can check it and volumes can be given to it.
+# /logs: where compose mounts the log volume (LOG_DIR); an empty volume takes this folder's owner.
 RUN useradd --uid 10001 --user-group --create-home --shell /usr/sbin/nologin whisper \
-    && mkdir -p /cache \
-    && chown whisper:whisper /cache
+    && mkdir -p /cache /logs \
+    && chown whisper:whisper /cache /logs
 
 # TRITON_MODEL_REPOSITORY is left to the entry point: the GPU repository it renders for the engines.
 ENV OPENBLAS_NUM_THREADS=1 \

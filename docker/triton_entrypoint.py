@@ -13,8 +13,11 @@ key names everything an engine is valid for only (TensorRT-LLM version, GPU mode
 build options): a volume shared by pods on different GPUs or images never serves a wrong engine. A file lock
 keeps pods that start together on a shared volume from building at once. Each pod renders its own GPU model
 repository (build_engines' `render_repository`) into its temporary directory, from the engines and the
-WHISPER_TRTLLM_* settings. Unlike `make serve`, nothing supervises tritonserver: it replaces this process,
-so the container runtime sees its exit and its signals.
+WHISPER_TRTLLM_* settings. Unlike `make serve`, nothing supervises tritonserver (no restarts). Without LOG_DIR
+it replaces this process, so the container runtime sees its exit and its signals. With LOG_DIR (a volume the
+frontend reads too, for `GET /v1/logs`) it runs as a child (`run_logged`): its lines reach this console unchanged
+and `triton.log` parsed as `make serve` writes it (whisper_triton.log_files), the runtime's signals are forwarded
+to it, and its exit status is this process's.
 """
 
 from __future__ import annotations
@@ -24,14 +27,20 @@ import contextlib
 import fcntl
 import logging
 import os
+import queue
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator, Mapping, MutableMapping
 from importlib import metadata
+from logging.handlers import QueueHandler, QueueListener
 from pathlib import Path
+from types import FrameType
+from typing import Any, BinaryIO
 
 import msgspec
 
@@ -39,6 +48,14 @@ from build_engines.build import BuildError
 from build_engines.render import SERVE_ENV, RenderOptions, render_repository
 from whisper_triton.launcher import TritonSettings
 from whisper_triton.launcher import server_command as launcher_command
+from whisper_triton.log_files import (
+    TRITON_FILE,
+    LogFileSettings,
+    RotatingLogFile,
+    log_file,
+    log_file_settings,
+    log_triton_lines,
+)
 from whisper_triton.models import ModelError, model_id, resolve_model
 from whisper_triton.repository import build_repository, model_specs
 from whisper_triton.settings import ModelSettings, SettingsError, load_settings, model_settings
@@ -47,6 +64,9 @@ from whisper_triton.trtllm_route import resolve_route
 log = logging.getLogger("triton_entrypoint")
 APP_DIR = Path(__file__).resolve().parent.parent
 ENGINES = ("ctranslate2", "tensorrt_llm")
+TRITON_LOGGER = "tritonserver"  # the logger of tritonserver's lines in triton.log, as `make serve` names it
+FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+QUEUED_LINES = 10_000  # lines waiting for a slow disk before they are dropped from the file (never from the console)
 
 
 class BuildSettings(msgspec.Struct, frozen=True):
@@ -231,6 +251,88 @@ def serve(environ: MutableMapping[str, str]) -> list[str]:
     return server_command(binary, settings, repository, engines if settings.model_load == "startup" else [])
 
 
+class _TritonFile(RotatingLogFile):
+    """triton.log; a write that fails (disk full, permissions) costs one warning, not a traceback a line."""
+
+    warned = False
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if not self.warned:
+            self.warned = True
+            log.warning("cannot write %s (%s): Triton's lines reach the console only while this lasts",
+                        self.baseFilename, sys.exc_info()[1])
+
+
+class _LineQueue(QueueHandler):
+    """Hands the lines to the file's writer thread; drops them when it falls behind (a stalled disk) rather than
+    make the readers wait, which would block tritonserver on its full pipe."""
+
+    dropped = 0
+
+    def enqueue(self, record: logging.LogRecord) -> None:
+        try:
+            self.queue.put_nowait(record)
+        except queue.Full:
+            if not self.dropped:
+                log.warning("%s is not written fast enough: lines are dropped from it (not from the console)",
+                            TRITON_FILE)
+            self.dropped += 1
+
+
+def _open_triton_file(files: LogFileSettings) -> RotatingLogFile | None:
+    try:
+        return log_file(files, TRITON_FILE, _TritonFile)
+    except OSError as exc:  # LOG_DIR cannot be created
+        log.warning("cannot keep %s in %s (%s): Triton's lines reach the console only", TRITON_FILE, files.dir, exc)
+        return None
+
+
+def exit_status(returncode: int) -> int:
+    """A shell's exit status for a child's return code: 128 + n for a death by signal n."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def run_logged(command: list[str], files: LogFileSettings, out: BinaryIO | None = None,
+               err: BinaryIO | None = None) -> int:
+    """Runs tritonserver as a child: each line of its stdout and stderr reaches `out` and `err` (this process's)
+    unchanged and LOG_DIR/triton.log parsed (level, request id); SIGTERM, SIGINT and SIGHUP are forwarded to
+    it. Returns its exit status (128 + n for a death by signal n), as the runtime would have seen it."""
+    target = _open_triton_file(files)
+    records: queue.Queue[logging.LogRecord] = queue.Queue(QUEUED_LINES)
+    sink: logging.Handler = _LineQueue(records) if target is not None else logging.NullHandler()
+    writer = QueueListener(records, *([target] if target is not None else []))
+    lines = logging.getLogger(TRITON_LOGGER)
+    lines.propagate = False  # the console gets the lines as they came, not once more through logging
+    lines.setLevel(logging.DEBUG)
+    lines.addHandler(sink)
+    writer.start()
+    previous: dict[signal.Signals, Any] = {}
+    try:
+        # Its own session: a terminal's Ctrl-C reaches it once, through this process.
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+
+        def forward(signum: int, _frame: FrameType | None) -> None:
+            process.send_signal(signum)
+
+        previous = {s: signal.signal(s, forward) for s in FORWARDED}
+        streams = ((process.stdout, out or sys.stdout.buffer), (process.stderr, err or sys.stderr.buffer))
+        readers = [threading.Thread(target=log_triton_lines, args=(pipe, lines, echo), daemon=True)
+                   for pipe, echo in streams]
+        for reader in readers:
+            reader.start()
+        returncode = process.wait()
+        for reader in readers:
+            reader.join(timeout=5)  # a model process that outlives tritonserver may hold the pipes open
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        writer.stop()
+        lines.removeHandler(sink)
+        if target is not None:
+            target.close()
+    return exit_status(returncode)
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     parser = argparse.ArgumentParser(description="Build the TensorRT-LLM engines if missing, then run tritonserver.")
@@ -242,6 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         if step == "build":
             return 0
         command = serve(environ)
+        files = log_file_settings(dict(environ))
     except (SettingsError, ModelError, BuildError) as exc:
         log.error("%s", exc)
         return 2
@@ -251,6 +354,8 @@ def main(argv: list[str] | None = None) -> int:
     log.info("starting %s", shlex.join(command))
     sys.stdout.flush()
     sys.stderr.flush()
+    if files.dir:
+        return run_logged(command, files)
     os.execv(command[0], command)
     return 0  # not reached
 

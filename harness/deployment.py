@@ -92,11 +92,12 @@ def known_variables() -> frozenset[str]:
     """Every variable the project reads: settings structs (by prefix), bare aliases, direct reads."""
     from frontend.settings import BARE_NAMES, FrontendSettings
     from whisper_triton.launcher import TritonSettings
+    from whisper_triton.log_files import LogFileSettings
     from whisper_triton.settings import ModelSettings
 
     names = set(BARE_NAMES) | variables_read_in(project_sources())
     for prefix, cls in (("WHISPER_", ModelSettings), ("TRITON_", TritonSettings), ("FRONTEND_", FrontendSettings),
-                        ("BUILD_ENGINES_", entrypoint().BuildSettings)):
+                        ("LOG_", LogFileSettings), ("BUILD_ENGINES_", entrypoint().BuildSettings)):
         names |= {prefix + field.name.upper() for field in msgspec.structs.fields(cls)}
     return frozenset(names)
 

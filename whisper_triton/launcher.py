@@ -28,7 +28,7 @@ from pathlib import Path
 import msgspec
 
 from whisper_triton.contract import ENTRY_MODEL, LIVE_MODEL
-from whisper_triton.log_files import triton_line
+from whisper_triton.log_files import log_triton_lines
 from whisper_triton.models_contract import MODELS_MODEL
 from whisper_triton.repository import build_repository, model_specs
 from whisper_triton.settings import load_settings, model_settings
@@ -254,14 +254,7 @@ class TritonServer:
         """Tritonserver's lines through logging (the console, and `triton.log` in LOG_DIR), at their level and
         with the request id the models tag their lines with."""
         assert self.process is not None and self.process.stdout is not None
-        triton_log = logging.getLogger("tritonserver")
-        context: tuple[int, str | None] = (logging.INFO, None)
-        for line in self.process.stdout:
-            text = line.decode("utf-8", errors="replace").rstrip()
-            if text:
-                context = triton_line(text, context)
-                level, request_id = context
-                triton_log.log(level, "%s", text, extra={"request_id": request_id} if request_id else None)
+        log_triton_lines(self.process.stdout, logging.getLogger("tritonserver"))
 
     def wait_ready(self, timeout: float) -> None:
         import tritonclient.grpc as grpcclient

@@ -16,10 +16,11 @@ import os
 import re
 import time
 import uuid
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import msgspec
 
@@ -51,8 +52,8 @@ class LogFileSettings(msgspec.Struct, frozen=True):
 # What each LOG_* setting means (docs/configuration.md is generated from these: `python -m harness.docs`).
 LOG_SETTINGS_HELP = {
     "dir": "folder of the log files (`frontend.log`, `triton.log` and their rotated copies), served to the admin "
-           "key by `GET /v1/logs`; empty = the console only. Docker: the frontend's (Triton's container logs to its "
-           "console only)",
+           "key by `GET /v1/logs`; empty = the console only. Docker: one volume shared by the frontend's and Triton's "
+           "containers, set in both",
     "format": "`json` (one object a line) or `text`; the console follows `FRONTEND_LOG_JSON`",
     "max_bytes": "a log file is rotated when it would grow past this size",
     "max_age_h": "a log file is also rotated when its first line is older than this many hours; 0 = no age limit",
@@ -94,6 +95,25 @@ def triton_line(text: str, previous: tuple[int, str | None]) -> tuple[int, str |
         return previous
     tag = _TAG.search(match.group(2))
     return _TRITON_LEVELS[match.group(1)], tag.group(1) if tag else None
+
+
+def log_triton_lines(lines: Iterable[bytes], logger: logging.Logger, echo: BinaryIO | None = None) -> None:
+    """Tritonserver's output through `logger`, each line at its level and with the request id the models tag
+    it with (`triton_line`); with `echo`, each line is first written there as it came (a console that fails
+    stops the echo, never the reading: a pipe left unread would block tritonserver)."""
+    context: tuple[int, str | None] = (logging.INFO, None)
+    for line in lines:
+        if echo is not None:
+            try:
+                echo.write(line)
+                echo.flush()
+            except (OSError, ValueError):
+                echo = None
+        text = line.decode("utf-8", errors="replace").rstrip()
+        if text:
+            context = triton_line(text, context)
+            level, request_id = context
+            logger.log(level, "%s", text, extra={"request_id": request_id} if request_id else None)
 
 
 def extra_fields(record: logging.LogRecord) -> dict[str, Any]:
@@ -161,11 +181,12 @@ class RotatingLogFile(RotatingFileHandler):
         self.started = time.time()
 
 
-def log_file(settings: LogFileSettings, name: str) -> RotatingLogFile | None:
+def log_file(settings: LogFileSettings, name: str,
+             kind: type[RotatingLogFile] = RotatingLogFile) -> RotatingLogFile | None:
     """The rotated file `name` in LOG_DIR with the configured format, or None without LOG_DIR."""
     if not settings.dir:
         return None
-    handler = RotatingLogFile(Path(settings.dir).expanduser() / name, settings.max_bytes, settings.backups,
+    handler = kind(Path(settings.dir).expanduser() / name, settings.max_bytes, settings.backups,
                               settings.max_age_h * 3600)
     handler.setFormatter(formatter(settings.format == "json"))
     return handler

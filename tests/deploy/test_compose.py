@@ -97,3 +97,12 @@ def test_docker_compose_config_validates_the_file(tmp_path: Path) -> None:
     assert rendered["services"]["frontend"]["environment"]["DB_URL"] == "postgresql://whisper:secret@postgres:5432/whisper"
     missing = run_tool([*compose_file, "config", "--quiet"], env={**env, "FRONTEND_API_KEYS": ""})
     assert missing.returncode != 0 and "FRONTEND_API_KEYS" in missing.stderr
+
+
+def test_compose_triton_and_frontend_share_one_log_volume() -> None:
+    services = compose()["services"]
+    mounts = []
+    for name in ("triton", "frontend"):
+        log_dir = services[name]["environment"]["LOG_DIR"]
+        mounts.append(next(v for v in services[name]["volumes"] if v.partition(":")[2] == log_dir))
+    assert mounts[0] == mounts[1] and mounts[0].partition(":")[0] in compose()["volumes"]
