@@ -26,6 +26,7 @@ from bench.ours import GrpcTranscriber
 from bench.workload import Clip, build_workload
 from harness.procfs import RssSampler, tree_cpu_seconds
 from harness.stack import free_port
+from whisper_triton.contract import DIARIZATION_MODEL, ENGINE_MODEL
 from whisper_triton.launcher import TritonServer, TritonSettings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -52,13 +53,15 @@ class PipelineRow(msgspec.Struct, frozen=True):
         return self.wall_s / (self.audio_s / 3600)
 
 
-def _source_repository(work_dir: Path) -> Path:
-    """A model repository source: the real entry (and live) model beside the instant engine."""
+def source_repository(work_dir: Path) -> Path:
+    """A model repository source: the real models (the entry model, live, model management; diarization is
+    off) with the instant engine in place of the Whisper engine."""
     source = work_dir / "pipeline-source"
     source.mkdir(parents=True, exist_ok=True)
-    for name, target in (("whisper", REPO / "model_repository" / "whisper"),
-                         ("whisper_live", REPO / "model_repository" / "whisper_live"),
-                         ("whisper_engine", REPO / "bench" / "instant_engine")):
+    models = {path.name: path for path in (REPO / "model_repository").iterdir() if (path / "config.pbtxt").is_file()}
+    models[ENGINE_MODEL] = REPO / "bench" / "instant_engine"
+    models.pop(DIARIZATION_MODEL, None)
+    for name, target in models.items():
         link = source / name
         if not link.exists():
             link.symlink_to(target, target_is_directory=True)
@@ -70,7 +73,7 @@ REPEATS = 3  # runs of each file; the row holds the median wall and CPU time, an
 
 def run_pipeline(clips: list[Clip], warm: Clip, work_dir: Path, repeats: int = REPEATS) -> list[PipelineRow]:
     settings = TritonSettings(grpc_port=free_port(), metrics_port=free_port(),
-                              model_repository=str(_source_repository(work_dir)))
+                              model_repository=str(source_repository(work_dir)))
     env = {**os.environ, "WHISPER_MODEL": "base", "WHISPER_DIARIZATION": "off"}
     server = TritonServer(settings, work_dir / "pipeline-triton", env)
     server.start()
