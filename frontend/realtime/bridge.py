@@ -33,8 +33,11 @@ class Answer:
 
 
 class LiveBridge:
-    def __init__(self, client: grpcclient.InferenceServerClient, session: str) -> None:
+    def __init__(self, client: grpcclient.InferenceServerClient, session: str, request_id: str | None = None) -> None:
         self.session = session
+        # Triton's request ids: `<request_id>/<seq>`, so that the live model's (and, through it, the entry model's)
+        # log lines name the socket's x-request-id
+        self._prefix = f"{request_id}/" if request_id else ""
         self._queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self._seq = itertools.count()
         self._pending: set[str] = set()
@@ -52,7 +55,7 @@ class LiveBridge:
         await self._room.wait()
         seq = next(self._seq)
         inputs = infer_inputs(request_arrays(self.session, seq, audio, control))
-        request_id = f"{seq}"
+        request_id = f"{self._prefix}{seq}"
         self._pending.add(request_id)
         if len(self._pending) >= MAX_PENDING:
             self._room.clear()

@@ -24,6 +24,7 @@ from litestar.exceptions import WebSocketDisconnect
 
 from frontend.guards import require_api_key
 from frontend.keys import OPEN, KeyRing, Principal
+from frontend.logs import current_request_id
 from frontend.metrics import metrics_of
 from frontend.realtime import protocol
 from frontend.realtime.bridge import Answer, LiveBridge
@@ -175,7 +176,7 @@ class RealtimeSession:
         except RateLimitError as exc:
             await _refuse(self.socket, exc, 1008, "rate_limit_exceeded")
             return
-        bridge = LiveBridge(services.triton.grpc, "rt-" + self.state.id)
+        bridge = LiveBridge(services.triton.grpc, "rt-" + self.state.id, current_request_id())
         if self.metrics is not None:
             self.metrics.realtime_started()
         reader: asyncio.Task[None] | None = None

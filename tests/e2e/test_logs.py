@@ -4,6 +4,8 @@ admin key only, a rotated file downloaded, and no transcript in any log file."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
 import time
 from collections.abc import Iterator
@@ -11,11 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
+import websockets
+from scipy.signal import resample_poly
 
 from harness.assets import jfk_wav
 from harness.stack import Served, start_served
 from tests.e2e.test_http_errors import assert_openai_error
+from whisper_triton.audio import decode_audio
 
 ADMIN_KEY = "admin-logs-e2e"
 ADMIN = {"authorization": f"Bearer {ADMIN_KEY}"}
@@ -67,6 +73,44 @@ def test_a_failed_request_is_followed_through_the_frontend_and_triton(stack: Ser
     # the operator narrows to what went wrong
     warnings = log_lines(stack, request_id=request_id, level="warning")
     assert warnings and all(line["level"] in ("warning", "error") for line in warnings)
+
+
+async def test_a_realtime_session_is_followed_into_the_live_and_entry_models(stack: Served) -> None:
+    request_id = f"e2e-live-{time.time_ns()}"
+    jfk = decode_audio(jfk_wav().read_bytes()).samples
+    pcm = (np.clip(resample_poly(jfk, 3, 2), -1, 1) * 32767).astype("<i2").tobytes()
+    url = stack.base_url.replace("http://", "ws://") + "/v1/realtime?intent=transcription"
+    async with websockets.connect(url, additional_headers={**USER, "x-request-id": request_id}) as socket:
+        await socket.recv()  # session.created
+        await socket.send(json.dumps({"type": "session.update", "session": {"type": "transcription", "audio": {
+            "input": {"turn_detection": None}}}}))
+        await socket.send(json.dumps({"type": "input_audio_buffer.append", "audio": base64.b64encode(pcm).decode()}))
+        await socket.send(json.dumps({"type": "input_audio_buffer.commit"}))
+        async with asyncio.timeout(120):
+            while json.loads(await socket.recv())["type"] != "conversation.item.input_audio_transcription.completed":
+                pass
+    lines = await asyncio.to_thread(wait_for, stack, {"frontend", "triton"}, request_id=request_id)
+    triton = [line["message"] for line in lines if line["source"] == "triton"]
+    assert any("whisper: transcribe" in message for message in triton), lines  # the turn, at the entry model
+    assert all(line["request_id"] == request_id for line in lines)
+
+
+def test_a_diarized_request_is_followed_into_the_diarization_model(stack: Served) -> None:
+    request_id = f"e2e-diarized-{time.time_ns()}"
+    response = httpx.post(f"{stack.base_url}/v1/audio/transcriptions", headers={**USER, "x-request-id": request_id},
+                          data={"model": "whisper-1", "response_format": "diarized_json"},
+                          files={"file": ("jfk.wav", jfk_wav().read_bytes())}, timeout=300)
+    assert response.status_code == 200, response.text
+    deadline = time.monotonic() + 20  # Triton's lines arrive through a pipe, each model's in its own order
+    while True:
+        lines = log_lines(stack, request_id=request_id)
+        triton = [line["message"] for line in lines if line["source"] == "triton"]
+        if any("diarization: speaker turns" in message for message in triton) or time.monotonic() > deadline:
+            break
+        time.sleep(0.25)
+    assert any("diarization: speaker turns" in message for message in triton), lines
+    assert any("whisper: transcribe" in message for message in triton)
+    assert any(line["source"] == "frontend" for line in lines)
 
 
 def test_a_request_without_an_id_gets_one_that_finds_its_lines(stack: Served) -> None:

@@ -8,6 +8,7 @@ import triton_python_backend_utils as pb_utils
 from whisper_triton import contract
 from whisper_triton.diarization import Diarizer, turns_to_json
 from whisper_triton.errors import InvalidRequestError, ServiceError
+from whisper_triton.log_files import tagged
 from whisper_triton.settings import model_settings
 from whisper_triton.speakers import KnownSpeaker
 
@@ -24,25 +25,30 @@ class TritonPythonModel:
     def execute(self, requests):
         responses = []
         for request in requests:
+            request_id = request.request_id()  # the entry model's request's (the frontend's x-request-id)
             try:
-                responses.append(self._answer(request))
+                responses.append(self._answer(request, request_id))
             except ServiceError as exc:
                 code = pb_utils.TritonError.INVALID_ARG if exc.client_fault else pb_utils.TritonError.INTERNAL
                 responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(exc.to_wire(), code)))
             except Exception:
-                pb_utils.Logger.log_error(f"diarization failed: {traceback.format_exc(limit=5)}")
+                pb_utils.Logger.log_error(tagged(request_id,
+                                                 f"diarization failed: {traceback.format_exc(limit=5)}"))
                 error = pb_utils.TritonError("[engine_error] speaker diarization failed", pb_utils.TritonError.INTERNAL)
                 responses.append(pb_utils.InferenceResponse(error=error))
         return responses
 
-    def _answer(self, request):
+    def _answer(self, request, request_id):
         samples = pb_utils.get_input_tensor_by_name(request, contract.WAVEFORM).as_numpy().reshape(-1)
         samples = samples.astype(np.float32, copy=False)
         embedding, turns = np.zeros(0, dtype=np.float32), []
         embed = pb_utils.get_input_tensor_by_name(request, contract.EMBED)
+        seconds = len(samples) / 16000
         if embed is not None and bool(embed.as_numpy().reshape(-1)[0]):
+            pb_utils.Logger.log_info(tagged(request_id, f"diarization: a voice's embedding, {seconds:.1f} s"))
             embedding = self.diarizer.embed(samples).astype(np.float32)
         else:
+            pb_utils.Logger.log_info(tagged(request_id, f"diarization: speaker turns of {seconds:.1f} s"))
             counts = {name: _count(request, tensor) for name, tensor in
                       (("num_speakers", contract.NUM_SPEAKERS), ("min_speakers", contract.MIN_SPEAKERS),
                        ("max_speakers", contract.MAX_SPEAKERS))}

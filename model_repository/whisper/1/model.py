@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import contextvars
 import os
 import time
 import traceback
@@ -29,6 +30,9 @@ from whisper_triton.transcriber import Transcriber, TranscriberSettings
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 CANCEL_POLL_S = 0.1
+# The Triton request id of the request being answered (each runs in a task of its own): the diarization model's
+# lines about it name it too.
+_REQUEST_ID = contextvars.ContextVar("whisper_request_id", default="")
 
 
 class TritonPythonModel:
@@ -101,6 +105,7 @@ class TritonPythonModel:
 
     async def _respond(self, request, sender):
         request_id = request.request_id()  # the frontend's x-request-id: every line about the request names it
+        _REQUEST_ID.set(request_id)
         try:
             audio, options = contract.read_request(lambda name: _input(request, name))
             if request_id and options.request_id is None:  # the engine's lines can name the request too
@@ -148,7 +153,8 @@ class TritonPythonModel:
 
     async def _call_diarization(self, inputs, outputs):
         call = pb_utils.InferenceRequest(
-            model_name=contract.DIARIZATION_MODEL, requested_output_names=outputs, inputs=inputs
+            model_name=contract.DIARIZATION_MODEL, requested_output_names=outputs, inputs=inputs,
+            request_id=_REQUEST_ID.get(),
         )
         response = await asyncio.get_running_loop().run_in_executor(self.bls_pool, call.exec)
         if response.has_error():

@@ -3,6 +3,7 @@ the entry model through BLS."""
 
 import asyncio
 import contextlib
+import contextvars
 import io
 import traceback
 import wave
@@ -15,11 +16,15 @@ from whisper_triton import contract
 from whisper_triton.errors import InvalidRequestError, ServiceError, from_wire
 from whisper_triton.live_contract import AUDIO, CONTROL, SEQ, SESSION, AckEvent, ErrorEvent, encode
 from whisper_triton.live_service import LiveLimits, LiveSessions
+from whisper_triton.log_files import logged_request_id, tagged
 from whisper_triton.models import model_id
 from whisper_triton.repository import engine_model_name, model_specs
 from whisper_triton.settings import model_settings
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+# The request id (`<x-request-id>/<seq>` from the frontend) of the request being handled, without its `/<seq>`:
+# its log lines and the entry model's requests for its turns (speculative ones too: tasks copy it) carry it.
+_LOG_ID = contextvars.ContextVar("whisper_live_log_id", default="")
 SWEEP_S = 10.0
 
 
@@ -47,6 +52,8 @@ class TritonPythonModel:
 
     async def _handle(self, request):
         sender = request.get_response_sender()
+        log_id = logged_request_id(request.request_id())
+        _LOG_ID.set(log_id)  # (each request is handled in a task of its own)
         try:
             session = _text(request, SESSION)
             seq = _input(request, SEQ)
@@ -62,7 +69,7 @@ class TritonPythonModel:
         except ServiceError as exc:
             sender.send(_response(ErrorEvent(exc.code or "invalid_request", exc.message, exc.param)))
         except Exception:
-            self.logger.log_error(f"whisper_live: request failed: {traceback.format_exc(limit=5)}")
+            self.logger.log_error(tagged(log_id, f"whisper_live: request failed: {traceback.format_exc(limit=5)}"))
             sender.send(_response(ErrorEvent("internal_error", "The live session failed on this request.")))
         finally:
             self.sessions_metric.set(len(self.sessions))
@@ -73,6 +80,7 @@ class TritonPythonModel:
         carry `request_id` at the engine (None: the entry model picks one)."""
         loop = asyncio.get_running_loop()
         arrived = asyncio.Queue()
+        log_id = _LOG_ID.get()
         inputs = [pb_utils.Tensor(contract.AUDIO, np.array([_wav(samples)], dtype=object)),
                   pb_utils.Tensor(contract.STREAM, np.array([True])),
                   pb_utils.Tensor(contract.LIVE, np.array([True]))]  # before file windows at the engine
@@ -86,7 +94,7 @@ class TritonPythonModel:
         def call():  # in a thread: a BLS call blocks while the entry model works
             try:
                 request = pb_utils.InferenceRequest(model_name=contract.ENTRY_MODEL, inputs=inputs,
-                                                    requested_output_names=[contract.EVENT])
+                                                    requested_output_names=[contract.EVENT], request_id=log_id)
                 for response in request.exec(decoupled=True):
                     if response.has_error():
                         item = from_wire(response.error().message())
