@@ -108,8 +108,7 @@ class Catalogue:
         found = [*self.configured, *EMBEDDED]
         if self.source_dir is not None and self.source_dir.is_dir():
             found += sorted(p.name for p in self.source_dir.iterdir() if _ID.fullmatch(p.name) and is_checkpoint(p))
-        if self.root.is_dir():
-            found += sorted(p.parent.name.replace("--", "/") for p in self.root.glob("*/state.json"))
+        found += self._stored_ids()
         found += list(HUB_NAMES)
         return list(dict.fromkeys(m for m in found if _ID.fullmatch(m)))
 
@@ -143,8 +142,7 @@ class Catalogue:
     def fetched(self) -> dict[str, str]:
         """The fetched models ready to serve: id -> spec."""
         found = {}
-        for path in self.root.glob("*/state.json") if self.root.is_dir() else ():
-            model = path.parent.name.replace("--", "/")
+        for model in self._stored_ids():
             spec = self.spec(model)
             if spec and model not in self.configured:
                 found[model] = spec
@@ -190,7 +188,13 @@ class Catalogue:
     # Inside
 
     def _folder(self, model: str) -> Path:
-        return self.root / model.replace("/", "--")
+        return self.root / _key(model)
+
+    def _stored_ids(self) -> list[str]:
+        """The models with a state on disk (fetched, being fetched or failed)."""
+        if not self.root.is_dir():
+            return []
+        return sorted(path.parent.name.replace("--", "/") for path in self.root.glob("*/state.json"))
 
     def _stored(self, model: str) -> StoredState | None:
         try:
@@ -216,7 +220,7 @@ class Catalogue:
     @contextmanager
     def _lock(self, model: str, wait: bool) -> Iterator[bool]:
         self.root.mkdir(parents=True, exist_ok=True)
-        with (self.root / f"{model.replace('/', '--')}.lock").open("a") as handle:
+        with (self.root / f"{_key(model)}.lock").open("a") as handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
             except BlockingIOError:
@@ -257,6 +261,11 @@ class Catalogue:
             return str(path)
         report("converting")
         return str(convert_checkpoint(path, folder / "model"))
+
+
+def _key(model: str) -> str:
+    """A model id as a name in the managed folder (`org/name` as `org--name`)."""
+    return model.replace("/", "--")
 
 
 def _size(folder: Path) -> int:
