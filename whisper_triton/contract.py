@@ -319,6 +319,11 @@ class Segment(msgspec.Struct, omit_defaults=True):
     logprobs: list[TokenLogprob] = []  # with LOGPROBS: one per text token
 
 
+def token_logprobs(segments: list[Segment]) -> list[TokenLogprob]:
+    """The log-probabilities of the segments' text tokens, in order (OpenAI's `logprobs`)."""
+    return [token for segment in segments for token in segment.logprobs]
+
+
 class Turn(msgspec.Struct, frozen=True):
     """A stretch of one speaker's speech."""
 

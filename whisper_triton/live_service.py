@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from whisper_triton.contract import DoneEvent, Event, Segment, SegmentsEvent, TokenLogprob
+from whisper_triton.contract import DoneEvent, Event, SegmentsEvent, TokenLogprob, token_logprobs
 from whisper_triton.errors import InvalidRequestError, ServiceError, UnavailableError
 from whisper_triton.live_contract import (
     SESSION_ID,
@@ -204,13 +204,13 @@ class LiveSessions:
                         said += delta
                         tokens = None
                         if logprobs is not None:
-                            tokens = _logprobs(event.segments)
+                            tokens = token_logprobs(event.segments)
                             logprobs += tokens
                         yield DeltaEvent(turn.item, delta, tokens)
                 elif isinstance(event, DoneEvent):
                     if not said and event.text:  # a transcriber that sent no segments events
                         said = event.text
-                        logprobs = _logprobs(event.segments) if logprobs is not None else None
+                        logprobs = token_logprobs(event.segments) if logprobs is not None else None
                         yield DeltaEvent(turn.item, said, logprobs)
                     yield CompletedEvent(turn.item, said.strip(), event.language or "",
                                          round(len(turn.samples) / 16000, 3), logprobs)
@@ -245,10 +245,6 @@ class LiveSessions:
         except (ServiceError, asyncio.CancelledError):
             return None
         return _replay(events)
-
-
-def _logprobs(segments: list[Segment]) -> list[TokenLogprob]:
-    return [token for segment in segments for token in segment.logprobs]
 
 
 async def _replay(events: list[Event]) -> AsyncIterator[Event]:

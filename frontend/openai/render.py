@@ -26,7 +26,7 @@ from frontend.openai.schemas import (
     UsageDuration,
 )
 from frontend.streams import sse
-from whisper_triton.contract import DoneEvent, Event, Segment, SegmentsEvent, TokenLogprob
+from whisper_triton.contract import DoneEvent, Event, Segment, SegmentsEvent, TokenLogprob, token_logprobs
 from whisper_triton.errors import ServiceError
 from whisper_triton.languages import language_name
 from whisper_triton.speakers import speaker_letters
@@ -75,7 +75,7 @@ def words(done: DoneEvent) -> list[TranscriptionWord]:
 
 def logprobs(segments: list[Segment], asked: bool) -> list[TokenLogprob] | UnsetType:
     """OpenAI's `logprobs` of the segments' tokens: absent unless asked."""
-    return [item for segment in segments for item in segment.logprobs] if asked else UNSET
+    return token_logprobs(segments) if asked else UNSET
 
 
 def render(done: DoneEvent, form: AudioForm) -> Response[Any]:

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 from litestar import Controller, Request, WebSocket, post, websocket
 from litestar.di import NamedDependency
 from litestar.exceptions import WebSocketDisconnect
@@ -133,7 +134,7 @@ def _logprobs(tokens: list[TokenLogprob] | None) -> dict[str, Any]:
     """The `logprobs` field of a transcript event, when the session's `include` asked for it."""
     if tokens is None:
         return {}
-    return {"logprobs": [{"token": t.token, "logprob": t.logprob, "bytes": t.bytes} for t in tokens]}
+    return {"logprobs": msgspec.to_builtins(tokens)}
 
 
 def _resolver(settings: FrontendSettings) -> Any:
@@ -162,7 +163,6 @@ class RealtimeSession:
         self.items: dict[int, str] = {}
         self.client_events: dict[str, str | None] = {}  # our request id -> the client event that caused it
         self.stopped_at: dict[int, float] = {}  # turn -> when its audio ended (for the latency metric)
-        self.idle_items: set[int] = set()  # turns that are an idle timeout's silence
         self.send_lock = asyncio.Lock()
         self.metrics = metrics_of(socket.app)
         self.start_request = ""
@@ -287,13 +287,11 @@ class RealtimeSession:
             self.stopped_at[event.item] = time.monotonic()
             await self._emit("input_audio_buffer.speech_stopped", audio_end_ms=event.audio_end_ms,
                              item_id=self._item(event.item))
-        elif isinstance(event, TimeoutEvent):  # its item is silence, transcribed at once: no latency to observe
-            self.idle_items.add(event.item)
+        elif isinstance(event, TimeoutEvent):
             await self._emit("input_audio_buffer.timeout_triggered", audio_start_ms=event.audio_start_ms,
                              audio_end_ms=event.audio_end_ms, item_id=self._item(event.item))
         elif isinstance(event, CommittedEvent):
-            if event.item not in self.idle_items:
-                self.stopped_at.setdefault(event.item, time.monotonic())
+            self.stopped_at.setdefault(event.item, time.monotonic())
             item_id, previous = self._item(event.item), self.items.get(event.item - 1)
             await self._emit("input_audio_buffer.committed", item_id=item_id, previous_item_id=previous)
             for kind in ("conversation.item.added", "conversation.item.done"):
@@ -322,13 +320,12 @@ class RealtimeSession:
 
     def _observe_turn(self, event: CompletedEvent) -> None:
         stopped = self.stopped_at.pop(event.item, None)
-        self.idle_items.discard(event.item)
         services = self.socket.app.state.services
         if services.transcriptions.limiter is not None:
             services.transcriptions.limiter.record_audio(self.principal, event.audio_seconds)
         if self.metrics is not None:
             self.metrics.observe_audio(event.audio_seconds, "realtime", self.principal.name)
-            if stopped is not None:
+            if stopped is not None and event.audio_seconds > 0:  # (an idle timeout's silence is not decoded)
                 self.metrics.observe_realtime_turn(time.monotonic() - stopped)
 
     def _item(self, number: int) -> str:
