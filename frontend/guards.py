@@ -24,9 +24,15 @@ def require_admin_key(connection: ASGIConnection[Any, Any, Any, Any], handler: B
     """Routes for the operator only: the admin key (401 without a key, 403 with another one); open, like
     everything, when no key is configured."""
     principal = identify(connection)
-    if not principal.admin:
-        raise APIError(HTTP_403_FORBIDDEN, "Only the admin key may use this endpoint.", code="forbidden")
+    require_admin(principal)
     connection.state.principal = principal
+
+
+def require_admin(principal: Principal, what: str = "use this endpoint") -> None:
+    """403 unless the caller holds the admin key (or no key is configured): for a route, `require_admin_key`;
+    for what only part of a route serves the operator."""
+    if not principal.admin:
+        raise APIError(HTTP_403_FORBIDDEN, f"Only the admin key may {what}.", code="forbidden")
 
 
 def identify(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:

@@ -12,10 +12,10 @@ from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import Operation, Schema
 from litestar.params import FromPath, QueryParameter
-from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED, HTTP_403_FORBIDDEN
+from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 
-from frontend.errors import APIError, error_responses
-from frontend.guards import require_admin_key, require_api_key
+from frontend.errors import error_responses
+from frontend.guards import require_admin, require_admin_key, require_api_key
 from frontend.keys import Principal
 from frontend.model_admin import ModelAdmin
 from frontend.openai.schemas import Model, ModelList
@@ -75,12 +75,6 @@ class _ListOperation(Operation):
                     media.schema.any_of, media.schema.one_of = media.schema.one_of, None
 
 
-def _require_admin(principal: Principal) -> None:
-    """`?all=true` is the operator's (as the routes behind `require_admin_key`): 403 for any other key."""
-    if not principal.admin:
-        raise APIError(HTTP_403_FORBIDDEN, "Only the admin key may manage models.", code="forbidden")
-
-
 def _model_path(raw: str) -> tuple[str, str]:
     """(model id, action) of `/v1/models/<id>[/load|/unload]`; ids may be `org/name`."""
     path = raw.removeprefix("/")  # Litestar hands a path parameter with its leading "/"
@@ -105,7 +99,7 @@ class ModelsController(Controller):
         aliases; with `all=true` (admin key): every model that could be served, with its state."""
         admin = ModelAdmin(transcriptions.triton.grpc)
         if all_models:
-            _require_admin(principal)
+            require_admin(principal, "manage models")
             return ManagedModelList(data=[ManagedModel.of(r, started) for r in await admin.records()])
         served = await transcriptions.triton.served_models()
         ids = [*served, *[m for m in await admin.fetched() if m not in served], *settings.model_aliases]
