@@ -31,7 +31,7 @@ TRITON_FILE = "triton.log"
 LOG_FORMATS = ("json", "text")
 # A request id: what x-request-id may carry, and what Triton's lines are searched for.
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-_TAG = re.compile(r"\[request_id=([A-Za-z0-9._:-]{1,128})\]")
+_TAG = re.compile(rf"\[request_id=({REQUEST_ID.pattern})\]")
 # Triton's prefix: severity, month and day, time, thread, source location.
 _TRITON = re.compile(r"^([IWEV])\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ [^\]]*\] ?(.*)$")
 _TRITON_LEVELS = {"I": logging.INFO, "W": logging.WARNING, "E": logging.ERROR, "V": logging.DEBUG}
@@ -187,6 +187,6 @@ def log_file(settings: LogFileSettings, name: str,
     if not settings.dir:
         return None
     handler = kind(Path(settings.dir).expanduser() / name, settings.max_bytes, settings.backups,
-                              settings.max_age_h * 3600)
+                   settings.max_age_h * 3600)
     handler.setFormatter(formatter(settings.format == "json"))
     return handler

@@ -23,6 +23,7 @@ from frontend.settings import FrontendSettings
 from frontend.speakers.store import SpeakerStore
 from frontend.streams import awaited, event_stream
 from frontend.transcription import Recording, Transcriptions
+from whisper_triton.contract import VadParameters
 
 
 def _form_schema(task: str) -> Schema:
@@ -74,19 +75,22 @@ def _operation(task: str) -> type[Operation]:
     return AudioOperation
 
 
+_VAD = VadParameters()  # the speech timestamps' defaults
+
+
 def _speech_operation() -> type[Operation]:
     def milliseconds(default: int, what: str) -> Schema:
         return Schema(type=OpenAPIType.INTEGER, minimum=0, default=default, description=what)
 
     properties: dict[str, Schema | Reference] = {
         "file": Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY, description="Audio in any container."),
-        "threshold": Schema(type=OpenAPIType.NUMBER, minimum=0, maximum=1, default=0.75,
+        "threshold": Schema(type=OpenAPIType.NUMBER, minimum=0, maximum=1, default=_VAD.threshold,
                             description="Frames whose speech probability is above it are speech."),
         "neg_threshold": Schema(type=OpenAPIType.NUMBER, minimum=0, maximum=1,
                                 description="Frames below it end speech (default: threshold - 0.15)."),
-        "min_silence_duration_ms": milliseconds(1000, "Shorter silences do not end a region."),
-        "speech_pad_ms": milliseconds(0, "Added to each side of a region."),
-        "min_speech_duration_ms": milliseconds(0, "Shorter regions are dropped."),
+        "min_silence_duration_ms": milliseconds(_VAD.min_silence_duration_ms, "Shorter silences do not end a region."),
+        "speech_pad_ms": milliseconds(_VAD.speech_pad_ms, "Added to each side of a region."),
+        "min_speech_duration_ms": milliseconds(_VAD.min_speech_duration_ms, "Shorter regions are dropped."),
         "max_speech_duration_s": Schema(type=OpenAPIType.NUMBER, exclusive_minimum=0,
                                         description="Longer regions are split (default: no limit)."),
         "model": Schema(type=OpenAPIType.STRING, description="Accepted and ignored: one VAD, Silero v6."),
