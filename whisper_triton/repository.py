@@ -9,10 +9,12 @@ on first use and unloaded when idle.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 from whisper_triton.contract import DIARIZATION_MODEL, ENGINE_MODEL, ENTRY_MODEL, LIVE_MODEL
@@ -92,6 +94,18 @@ def write_engine(source: Path, target: Path, model: str, spec: str) -> str:
     config = re.sub(r'^name: "[^"]*"', f'name: "{name}"', template, count=1, flags=re.M)
     (folder / "config.pbtxt").write_text(config + _parameter("WHISPER_MODEL", spec), encoding="utf-8")
     return name
+
+
+@contextmanager
+def repository_lock(target: Path) -> Iterator[None]:
+    """Holds the served repository's lock (fcntl, a dotfile in it: Triton serves only folders): the instances of
+    the model-management model are processes that each write and remove engines in it."""
+    with (target / ".whisper_models.lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def sync_engines(source: Path, target: Path, fetched: Mapping[str, str], configured: list[str]) -> None:

@@ -191,8 +191,14 @@ def test_a_second_model_fetched_loaded_used_kept_across_a_restart_unloaded_and_d
         assert _wait_for(admin, "base", ("available", "failed"))["state"] == "available"
         with pytest.raises(openai.NotFoundError):
             _transcribe(served, "nosuch")
-        loaded = admin.post("/v1/models/base/load")
+        loading = pool.submit(lambda: (admin.post("/v1/models/base/load"), time.monotonic()))
+        time.sleep(0.5)  # the load under way (it warms the engine up: seconds)
+        with _admin(served) as other:  # a list does not wait behind it
+            during = _states(other)["base"]["state"]
+        listed = time.monotonic()
+        loaded, load_ended = loading.result()
         assert loaded.status_code == 200 and loaded.json()["state"] == "loaded", loaded.text
+        assert listed < load_ended and during == "available", "the list waited behind the load"
         assert wer(JFK_TEXT, _transcribe(served, "base")) < 0.1
         assert "base" in [m.id for m in _sdk(served).models.list()]
         _error(admin.delete("/v1/models/base"), 409)  # loaded

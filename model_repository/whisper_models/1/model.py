@@ -1,6 +1,10 @@
 """Triton glue of the model-management model: one action per request on the catalogue
 (`whisper_triton.catalogue`, whose state is on disk), engines loaded and unloaded through Triton's model
-control (the server runs in explicit mode), engines of fetched models written into the served repository."""
+control (the server runs in explicit mode), engines of fetched models written into the served repository.
+
+Its instances are processes (config.pbtxt), so that a list or a transcription's check of a fetched model does
+not wait behind another's load: the catalogue's state and locks are on disk, and every change to the served
+repository is made under its lock (`repository_lock`)."""
 
 import json
 import shutil
@@ -13,7 +17,7 @@ import triton_python_backend_utils as pb_utils
 from whisper_triton import models_contract as mc
 from whisper_triton.catalogue import Catalogue
 from whisper_triton.errors import ConflictError, InvalidRequestError, ServiceError
-from whisper_triton.repository import engine_model_name, model_specs, sync_engines, write_engine
+from whisper_triton.repository import engine_model_name, model_specs, repository_lock, sync_engines, write_engine
 from whisper_triton.settings import model_settings
 
 
@@ -31,7 +35,8 @@ class TritonPythonModel:
         self._sync()  # after a restart: engines of the models fetched before it
 
     def _sync(self):
-        sync_engines(self.source, self.repository, self.catalogue.fetched(), list(self.catalogue.configured))
+        with repository_lock(self.repository):  # fetched() read under the lock: no other instance's engine is lost
+            sync_engines(self.source, self.repository, self.catalogue.fetched(), list(self.catalogue.configured))
 
     def _loaded(self, model):
         try:
@@ -62,7 +67,8 @@ class TritonPythonModel:
                                     param="model")
             if record.state == "available":
                 if not record.configured:
-                    write_engine(self.source, self.repository, model, self.catalogue.spec(model))
+                    with repository_lock(self.repository):
+                        write_engine(self.source, self.repository, model, self.catalogue.spec(model))
                 pb_utils.load_model(model_name=engine_model_name(model))
             return self._record(model)
         if action == "unload":
@@ -72,8 +78,9 @@ class TritonPythonModel:
                 pb_utils.unload_model(model_name=engine_model_name(model))
             return self._record(model)
         if action == "delete":
-            self.catalogue.delete(model, loaded=record.state == "loaded")
-            shutil.rmtree(self.repository / engine_model_name(model), ignore_errors=True)
+            with repository_lock(self.repository):
+                self.catalogue.delete(model, loaded=record.state == "loaded")
+                shutil.rmtree(self.repository / engine_model_name(model), ignore_errors=True)
             return {"id": model, "deleted": True}
         return record
 
