@@ -127,15 +127,15 @@ class TritonClient:
 
     async def transcribe(self, audio: bytes, request: TranscriptionRequest) -> AsyncGenerator[Event, None]:
         """Yields the entry model's events; the last one is `done`."""
+        # The Whisper engine the request runs on, loaded first (VAD and speaker work neither wait for it nor keep
+        # it from being unloaded when idle).
         model = request.model or (self.models[0] if self.models else None)
-        if model is None:
-            async with contextlib.aclosing(self._stream(audio, request)) as events:
-                async for event in events:
-                    yield event
-            return
-        self._in_flight[model] = self._in_flight.get(model, 0) + 1
+        engine = model if request.needs_engine else None
+        if engine is not None:
+            self._in_flight[engine] = self._in_flight.get(engine, 0) + 1
         try:
-            await self._ensure_loaded(model)
+            if engine is not None:
+                await self._ensure_loaded(engine)
             if request.needs_diarization:
                 await self._ensure_diarization()
             # Closed at once when the caller stops (client gone): that cancels the gRPC stream.
@@ -143,8 +143,9 @@ class TritonClient:
                 async for event in events:
                     yield event
         finally:
-            self._in_flight[model] -= 1
-            self._last_used[model] = time.monotonic()
+            if engine is not None:
+                self._in_flight[engine] -= 1
+                self._last_used[engine] = time.monotonic()
 
     async def embed(self, audio: bytes) -> DoneEvent:
         """The speaker embedding of a clip of one voice: `embedding`, `embedding_model` and `duration`."""

@@ -135,6 +135,11 @@ class TranscriptionRequest(msgspec.Struct, frozen=True, omit_defaults=True):
         """Whether the request needs the diarization model (speaker turns, or a voice's embedding)."""
         return self.diarize or self.task in ("diarize", "embed")
 
+    @property
+    def needs_engine(self) -> bool:
+        """Whether the request runs a Whisper engine: not speaker turns alone, a voice's embedding or VAD."""
+        return self.task not in ("diarize", "embed", "vad")
+
 
 class Kind(NamedTuple):
     """How one field travels: its Triton data type and shape, and its conversions to and from numpy."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import httpx
 import openai
 import tritonclient.grpc as grpcclient
 
@@ -30,6 +31,11 @@ def test_models_load_on_first_request_and_unload_when_idle(tmp_path: Path) -> No
         ids = [m.id for m in sdk.models.list()]
         assert ids[:2] == ["tiny.en", "base"] and "whisper-1" in ids
         assert not _ready(served.grpc_url, "base") and not _ready(served.grpc_url, "tiny.en")
+        # VAD needs no Whisper engine: it neither waits for the default model's load nor loads it.
+        speech = httpx.post(f"{served.base_url}/v1/audio/speech/timestamps", timeout=120,
+                            files={"file": ("jfk.wav", jfk_wav().read_bytes(), "audio/wav")})
+        assert speech.status_code == 200 and speech.json()[0]["start"] < 1000, speech.text
+        assert not _ready(served.grpc_url, "tiny.en")
         verbose = sdk.audio.transcriptions.create(model="base", file=jfk_wav().open("rb"),
                                                   response_format="verbose_json")
         assert wer(JFK_TEXT, verbose.text) < 0.1 and verbose.language == "english"
