@@ -41,15 +41,21 @@ Fetcher = Callable[[str, Source, Path, Callable[[State], None]], str]
 
 def check_id(model: str) -> str:
     """`model` if it is a well-formed model id, else InvalidRequestError (400)."""
-    if not _ID.fullmatch(model) or ".." in model:
+    if not is_id(model):
         raise InvalidRequestError(f"'{model[:100]}' is not a model id: use letters, digits, '.', '_', '-' and at "
-                                  "most one '/' (a Hugging Face 'org/name'), without '..'.", param="model")
+                                  "most one '/' (a Hugging Face 'org/name'), without '..' or '--'.", param="model")
     return model
+
+
+def is_id(model: str) -> bool:
+    """A well-formed model id, as the Hugging Face Hub's: no `..` (a path) and no `--` (how `org/name` is
+    written as one name, in the managed folder and in engine names)."""
+    return bool(_ID.fullmatch(model)) and ".." not in model and "--" not in model
 
 
 def fetched_spec(cache_dir: Path, model: str, root: Path | None = None) -> str | None:
     """What the engine of a fetched model loads; None: not fetched, or not a model id."""
-    if not _ID.fullmatch(model) or ".." in model:
+    if not is_id(model):
         return None
     return Catalogue(cache_dir, [], root=root).spec(model)
 
@@ -107,10 +113,10 @@ class Catalogue:
         """Every model listed: configured first, embedded, the source folder's, fetched Hub ids, Hub names."""
         found = [*self.configured, *EMBEDDED]
         if self.source_dir is not None and self.source_dir.is_dir():
-            found += sorted(p.name for p in self.source_dir.iterdir() if _ID.fullmatch(p.name) and is_checkpoint(p))
+            found += sorted(p.name for p in self.source_dir.iterdir() if is_id(p.name) and is_checkpoint(p))
         found += self._stored_ids()
         found += list(HUB_NAMES)
-        return list(dict.fromkeys(m for m in found if _ID.fullmatch(m)))
+        return list(dict.fromkeys(m for m in found if is_id(m)))
 
     def record(self, model: str, loaded: bool = False) -> ModelRecord:
         """A model's state (NotFoundError: unknown)."""

@@ -36,8 +36,9 @@ def model_specs(environ: Mapping[str, str] | None = None) -> list[str]:
 
 
 def engine_model_name(model: str) -> str:
-    """The Triton name of a model's engine: `whisper_engine__<id>` with unsafe characters replaced."""
-    return ENGINE_PREFIX + re.sub(r"[^A-Za-z0-9_.-]", "_", model)
+    """The Triton name of a model's engine: `whisper_engine__<id>`, the `/` of a Hugging Face `org/name` as `--`
+    (which such ids never hold: `org/name` and `org_name` stay two engines), other unsafe characters as `_`."""
+    return ENGINE_PREFIX + re.sub(r"[^A-Za-z0-9_.-]", "_", model.replace("/", "--"))
 
 
 def _instances(config: str, count: int) -> str:

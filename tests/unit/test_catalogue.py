@@ -12,6 +12,7 @@ import pytest
 from whisper_triton.catalogue import Catalogue, check_id, fetched_spec
 from whisper_triton.errors import ConflictError, InvalidRequestError, NotFoundError
 from whisper_triton.models_contract import Source, State
+from whisper_triton.repository import engine_model_name
 
 
 @pytest.mark.parametrize("model", ["base", "tiny.en", "large-v3-turbo", "openai/whisper-small", "my_model-2"])
@@ -20,11 +21,17 @@ def test_model_ids_accepted(model: str) -> None:
 
 
 @pytest.mark.parametrize("model", ["", "..", "../etc", "/etc/passwd", "a/../b", "a/b/c", ".hidden", "a/.b",
-                                   "x" * 200, "a b", "a\\b", "a/", "/a", "a..b", "naïve"])
+                                   "x" * 200, "a b", "a\\b", "a/", "/a", "a..b", "naïve", "org--name", "org/a--b"])
 def test_malformed_model_ids_are_refused(model: str) -> None:
     with pytest.raises(InvalidRequestError) as raised:
         check_id(model)
     assert raised.value.param == "model"
+
+
+def test_org_name_and_its_lookalikes_get_engines_of_their_own() -> None:
+    names = {model: engine_model_name(model) for model in ("org/name", "org_name", "org-name", "org.name")}
+    assert len(set(names.values())) == len(names) and names["org/name"] == "whisper_engine__org--name"
+    assert engine_model_name("my model") == "whisper_engine__my_model"  # a configured folder's name
 
 
 def _fake_fetcher(log: Path, seconds: float = 0.0) -> Callable[[str, Source, Path, Callable[[State], None]], str]:

@@ -37,6 +37,6 @@ def test_sync_writes_the_engines_of_fetched_models_and_removes_the_others(tmp_pa
     write_engine(SOURCE, tmp_path, "gone", "/models/gone")
     with repository_lock(tmp_path):
         sync_engines(SOURCE, tmp_path, {"org/new": "/models/new"}, ["base"])
-    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["whisper_engine__org_new"]
-    config = (tmp_path / "whisper_engine__org_new" / "config.pbtxt").read_text()
-    assert 'name: "whisper_engine__org_new"' in config and "/models/new" in config
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["whisper_engine__org--new"]
+    config = (tmp_path / "whisper_engine__org--new" / "config.pbtxt").read_text()
+    assert 'name: "whisper_engine__org--new"' in config and "/models/new" in config
