@@ -354,6 +354,26 @@ class SettledSpeech:
         scan = self._scan
         if frames >= len(probs):  # the whole audio: everything is settled
             return speech_timestamps(probs, scan.num_samples, self._options, self._rate), scan.num_samples
+        self._run_to(probs, frames)
+        padded = _padded([list(s) for s in scan.speeches], scan.speech_pad, scan.num_samples)
+        pad = int(scan.speech_pad)
+        frontier = frames * FRAME_SAMPLES - pad
+        if scan.triggered:
+            frontier = min(frontier, scan.start - pad)
+        if padded:
+            frontier = min(frontier, padded[-1][0])
+        return padded[:-1], max(0, frontier)
+
+
+    def finish(self, probs: np.ndarray) -> list[tuple[int, int]]:
+        """The whole audio's regions once every probability is known: `speech_timestamps(probs, ...)`, from
+        the frames already stepped on (the scan is over after it)."""
+        self._run_to(probs, len(probs))
+        return self._scan.finish()
+
+    def _run_to(self, probs: np.ndarray, frames: int) -> None:
+        """Steps the state machine on to frame `frames` (exclusive) of `probs`, whose earlier frames it saw."""
+        scan = self._scan
         known = len(scan.probs)
         if frames > known:
             more = np.asarray(probs[known:frames], dtype=np.float64)
@@ -365,14 +385,6 @@ class SettledSpeech:
             scan.step(frame)
             self._from = frame + 1
             frame = scan.next_event(frame + 1)
-        padded = _padded([list(s) for s in scan.speeches], scan.speech_pad, scan.num_samples)
-        pad = int(scan.speech_pad)
-        frontier = frames * FRAME_SAMPLES - pad
-        if scan.triggered:
-            frontier = min(frontier, scan.start - pad)
-        if padded:
-            frontier = min(frontier, padded[-1][0])
-        return padded[:-1], max(0, frontier)
 
 
 def get_speech_timestamps(samples: np.ndarray, options: VadOptions | None = None) -> list[tuple[int, int]]:

@@ -8,6 +8,7 @@ where Whisper stopped early still holds speech to decode.
 
 from __future__ import annotations
 
+import bisect
 import logging
 from collections.abc import Generator
 from dataclasses import dataclass, field
@@ -119,16 +120,20 @@ def speech_regions(samples: np.ndarray, parameters: VadParameters) -> list[tuple
     return [(round(start / SAMPLE_RATE, 3), round(end / SAMPLE_RATE, 3)) for start, end in spans]
 
 
-def pack_windows(spans: list[Window], max_samples: int = WINDOW_SAMPLES) -> list[Window]:
+def pack_windows(spans: list[Window], max_samples: int = WINDOW_SAMPLES, start: int = 0) -> list[Window]:
     """Greedily merges consecutive speech spans into windows no longer than `max_samples`.
 
     Silence between spans inside one window is kept, so timestamps within a window map linearly
     onto the audio. Spans longer than a window (VAD found no pause) are cut into window-sized parts.
+    With `start` (where an earlier window of the same spans ended), the windows from there on: the
+    packing starts afresh at each window, so they are the whole packing's from there.
     """
     windows: list[Window] = []
     current: Window | None = None
     for span in spans:
         for part in _split(span, max_samples):
+            if part.start < start:
+                continue
             if current is not None and part.end - current.start <= max_samples:
                 current = Window(current.start, part.end)
             else:
@@ -175,19 +180,24 @@ def planned_windows(samples: np.ndarray, use_vad: bool = True) -> Generator[list
     prefixes = SileroVad.load().probability_prefixes(samples, level_gains(samples))
     sent: list[Window] = []
     padded, unpadded = SettledSpeech(len(samples), _options(SPAN_PAD_MS)), SettledSpeech(len(samples), _options(0))
+    # Each step costs what the audio since the last window sent holds, not the whole audio so far: a
+    # 4-hour file would otherwise spend seconds repacking its first hours.
     try:
         for frames, probs in prefixes:
             if frames >= len(probs):
                 break
             spans, _ = padded.settled(probs, frames)
             speech, known_until = unpadded.settled(probs, frames)
-            closed = pack_windows([Window(start, end) for start, end in spans])[:-1]  # the last may still grow
-            new = [w for w in closed[len(sent) :] if w.end <= known_until]
+            after = sent[-1].end if sent else 0
+            fresh = spans[bisect.bisect_right(spans, after, key=lambda span: span[1]) :]  # those ending after it
+            closed = pack_windows([Window(a, b) for a, b in fresh], start=after)[:-1]  # the last may still grow
+            new = [w for w in closed if w.end <= known_until]
             if new:
-                batch = [_with_speech(w, [Window(a, b) for a, b in speech]) for w in new]
+                batch = _attach(new, speech)
                 sent.extend(batch)
                 yield batch
-        rest = _plan(samples, probs, use_vad)
+        # The rest from the scans as they stand (the whole audio's regions, as `plan_windows` finds them).
+        rest = _attach(pack_windows(_spans(padded.finish(probs))), unpadded.finish(probs))
     finally:
         prefixes.close()
     if rest[: len(sent)] == sent:
@@ -210,7 +220,23 @@ def _plan(samples: np.ndarray, probs: np.ndarray, use_vad: bool) -> list[Window]
         windows = fixed_windows(len(samples))
     else:
         windows = pack_windows(speech_spans(samples, SPAN_PAD_MS, probs))
-    return [_with_speech(window, speech) for window in windows]
+    return _attach(windows, [(s.start, s.end) for s in speech])
+
+
+def _spans(regions: list[tuple[int, int]]) -> list[Window]:
+    return [Window(start, end) for start, end in regions]
+
+
+def _attach(windows: list[Window], speech: list[tuple[int, int]]) -> list[Window]:
+    """The windows (in order) with the speech (sorted regions, in samples) found in each: each window looks
+    only at the regions that can meet it."""
+    ends = [end for _, end in speech]
+    attached = []
+    for window in windows:
+        first = bisect.bisect_right(ends, window.start)  # the first region ending after the window starts
+        last = bisect.bisect_left(ends, window.end, lo=first)  # ... and the one that ends at or after its end
+        attached.append(_with_speech(window, _spans(speech[first : last + 1])))
+    return attached
 
 
 def meets_speech(start: float, end: float, speech: tuple[tuple[float, float], ...],

@@ -258,6 +258,10 @@ def test_settled_speech_is_what_the_whole_audio_gives(
         assert known_until >= frontier
         frontier = known_until
     assert spans == whole and frontier == num_samples
+    stepped = vad.SettledSpeech(num_samples, options)  # finished from where it stood: the same regions
+    for frames_known in sorted(c for c in cuts if c < len(probs)):
+        stepped.settled(probs, frames_known)
+    assert stepped.finish(probs) == whole
 
 
 def test_probabilities_arrive_in_order_and_equal_the_whole(monkeypatch: pytest.MonkeyPatch, jfk: np.ndarray) -> None:
