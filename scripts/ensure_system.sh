@@ -8,8 +8,9 @@ profile=${1:-serve}
 need=()
 python=${PYTHON:-python3.11}
 
-# The Triton Python-backend stub links the system libpython3.11.so.1.0.
-ldconfig -p 2>/dev/null | grep -q 'libpython3\.11\.so\.1\.0' || need+=(libpython3.11)
+# The Triton Python-backend stub links the system libpython3.11.so.1.0. (Not `grep -q`: it stops reading at
+# the first match, ldconfig then dies of SIGPIPE, and pipefail reads that as missing.)
+ldconfig -p 2>/dev/null | grep 'libpython3\.11\.so\.1\.0' >/dev/null || need+=(libpython3.11)
 command -v "$python" >/dev/null 2>&1 || need+=(python3.11)
 if command -v "$python" >/dev/null 2>&1 && ! "$python" -c 'import ensurepip, venv' >/dev/null 2>&1; then
   need+=(python3.11-venv)
