@@ -364,7 +364,6 @@ class SettledSpeech:
             frontier = min(frontier, padded[-1][0])
         return padded[:-1], max(0, frontier)
 
-
     def finish(self, probs: np.ndarray) -> list[tuple[int, int]]:
         """The whole audio's regions once every probability is known: `speech_timestamps(probs, ...)`, from
         the frames already stepped on (the scan is over after it)."""

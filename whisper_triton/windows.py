@@ -190,7 +190,7 @@ def planned_windows(samples: np.ndarray, use_vad: bool = True) -> Generator[list
             speech, known_until = unpadded.settled(probs, frames)
             after = sent[-1].end if sent else 0
             fresh = spans[bisect.bisect_right(spans, after, key=lambda span: span[1]) :]  # those ending after it
-            closed = pack_windows([Window(a, b) for a, b in fresh], start=after)[:-1]  # the last may still grow
+            closed = pack_windows(_spans(fresh), start=after)[:-1]  # the last may still grow
             new = [w for w in closed if w.end <= known_until]
             if new:
                 batch = _attach(new, speech)
@@ -235,7 +235,7 @@ def _attach(windows: list[Window], speech: list[tuple[int, int]]) -> list[Window
     for window in windows:
         first = bisect.bisect_right(ends, window.start)  # the first region ending after the window starts
         last = bisect.bisect_left(ends, window.end, lo=first)  # ... and the one that ends at or after its end
-        attached.append(_with_speech(window, _spans(speech[first : last + 1])))
+        attached.append(_with_speech(window, speech[first : last + 1]))
     return attached
 
 
@@ -252,12 +252,12 @@ def _around(speech: list[Window], num_samples: int) -> Window:
     return Window(max(0, speech[0].start - margin), min(num_samples, speech[-1].end + margin))
 
 
-def _with_speech(window: Window, speech: list[Window]) -> Window:
+def _with_speech(window: Window, speech: list[tuple[int, int]]) -> Window:
     inside = tuple(
-        (round((max(s.start, window.start) - window.start) / SAMPLE_RATE, 3),
-         round((min(s.end, window.end) - window.start) / SAMPLE_RATE, 3))
-        for s in speech
-        if s.end > window.start and s.start < window.end
+        (round((max(start, window.start) - window.start) / SAMPLE_RATE, 3),
+         round((min(end, window.end) - window.start) / SAMPLE_RATE, 3))
+        for start, end in speech
+        if end > window.start and start < window.end
     )
     return Window(window.start, window.end, inside)
 
