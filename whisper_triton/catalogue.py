@@ -28,7 +28,15 @@ from pathlib import Path
 import msgspec
 
 from whisper_triton.errors import ConflictError, InvalidRequestError, NotFoundError
-from whisper_triton.models import EMBEDDED, HUB_NAMES, convert_checkpoint, download, model_id, resolve_model
+from whisper_triton.models import (
+    EMBEDDED,
+    HUB_NAMES,
+    convert_checkpoint,
+    download,
+    flat_id,
+    model_id,
+    resolve_model,
+)
 from whisper_triton.models_contract import ModelRecord, Source, State
 
 # A name, or a Hugging Face `org/name`: letters, digits, `.`, `_`, `-`; never `..`, never a leading `.` or `/`.
@@ -48,8 +56,8 @@ def check_id(model: str) -> str:
 
 
 def is_id(model: str) -> bool:
-    """A well-formed model id, as the Hugging Face Hub's: no `..` (a path) and no `--` (how `org/name` is
-    written as one name, in the managed folder and in engine names)."""
+    """A well-formed model id, as the Hugging Face Hub's: no `..` (a path) and no `--` (how `flat_id` writes
+    `org/name` as one name, in the managed folder and in engine names)."""
     return bool(_ID.fullmatch(model)) and ".." not in model and "--" not in model
 
 
@@ -194,7 +202,7 @@ class Catalogue:
     # Inside
 
     def _folder(self, model: str) -> Path:
-        return self.root / _key(model)
+        return self.root / flat_id(model)
 
     def _stored_ids(self) -> list[str]:
         """The models with a state on disk (fetched, being fetched or failed)."""
@@ -226,7 +234,7 @@ class Catalogue:
     @contextmanager
     def _lock(self, model: str, wait: bool) -> Iterator[bool]:
         self.root.mkdir(parents=True, exist_ok=True)
-        with (self.root / f"{_key(model)}.lock").open("a") as handle:
+        with (self.root / f"{flat_id(model)}.lock").open("a") as handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
             except BlockingIOError:
@@ -269,9 +277,6 @@ class Catalogue:
         return str(convert_checkpoint(path, folder / "model"))
 
 
-def _key(model: str) -> str:
-    """A model id as a name in the managed folder (`org/name` as `org--name`)."""
-    return model.replace("/", "--")
 
 
 def _size(folder: Path) -> int:

@@ -88,6 +88,12 @@ def model_id(spec: str) -> str:
     return spec
 
 
+def flat_id(model: str) -> str:
+    """A model id as one file or Triton name: a Hugging Face `org/name` as `org--name` (ids hold no `--`, as
+    on the Hub, so no other id reads the same)."""
+    return model.replace("/", "--")
+
+
 def resolve_model(spec: str, cache_dir: Path | None = None) -> ResolvedModel:
     """Finds or prepares the CTranslate2 directory for `spec`; idempotent and cheap once cached."""
     spec = spec.strip()

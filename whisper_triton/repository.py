@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from whisper_triton.contract import DIARIZATION_MODEL, ENGINE_MODEL, ENTRY_MODEL, LIVE_MODEL
-from whisper_triton.models import model_id
+from whisper_triton.models import flat_id, model_id
 from whisper_triton.models_contract import MODELS_MODEL
 
 ENGINE_PREFIX = f"{ENGINE_MODEL}__"
@@ -38,7 +38,7 @@ def model_specs(environ: Mapping[str, str] | None = None) -> list[str]:
 def engine_model_name(model: str) -> str:
     """The Triton name of a model's engine: `whisper_engine__<id>`, the `/` of a Hugging Face `org/name` as `--`
     (which such ids never hold: `org/name` and `org_name` stay two engines), other unsafe characters as `_`."""
-    return ENGINE_PREFIX + re.sub(r"[^A-Za-z0-9_.-]", "_", model.replace("/", "--"))
+    return ENGINE_PREFIX + re.sub(r"[^A-Za-z0-9_.-]", "_", flat_id(model))
 
 
 def _instances(config: str, count: int) -> str:
