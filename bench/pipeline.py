@@ -90,8 +90,7 @@ def run_pipeline(clips: list[Clip], warm: Clip, work_dir: Path, repeats: int = R
             transcribe(warm)
             for clip in clips:
                 memory.take_peak()
-                measured = [_measure(server.process.pid, transcribe, clip) for _ in range(1 + max(1, repeats))]
-                first, measured = measured[0], measured[1:]
+                first, *measured = [_measure(server.process.pid, transcribe, clip) for _ in range(1 + max(1, repeats))]
                 median = sorted(measured, key=lambda run: run[0])[len(measured) // 2]
                 cpus = sorted(run[1] for run in measured)
                 rows.append(PipelineRow(clip.name, clip.duration, median[0], cpus[len(cpus) // 2], memory.take_peak(),
