@@ -11,7 +11,7 @@ the markers that sort the tests by what they need (registered in pyproject.toml)
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -31,6 +31,9 @@ FOLDER_MARKERS = {
     "gpu": ("gpu", "triton"),
 }
 FIXTURE_MARKERS = {"served": "triton", "served_base": "triton", "postgres_url": "postgres"}
+# Lines of a stack's log (frontend and Triton together) that a failed test's report shows: in CI, the only trace
+# of why a model process or Triton answered as it did.
+LOG_TAIL_LINES = 60
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -41,6 +44,25 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         names = {*FOLDER_MARKERS[folder], *(FIXTURE_MARKERS[f] for f in item.fixturenames if f in FIXTURE_MARKERS)}
         for name in sorted(names):
             item.add_marker(name)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if report.failed:
+        for name, value in getattr(item, "funcargs", {}).items():
+            if isinstance(value, Served):
+                report.sections.append((f"log of {name} (last {LOG_TAIL_LINES} lines of {value.log_path})",
+                                        served_log_tail(value)))
+    return report
+
+
+def served_log_tail(served: Served, lines: int = LOG_TAIL_LINES) -> str:
+    """The end of a stack's log, or why it cannot be read."""
+    try:
+        return "\n".join(served.log().splitlines()[-lines:])
+    except OSError as exc:
+        return f"unreadable: {exc}"
 
 
 @pytest.fixture(scope="session")

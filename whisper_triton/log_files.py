@@ -11,6 +11,7 @@ level, and the request id the Triton models put in their messages (`[request_id=
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import re
@@ -69,6 +70,21 @@ def log_file_settings(environ: dict[str, str] | None = None) -> LogFileSettings:
         raise SettingsError("Invalid value for LOG_MAX_BYTES, LOG_BACKUPS or LOG_MAX_AGE_H: sizes and counts must be "
                             "positive, the age 0 or more.")
     return settings
+
+
+def trace_fatal_signals() -> None:
+    """On a crash of this process (SIGSEGV, SIGFPE, SIGABRT, SIGBUS, SIGILL), the Python traceback of every thread
+    on stderr: in a Triton model process, Triton's log (`triton.log`). The stub embeds Python in isolated mode,
+    which ignores PYTHONFAULTHANDLER, so each model turns it on here, and off again in `finalize`
+    (`untrace_fatal_signals`)."""
+    faulthandler.enable(all_threads=True)
+
+
+def untrace_fatal_signals() -> None:
+    """Stops `trace_fatal_signals`, once a model is finalized: Triton 2.51's stub then dies of SIGSEGV in its own
+    teardown (its shared memory is gone when the interpreter's last objects are freed), which is no crash of
+    ours and is not to read as one in the log."""
+    faulthandler.disable()
 
 
 def tagged(request_id: str, message: str) -> str:

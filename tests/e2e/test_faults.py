@@ -119,13 +119,14 @@ def test_triton_killed_mid_request_gives_a_clear_503_and_comes_back(guarded: Ser
     assert "country" in transcribe(guarded.base_url, jfk_wav().read_bytes()).json()["text"]
 
 
-@pytest.mark.parametrize("model", [ENGINE, "whisper"])
+@pytest.mark.parametrize(("model", "death"), [(ENGINE, signal.SIGKILL), ("whisper", signal.SIGSEGV)])
 def test_a_model_process_that_dies_fails_its_requests_clearly_and_comes_back(
-    guarded: Served, model: str
+    guarded: Served, model: str, death: signal.Signals
 ) -> None:
     """Triton neither restarts a dead Python-backend process nor ends the streams it held (those of the
     entry model, and the engine's that its BLS calls read, then hung for ever, holding their admission
-    slots); the Supervisor restarts Triton for it."""
+    slots); the Supervisor restarts Triton for it. Killed (out of memory) or crashed in native code: a crash
+    leaves the Python traceback of each of the process's threads in the log."""
     guarded.wait_ready(180)
     audio = long_recording(2.0).path.read_bytes()
     with ThreadPoolExecutor(2) as pool:
@@ -133,7 +134,7 @@ def test_a_model_process_that_dies_fails_its_requests_clearly_and_comes_back(
         assert eventually(lambda: in_flight(guarded.base_url) == 2, 30)
         time.sleep(1.0)
         [pid] = stub_pids(guarded.grpc_port, model)
-        os.kill(pid, signal.SIGKILL)
+        os.kill(pid, death)
         responses = [r.result(90) for r in requests]
     for response in responses:
         assert_retry_later(response)
@@ -142,6 +143,9 @@ def test_a_model_process_that_dies_fails_its_requests_clearly_and_comes_back(
         guarded.log()[-3000:]
     assert eventually(lambda: transcribe(guarded.base_url, jfk_wav().read_bytes()).status_code == 200, 120, 1)
     assert stub_pids(guarded.grpc_port, model) not in ([], [pid])
+    if death == signal.SIGSEGV:
+        crash = guarded.log().partition("Fatal Python error: Segmentation fault")[2]
+        assert "Thread 0x" in crash and "model.py" in crash, guarded.log()[-3000:]
 
 
 def test_a_malformed_window_fails_alone(guarded: Served) -> None:

@@ -8,19 +8,23 @@ import triton_python_backend_utils as pb_utils
 from whisper_triton import contract
 from whisper_triton.diarization import Diarizer, turns_to_json
 from whisper_triton.errors import InvalidRequestError, ServiceError
-from whisper_triton.log_files import tagged
+from whisper_triton.log_files import tagged, trace_fatal_signals, untrace_fatal_signals
 from whisper_triton.settings import model_settings
 from whisper_triton.speakers import KnownSpeaker
 
 
 class TritonPythonModel:
     def initialize(self, args):
+        trace_fatal_signals()
         settings = model_settings()
         self.threshold = settings.speaker_match_threshold
         self.diarizer = Diarizer(settings.diarization, device=settings.diarization_device,
                                  threads=settings.diarization_threads, hf_token=settings.hf_token or None)
         pb_utils.Logger.log_info(f"diarization: {settings.diarization} on {self.diarizer.device}, "
                                  f"embeddings {self.diarizer.embedding_model}")
+
+    def finalize(self):
+        untrace_fatal_signals()
 
     def execute(self, requests):
         responses = []

@@ -22,7 +22,7 @@ from whisper_triton.errors import (
     from_wire,
     is_unavailable,
 )
-from whisper_triton.log_files import engine_request_id, tagged
+from whisper_triton.log_files import engine_request_id, tagged, trace_fatal_signals, untrace_fatal_signals
 from whisper_triton.models import model_id, read_model_info, resolve_model
 from whisper_triton.repository import engine_model_name, model_specs
 from whisper_triton.settings import model_settings
@@ -37,6 +37,7 @@ _REQUEST_ID = contextvars.ContextVar("whisper_request_id", default="")
 
 class TritonPythonModel:
     def initialize(self, args):
+        trace_fatal_signals()
         self.settings = model_settings()
         self.logger = pb_utils.Logger
         # Decoding, VAD and log-mel run in threads (they release the GIL) so the event loop
@@ -224,6 +225,7 @@ class TritonPythonModel:
             await asyncio.get_running_loop().run_in_executor(self.bls_pool, list, _engine_answers(engine, inputs))
 
     def finalize(self):
+        untrace_fatal_signals()
         self.cpu_pool.shutdown(wait=False, cancel_futures=True)
         self.bls_pool.shutdown(wait=False, cancel_futures=True)
 

@@ -21,7 +21,7 @@ import triton_python_backend_utils as pb_utils
 from whisper_triton import contract
 from whisper_triton.ctranslate2_engine import CTranslate2Engine, usable_cores
 from whisper_triton.decoding import warm_up
-from whisper_triton.log_files import logged_request_id, tagged
+from whisper_triton.log_files import logged_request_id, tagged, trace_fatal_signals, untrace_fatal_signals
 from whisper_triton.models import read_model_info, resolve_model
 from whisper_triton.scheduler import QueuedWindow, WindowCancelled, WindowScheduler, decode_queued
 from whisper_triton.settings import SettingsError, model_settings
@@ -32,6 +32,7 @@ FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 
 class TritonPythonModel:
     def initialize(self, args):
+        trace_fatal_signals()
         self.express_engine = None
         # One engine model per Whisper model: the generated repository names it in the config. The config's
         # WHISPER_* parameters (the GPU variant rendered by build_engines) take precedence over the environment.
@@ -133,6 +134,7 @@ class TritonPythonModel:
         return contract.encode(outcome)
 
     def finalize(self):
+        untrace_fatal_signals()
         self.scheduler.close()
         close = getattr(self.engine, "close", None)
         if close is not None:

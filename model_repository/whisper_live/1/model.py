@@ -16,7 +16,7 @@ from whisper_triton import contract
 from whisper_triton.errors import InvalidRequestError, ServiceError, from_wire
 from whisper_triton.live_contract import AUDIO, CONTROL, SEQ, SESSION, AckEvent, ErrorEvent, encode
 from whisper_triton.live_service import LiveLimits, LiveSessions
-from whisper_triton.log_files import logged_request_id, tagged
+from whisper_triton.log_files import logged_request_id, tagged, trace_fatal_signals, untrace_fatal_signals
 from whisper_triton.models import model_id
 from whisper_triton.repository import engine_model_name, model_specs
 from whisper_triton.settings import model_settings
@@ -30,6 +30,7 @@ SWEEP_S = 10.0
 
 class TritonPythonModel:
     def initialize(self, args):
+        trace_fatal_signals()
         self.logger = pb_utils.Logger
         settings = model_settings()
         # Each session's VAD steps and each turn's call to the entry model block a thread.
@@ -138,6 +139,7 @@ class TritonPythonModel:
                 self.logger.log_info(f"whisper_live: dropped {dropped} idle session(s)")
 
     def finalize(self):
+        untrace_fatal_signals()
         if self.sweeper is not None:
             self.sweeper.cancel()
         self.pool.shutdown(wait=False, cancel_futures=True)

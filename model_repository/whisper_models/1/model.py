@@ -17,12 +17,14 @@ import triton_python_backend_utils as pb_utils
 from whisper_triton import models_contract as mc
 from whisper_triton.catalogue import Catalogue
 from whisper_triton.errors import ConflictError, InvalidRequestError, ServiceError
+from whisper_triton.log_files import trace_fatal_signals, untrace_fatal_signals
 from whisper_triton.repository import engine_model_name, model_specs, repository_lock, sync_engines, write_engine
 from whisper_triton.settings import model_settings
 
 
 class TritonPythonModel:
     def initialize(self, args):
+        trace_fatal_signals()
         config = json.loads(args["model_config"])
         parameters = {key: value.get("string_value", "") for key, value in config.get("parameters", {}).items()}
         self.repository = Path(parameters["REPOSITORY"])
@@ -83,6 +85,9 @@ class TritonPythonModel:
                 shutil.rmtree(self.repository / engine_model_name(model), ignore_errors=True)
             return {"id": model, "deleted": True}
         return record
+
+    def finalize(self):
+        untrace_fatal_signals()
 
     def execute(self, requests):
         responses = []
