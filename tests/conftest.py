@@ -11,6 +11,8 @@ the markers that sort the tests by what they need (registered in pyproject.toml)
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Generator, Iterator
 from pathlib import Path
 
@@ -46,6 +48,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(name)
 
 
+def pytest_report_header() -> str:
+    """What the machine gives the stacks the tests start: in CI's output, the first thing to read beside a failure."""
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    try:
+        shm = f"{shutil.disk_usage('/dev/shm').free // 2**20} MB free in /dev/shm"
+    except OSError:
+        shm = "no /dev/shm"
+    return f"machine: {os.cpu_count()} cores, {memory:.0f} GiB memory, {shm}"
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
@@ -53,7 +65,7 @@ def pytest_runtest_makereport(item: pytest.Item) -> Generator[None, pytest.TestR
         for name, value in getattr(item, "funcargs", {}).items():
             if isinstance(value, Served):
                 report.sections.append((f"log of {name} (last {LOG_TAIL_LINES} lines of {value.log_path})",
-                                        served_log_tail(value)))
+                                        f"{pytest_report_header()}\n{served_log_tail(value)}"))
     return report
 
 

@@ -71,7 +71,8 @@ TRITON_SETTINGS_HELP = {
     "model_repository": "the model repository",
     "startup_timeout_s": "how long to wait for the models to be ready",
     "log_verbose": "Triton's `--log-verbose` level",
-    "shm_size_mb": "Python backend shared-memory start size and growth step",
+    "shm_size_mb": "Python backend shared-memory start size and growth step (in /dev/shm; with less than 512 MB "
+                   "free there the launcher warns at start: long files would fail)",
     "model_load": "`startup`: load every engine at start; `first_request`: on demand",
 }
 
@@ -88,6 +89,26 @@ def installed_package_dir(python: str = sys.executable) -> Path | None:
     probe = subprocess.run([python, "-I", "-c", "import whisper_triton; print(whisper_triton.__file__)"],
                            capture_output=True, text=True, cwd="/", timeout=60)
     return Path(probe.stdout.strip()).resolve().parent if probe.returncode == 0 and probe.stdout.strip() else None
+
+
+SHARED_MEMORY = Path("/dev/shm")
+# What the Python models' shared memory needs for long files (a 1-hour WAV alone is 115 MB) with room for
+# requests in flight; Docker's default /dev/shm of 64 MB fails such requests.
+SHARED_MEMORY_NEEDED_MB = 512
+
+
+def shared_memory_warning(folder: Path = SHARED_MEMORY, needed_mb: int = SHARED_MEMORY_NEEDED_MB) -> str | None:
+    """Why the Python backend may fail requests here: too little free space in /dev/shm (None: enough, or
+    no /dev/shm to read)."""
+    try:
+        free_mb = shutil.disk_usage(folder).free // (1024 * 1024)
+    except OSError:
+        return None
+    if free_mb >= needed_mb:
+        return None
+    return (f"{folder} has {free_mb} MB free: Triton's Python models keep requests there, and long files will fail"
+            f" (\"Failed to increase the shared memory pool size\"); give it at least {needed_mb} MB (Docker:"
+            " --shm-size=2g, compose: shm_size)")
 
 
 def check_installed(python: str = sys.executable) -> None:
@@ -221,6 +242,8 @@ class TritonServer:
         if self.settings.model_load not in ("startup", "first_request"):
             raise TritonError("TRITON_MODEL_LOAD must be 'startup' or 'first_request'.")
         check_installed()
+        if warning := shared_memory_warning():
+            log.warning(warning)
         backend_dir = prepare_backend_dir(self.work_dir / "backends")
         # One generated repository per server (keyed by its port): Triton reads it while it runs.
         remove_stale_repositories(self.work_dir)

@@ -6,7 +6,11 @@ import os
 import socket
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
+import pytest
+
+from whisper_triton import launcher
 from whisper_triton.contract import DIARIZATION_MODEL, ENTRY_MODEL, LIVE_MODEL
 from whisper_triton.launcher import REPO_ROOT, Supervisor, TritonServer, remove_stale_repositories
 from whisper_triton.repository import build_repository
@@ -61,3 +65,16 @@ def test_a_dead_decoupled_model_restarts_triton_and_another_is_loaded_again(tmp_
     assert server.stopped == 2 and server.reloaded == []
     supervisor._recover([DIARIZATION_MODEL])
     assert server.stopped == 2 and server.reloaded == [DIARIZATION_MODEL] and supervisor.model_reloads == 1
+
+
+def test_too_little_shared_memory_is_named_with_its_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    free = {"mb": 64}
+    monkeypatch.setattr(launcher.shutil, "disk_usage", lambda path: SimpleNamespace(free=free["mb"] * 1024 * 1024))
+    warning = launcher.shared_memory_warning(tmp_path, needed_mb=512)
+    assert warning is not None and "64 MB free" in warning and "--shm-size" in warning and str(tmp_path) in warning
+    free["mb"] = 512
+    assert launcher.shared_memory_warning(tmp_path, needed_mb=512) is None
+
+
+def test_no_shared_memory_folder_gives_no_warning(tmp_path: Path) -> None:
+    assert launcher.shared_memory_warning(tmp_path / "absent") is None
