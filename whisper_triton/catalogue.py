@@ -36,6 +36,7 @@ from whisper_triton.models import (
     flat_id,
     model_id,
     resolve_model,
+    unflat_id,
 )
 from whisper_triton.models_contract import ModelRecord, Source, State
 
@@ -208,7 +209,7 @@ class Catalogue:
         """The models with a state on disk (fetched, being fetched or failed)."""
         if not self.root.is_dir():
             return []
-        return sorted(path.parent.name.replace("--", "/") for path in self.root.glob("*/state.json"))
+        return sorted(unflat_id(path.parent.name) for path in self.root.glob("*/state.json"))
 
     def _stored(self, model: str) -> StoredState | None:
         try:

@@ -94,6 +94,11 @@ def flat_id(model: str) -> str:
     return model.replace("/", "--")
 
 
+def unflat_id(name: str) -> str:
+    """The model id a `flat_id` name was made from."""
+    return name.replace("--", "/")
+
+
 def resolve_model(spec: str, cache_dir: Path | None = None) -> ResolvedModel:
     """Finds or prepares the CTranslate2 directory for `spec`; idempotent and cheap once cached."""
     spec = spec.strip()

@@ -8,9 +8,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
-from whisper_triton.catalogue import Catalogue, check_id, fetched_spec
+from whisper_triton.catalogue import Catalogue, check_id, fetched_spec, is_id
 from whisper_triton.errors import ConflictError, InvalidRequestError, NotFoundError
+from whisper_triton.models import flat_id, unflat_id
 from whisper_triton.models_contract import Source, State
 from whisper_triton.repository import engine_model_name
 
@@ -32,6 +35,12 @@ def test_org_name_and_its_lookalikes_get_engines_of_their_own() -> None:
     names = {model: engine_model_name(model) for model in ("org/name", "org_name", "org-name", "org.name")}
     assert len(set(names.values())) == len(names) and names["org/name"] == "whisper_engine__org--name"
     assert engine_model_name("my model") == "whisper_engine__my_model"  # a configured folder's name
+
+
+@given(st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,20}(/[A-Za-z0-9][A-Za-z0-9._-]{0,20})?", fullmatch=True))
+def test_a_flat_id_reads_back_as_its_model_id(model: str) -> None:
+    assume(is_id(model))
+    assert "/" not in flat_id(model) and unflat_id(flat_id(model)) == model
 
 
 def _fake_fetcher(log: Path, seconds: float = 0.0) -> Callable[[str, Source, Path, Callable[[State], None]], str]:
