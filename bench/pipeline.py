@@ -29,7 +29,7 @@ from bench.workload import Clip, build_workload
 from harness.procfs import RssSampler, tree_cpu_seconds
 from harness.stack import free_port
 from whisper_triton.contract import DIARIZATION_MODEL, ENGINE_MODEL
-from whisper_triton.launcher import TritonServer, TritonSettings
+from whisper_triton.launcher import Supervisor, TritonServer, TritonSettings
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -81,7 +81,10 @@ def run_pipeline(clips: list[Clip], warm: Clip, work_dir: Path, repeats: int = R
                               model_repository=str(source_repository(work_dir)))
     env = {**os.environ, "WHISPER_MODEL": "base", "WHISPER_DIARIZATION": "off"}
     server = TritonServer(settings, work_dir / "pipeline-triton", env)
-    server.start()
+    # Supervised as `make serve` is: a model process that dies (Triton would never end its streams) restarts
+    # Triton, so the run fails with the request's error instead of waiting for ever.
+    supervisor = Supervisor(server)
+    supervisor.start()
     assert server.process is not None
     rows = []
     try:
@@ -99,7 +102,7 @@ def run_pipeline(clips: list[Clip], warm: Clip, work_dir: Path, repeats: int = R
                                         [(round(run[0], 3), round(run[1], 3)) for run in measured],
                                         (round(first[0], 3), round(first[1], 3))))
     finally:
-        server.stop()
+        supervisor.stop()
     return rows
 
 
