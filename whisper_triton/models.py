@@ -17,6 +17,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -95,8 +96,12 @@ def flat_id(model: str) -> str:
 
 
 def unflat_id(name: str) -> str:
-    """The model id a `flat_id` name was made from."""
-    return name.replace("--", "/")
+    """The model id a `flat_id` name was made from: the `--` right before the name's first letter or digit (an
+    org may end in `-`, as `org-/name` → `org---name`; a name starts with a letter or digit)."""
+    return _FLAT_SLASH.sub("/", name, count=1)
+
+
+_FLAT_SLASH = re.compile(r"--(?=[A-Za-z0-9])")
 
 
 def resolve_model(spec: str, cache_dir: Path | None = None) -> ResolvedModel:
