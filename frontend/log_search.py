@@ -25,7 +25,9 @@ SOURCES = {"frontend": FRONTEND_FILE, "triton": TRITON_FILE}
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "warn": logging.WARNING,
           "error": logging.ERROR, "critical": logging.CRITICAL}
 MAX_LIMIT = 10_000
-_NAME = re.compile(r"^(frontend|triton)\.log(?:\.(\d{1,4}))?$")
+_SOURCE_OF = {file: source for source, file in SOURCES.items()}
+# A source's current file, or one of its rotated copies (`frontend.log.3`).
+_NAME = re.compile(rf"^({'|'.join(map(re.escape, _SOURCE_OF))})(?:\.(\d{{1,4}}))?$")
 _TEXT = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z?) ([A-Z]+) (\S+): (.*)$")
 _TEXT_FIELD = re.compile(r"(?:^|\s)(request_id|task_id|key)=(\S+)")
 _decoder = msgspec.json.Decoder()
@@ -68,8 +70,8 @@ def list_files(folder: Path) -> list[LogFile]:
         if match is None or path.is_symlink() or not path.is_file():
             continue
         stat = path.stat()
-        found.append((match.group(1), -int(match.group(2) or 0), LogFile(path.name, match.group(1), stat.st_size,
-                                                                         stat.st_mtime)))
+        source = _SOURCE_OF[match.group(1)]
+        found.append((source, -int(match.group(2) or 0), LogFile(path.name, source, stat.st_size, stat.st_mtime)))
     return [item for _, _, item in sorted(found, key=lambda entry: entry[:2])]
 
 
