@@ -81,6 +81,11 @@ class TritonPythonModel:
         )
         self.outcomes = {outcome: windows.Metric(labels={"model": args["model_name"], "outcome": outcome})
                          for outcome in ("decoded", "cancelled", "failed")}
+        # The workers count their windows one at a time: Triton 2.51's Python backend writes an update into a
+        # shared-memory block that the Metric object owns, with the GIL released, so two threads updating one
+        # metric at once can hand tritonserver a block the other just freed, and tritonserver dies of SIGSEGV
+        # in TRITONSERVER_MetricIncrement (seen under load: every request of the server failed until restarted).
+        self.metrics_lock = threading.Lock()
         started = time.monotonic()
         # Every replica once (concurrent calls go to different ones), so no first request pays for it.
         with ThreadPoolExecutor(workers) as pool:
@@ -121,16 +126,20 @@ class TritonPythonModel:
                                                    reply=functools.partial(answer.reply, options)))
         return None
 
+    def count(self, outcome):
+        with self.metrics_lock:
+            self.outcomes[outcome].increment(1)
+
     def outcome_payload(self, window, outcome, request=""):
         if isinstance(outcome, WindowCancelled):
-            self.outcomes["cancelled"].increment(1)
+            self.count("cancelled")
             return contract.encode_failure(window, "[cancelled] the request was cancelled")
         if isinstance(outcome, BaseException):
-            self.outcomes["failed"].increment(1)
+            self.count("failed")
             trace = "".join(traceback.format_exception(outcome, limit=3))
             self.logger.log_error(tagged(logged_request_id(request), f"whisper_engine: a window failed: {trace}"))
             return contract.encode_failure(window, "[engine_error] the Whisper engine failed on this window")
-        self.outcomes["decoded"].increment(1)
+        self.count("decoded")
         return contract.encode(outcome)
 
     def finalize(self):
