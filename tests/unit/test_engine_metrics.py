@@ -5,19 +5,12 @@ TRITONSERVER_MetricIncrement (found under load; every request failed until the S
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import threading
 import time
-import types
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-import pytest
-
 from whisper_triton.scheduler import WindowCancelled
-
-MODEL = Path(__file__).resolve().parents[2] / "model_repository" / "whisper_engine" / "1" / "model.py"
 
 
 class OverlapCheckingMetric:
@@ -41,19 +34,8 @@ class OverlapCheckingMetric:
             cls.inside -= 1
 
 
-@pytest.fixture
-def engine_model(monkeypatch: pytest.MonkeyPatch) -> Any:
-    fake = types.ModuleType("triton_python_backend_utils")
-    fake.TRITONSERVER_RESPONSE_COMPLETE_FINAL = 1  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", fake)
-    spec = importlib.util.spec_from_file_location("whisper_engine_model_under_test", MODEL)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_workers_never_update_a_metric_at_once(engine_model: Any) -> None:
+def test_workers_never_update_a_metric_at_once(triton_model: Callable[[str], Any]) -> None:
+    engine_model = triton_model("whisper_engine")
     model = engine_model.TritonPythonModel.__new__(engine_model.TritonPythonModel)
     model.outcomes = {outcome: OverlapCheckingMetric() for outcome in ("decoded", "cancelled", "failed")}
     model.metrics_lock = threading.Lock()

@@ -90,21 +90,21 @@ class TritonPythonModel:
         return None
 
     async def _handle(self, request):
-        sender = request.get_response_sender()
-        work = asyncio.ensure_future(self._respond(request, sender))
+        reply = Reply(request)
+        work = asyncio.ensure_future(self._respond(request, reply))
         # A client that leaves (or a cancelled task) cancels the request in Triton: stop the work, which
         # also drops the request's windows still queued at the engine.
         while not work.done():
             await asyncio.wait([work], timeout=CANCEL_POLL_S)
-            if not work.done() and request.is_cancelled():
+            if not work.done() and reply.is_cancelled():
                 work.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await work
                 error = pb_utils.TritonError("cancelled", pb_utils.TritonError.CANCELLED)
-                sender.send(pb_utils.InferenceResponse(error=error), flags=FINAL)
+                reply.send(pb_utils.InferenceResponse(error=error), final=True)
                 return
 
-    async def _respond(self, request, sender):
+    async def _respond(self, request, reply):
         request_id = request.request_id()  # the frontend's x-request-id: every line about the request names it
         _REQUEST_ID.set(request_id)
         try:
@@ -116,18 +116,18 @@ class TritonPythonModel:
             transcriber = self._transcriber(options.model or self.default_model)
             async for event in transcriber.answer(audio, options):
                 if isinstance(event, contract.DoneEvent):
-                    sender.send(_response(event), flags=FINAL)
+                    reply.send(_response(event), final=True)
                 elif options.stream:
-                    sender.send(_response(event))
+                    reply.send(_response(event))
         except ServiceError as exc:
             (self.logger.log_warn if exc.client_fault else self.logger.log_error)(
                 tagged(request_id, f"whisper: request failed: {exc.to_wire()}"))
             code = pb_utils.TritonError.INVALID_ARG if exc.client_fault else pb_utils.TritonError.INTERNAL
-            sender.send(pb_utils.InferenceResponse(error=pb_utils.TritonError(exc.to_wire(), code)), flags=FINAL)
+            reply.send(pb_utils.InferenceResponse(error=pb_utils.TritonError(exc.to_wire(), code)), final=True)
         except Exception:
             self.logger.log_error(tagged(request_id, f"whisper: request failed: {traceback.format_exc(limit=5)}"))
             error = pb_utils.TritonError("[internal_error] transcription failed", pb_utils.TritonError.INTERNAL)
-            sender.send(pb_utils.InferenceResponse(error=error), flags=FINAL)
+            reply.send(pb_utils.InferenceResponse(error=error), final=True)
 
     async def _diarize(self, samples, speakers, known):
         inputs = [pb_utils.Tensor(contract.WAVEFORM, np.ascontiguousarray(samples, dtype=np.float32))]
@@ -228,6 +228,26 @@ class TritonPythonModel:
         untrace_fatal_signals()
         self.cpu_pool.shutdown(wait=False, cancel_futures=True)
         self.bls_pool.shutdown(wait=False, cancel_futures=True)
+
+
+class Reply:
+    """A request's response sender that knows when its final response went out. Triton may release the request
+    then: asking it afterwards whether it was cancelled would make tritonserver read a freed request, and a second
+    final response is refused. Both are skipped once it is done (responses are sent from the event loop only)."""
+
+    def __init__(self, request):
+        self._request = request
+        self._sender = request.get_response_sender()
+        self.done = False
+
+    def send(self, response, final=False):
+        if self.done:
+            return
+        self.done = final
+        self._sender.send(response, flags=FINAL if final else 0)
+
+    def is_cancelled(self):
+        return not self.done and self._request.is_cancelled()
 
 
 def _engine_error(message):
