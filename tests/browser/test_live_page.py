@@ -108,11 +108,19 @@ class LivePage:
             if self.page.locator("#api-key-panel").get_attribute("open") is None:
                 self.page.locator("#api-key-panel summary").click()
             self.page.get_by_label("Bearer key for this server").fill(key)
-            self.page.get_by_role("button", name="Save", exact=True).click()
+            # The page tries the key on the model list and the task list, and opens the panel again when either
+            # refuses it: wait for both answers (the page's load state went idle long ago, so waiting for it
+            # again returns at once, and a refusal arriving after the check reopened the panel over the button).
+            panel = self.page.locator("#api-key-panel")
+            with self.page.expect_response(lambda response: response.url.endswith("/v1/models")) as models:
+                self.page.get_by_role("button", name="Save", exact=True).click()
             expect(self.page.locator("#api-key-state")).to_have_text("saved")
-            self.page.wait_for_load_state("networkidle")
-            if self.page.locator("#api-key-panel").get_attribute("open") is not None:  # the key was refused
+            if models.value.status == 401:
+                expect(panel).to_have_attribute("open", "")
+            expect(self.page.locator("#tasks")).not_to_have_attribute("aria-busy", "true")
+            if panel.get_attribute("open") is not None:  # the key was refused
                 self.page.locator("#api-key-panel summary").click()
+                expect(panel).not_to_have_attribute("open", "")
 
     @property
     def button(self) -> Any:
