@@ -278,7 +278,5 @@ class Catalogue:
         return str(convert_checkpoint(path, folder / "model"))
 
 
-
-
 def _size(folder: Path) -> int:
     return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) if folder.is_dir() else 0

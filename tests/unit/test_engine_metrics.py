@@ -13,33 +13,36 @@ from typing import Any
 from whisper_triton.scheduler import WindowCancelled
 
 
-class OverlapCheckingMetric:
-    """A metric that records how many threads were inside an update at once."""
-
-    inside = 0
-    most = 0
-    guard = threading.Lock()
+class Overlaps:
+    """How many threads were inside a metric update at once, at most (across the metrics that share it)."""
 
     def __init__(self) -> None:
+        self.guard = threading.Lock()
+        self.inside = 0
+        self.most = 0
+
+
+class OverlapCheckingMetric:
+    def __init__(self, overlaps: Overlaps) -> None:
+        self.overlaps = overlaps
         self.value = 0
 
     def increment(self, value: float) -> None:
-        cls = OverlapCheckingMetric
-        with cls.guard:
-            cls.inside += 1
-            cls.most = max(cls.most, cls.inside)
+        with self.overlaps.guard:
+            self.overlaps.inside += 1
+            self.overlaps.most = max(self.overlaps.most, self.overlaps.inside)
         time.sleep(0.001)  # where the backend, GIL released, writes the update
         self.value += int(value)
-        with cls.guard:
-            cls.inside -= 1
+        with self.overlaps.guard:
+            self.overlaps.inside -= 1
 
 
 def test_workers_never_update_a_metric_at_once(triton_model: Callable[[str], Any]) -> None:
     engine_model = triton_model("whisper_engine")
     model = engine_model.TritonPythonModel.__new__(engine_model.TritonPythonModel)
-    model.outcomes = {outcome: OverlapCheckingMetric() for outcome in ("decoded", "cancelled", "failed")}
+    overlaps = Overlaps()
+    model.outcomes = {outcome: OverlapCheckingMetric(overlaps) for outcome in ("decoded", "cancelled", "failed")}
     model.metrics_lock = threading.Lock()
-    OverlapCheckingMetric.most = 0
 
     def worker() -> None:
         for window in range(25):
@@ -51,4 +54,4 @@ def test_workers_never_update_a_metric_at_once(triton_model: Callable[[str], Any
     for thread in threads:
         thread.join()
     assert model.outcomes["cancelled"].value == 200
-    assert OverlapCheckingMetric.most == 1
+    assert overlaps.most == 1
