@@ -56,6 +56,7 @@
     shown: null, // the task whose result is shown
     tasksTimer: 0,
     tasksLoading: false,
+    tasksStale: false, // asked to refresh while loading
   };
 
   // ------------------------------------------------------------------------------------------
@@ -687,17 +688,25 @@
   }
 
   async function refreshTasks() {
-    if (state.tasksLoading) return;
+    // Asked again while the list loads (a key just saved, a task submitted, cancelled or deleted): the answer
+    // on its way may predate the change, so it is dropped and the list loaded once more when it comes.
+    if (state.tasksLoading) {
+      state.tasksStale = true;
+      return;
+    }
     state.tasksLoading = true;
+    state.tasksStale = false;
     el.tasks.setAttribute("aria-busy", "true");
     try {
       const body = await request("/task/all");
+      if (state.tasksStale) return;
       const tasks = Array.isArray(body?.tasks) ? body.tasks : [];
       el.tasks.replaceChildren(...tasks.map(taskItem));
       el.tasksNote.textContent = tasks.length ? "" : "No tasks yet. Submitted files appear here.";
       markOpenTask();
       scheduleTasksRefresh(tasks.some((task) => ACTIVE.has(task.status)));
     } catch (error) {
+      if (state.tasksStale) return;
       el.tasksNote.textContent = `Could not load the tasks: ${error.message}`;
       if (error.status === 401) {
         el.tasks.replaceChildren();
@@ -707,6 +716,7 @@
     } finally {
       state.tasksLoading = false;
       el.tasks.removeAttribute("aria-busy");
+      if (state.tasksStale) refreshTasks();
     }
   }
 

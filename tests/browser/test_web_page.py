@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 
 from harness.assets import jfk_wav
 
@@ -143,3 +144,42 @@ def test_recording_is_uploaded_as_webm(page: Page) -> None:
     # browser's WebM/Opus and the task completes.
     expect(page.locator("#result")).to_be_visible(timeout=60_000)
     expect(page.locator('#tasks .task[aria-current="true"]')).to_contain_text("recording.webm")
+
+
+def test_a_refresh_asked_while_the_task_list_loads_is_not_lost(page: Page, base_url: str) -> None:
+    # A task the server holds, named so that the list can be checked for it.
+    submitted = httpx.post(f"{base_url}/speech-to-text", files={"file": ("refresh-race.wav", jfk_wav().read_bytes())},
+                           timeout=60)
+    assert submitted.status_code == 200, submitted.text
+    task = f"{base_url}/task/{submitted.json()['identifier']}"
+    deadline = time.monotonic() + 120
+    while httpx.get(task, timeout=30).json()["status"] not in ("completed", "failed"):
+        assert time.monotonic() < deadline, "the task did not end"
+        time.sleep(0.5)
+    # Loaded with no task running, the page does not refresh the list on its own any more.
+    page.locator("#tasks-refresh").click()
+    expect(page.locator("#tasks")).to_contain_text("refresh-race.wav")
+    expect(page.locator("#tasks")).not_to_have_attribute("aria-busy", "true")
+
+    # The next answer of the task list is held: the page is loading it when asked to refresh again.
+    held: list[Route] = []
+    asked: list[str] = []
+
+    def hold_first(route: Route) -> None:
+        asked.append(route.request.url)
+        if held:
+            route.continue_()
+        else:
+            held.append(route)
+
+    page.route("**/task/all", hold_first)
+    refresh = page.locator("#tasks-refresh")
+    refresh.click()
+    expect(page.locator("#tasks")).to_have_attribute("aria-busy", "true")
+    refresh.click()  # (a key saved, a task submitted, cancelled or deleted meanwhile)
+    assert len(held) == 1
+    # The held answer predates the change: an empty list. The page drops it and asks once more.
+    held[0].fulfill(status=200, content_type="application/json", body='{"tasks": []}')
+    expect(page.locator("#tasks")).to_contain_text("refresh-race.wav")
+    expect(page.locator("#tasks")).not_to_have_attribute("aria-busy", "true")
+    assert len(asked) == 2
