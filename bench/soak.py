@@ -2,19 +2,23 @@
 
     python -m bench.soak --minutes 5 [--clients 8] [--faults] [--model tiny.en]
     python -m bench.soak --quick          # 1 minute, 4 clients, faults every 12 s: does everything work?
+    python -m bench.soak --minutes 15 --clients 16 --leave 0.7   # clients that leave: hunts model crashes
 
 Starts `python -m frontend.serve` (Triton under its Supervisor, and the frontend) on free ports, with a
 small admission limit so that overload happens. N clients loop over synchronous transcriptions,
 streamed ones (SSE) and tasks (`/speech-to-text`) of 2-11 s clips. With `--faults`, every
 `--fault-every` seconds one fault, in turn: Triton SIGKILLed, the engine model's process SIGKILLed,
 slow clients (uploads that trickle in, a stream nobody reads), a burst of 100 requests, the entry
-model's process SIGKILLed.
+model's process SIGKILLed. With `--leave P`, a share P of the synchronous and streamed requests is
+made by a client that gives up after 0.2-2.5 s (it closes the connection: the frontend cancels the
+request in Triton), the load that set off crashes of the entry model's process.
 
 Every request's outcome is counted: ok, 4xx, 503 (or 429: come back later, with Retry-After),
-other (500, a dropped connection, an SSE error other than overload) and hung (no answer within
-`--request-timeout`). At the end every accepted task must have ended, and every completed one must
-hold its transcript. Prints the table and exits 1 if a request hung, a task was lost or completed
-without its result.
+other (500, a dropped connection, an SSE error other than overload), left (the client gave up) and
+hung (no answer within `--request-timeout`). At the end every accepted task must have ended, and every
+completed one must hold its transcript. A process that died of a fatal signal nobody sent (Triton's
+"Signal (11) received", a model's "Fatal Python error") is a crash. Prints the table and exits 1 if a
+request hung, a task was lost or completed without its result, or a process crashed.
 """
 
 from __future__ import annotations
@@ -50,7 +54,9 @@ from harness.stack import Served, start_served
 from whisper_triton.repository import engine_model_name
 
 MIB = 1024 * 1024
-OUTCOMES = ("ok", "4xx", "503", "other", "hung")
+OUTCOMES = ("ok", "4xx", "503", "other", "left", "hung")
+# What a process that died of a fatal signal writes to the log: tritonserver, and a model (faulthandler).
+CRASH_MARKS = ("Signal (11) received", "Signal (6) received", "Fatal Python error")
 
 
 @dataclass
@@ -58,6 +64,7 @@ class Soak:
     served: Served
     model: str
     request_timeout: float
+    leave: float = 0.0  # share of sync and streamed requests whose client gives up after 0.2-2.5 s
     records: list[tuple[str, str, float]] = field(default_factory=list)  # (kind, outcome, seconds)
     accepted: list[str] = field(default_factory=list)  # task ids
     faults: list[tuple[float, str, str]] = field(default_factory=list)  # (at, fault, what it gave)
@@ -91,12 +98,13 @@ def outcome_of(status: int) -> str:
     return "4xx" if 400 <= status < 500 else "other"
 
 
-async def timed(soak: Soak, kind: str, call: Callable[[], Awaitable[str]]) -> str:
+async def timed(soak: Soak, kind: str, call: Callable[[], Awaitable[str]], patience: float | None = None) -> str:
+    """The call's outcome, recorded; a client with `patience` gives up after that many seconds ("left")."""
     started = time.monotonic()
     try:
-        outcome = await asyncio.wait_for(call(), soak.request_timeout)
+        outcome = await asyncio.wait_for(call(), min(patience or soak.request_timeout, soak.request_timeout))
     except TimeoutError:
-        outcome = "hung"
+        outcome = "left" if patience is not None and patience < soak.request_timeout else "hung"
     except httpx.HTTPError:
         outcome = "other"
     soak.record(kind, outcome, time.monotonic() - started)
@@ -141,10 +149,11 @@ async def client_loop(soak: Soak, deadline: float, seed: int) -> None:
         while time.monotonic() < deadline:
             kind = rng.choices(("sync", "stream", "task"), weights=(5, 3, 2))[0]
             clip = rng.choice(audio)
+            patience = rng.uniform(0.2, 2.5) if kind != "task" and rng.random() < soak.leave else None
             if kind == "sync":
-                outcome = await timed(soak, kind, functools.partial(sync_request, client, clip))
+                outcome = await timed(soak, kind, functools.partial(sync_request, client, clip), patience)
             elif kind == "stream":
-                outcome = await timed(soak, kind, functools.partial(stream_request, client, clip))
+                outcome = await timed(soak, kind, functools.partial(stream_request, client, clip), patience)
             else:
                 outcome = await timed(soak, kind, functools.partial(task_request, client, clip, soak))
             # Told to come back later, a client waits a little (less than Retry-After, to keep the pressure on).
@@ -302,10 +311,12 @@ def report(soak: Soak, minutes: float, clients: int, tasks: Counter[str], empty:
     lines.append("(latency of ok answers: transcript complete; for tasks, submission to completion; "
                  "`all` leaves tasks out)")
     restarts = max(0, len(soak.triton_pids) - 1)
-    reloads = soak.served.log().count("loading the model again")
+    log = soak.served.log()
+    reloads = log.count("loading the model again")
     accepted = len(soak.accepted)
     lines += ["",
-              f"Triton restarts observed: {restarts}; model processes reloaded: {reloads}",
+              f"Triton restarts observed: {restarts}; model processes reloaded: {reloads}; "
+              f"crashes (fatal signals nobody sent): {crashes(log)}",
               f"Tasks accepted: {accepted}; completed {tasks['completed']}, failed {tasks['failed']}, "
               f"lost {tasks['lost']}; completed without a transcript: {empty}",
               "",
@@ -323,6 +334,11 @@ def report(soak: Soak, minutes: float, clients: int, tasks: Counter[str], empty:
     if soak.faults:
         lines += ["", "Faults: " + "; ".join(f"{at:.0f} s {fault} ({what})" for at, fault, what in soak.faults)]
     return "\n".join(lines)
+
+
+def crashes(log: str) -> int:
+    """Processes that died of a fatal signal, from their last words in the log (the faults send SIGKILL)."""
+    return sum(log.count(mark) for mark in CRASH_MARKS)
 
 
 def state(served: Served) -> dict[str, int]:
@@ -351,6 +367,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--request-timeout", type=float, default=180.0,
                         help="a request without an answer by then counts as hung")
     parser.add_argument("--model", default="tiny.en")
+    parser.add_argument("--leave", type=float, default=0.0,
+                        help="share of sync and streamed requests whose client gives up after 0.2-2.5 s")
     parser.add_argument("--quick", action="store_true", help="1 minute, 4 clients, faults every 12 s")
     args = parser.parse_args(argv)
     if args.quick:
@@ -363,12 +381,13 @@ def main(argv: list[str] | None = None) -> int:
                               MAX_TASK_QUEUE_SIZE="20", FRONTEND_TASK_WORKERS="2", FRONTEND_TASK_LEASE_S="5",
                               FRONTEND_BODY_TIMEOUT_S="5", FRONTEND_SEND_TIMEOUT_S="10", TMPDIR=tmp)
         try:
-            soak = Soak(served, args.model, args.request_timeout)
+            soak = Soak(served, args.model, args.request_timeout, leave=args.leave)
             asyncio.run(burst(soak, 20))  # warm-up, not counted
             soak.records.clear()
             start = state(served)
             faults = f"every {args.fault_every:g} s" if args.faults else "off"
-            print(f"soak: {args.minutes:g} min, {args.clients} clients, faults {faults}", flush=True)
+            print(f"soak: {args.minutes:g} min, {args.clients} clients, faults {faults}, "
+                  f"{args.leave:.0%} of clients leave", flush=True)
             asyncio.run(run(soak, args.minutes, args.clients, args.faults, args.fault_every))
             with contextlib.suppress(RuntimeError):  # not ready again: the hung requests and lost tasks tell
                 served.wait_ready(300)
@@ -380,10 +399,11 @@ def main(argv: list[str] | None = None) -> int:
             end = state(served)
             print()
             print(report(soak, args.minutes, args.clients, tasks, empty, start, end))
+            crashed = crashes(served.log())
         finally:
             served.stop()
     hung = sum(outcome == "hung" for _, outcome, _ in soak.records)
-    return 1 if hung or tasks["lost"] or empty else 0
+    return 1 if hung or tasks["lost"] or empty or crashed else 0
 
 
 if __name__ == "__main__":
