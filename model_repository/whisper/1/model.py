@@ -12,7 +12,7 @@ import msgspec
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from whisper_triton import contract, windows
+from whisper_triton import bls, contract, windows
 from whisper_triton.catalogue import fetched_spec
 from whisper_triton.errors import (
     EngineError,
@@ -171,20 +171,9 @@ class TritonPythonModel:
 
     async def _decode_windows(self, engine, calls):
         """One engine call for several windows: (position, result or failure) of each, as they come."""
-        loop = asyncio.get_running_loop()
-        arrived = asyncio.Queue()
         positions = {call.options.window: position for position, call in enumerate(calls)}
 
-        def call_engine():  # in a BLS thread: building the request copies the audio, reading blocks
-            try:
-                read_results()
-            except Exception as exc:  # the call could not be made: every window of it failed
-                self.logger.log_error(f"whisper: engine call failed: {traceback.format_exc(limit=5)}")
-                loop.call_soon_threadsafe(arrived.put_nowait, ("failure", exc, 0.0))
-            finally:
-                loop.call_soon_threadsafe(arrived.put_nowait, ("end", None, 0.0))
-
-        def read_results():
+        def read_results():  # in a BLS thread: building the request copies the audio, reading blocks
             started = time.perf_counter()
             inputs = [
                 pb_utils.Tensor(contract.SAMPLES, np.concatenate([c.samples for c in calls], dtype=np.float32)),
@@ -193,30 +182,25 @@ class TritonPythonModel:
             ]
             overhead = (time.perf_counter() - started) / len(calls)
             for answer in _engine_answers(engine, inputs):
-                if isinstance(answer, str):
-                    loop.call_soon_threadsafe(arrived.put_nowait, ("error", answer, 0.0))
-                else:
-                    loop.call_soon_threadsafe(arrived.put_nowait, ("result", answer, overhead))
+                yield answer, overhead
 
-        # Not awaited: a caller that stops early leaves the thread to end with the engine's last answer.
-        running = loop.run_in_executor(self.bls_pool, call_engine)
-        self.calls_in_flight.add(running)
-        running.add_done_callback(self.calls_in_flight.discard)
-        while True:
-            kind, item, overhead = await arrived.get()
-            if kind == "end":
-                return
-            if kind in ("error", "failure"):  # the whole call failed
-                error = _engine_error(item) if kind == "error" else EngineError("The Whisper engine call failed.")
-                for position in range(len(calls)):
-                    yield position, error
-                continue
-            window, outcome = contract.decode_outcome(item)
-            if isinstance(outcome, str):
-                yield positions[window], _engine_error(outcome)
-            else:
-                outcome.timings["transfer"] = overhead
-                yield positions[window], outcome
+        try:
+            # A caller that stops early leaves the thread to end with the engine's last answer.
+            async for answer, overhead in bls.in_thread(read_results, self.bls_pool, self.calls_in_flight):
+                if isinstance(answer, str):  # the whole call failed
+                    for position in range(len(calls)):
+                        yield position, _engine_error(answer)
+                    continue
+                window, outcome = contract.decode_outcome(answer)
+                if isinstance(outcome, str):
+                    yield positions[window], _engine_error(outcome)
+                else:
+                    outcome.timings["transfer"] = overhead
+                    yield positions[window], outcome
+        except Exception:  # the call could not be made: every window of it failed
+            self.logger.log_error(f"whisper: engine call failed: {traceback.format_exc(limit=5)}")
+            for position in range(len(calls)):
+                yield position, EngineError("The Whisper engine call failed.")
 
     async def _cancel_windows(self, engine, request_id):
         """Drops the request's windows still queued at the engine (best effort: it may be gone)."""
@@ -264,7 +248,7 @@ def _engine_answers(engine, inputs):
     """One BLS call to a (decoupled) engine model, read in the calling thread: each response's RESULT bytes, or
     the message of a response that failed (a str)."""
     request = pb_utils.InferenceRequest(model_name=engine, requested_output_names=[contract.RESULT], inputs=inputs)
-    for response in request.exec(decoupled=True):
+    for response in bls.responses(request):
         if response.has_error():
             yield response.error().message()
             continue

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from whisper_triton import contract
+from whisper_triton import bls, contract
 from whisper_triton.errors import InvalidRequestError, ServiceError, from_wire
 from whisper_triton.live_contract import AUDIO, CONTROL, SEQ, SESSION, AckEvent, ErrorEvent, encode
 from whisper_triton.live_service import LiveLimits, LiveSessions
@@ -79,8 +79,6 @@ class TritonPythonModel:
     async def _transcribe(self, samples, config, request_id):
         """The entry model's events for one turn (`segments` per window, then `done`), through BLS; its windows
         carry `request_id` at the engine (None: the entry model picks one)."""
-        loop = asyncio.get_running_loop()
-        arrived = asyncio.Queue()
         log_id = _LOG_ID.get()
         inputs = [pb_utils.Tensor(contract.AUDIO, np.array([_wav(samples)], dtype=object)),
                   pb_utils.Tensor(contract.STREAM, np.array([True])),
@@ -92,26 +90,18 @@ class TritonPythonModel:
             if value:
                 inputs.append(pb_utils.Tensor(name, np.array([value.encode()], dtype=object)))
 
-        def call():  # in a thread: a BLS call blocks while the entry model works
-            try:
-                request = pb_utils.InferenceRequest(model_name=contract.ENTRY_MODEL, inputs=inputs,
-                                                    requested_output_names=[contract.EVENT], request_id=log_id)
-                for response in request.exec(decoupled=True):
-                    if response.has_error():
-                        item = from_wire(response.error().message())
-                    else:
-                        tensor = pb_utils.get_output_tensor_by_name(response, contract.EVENT)
-                        if tensor is None:
-                            continue
-                        item = contract.decode_event(bytes(tensor.as_numpy().reshape(-1)[0]))
-                    loop.call_soon_threadsafe(arrived.put_nowait, item)
-            except Exception as exc:
-                loop.call_soon_threadsafe(arrived.put_nowait, exc)
-            finally:
-                loop.call_soon_threadsafe(arrived.put_nowait, None)
+        def events():  # in a thread: a BLS call blocks while the entry model works
+            request = pb_utils.InferenceRequest(model_name=contract.ENTRY_MODEL, inputs=inputs,
+                                                requested_output_names=[contract.EVENT], request_id=log_id)
+            for response in bls.responses(request):
+                if response.has_error():
+                    yield from_wire(response.error().message())
+                    continue
+                tensor = pb_utils.get_output_tensor_by_name(response, contract.EVENT)
+                if tensor is not None:
+                    yield contract.decode_event(bytes(tensor.as_numpy().reshape(-1)[0]))
 
-        loop.run_in_executor(self.pool, call)
-        while (item := await arrived.get()) is not None:
+        async for item in bls.in_thread(events, self.pool):
             if isinstance(item, Exception):
                 raise item
             yield item
@@ -124,7 +114,7 @@ class TritonPythonModel:
         def call():
             request = pb_utils.InferenceRequest(model_name=engine, inputs=inputs,
                                                 requested_output_names=[contract.RESULT])
-            for _ in request.exec(decoupled=True):
+            for _ in bls.responses(request):
                 pass
 
         with contextlib.suppress(Exception):

@@ -1,0 +1,156 @@
+"""whisper_triton.bls: a finished BLS response stream is held, then let go by a thread of ours."""
+
+import gc
+import threading
+from typing import ClassVar
+
+from whisper_triton.bls import HeldStreams, responses
+
+
+class Clock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+class Stream:
+    """Like the stub's response iterator: iterating again resumes where the last iteration stopped."""
+
+    freed_on: ClassVar[list] = []  # (name, thread id) of each stream freed
+
+    def __init__(self, name, count):
+        self.name, self.items, self.read = name, list(range(count)), 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self.read == len(self.items):
+            raise StopIteration
+        self.read += 1
+        return self.items[self.read - 1]
+
+    def __del__(self):
+        Stream.freed_on.append((self.name, threading.get_ident()))
+
+
+class Request:
+    def __init__(self, stream):
+        self.stream = stream
+
+    def exec(self, decoupled):
+        assert decoupled
+        stream, self.stream = self.stream, None  # the caller's reference is the only one left
+        return stream
+
+
+def read(request, held):
+    return list(responses(request, held))
+
+
+def test_a_finished_stream_is_held_for_the_hold_time_then_let_go_by_the_next_call():
+    Stream.freed_on.clear()
+    clock = Clock()
+    held = HeldStreams(hold_s=10.0, clock=clock)
+    assert read(Request(Stream("first", 3)), held) == [0, 1, 2]
+    gc.collect()
+    assert Stream.freed_on == [] and len(held) == 1  # held after the caller let go
+
+    clock.now += 9.9
+    read(Request(Stream("second", 1)), held)
+    gc.collect()
+    assert Stream.freed_on == [] and len(held) == 2  # not yet 10 s
+
+    clock.now += 0.2
+    done = threading.Event()
+    worker = threading.Thread(target=lambda: (read(Request(Stream("third", 0)), held), done.set()))
+    worker.start()
+    worker.join()
+    assert done.is_set()
+    assert Stream.freed_on == [("first", worker.ident)]  # freed by the thread that held the third
+    assert len(held) == 2
+
+    held.clear()
+    assert [name for name, _ in Stream.freed_on] == ["first", "second", "third"]
+
+
+def test_a_caller_that_stops_early_leaves_the_stream_read_to_its_end():
+    Stream.freed_on.clear()
+    held = HeldStreams(hold_s=10.0, clock=Clock())
+    stream = Stream("partly read", 5)
+    reader = responses(Request(stream), held)
+    assert next(reader) == 0
+    reader.close()
+    assert stream.read == 5 and len(held) == 1
+
+
+def test_a_stream_that_fails_is_held_too():
+    class Failing(Stream):
+        def __next__(self):
+            raise RuntimeError("engine gone")
+
+    held = HeldStreams(hold_s=10.0, clock=Clock())
+    try:
+        read(Request(Failing("failing", 2)), held)
+    except RuntimeError as exc:
+        assert str(exc) == "engine gone"
+    else:
+        raise AssertionError("the stream's failure was swallowed")
+    assert len(held) == 1
+
+
+def test_in_thread_hands_the_items_to_the_loop_then_raises_the_failure():
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from whisper_triton.bls import in_thread
+
+    threads = set()
+
+    def produce():
+        threads.add(threading.get_ident())
+        yield 1
+        yield 2
+        raise ValueError("the call failed")
+
+    async def collect():
+        got = []
+        try:
+            async for item in in_thread(produce, pool):
+                got.append(item)
+        except ValueError as exc:
+            got.append(str(exc))
+        return got
+
+    with ThreadPoolExecutor(1) as pool:
+        assert asyncio.run(collect()) == [1, 2, "the call failed"]
+    assert threads and threading.get_ident() not in threads
+
+
+def test_in_thread_leaves_a_thread_whose_caller_stopped_early_running_until_it_ends():
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from whisper_triton.bls import in_thread
+
+    release, ended = threading.Event(), threading.Event()
+
+    def produce():
+        yield "first"
+        release.wait(5)
+        yield "second"
+        ended.set()
+
+    async def first_only(running):
+        async for item in in_thread(produce, pool, running):
+            assert item == "first"
+            break
+        assert len(running) == 1 and not ended.is_set()  # still reading, not awaited
+        release.set()
+        await asyncio.gather(*running)
+        return ended.is_set()
+
+    with ThreadPoolExecutor(1) as pool:
+        assert asyncio.run(first_only(set()))
