@@ -71,6 +71,7 @@ class Soak:
     triton_pids: set[int] = field(default_factory=set)
     task_seconds: list[float] = field(default_factory=list)  # submission to completion, of completed tasks
     frontend_rss: list[int] = field(default_factory=list)  # every 5 s during the run
+    triton_rss: list[int] = field(default_factory=list)  # of tritonserver and its model processes, every 5 s
 
     def record(self, kind: str, outcome: str, seconds: float) -> None:
         self.records.append((kind, outcome, seconds))
@@ -237,6 +238,7 @@ async def watch(soak: Soak, deadline: float) -> None:
         soak.triton_pids.update(soak.served.triton_pids())
         if time.monotonic() >= next_sample:
             soak.frontend_rss.append(rss_bytes(soak.served.process.pid))
+            soak.triton_rss.append(triton_state(soak.served)[0])
             next_sample = time.monotonic() + 5
         await asyncio.sleep(0.5)
 
@@ -326,11 +328,12 @@ def report(soak: Soak, minutes: float, clients: int, tasks: Counter[str], empty:
               f"{end['fds']} |",
               f"| Triton + model processes | {start['triton_rss'] / MIB:.0f} | {end['triton_rss'] / MIB:.0f} | "
               f"{start['triton_fds']} | {end['triton_fds']} |"]
-    if soak.frontend_rss:
-        quarters = [soak.frontend_rss[min(len(soak.frontend_rss) - 1, i * len(soak.frontend_rss) // 4)]
-                    for i in range(1, 4)] + [soak.frontend_rss[-1]]
-        lines.append("Frontend RSS at each quarter of the run: " + ", ".join(f"{v / MIB:.0f}" for v in quarters)
-                     + f" MiB (peak {max(soak.frontend_rss) / MIB:.0f} MiB)")
+    for name, samples in (("Frontend", soak.frontend_rss), ("Triton + model processes", soak.triton_rss)):
+        samples = [value for value in samples if value]  # (0 while Triton restarts)
+        if samples:
+            quarters = [samples[min(len(samples) - 1, i * len(samples) // 4)] for i in range(1, 4)] + [samples[-1]]
+            lines.append(f"{name} RSS at each quarter of the run: " + ", ".join(f"{v / MIB:.0f}" for v in quarters)
+                         + f" MiB (peak {max(samples) / MIB:.0f} MiB)")
     if soak.faults:
         lines += ["", "Faults: " + "; ".join(f"{at:.0f} s {fault} ({what})" for at, fault, what in soak.faults)]
     return "\n".join(lines)
