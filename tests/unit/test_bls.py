@@ -154,3 +154,16 @@ def test_in_thread_leaves_a_thread_whose_caller_stopped_early_running_until_it_e
 
     with ThreadPoolExecutor(1) as pool:
         assert asyncio.run(first_only(set()))
+
+
+def test_every_decoupled_bls_call_goes_through_responses():
+    """A model that iterates `request.exec(decoupled=True)` itself brings the stub's crash back."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    sources = [*root.glob("model_repository/*/1/*.py"), *root.glob("whisper_triton/**/*.py")]
+    direct = [f"{path.relative_to(root)}:{number}" for path in sources if path.name != "bls.py"
+              for number, line in enumerate(path.read_text().splitlines(), 1)
+              if re.search(r"\.exec\(\s*decoupled\s*=\s*True", line)]
+    assert sources and direct == []
