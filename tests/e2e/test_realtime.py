@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import itertools
 import json
 from collections.abc import AsyncIterator
@@ -249,11 +250,15 @@ async def test_idle_and_expired_sessions_are_closed(keyed: str) -> None:
     async with websockets.connect(ws_url(keyed), additional_headers=headers) as socket:
         await socket.recv()
         async with asyncio.timeout(20):
-            while True:  # a client event every second keeps it alive until the 6 s maximum
-                await socket.send(json.dumps({"type": "input_audio_buffer.clear"}))
+            while True:  # a client event every half second keeps it alive until the 6 s maximum
+                # The server may expire the session between our events: its error event and close frame are
+                # then in already, our send fails, and the error event is still there to read.
+                with contextlib.suppress(websockets.ConnectionClosed):
+                    await socket.send(json.dumps({"type": "input_audio_buffer.clear"}))
                 event = json.loads(await socket.recv())
                 if event["type"] == "error":
                     break
+                await asyncio.sleep(0.5)
         assert event["error"]["code"] == "session_expired"
         with pytest.raises(websockets.ConnectionClosed) as closed:
             while True:
