@@ -101,11 +101,12 @@ def outcome_of(status: int) -> str:
 
 async def timed(soak: Soak, kind: str, call: Callable[[], Awaitable[str]], patience: float | None = None) -> str:
     """The call's outcome, recorded; a client with `patience` gives up after that many seconds ("left")."""
+    leaves = patience is not None and patience < soak.request_timeout
     started = time.monotonic()
     try:
-        outcome = await asyncio.wait_for(call(), min(patience or soak.request_timeout, soak.request_timeout))
+        outcome = await asyncio.wait_for(call(), patience if leaves else soak.request_timeout)
     except TimeoutError:
-        outcome = "left" if patience is not None and patience < soak.request_timeout else "hung"
+        outcome = "left" if leaves else "hung"
     except httpx.HTTPError:
         outcome = "other"
     soak.record(kind, outcome, time.monotonic() - started)
@@ -292,7 +293,8 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def report(soak: Soak, minutes: float, clients: int, tasks: Counter[str], empty: int,
-           start: dict[str, int], end: dict[str, int]) -> str:
+           start: dict[str, int], end: dict[str, int], log: str) -> str:
+    """The tables; `log` is the served stack's log at the end (reloads and crashes are counted in it)."""
     by_kind: dict[str, Counter[str]] = defaultdict(Counter)
     latencies: dict[str, list[float]] = defaultdict(list)
     for kind, outcome, seconds in soak.records:
@@ -313,7 +315,6 @@ def report(soak: Soak, minutes: float, clients: int, tasks: Counter[str], empty:
     lines.append("(latency of ok answers: transcript complete; for tasks, submission to completion; "
                  "`all` leaves tasks out)")
     restarts = max(0, len(soak.triton_pids) - 1)
-    log = soak.served.log()
     reloads = log.count("loading the model again")
     accepted = len(soak.accepted)
     lines += ["",
@@ -401,8 +402,9 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(6)  # idle keep-alive connections close after 5 s
             end = state(served)
             print()
-            print(report(soak, args.minutes, args.clients, tasks, empty, start, end))
-            crashed = crashes(served.log())
+            log = served.log()
+            crashed = crashes(log)
+            print(report(soak, args.minutes, args.clients, tasks, empty, start, end, log))
         finally:
             served.stop()
     hung = sum(outcome == "hung" for _, outcome, _ in soak.records)

@@ -1,10 +1,14 @@
 """whisper_triton.bls: a finished BLS response stream is held, then let go by a thread of ours."""
 
+import asyncio
 import gc
+import re
 import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import ClassVar
 
-from whisper_triton.bls import HeldStreams, responses
+from whisper_triton.bls import HeldStreams, in_thread, responses
 
 
 class Clock:
@@ -102,11 +106,6 @@ def test_a_stream_that_fails_is_held_too():
 
 
 def test_in_thread_hands_the_items_to_the_loop_then_raises_the_failure():
-    import asyncio
-    from concurrent.futures import ThreadPoolExecutor
-
-    from whisper_triton.bls import in_thread
-
     threads = set()
 
     def produce():
@@ -130,11 +129,6 @@ def test_in_thread_hands_the_items_to_the_loop_then_raises_the_failure():
 
 
 def test_in_thread_leaves_a_thread_whose_caller_stopped_early_running_until_it_ends():
-    import asyncio
-    from concurrent.futures import ThreadPoolExecutor
-
-    from whisper_triton.bls import in_thread
-
     release, ended = threading.Event(), threading.Event()
 
     def produce():
@@ -158,9 +152,6 @@ def test_in_thread_leaves_a_thread_whose_caller_stopped_early_running_until_it_e
 
 def test_every_decoupled_bls_call_goes_through_responses():
     """A model that iterates `request.exec(decoupled=True)` itself brings the stub's crash back."""
-    import re
-    from pathlib import Path
-
     root = Path(__file__).resolve().parents[2]
     sources = [*root.glob("model_repository/*/1/*.py"), *root.glob("whisper_triton/**/*.py")]
     direct = [f"{path.relative_to(root)}:{number}" for path in sources if path.name != "bls.py"
