@@ -15,6 +15,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import numpy as np
 
 from whisper_triton.contract import DoneEvent, Event, SegmentsEvent, TokenLogprob, token_logprobs
@@ -36,6 +37,8 @@ from whisper_triton.live_contract import (
     decode_control,
 )
 from whisper_triton.live_session import LiveSession, Retract, Turn
+
+PIN_MIN_SECONDS = 2.0  # a turn at least this long pins its session's language
 
 # (turn audio, settings, the id its windows carry at the engine) -> the entry model's events
 TranscribeFn = Callable[[np.ndarray, LiveConfig, str | None], AsyncIterator[Event]]
@@ -60,6 +63,15 @@ class _Session:
     chain: asyncio.Future[None] | None = None  # the last turn's transcription, done or not
     # tentative turns' transcriptions, and the ids their windows carry at the engine
     speculative: dict[int, tuple[asyncio.Task[list[Event]], str]] = field(default_factory=dict)
+    language: str | None = None  # detected on a turn, for the session's later turns (see `_pinned`)
+
+    def settings(self) -> LiveConfig:
+        """The session's settings, with the language it was found to speak when the client gave none."""
+        assert self.live is not None and self.live.config is not None
+        config = self.live.config
+        if config.language or not self.language:
+            return config
+        return msgspec.structs.replace(config, language=self.language)
 
 
 class LiveSessions:
@@ -108,8 +120,7 @@ class LiveSessions:
                 session.turn.notify_all()
         for event in events:
             yield event
-        assert session.live is not None and session.live.config is not None
-        config = session.live.config
+        config = session.settings()
         for turn in turns:
             if isinstance(turn, Retract):
                 self._drop(session.speculative.pop(turn.item, None), config)
@@ -119,7 +130,7 @@ class LiveSessions:
                 task = asyncio.create_task(self._collect(turn.samples, config, request_id))
                 session.speculative[turn.item] = (task, request_id)
             else:
-                async for event in self._transcribed(session, turn, session.live.config):
+                async for event in self._transcribed(session, turn, config):
                     yield event
         if session.ended:
             if session.chain is not None:
@@ -164,6 +175,7 @@ class LiveSessions:
         assert session.live is not None
         if isinstance(control, Update):
             session.live.configure(control.config)
+            session.language = None
         events: list[LiveEvent] = []
         turns: list[Turn | Retract] = []
         if audio:
@@ -212,8 +224,10 @@ class LiveSessions:
                         said = event.text
                         logprobs = token_logprobs(event.segments) if logprobs is not None else None
                         yield DeltaEvent(turn.item, said, logprobs)
-                    yield CompletedEvent(turn.item, said.strip(), event.language or "",
-                                         round(len(turn.samples) / 16000, 3), logprobs)
+                    seconds = round(len(turn.samples) / 16000, 3)
+                    if _pinned(config, event.language, said, seconds):
+                        session.language = event.language
+                    yield CompletedEvent(turn.item, said.strip(), event.language or "", seconds, logprobs)
         except ServiceError as exc:
             yield FailedEvent(turn.item, exc.code or "transcription_failed", exc.message)
         finally:
@@ -245,6 +259,15 @@ class LiveSessions:
         except (ServiceError, asyncio.CancelledError):
             return None
         return _replay(events)
+
+
+def _pinned(config: LiveConfig, language: str | None, text: str, seconds: float) -> bool:
+    """Whether a turn's detected language becomes its session's. Like a file's (detected once, on its first
+    30 s), a live session's language is detected on its first turn that holds some speech and then kept:
+    turns that know their language can share an engine window with other sessions' turns
+    (`whisper_triton.packing`), which is what keeps many sessions' turns from queueing on CPU. A turn
+    shorter than `PIN_MIN_SECONDS` does not pin it (Whisper's language guess on a word or two is poor)."""
+    return config.language is None and language is not None and bool(text.strip()) and seconds >= PIN_MIN_SECONDS
 
 
 async def _replay(events: list[Event]) -> AsyncIterator[Event]:

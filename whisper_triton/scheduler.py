@@ -7,7 +7,9 @@ different batches at once use the cores better than one multi-threaded replica, 
 waiting here is dropped when its request is cancelled instead of being decoded for nobody.
 Windows are taken oldest request first, in window order, so a request's first windows (and its
 language) come first and requests finish in arrival order; a live turn's windows (`DecodeOptions.live`)
-go before all of them, in batches of live windows only, so that a turn waits for no file.
+go before all of them, in batches of live windows only (turns that decode alike share one window, see
+`whisper_triton.packing`), and while turns keep coming file windows go one at a time, so that a turn waits
+for one file window at most.
 """
 
 from __future__ import annotations
@@ -26,10 +28,14 @@ from typing import Any
 from whisper_triton.decoding import DecodeOptions, LanguageTicket, WindowJob, WindowResult, decode_each
 from whisper_triton.engine import WhisperEngine
 from whisper_triton.features import window_features
+from whisper_triton.packing import Pack, plan_packs, unpack
 from whisper_triton.text import WhisperTokenizer
 
 log = logging.getLogger("whisper_triton.scheduler")
 Outcome = WindowResult | BaseException
+# While a live turn arrived this recently, file windows are taken one at a time: a turn then waits at most
+# one window's decoding for a worker, not a batch's (8 windows: 10 s on a CPU core).
+LIVE_RECENT_S = 10.0
 
 
 class WindowCancelled(Exception):
@@ -151,6 +157,7 @@ class WindowScheduler:
         self._cancelled = _Recent()
         self._languages = RequestLanguages()
         self._closed = False
+        self._live_at = -math.inf  # when the last live turn arrived
         self.busy = 0  # workers decoding a batch now
         self._threads = [threading.Thread(target=self._work, name=f"engine-worker-{n}", daemon=True)
                          for n in range(workers)]
@@ -173,6 +180,8 @@ class WindowScheduler:
             number = next(self._count)
             arrival = self._arrivals.put(request, number) if request is not None else number
             rank = 0 if window.options.live else 1
+            if window.options.live:
+                self._live_at = time.monotonic()
             heapq.heappush(self._queue, (rank, arrival, window.options.window, number, window))
             self._ready.notify_all()
 
@@ -216,10 +225,14 @@ class WindowScheduler:
             size = min(self._max_batch, max(1, math.ceil(len(self._queue) / self._workers)))
             if self._first_alone():
                 size = 1
+            if not self._queue[0][-1].options.live and time.monotonic() - self._live_at < LIVE_RECENT_S:
+                size = 1  # live sessions are speaking: a worker is never long away from their next turn
             live = self._queue[0][-1].options.live
-            if live:  # a live turn waits for no file window: live windows go in batches of their own
-                size = min(size, sum(1 for item in self._queue if item[-1].options.live))
             express = live and self._express is not None and self.busy == 0
+            if live:  # a live turn waits for no file window: live windows go in batches of their own
+                waiting = sum(1 for item in self._queue if item[-1].options.live)
+                # An express batch has every core: it takes all the turns (they may share one window).
+                size = min(self._max_batch if express else size, waiting)
             batch = [heapq.heappop(self._queue)[-1] for _ in range(min(size, len(self._queue)))]
             tickets: list[LanguageTicket | None] = []
             for window in batch:
@@ -289,27 +302,47 @@ def decode_queued(
     batch: list[QueuedWindow],
     tickets: list[LanguageTicket | None],
     is_cancelled: Callable[[str | None], bool],
+    pack: bool = True,
 ) -> list[Outcome]:
     """A worker's batch: log-mel of each window's audio (here, on the engine's side, so that a GPU engine
-    can do it on its device), then `decode_each`; timings gain the queueing and feature stages."""
+    can do it on its device), then `decode_each`; timings gain the queueing and feature stages. Live turns
+    that decode alike share one window (`whisper_triton.packing`); a pack that fails decodes them alone."""
     started = time.perf_counter()
     outcomes: list[Outcome | None] = [None] * len(batch)
-    jobs, places = [], []
-    for place, window in enumerate(batch):
+    packs = plan_packs([window.payload for window in batch], [window.options for window in batch]) if pack else []
+    packed = {member for pack in packs for member in pack.members}
+    inputs: list[tuple[Any, DecodeOptions, LanguageTicket | None]] = [
+        (window.payload, window.options, tickets[place]) for place, window in enumerate(batch) if place not in packed]
+    places: list[int | Pack] = [place for place in range(len(batch)) if place not in packed]
+    inputs += [(pack.samples, pack.options, None) for pack in packs]
+    places += packs
+    jobs, kept, job_tickets = [], [], []
+    for place, (samples, options, ticket) in zip(places, inputs, strict=True):
         try:
-            features, frames = window_features(window.payload, engine.n_mels)
+            features, frames = window_features(samples, engine.n_mels)
         except Exception as exc:  # an unusable window fails alone
-            outcomes[place] = exc
+            for member in place.members if isinstance(place, Pack) else (place,):
+                outcomes[member] = exc
             continue
-        jobs.append(WindowJob(features, frames, window.options))
-        places.append(place)
+        jobs.append(WindowJob(features, frames, options))
+        kept.append(place)
+        job_tickets.append(ticket)
     features_s = (time.perf_counter() - started) / len(batch)
-    decoded = decode_each(engine, tokenizer, jobs, [tickets[p] for p in places],
-                          lambda job: is_cancelled(job.options.request))
+    decoded = decode_each(engine, tokenizer, jobs, job_tickets, lambda job: is_cancelled(job.options.request))
+    for place, answer in zip(kept, decoded, strict=True):
+        if not isinstance(place, Pack):
+            outcomes[place] = answer
+            continue
+        members = [batch[member] for member in place.members]
+        if isinstance(answer, WindowResult):
+            results: Sequence[Outcome] = unpack(place, answer, [window.options for window in members])
+        else:  # one bad turn must not fail the others: each decodes alone
+            results = decode_queued(engine, tokenizer, members, [None] * len(members), is_cancelled, pack=False)
+        for member, result in zip(place.members, results, strict=True):
+            outcomes[member] = result
     wall = time.perf_counter() - started
-    for place, outcome in zip(places, decoded, strict=True):
+    for window, outcome in zip(batch, outcomes, strict=True):
         if isinstance(outcome, WindowResult):
-            outcome.timings.update(queue=round(started - batch[place].queued_at, 6), features=round(features_s, 6),
+            outcome.timings.update(queue=round(started - window.queued_at, 6), features=round(features_s, 6),
                                    batch_wall=round(wall, 6))
-        outcomes[place] = outcome
     return [outcome if outcome is not None else RuntimeError("window not decoded") for outcome in outcomes]

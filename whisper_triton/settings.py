@@ -35,6 +35,7 @@ class ModelSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
     engine_workers: int = 0  # batches decoded at once (CTranslate2 replicas); 0: one per CPU thread, 1 on a GPU
     engine_max_batch: int = 8  # windows per batch of one worker
     engine_express: bool = True  # CPU: an idle engine decodes a live turn with all its threads (a second replica)
+    engine_pack_turns: bool = True  # CPU: live turns waiting together share one Whisper window
     entry_instances: int = 1  # processes of the entry model (decoding, VAD, windowing): scale with the host's cores
     beam_size: int = msgspec.field(default=1)
     max_audio_seconds: float = 4 * 3600.0
@@ -95,6 +96,11 @@ MODEL_SETTINGS_HELP = {
     "engine_express": "CPU engine with 2 or more workers: a live turn that finds the engine idle is decoded with "
                       "all `WHISPER_CPU_THREADS` at once (about half the latency of one thread), by a second "
                       "CTranslate2 replica (the weights once more in memory); other windows wait for it",
+    "engine_pack_turns": "CTranslate2 engine: live turns (of any sessions) waiting at the engine together, with "
+                         "the same language and settings and no prompt, are laid end to end in one 30 s Whisper "
+                         "window and decoded with word timings, each word going back to its turn: one encoder pass "
+                         "for several turns, which is what keeps many live sessions from queueing on CPU (see "
+                         "[Live transcription latency](benchmarks.md#live-transcription-latency))",
     "entry_instances": "processes of the entry model (container decoding, VAD, windowing: see "
                        "[Performance](benchmarks.md#performance) for how many a GPU needs)",
     "beam_size": "beam size at temperature 0 (1 = greedy)",

@@ -13,6 +13,7 @@ from scipy.signal import resample_poly
 from harness.assets import JFK_TEXT, jfk_wav
 from harness.grpc_calls import LiveStream
 from harness.nonspeech import nonspeech
+from harness.speech import speech_clips
 from harness.stack import Served
 from harness.text import wer
 from whisper_triton.audio import decode_audio
@@ -92,3 +93,20 @@ def test_requests_apply_in_their_order_whatever_order_they_arrive(live: LiveStre
     assert wer(JFK_TEXT, committed[-1]["text"]) < 0.15
     again = live.events(live.send("order-1", audio=data[:CHUNK], seq=1))
     assert again[0]["code"] == "sequence_repeated"
+
+
+def test_turns_of_several_sessions_at_once_each_get_their_own_text(live: LiveStream) -> None:
+    """Turns that reach the engine together may share one Whisper window (`whisper_triton.packing`): each
+    session still gets exactly its own words."""
+    clips = [c for c in speech_clips("report") if 2.0 <= c.duration <= 5.0][10:16]
+    config = {"format": "audio/pcm", "rate": 24000, "language": "en", "turn_detection": None}
+    commits = []
+    for n, clip in enumerate(clips):
+        live.send(f"together-{n}", control={"type": "start", "config": config})
+        live.send(f"together-{n}", audio=pcm24k(np.asarray(clip.samples, dtype=np.float32)))
+    for n in range(len(clips)):  # committed together: the turns meet at the engine
+        commits.append(live.send(f"together-{n}", control={"type": "commit"}))
+    for clip, request in zip(clips, commits, strict=True):
+        completed = [e for e in live.events(request) if e["type"] == "completed"]
+        assert len(completed) == 1 and completed[0]["language"] == "en"
+        assert wer(clip.text, completed[0]["text"]) <= 0.25, (clip.text, completed[0]["text"])

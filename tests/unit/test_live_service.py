@@ -24,6 +24,7 @@ from whisper_triton.live_contract import (
     Start,
     TimeoutEvent,
     TurnDetection,
+    Update,
 )
 from whisper_triton.live_service import LiveLimits, LiveSessions
 
@@ -206,3 +207,29 @@ async def test_a_turn_whose_pause_stood_uses_the_transcription_started_in_the_pa
     assert all(any(0 < f - s <= 300 * 16 + 32 for s in seen) for f in final_lengths)
     # JFK pauses mid-sentence: tentative turns taken back had their windows dropped at the engine by id.
     assert cancelled and all(c.startswith("live-") for c in cancelled) and len(set(cancelled)) == len(cancelled)
+
+
+async def test_a_session_keeps_the_language_of_its_first_turn_of_two_seconds_or_more() -> None:
+    configs: list[LiveConfig] = []
+
+    async def transcribe(samples: np.ndarray, config: LiveConfig,
+                         request_id: str | None = None) -> AsyncIterator[Event]:
+        configs.append(config)
+        said = segment(0.0, 1.0, " Hallo.")
+        yield DoneEvent(task="transcribe", language="de", duration=len(samples) / 16000, text="Hallo.",
+                        segments=[said])
+
+    sessions = LiveSessions(transcribe)
+    await collect(sessions, "s", 0, None, MANUAL)
+    await collect(sessions, "s", 1, SECOND, Commit())  # 1 s: too short to decide the session's language
+    await collect(sessions, "s", 2, SECOND * 2, Commit())
+    await collect(sessions, "s", 3, SECOND, Commit())
+    assert [c.language for c in configs] == [None, None, "de"]
+    # new settings: detected again; a language the client gives is never replaced
+    await collect(sessions, "s", 4, None, Update(LiveConfig(format="pcm16", rate=16_000, turn_detection=None)))
+    await collect(sessions, "s", 5, SECOND, Commit())
+    given = LiveConfig(format="pcm16", rate=16_000, turn_detection=None, language="en")
+    await collect(sessions, "s", 6, SECOND * 2, Update(given))
+    await collect(sessions, "s", 7, None, Commit())
+    await collect(sessions, "s", 8, SECOND, Commit())
+    assert [c.language for c in configs[3:]] == [None, "en", "en"]

@@ -349,3 +349,47 @@ def test_a_live_turn_is_taken_at_once_without_gathering() -> None:
     finally:
         scheduler.close()
     assert waited < 0.5 <= gathered  # the file window waited for company (quiet_s), the live one did not
+
+
+def test_while_live_turns_keep_coming_file_windows_go_one_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("whisper_triton.scheduler.LIVE_RECENT_S", 0.5)
+    runner = Runner(hold_first=True)
+    replies = Replies()
+    scheduler = WindowScheduler(runner, workers=1, max_batch=8)
+    try:
+        scheduler.submit(replies.window("turn", 0, live=True))  # holds the worker
+        assert runner.held.acquire(timeout=5)
+        for index in range(3):
+            scheduler.submit(replies.window("file", index))
+        runner.release.set()
+        replies.wait()
+        time.sleep(0.6)  # no turn for longer than LIVE_RECENT_S: batches as usual again
+        later = Replies()
+        for index in range(3):
+            scheduler.submit(later.window("later", index))
+        later.wait()
+    finally:
+        scheduler.close()
+    assert runner.batches == [[("turn", 0)], [("file", 0)], [("file", 1)], [("file", 2)],
+                              [("later", 0), ("later", 1), ("later", 2)]]
+
+
+def test_an_express_batch_takes_every_waiting_live_turn() -> None:
+    express_batches: list[list[tuple[str | None, int]]] = []
+
+    def express(batch: list[QueuedWindow], tickets: list[LanguageTicket | None]) -> list[Outcome]:
+        express_batches.append([(w.options.request, w.options.window) for w in batch])
+        return [result("live") for _ in batch]
+
+    runner = Runner()
+    replies = Replies()
+    scheduler = WindowScheduler(runner, workers=2, max_batch=4, express=express)
+    try:
+        with scheduler._ready:  # the turns arrive together (its lock is re-entrant): no worker takes one before
+            for index in range(5):
+                scheduler.submit(replies.window(f"turn-{index}", 0, live=True))
+        replies.wait()
+    finally:
+        scheduler.close()
+    # One express batch takes as many turns as a batch holds, not a worker's share (they may share a window).
+    assert express_batches[0] == [(f"turn-{index}", 0) for index in range(4)]

@@ -40,6 +40,9 @@ class TritonPythonModel:
         parameters = {key: value.get("string_value", "") for key, value in config.get("parameters", {}).items()}
         settings = model_settings({**os.environ, **parameters})
         spec = parameters.get("WHISPER_MODEL") or settings.model
+        # Packing live turns saves encoder passes, which cost most on a CPU; on a GPU the encoder is cheap and
+        # the word timings packing needs take a second (CTranslate2) model there.
+        self.pack_turns = settings.engine_pack_turns and settings.engine == "ctranslate2"
         resolved = resolve_model(spec, settings.cache_path())
         info = read_model_info(resolved.path)
         self.tokenizer = WhisperTokenizer(resolved.path / "tokenizer.json", info.multilingual, info.num_languages)
@@ -100,10 +103,12 @@ class TritonPythonModel:
         )
 
     def _run(self, batch, tickets):
-        return decode_queued(self.engine, self.tokenizer, batch, tickets, self.scheduler.is_cancelled)
+        return decode_queued(self.engine, self.tokenizer, batch, tickets, self.scheduler.is_cancelled,
+                             pack=self.pack_turns)
 
     def _run_express(self, batch, tickets):
-        return decode_queued(self.express_engine, self.tokenizer, batch, tickets, self.scheduler.is_cancelled)
+        return decode_queued(self.express_engine, self.tokenizer, batch, tickets, self.scheduler.is_cancelled,
+                             pack=self.pack_turns)
 
     def execute(self, requests):
         for request in requests:
