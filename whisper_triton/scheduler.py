@@ -219,6 +219,10 @@ class WindowScheduler:
                 if self._closed:
                     return None
                 if not self._queue[0][-1].options.live:  # a live turn waits for no company
+                    held = self._held_for_live()
+                    if held > 0:
+                        self._ready.wait(held)
+                        continue
                     self._gather()
                 if self._queue and not self._exclusive:  # (else another worker took them meanwhile)
                     break
@@ -241,6 +245,13 @@ class WindowScheduler:
             self.busy += 1
             self._exclusive = express
             return batch, tickets, express
+
+    def _held_for_live(self) -> float:
+        """How long this worker, the last one free, keeps off file windows (0: it may take them): while live
+        turns keep coming, one worker stays free for the next turn, which then waits for no file window."""
+        if self._workers < 2 or self._workers - self.busy > 1:
+            return 0.0
+        return max(0.0, self._live_at + LIVE_RECENT_S - time.monotonic())
 
     def _first_alone(self) -> bool:
         """A request's first window goes in a batch of its own while another worker is free to take the

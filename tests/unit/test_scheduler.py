@@ -393,3 +393,26 @@ def test_an_express_batch_takes_every_waiting_live_turn() -> None:
         scheduler.close()
     # One express batch takes as many turns as a batch holds, not a worker's share (they may share a window).
     assert express_batches[0] == [(f"turn-{index}", 0) for index in range(4)]
+
+
+def test_while_live_turns_keep_coming_one_worker_stays_free_for_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("whisper_triton.scheduler.LIVE_RECENT_S", 1.0)
+    runner = Runner(hold_first=True)
+    turns, files = Replies(), Replies()
+    scheduler = WindowScheduler(runner, workers=2, max_batch=8, express=None)
+    try:
+        scheduler.submit(turns.window("turn", 0, live=True))
+        assert runner.held.acquire(timeout=5)  # one worker busy (held), one free
+        scheduler.submit(files.window("file", 0))
+        scheduler.submit(files.window("file", 1))
+        time.sleep(0.3)
+        assert len(runner.batches) == 1  # the free worker keeps off file windows...
+        last_turn = time.monotonic()
+        scheduler.submit(turns.window("turn-2", 0, live=True))
+        assert eventually_batches(runner, 2) and runner.batches[1] == [("turn-2", 0)]  # ...for the next turn
+        files.wait()  # and takes them once no turn came for LIVE_RECENT_S, one at a time
+        assert time.monotonic() - last_turn >= 0.95
+        assert runner.batches[2:] == [[("file", 0)], [("file", 1)]]
+    finally:
+        runner.release.set()
+        scheduler.close()
