@@ -252,7 +252,9 @@ INPUTS = (
     Input("known_speaker_embeddings", KNOWN_SPEAKER_EMBEDDINGS, ROWS,
           "voices from `TASK=embed` (what `/v1/speakers` stores)"),
     Input("live", LIVE, FLAG, "default false; true: a live turn (what `whisper_live` sends): its windows go "
-          "before every file's at the engine, in batches of live windows only"),
+          "before every file's at the engine, in batches of live windows only; with a `LANGUAGE` and no `PROMPT` or "
+          "`LOGPROBS`, turns waiting together may share one Whisper window (`WHISPER_ENGINE_PACK_TURNS`), each "
+          "getting back only its own words"),
     Input("request_id", REQUEST_ID, TEXT, "the id the request's windows carry at the engine (default: a random "
           "one): a caller that gives up on the request drops its queued windows with `CANCEL` to the engine model"),
     Input("logprobs", LOGPROBS, FLAG, "default false; true: each segment has `logprobs`, `[{token, logprob, bytes}]` "
@@ -365,6 +367,7 @@ class DoneEvent(msgspec.Struct, tag_field="type", tag="done", omit_defaults=True
     embedding: list[float] | None = None  # TASK=embed: 192 floats, L2-normalised
     embedding_model: str | None = None  # TASK=embed: names the embedding space
     speech: list[Span] | None = None  # TASK=vad: the speech regions
+    language_probability: float | None = None  # the detected language's probability (none when it was given)
 
 
 Event = SegmentsEvent | DoneEvent

@@ -38,7 +38,8 @@ from whisper_triton.live_contract import (
 )
 from whisper_triton.live_session import LiveSession, Retract, Turn
 
-PIN_MIN_SECONDS = 2.0  # a turn at least this long pins its session's language
+PIN_MIN_SECONDS = 2.0  # a turn at least this long...
+PIN_MIN_PROBABILITY = 0.8  # ...whose language was detected this surely pins its session's language
 
 # (turn audio, settings, the id its windows carry at the engine) -> the entry model's events
 TranscribeFn = Callable[[np.ndarray, LiveConfig, str | None], AsyncIterator[Event]]
@@ -63,7 +64,8 @@ class _Session:
     chain: asyncio.Future[None] | None = None  # the last turn's transcription, done or not
     # tentative turns' transcriptions, and the ids their windows carry at the engine
     speculative: dict[int, tuple[asyncio.Task[list[Event]], str]] = field(default_factory=dict)
-    language: str | None = None  # detected on a turn, for the session's later turns (see `_pinned`)
+    language: str | None = None  # detected, for the session's later turns (see `pin_language`)
+    candidate: str | None = None  # detected surely on one turn, waiting for a second to agree
 
     def settings(self) -> LiveConfig:
         """The session's settings, with the language it was found to speak when the client gave none."""
@@ -175,7 +177,7 @@ class LiveSessions:
         assert session.live is not None
         if isinstance(control, Update):
             session.live.configure(control.config)
-            session.language = None
+            session.language = session.candidate = None
         events: list[LiveEvent] = []
         turns: list[Turn | Retract] = []
         if audio:
@@ -225,8 +227,9 @@ class LiveSessions:
                         logprobs = token_logprobs(event.segments) if logprobs is not None else None
                         yield DeltaEvent(turn.item, said, logprobs)
                     seconds = round(len(turn.samples) / 16000, 3)
-                    if _pinned(config, event.language, said, seconds):
-                        session.language = event.language
+                    if config.language is None and session.language is None:
+                        session.candidate, session.language = pin_language(session.candidate, event.language,
+                                                                           event.language_probability, said, seconds)
                     yield CompletedEvent(turn.item, said.strip(), event.language or "", seconds, logprobs)
         except ServiceError as exc:
             yield FailedEvent(turn.item, exc.code or "transcription_failed", exc.message)
@@ -261,13 +264,20 @@ class LiveSessions:
         return _replay(events)
 
 
-def _pinned(config: LiveConfig, language: str | None, text: str, seconds: float) -> bool:
-    """Whether a turn's detected language becomes its session's. Like a file's (detected once, on its first
-    30 s), a live session's language is detected on its first turn that holds some speech and then kept:
+def pin_language(candidate: str | None, language: str | None, probability: float | None, text: str,
+                 seconds: float) -> tuple[str | None, str | None]:
+    """A session's language, from its turns' detections: (the candidate now, the language pinned or None).
+
+    Like a file's (detected once, on its first 30 s), a live session's language is detected and then kept:
     turns that know their language can share an engine window with other sessions' turns
-    (`whisper_triton.packing`), which is what keeps many sessions' turns from queueing on CPU. A turn
-    shorter than `PIN_MIN_SECONDS` does not pin it (Whisper's language guess on a word or two is poor)."""
-    return config.language is None and language is not None and bool(text.strip()) and seconds >= PIN_MIN_SECONDS
+    (`whisper_triton.packing`), which is what keeps many sessions' turns from queueing on CPU. A wrong
+    language kept would spoil every later turn, so it takes two turns that agree: each of at least
+    `PIN_MIN_SECONDS`, with text, whose guess has `PIN_MIN_PROBABILITY` (Whisper's guess on a word or two is
+    poor; on real speech of five languages, 2 of 300 short turns were guessed wrong that surely, see
+    `python -m bench.language`). Until then each turn is detected on its own."""
+    if language is None or not text.strip() or seconds < PIN_MIN_SECONDS or (probability or 0.0) < PIN_MIN_PROBABILITY:
+        return candidate, None
+    return language, language if candidate == language else None
 
 
 async def _replay(events: list[Event]) -> AsyncIterator[Event]:

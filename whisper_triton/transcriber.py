@@ -203,10 +203,11 @@ class Transcriber:
                                 speakers=_turns(turns))
                 return
             segments: list[Segment] = []
-            language = options.language
+            language, probability = options.language, None
             planned = self._planned_windows(samples, request.vad, profile)
             async for window, result, progress in self._decode_windows(samples, planned, options, profile):
-                language = language or result.language
+                if not language:
+                    language, probability = result.language, round(result.language_probability, 4)
                 previous = (segments[-1].end, segments[-1].text) if segments else None
                 heard = self._heard(result.segments, window, request.vad, previous, profile)
                 new = [_placed(len(segments) + i, window, s) for i, s in enumerate(heard)]
@@ -224,7 +225,8 @@ class Transcriber:
         yield DoneEvent(task=options.task, language=language or "en", duration=round(duration, 3),
                         text="".join(s.text for s in segments).strip(), segments=segments,
                         speakers=None if turns is None else _turns(turns),
-                        profile=profile.report(duration) if request.profile else None)
+                        profile=profile.report(duration) if request.profile else None,
+                        language_probability=probability)
 
     def _heard(self, decoded: list[Segment], window: Window, vad: bool, previous: tuple[float, str] | None,
                profile: Profile) -> list[Segment]:

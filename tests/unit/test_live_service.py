@@ -26,7 +26,7 @@ from whisper_triton.live_contract import (
     TurnDetection,
     Update,
 )
-from whisper_triton.live_service import LiveLimits, LiveSessions
+from whisper_triton.live_service import LiveLimits, LiveSessions, pin_language
 
 MANUAL = Start(LiveConfig(format="pcm16", rate=16_000, turn_detection=None))
 SECOND = (np.full(16_000, 1000, dtype="<i2")).tobytes()  # 1 s of 16 kHz PCM
@@ -209,27 +209,39 @@ async def test_a_turn_whose_pause_stood_uses_the_transcription_started_in_the_pa
     assert cancelled and all(c.startswith("live-") for c in cancelled) and len(set(cancelled)) == len(cancelled)
 
 
-async def test_a_session_keeps_the_language_of_its_first_turn_of_two_seconds_or_more() -> None:
+async def test_a_session_keeps_a_language_two_turns_detected_surely() -> None:
     configs: list[LiveConfig] = []
 
     async def transcribe(samples: np.ndarray, config: LiveConfig,
                          request_id: str | None = None) -> AsyncIterator[Event]:
         configs.append(config)
         said = segment(0.0, 1.0, " Hallo.")
+        sure = 0.5 if len(configs) == 2 else 0.9
         yield DoneEvent(task="transcribe", language="de", duration=len(samples) / 16000, text="Hallo.",
-                        segments=[said])
+                        segments=[said], language_probability=None if config.language else sure)
 
     sessions = LiveSessions(transcribe)
     await collect(sessions, "s", 0, None, MANUAL)
     await collect(sessions, "s", 1, SECOND, Commit())  # 1 s: too short to decide the session's language
-    await collect(sessions, "s", 2, SECOND * 2, Commit())
-    await collect(sessions, "s", 3, SECOND, Commit())
-    assert [c.language for c in configs] == [None, None, "de"]
-    # new settings: detected again; a language the client gives is never replaced
-    await collect(sessions, "s", 4, None, Update(LiveConfig(format="pcm16", rate=16_000, turn_detection=None)))
+    await collect(sessions, "s", 2, SECOND * 2, Commit())  # detected at 0.5: not sure enough
+    await collect(sessions, "s", 3, SECOND * 2, Commit())  # sure: a candidate
+    await collect(sessions, "s", 4, SECOND * 2, Commit())  # sure again, the same: kept from now on
     await collect(sessions, "s", 5, SECOND, Commit())
+    assert [c.language for c in configs] == [None, None, None, None, "de"]
+    # new settings: detected again; a language the client gives is never replaced
+    await collect(sessions, "s", 6, None, Update(LiveConfig(format="pcm16", rate=16_000, turn_detection=None)))
+    await collect(sessions, "s", 7, SECOND, Commit())
     given = LiveConfig(format="pcm16", rate=16_000, turn_detection=None, language="en")
-    await collect(sessions, "s", 6, SECOND * 2, Update(given))
-    await collect(sessions, "s", 7, None, Commit())
-    await collect(sessions, "s", 8, SECOND, Commit())
-    assert [c.language for c in configs[3:]] == [None, "en", "en"]
+    await collect(sessions, "s", 8, SECOND * 2, Update(given))
+    await collect(sessions, "s", 9, None, Commit())
+    await collect(sessions, "s", 10, SECOND, Commit())
+    assert [c.language for c in configs[5:]] == [None, "en", "en"]
+
+
+def test_a_language_is_pinned_by_two_sure_turns_that_agree() -> None:
+    assert pin_language(None, "it", 0.97, " Ciao.", 2.5) == ("it", None)  # one turn: a candidate only
+    assert pin_language("it", "es", 0.95, " Hola.", 3.0) == ("es", None)  # a disagreeing turn: a new candidate
+    assert pin_language("es", "es", 0.9, " Hola.", 2.0) == ("es", "es")
+    for unsure in [("es", 0.79, " Hola.", 3.0), ("es", 0.9, " Hola.", 1.9), ("es", 0.9, " ", 3.0),
+                   (None, None, " Hola.", 3.0), ("es", None, " Hola.", 3.0)]:
+        assert pin_language("es", *unsure) == ("es", None), unsure  # no say: the candidate stays

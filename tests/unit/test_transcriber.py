@@ -74,7 +74,7 @@ async def test_windows_in_order_with_absolute_times_and_one_detected_language() 
     fake = FakeDecode(language="de")
     events = await collect(Transcriber(MULTILINGUAL, fake), recording.path.read_bytes(), TranscriptionRequest())
     done = events[-1]
-    assert done["type"] == "done" and done["language"] == "de"
+    assert done["type"] == "done" and done["language"] == "de" and done["language_probability"] == 0.9
     assert done["duration"] == pytest.approx(recording.duration, abs=0.01)
     assert [e["type"] for e in events[:-1]] == ["segments"] * (len(events) - 1) == ["segments"] * len(fake.jobs)
     # Every window goes out at once, with one request id and its index; the engine resolves the language.
@@ -181,7 +181,7 @@ async def test_validation() -> None:
         await collect(transcriber, jfk_wav().read_bytes(), TranscriptionRequest(language="de"))
     assert info.value.param == "language" and "English-only" in info.value.message
     english = await collect(transcriber, jfk_wav().read_bytes(), TranscriptionRequest(language="en-GB"))
-    assert english[-1]["language"] == "en"
+    assert english[-1]["language"] == "en" and "language_probability" not in english[-1]  # given, not detected
 
 
 def test_temperature_schedule() -> None:

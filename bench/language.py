@@ -1,0 +1,118 @@
+"""Language identification on short live turns, and which detections would pin a live session's language.
+
+    python -m bench.language [--clips 60] [--model base]
+
+Real read speech of five languages: English (the "report" and "tune" corpora) and Debian's Asterisk prompts
+in Spanish (read by the English corpus's speaker), French, Italian and Russian (`harness.languages`); per
+language a seeded draw of `--clips` clips of 1.5-10 s, each made a live turn (0.3 s before the speech,
+0.5 s of pause after it) and its language detected as the engine detects a turn's (the turn's 30 s window,
+CTranslate2, int8, 2 threads). Prints per language: right and wrong guesses, the highest probability of a
+wrong guess and the lowest of a right one, the turns sure enough to count towards a session's language
+(`whisper_triton.live_service.pin_language`: at least PIN_MIN_SECONDS, probability PIN_MIN_PROBABILITY) and
+how many of those are wrong; then the turns, in draw order, as sessions of `--session-turns` turns, each
+run through `pin_language` as the live model does: sessions whose language was pinned right, wrong, or
+not at all (each turn then detected on its own). JSON to bench/results/<date>-<host>-language.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import socket
+import sys
+from pathlib import Path
+
+import msgspec
+import numpy as np
+
+from harness.languages import LANGUAGES, language_clips
+from harness.speech import speech_clips
+from whisper_triton.ctranslate2_engine import CTranslate2Engine
+from whisper_triton.features import window_features
+from whisper_triton.live_service import PIN_MIN_PROBABILITY, PIN_MIN_SECONDS, pin_language
+from whisper_triton.models import resolve_model
+
+REPO = Path(__file__).resolve().parent.parent
+LEAD_S, PAUSE_S = 0.3, 0.5
+
+
+class Row(msgspec.Struct):
+    language: str
+    clips: int
+    right: int
+    wrong: list[tuple[str, float, float]]  # (guess, probability, seconds) of each wrong guess
+    lowest_right: float
+    sure: int  # turns that count towards their session's language
+    sure_wrong: int
+    sessions: int
+    pinned_right: int
+    pinned_wrong: int
+
+
+def english_clips() -> tuple[np.ndarray, ...]:
+    return tuple(np.asarray(c.samples, np.float32) for corpus in ("report", "tune") for c in speech_clips(corpus)
+                 if 1.5 <= c.duration <= 10.0)
+
+
+def measure(engine: CTranslate2Engine, language: str, clips: list[np.ndarray], session_turns: int) -> Row:
+    guesses = []
+    for samples in clips:
+        turn = np.concatenate([np.zeros(round(LEAD_S * 16_000), np.float32), samples,
+                               np.zeros(round(PAUSE_S * 16_000), np.float32)])
+        features, _ = window_features(turn, engine.n_mels)
+        guess, probability = engine.detect_language(engine.encode(features[None]))[0][0]
+        guesses.append((guess, probability, len(turn) / 16_000))
+    right = [p for g, p, _ in guesses if g == language]
+    wrong = [(g, round(p, 3), round(s, 1)) for g, p, s in guesses if g != language]
+    sure = [g for g, p, s in guesses if s >= PIN_MIN_SECONDS and p >= PIN_MIN_PROBABILITY]
+    pinned = []
+    for start in range(0, len(guesses) - session_turns + 1, session_turns):
+        candidate, kept = None, None
+        for guess, probability, seconds in guesses[start : start + session_turns]:
+            candidate, kept = pin_language(candidate, guess, probability, "text", seconds)
+            if kept is not None:
+                break
+        pinned.append(kept)
+    return Row(language, len(clips), len(right), wrong, round(min(right, default=0.0), 3), len(sure),
+               sum(g != language for g in sure), len(pinned), sum(p == language for p in pinned),
+               sum(p is not None and p != language for p in pinned))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clips", type=int, default=60)
+    parser.add_argument("--session-turns", type=int, default=6)
+    parser.add_argument("--model", default="base")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    engine = CTranslate2Engine(resolve_model(args.model).path, intra_threads=2)
+    rows = []
+    for language in ("en", *LANGUAGES):
+        pool = english_clips() if language == "en" else language_clips(language)
+        chosen = np.random.default_rng(0).permutation(len(pool))[: args.clips]
+        rows.append(measure(engine, language, [pool[i] for i in chosen], args.session_turns))
+        print(rows[-1], flush=True)
+    print(f"\nLanguage of live turns, {args.model} int8 (sure: >= {PIN_MIN_SECONDS} s and probability >= "
+          f"{PIN_MIN_PROBABILITY}; a session keeps a language two sure turns agree on):")
+    print(f"{'language':<8} {'turns':>5} {'right':>5} {'wrong':>5} {'wrong: max p':>12} {'right: min p':>12} "
+          f"{'sure':>5} {'sure wrong':>10} {'sessions':>8} {'pinned right':>12} {'pinned wrong':>12}")
+    for row in rows:
+        worst = max((p for _, p, _ in row.wrong), default=0.0)
+        print(f"{row.language:<8} {row.clips:5d} {row.right:5d} {len(row.wrong):5d} {worst:12.2f} "
+              f"{row.lowest_right:12.2f} {row.sure:5d} {row.sure_wrong:10d} {row.sessions:8d} {row.pinned_right:12d} "
+              f"{row.pinned_wrong:12d}")
+    stamp = datetime.datetime.now().strftime("%Y-%m-%d-%H%M")
+    out = args.json or REPO / "bench" / "results" / f"{stamp}-{socket.gethostname()}-language.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "host": socket.gethostname(),
+            "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "model": args.model,
+            "command": " ".join(["python -m bench.language", *sys.argv[1:]])}
+    out.write_bytes(msgspec.json.format(msgspec.json.encode({"meta": meta, "rows": rows})))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""bench.language: guesses counted per language, and sessions run through the live model's pinning rule."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from bench.language import measure
+
+
+class Guessing:
+    """Answers each turn's detection from a script: (language, probability)."""
+
+    n_mels = 80
+
+    def __init__(self, guesses: list[tuple[str, float]]) -> None:
+        self.guesses = list(guesses)
+
+    def encode(self, features: np.ndarray) -> Any:
+        return features
+
+    def detect_language(self, encoded: Any) -> list[list[tuple[str, float]]]:
+        return [[self.guesses.pop(0)]]
+
+
+def test_guesses_and_sessions_are_counted() -> None:
+    three_s = np.zeros(3 * 16_000, np.float32)
+    one_s = np.zeros(16_000, np.float32)
+    # session 1: one sure wrong guess, then two sure right ones; session 2: never two sure turns that agree
+    guesses = [("es", 0.97), ("it", 0.9), ("it", 0.85), ("it", 0.5), ("it", 0.99), ("es", 0.95)]
+    row = measure(Guessing(guesses), "it", [three_s, three_s, three_s, three_s, one_s, three_s],  # type: ignore[arg-type]
+                  session_turns=3)
+    assert (row.clips, row.right, row.lowest_right) == (6, 4, 0.5)
+    assert [(g, p) for g, p, _ in row.wrong] == [("es", 0.97), ("es", 0.95)]
+    assert (row.sure, row.sure_wrong) == (4, 2)  # the 1.3 s turn and the unsure one do not count
+    assert (row.sessions, row.pinned_right, row.pinned_wrong) == (2, 1, 0)
