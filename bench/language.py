@@ -17,16 +17,13 @@ not at all (each turn then detected on its own). JSON to bench/results/<date>-<h
 from __future__ import annotations
 
 import argparse
-import datetime
-import os
-import platform
-import socket
 import sys
 from pathlib import Path
 
 import msgspec
 import numpy as np
 
+from bench.saved import save_run
 from harness.languages import LANGUAGES, language_clips
 from harness.speech import speech_clips
 from whisper_triton.ctranslate2_engine import CTranslate2Engine
@@ -103,13 +100,7 @@ def main() -> int:
         print(f"{row.language:<8} {row.clips:5d} {row.right:5d} {len(row.wrong):5d} {worst:12.2f} "
               f"{row.lowest_right:12.2f} {row.sure:5d} {row.sure_wrong:10d} {row.sessions:8d} {row.pinned_right:12d} "
               f"{row.pinned_wrong:12d}")
-    stamp = datetime.datetime.now().strftime("%Y-%m-%d-%H%M")
-    out = args.json or REPO / "bench" / "results" / f"{stamp}-{socket.gethostname()}-language.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "host": socket.gethostname(),
-            "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "model": args.model,
-            "command": " ".join(["python -m bench.language", *sys.argv[1:]])}
-    out.write_bytes(msgspec.json.format(msgspec.json.encode({"meta": meta, "rows": rows})))
+    out = save_run("language", {"rows": rows}, args.json, model=args.model)
     print(f"wrote {out}")
     return 0
 

@@ -15,10 +15,6 @@ joined (what packing changes in the words themselves); JSON to bench/results/<da
 from __future__ import annotations
 
 import argparse
-import datetime
-import os
-import platform
-import socket
 import statistics
 import sys
 import time
@@ -27,6 +23,7 @@ from pathlib import Path
 import msgspec
 import numpy as np
 
+from bench.saved import save_run
 from harness.speech import SpeechClip, speech_clips
 from harness.text import wer
 from whisper_triton.ctranslate2_engine import CTranslate2Engine
@@ -114,13 +111,7 @@ def main() -> int:
               f"{sum(r.windows for r in mine):7d} {sum(r.engine_s for r in mine):8.1f} "
               f"{statistics.mean(r.wer_per_turn for r in mine):8.2%} "
               f"{statistics.mean(r.wer_joined for r in mine):10.2%}")
-    stamp = datetime.datetime.now().strftime("%Y-%m-%d-%H%M")
-    out = args.json or REPO / "bench" / "results" / f"{stamp}-{socket.gethostname()}-packing.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "host": socket.gethostname(),
-            "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "model": args.model,
-            "command": " ".join(["python -m bench.packing", *sys.argv[1:]])}
-    out.write_bytes(msgspec.json.format(msgspec.json.encode({"meta": meta, "rows": rows})))
+    out = save_run("packing", {"rows": rows}, args.json, model=args.model)
     print(f"wrote {out}")
     return 0
 

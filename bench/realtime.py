@@ -21,11 +21,8 @@ import argparse
 import asyncio
 import base64
 import contextlib
-import datetime
 import json
 import os
-import platform
-import socket
 import statistics
 import sys
 import tempfile
@@ -39,6 +36,7 @@ import numpy as np
 import websockets
 from scipy.signal import resample_poly
 
+from bench.saved import save_run
 from harness.nonspeech import nonspeech
 from harness.speech import long_speech, speech_clips
 from harness.stack import start_served
@@ -193,13 +191,7 @@ def main() -> int:
     print(f"targets: p50 <= {LATENCY_P50_S} s alone: {'met' if one.p50_s <= LATENCY_P50_S else 'NOT met'}; "
           f"p95 <= {LATENCY_P95_S} s loaded: {'met' if detected.p95_s <= LATENCY_P95_S else 'NOT met'} "
           f"(language detected), {'met' if given.p95_s <= LATENCY_P95_S else 'NOT met'} (language given)")
-    stamp = datetime.datetime.now().strftime("%Y-%m-%d-%H%M")
-    path = args.json or REPO / "bench" / "results" / f"{stamp}-{socket.gethostname()}-realtime.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "host": socket.gethostname(),
-            "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "model": args.model,
-            "elapsed_s": round(time.time() - started), "command": " ".join(["python -m bench.realtime", *sys.argv[1:]])}
-    path.write_bytes(msgspec.json.format(msgspec.json.encode({"meta": meta, "phases": phases})))
+    path = save_run("realtime", {"phases": phases}, args.json, model=args.model, elapsed_s=round(time.time() - started))
     print(f"wrote {path}")
     return 0
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from bench.language import measure
+from bench.saved import save_run
 
 
 class Guessing:
@@ -35,3 +38,11 @@ def test_guesses_and_sessions_are_counted() -> None:
     assert [(g, p) for g, p, _ in row.wrong] == [("es", 0.97), ("es", 0.95)]
     assert (row.sure, row.sure_wrong) == (4, 2)  # the 1.3 s turn and the unsure one do not count
     assert (row.sessions, row.pinned_right, row.pinned_wrong) == (2, 1, 0)
+
+
+def test_a_run_is_saved_with_the_machine_and_command(tmp_path: Path) -> None:
+    path = save_run("language", {"rows": [{"language": "it"}]}, tmp_path / "run.json", model="base")
+    saved = json.loads(path.read_text())
+    assert saved["rows"] == [{"language": "it"}]
+    assert saved["meta"]["model"] == "base" and saved["meta"]["command"].startswith("python -m bench.language")
+    assert saved["meta"]["host"] and saved["meta"]["cores"] >= 1
