@@ -321,11 +321,11 @@ def decode_queued(
     started = time.perf_counter()
     outcomes: list[Outcome | None] = [None] * len(batch)
     packs = plan_packs([window.payload for window in batch], [window.options for window in batch]) if pack else []
-    packed = {member for pack in packs for member in pack.members}
+    packed = {member for group in packs for member in group.members}
     inputs: list[tuple[Any, DecodeOptions, LanguageTicket | None]] = [
         (window.payload, window.options, tickets[place]) for place, window in enumerate(batch) if place not in packed]
     places: list[int | Pack] = [place for place in range(len(batch)) if place not in packed]
-    inputs += [(pack.samples, pack.options, None) for pack in packs]
+    inputs += [(group.samples, group.options, None) for group in packs]
     places += packs
     jobs, kept, job_tickets = [], [], []
     for place, (samples, options, ticket) in zip(places, inputs, strict=True):
