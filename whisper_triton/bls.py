@@ -24,6 +24,10 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from concurrent.futures import Executor
 from typing import Any, TypeVar
 
+import numpy as np
+
+from whisper_triton import contract
+
 T = TypeVar("T")
 
 HOLD_S = 10.0
@@ -73,6 +77,20 @@ def responses(request: Any, held: HeldStreams = HELD) -> Iterator[Any]:
                 for _ in stream:
                     pass
         held.hold(stream)
+
+
+async def cancel_at_engine(pb_utils: Any, engine: str, request_id: str, executor: Executor) -> None:
+    """Drops the windows of `request_id` still queued at the engine model `engine` (a CANCEL request; best
+    effort: the engine may be gone). `pb_utils` is the Triton module of the calling model."""
+    inputs = [pb_utils.Tensor(contract.CANCEL, np.array([request_id.encode()], dtype=object))]
+
+    def call() -> None:
+        request = pb_utils.InferenceRequest(model_name=engine, inputs=inputs, requested_output_names=[contract.RESULT])
+        for _ in responses(request):
+            pass
+
+    with contextlib.suppress(Exception):
+        await asyncio.get_running_loop().run_in_executor(executor, call)
 
 
 async def in_thread(produce: Callable[[], Iterator[T]], executor: Executor,

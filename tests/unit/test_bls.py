@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import ClassVar
 
-from whisper_triton.bls import HeldStreams, in_thread, responses
+from whisper_triton.bls import HeldStreams, cancel_at_engine, in_thread, responses
 
 
 class Clock:
@@ -158,3 +158,42 @@ def test_every_decoupled_bls_call_goes_through_responses():
               for number, line in enumerate(path.read_text().splitlines(), 1)
               if re.search(r"\.exec\(\s*decoupled\s*=\s*True", line)]
     assert sources and direct == []
+
+
+class FakeTriton:
+    """What `cancel_at_engine` uses of `triton_python_backend_utils`: tensors and requests that record themselves."""
+
+    def __init__(self, fail=False):
+        self.requests, self.fail = [], fail
+        outer = self
+
+        class Tensor:
+            def __init__(self, name, value):
+                self.name, self.value = name, value
+
+        class InferenceRequest:
+            def __init__(self, model_name, inputs, requested_output_names):
+                self.model_name, self.inputs, self.outputs = model_name, inputs, requested_output_names
+                outer.requests.append(self)
+                self.stream = Stream("cancel", 2)
+
+            def exec(self, decoupled):
+                if outer.fail:
+                    raise RuntimeError("the engine is gone")
+                assert decoupled
+                return self.stream
+
+        self.Tensor, self.InferenceRequest = Tensor, InferenceRequest
+
+
+def test_cancel_at_engine_sends_the_request_id_and_reads_the_answer_to_its_end():
+    triton = FakeTriton()
+    with ThreadPoolExecutor(1) as pool:
+        asyncio.run(cancel_at_engine(triton, "whisper_engine__base", "req-7", pool))
+        (request,) = triton.requests
+        assert request.model_name == "whisper_engine__base" and request.outputs == ["RESULT"]
+        (tensor,) = request.inputs
+        assert tensor.name == "CANCEL" and list(tensor.value) == [b"req-7"]
+        assert request.stream.read == 2  # drained, so the stream is held and let go by a thread of ours
+        # best effort: an engine that is gone is no error for the caller
+        asyncio.run(cancel_at_engine(FakeTriton(fail=True), "whisper_engine__base", "req-8", pool))

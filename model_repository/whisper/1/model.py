@@ -204,9 +204,7 @@ class TritonPythonModel:
 
     async def _cancel_windows(self, engine, request_id):
         """Drops the request's windows still queued at the engine (best effort: it may be gone)."""
-        inputs = [pb_utils.Tensor(contract.CANCEL, np.array([request_id.encode()], dtype=object))]
-        with contextlib.suppress(Exception):
-            await asyncio.get_running_loop().run_in_executor(self.bls_pool, list, _engine_answers(engine, inputs))
+        await bls.cancel_at_engine(pb_utils, engine, request_id, self.bls_pool)
 
     def finalize(self):
         untrace_fatal_signals()

@@ -2,7 +2,6 @@
 the entry model through BLS."""
 
 import asyncio
-import contextlib
 import contextvars
 import io
 import traceback
@@ -109,16 +108,7 @@ class TritonPythonModel:
     async def _cancel(self, request_id, config):
         """Drops the windows of a request that no one waits for any more, still queued at its engine."""
         engine = engine_model_name(config.model or self.default_model)
-        inputs = [pb_utils.Tensor(contract.CANCEL, np.array([request_id.encode()], dtype=object))]
-
-        def call():
-            request = pb_utils.InferenceRequest(model_name=engine, inputs=inputs,
-                                                requested_output_names=[contract.RESULT])
-            for _ in bls.responses(request):
-                pass
-
-        with contextlib.suppress(Exception):
-            await asyncio.get_running_loop().run_in_executor(self.pool, call)
+        await bls.cancel_at_engine(pb_utils, engine, request_id, self.pool)
 
     async def _sweep(self):
         while True:
