@@ -23,6 +23,7 @@ from pathlib import Path
 import msgspec
 import numpy as np
 
+from bench.packing import as_turn
 from bench.saved import save_run
 from harness.languages import LANGUAGES, language_clips
 from harness.speech import speech_clips
@@ -30,9 +31,6 @@ from whisper_triton.ctranslate2_engine import CTranslate2Engine
 from whisper_triton.features import window_features
 from whisper_triton.live_service import PIN_MIN_PROBABILITY, PIN_MIN_SECONDS, pin_language
 from whisper_triton.models import resolve_model
-
-REPO = Path(__file__).resolve().parent.parent
-LEAD_S, PAUSE_S = 0.3, 0.5
 
 
 class Row(msgspec.Struct):
@@ -56,8 +54,7 @@ def english_clips() -> tuple[np.ndarray, ...]:
 def measure(engine: CTranslate2Engine, language: str, clips: list[np.ndarray], session_turns: int) -> Row:
     guesses = []
     for samples in clips:
-        turn = np.concatenate([np.zeros(round(LEAD_S * 16_000), np.float32), samples,
-                               np.zeros(round(PAUSE_S * 16_000), np.float32)])
+        turn = as_turn(samples)
         features, _ = window_features(turn, engine.n_mels)
         guess, probability = engine.detect_language(engine.encode(features[None]))[0][0]
         guesses.append((guess, probability, len(turn) / 16_000))

@@ -33,7 +33,6 @@ from whisper_triton.packing import plan_packs
 from whisper_triton.scheduler import QueuedWindow, decode_queued
 from whisper_triton.text import WhisperTokenizer
 
-REPO = Path(__file__).resolve().parent.parent
 BATCH = 8
 LEAD_S, PAUSE_S = 0.3, 0.5  # what server_vad keeps around a turn's speech (prefix padding, silence duration)
 
@@ -48,11 +47,16 @@ class Row(msgspec.Struct):
     wer_joined: float
 
 
+def as_turn(samples: np.ndarray) -> np.ndarray:
+    """Speech as the live model's turn holds it: LEAD_S before, PAUSE_S after."""
+    return np.concatenate([np.zeros(round(LEAD_S * 16_000), np.float32), np.asarray(samples, np.float32),
+                           np.zeros(round(PAUSE_S * 16_000), np.float32)])
+
+
 def turns(clips: list[SpeechClip]) -> list[QueuedWindow]:
     windows = []
     for n, clip in enumerate(clips):
-        samples = np.concatenate([np.zeros(round(LEAD_S * 16_000), np.float32), np.asarray(clip.samples, np.float32),
-                                  np.zeros(round(PAUSE_S * 16_000), np.float32)])
+        samples = as_turn(clip.samples)
         options = DecodeOptions(language="en", live=True, request=f"turn-{n}",
                                 speech=((LEAD_S, LEAD_S + clip.duration),))
         windows.append(QueuedWindow(samples, options, lambda outcome: None))

@@ -42,7 +42,6 @@ from harness.speech import long_speech, speech_clips
 from harness.stack import start_served
 from harness.text import wer
 
-REPO = Path(__file__).resolve().parent.parent
 CHUNK_S = 0.1
 GAP_S = 1.5
 MAX_CLIP_S = 10.0

@@ -8,9 +8,9 @@ Turns waiting together that decode alike (same task, language, beam, ...) are in
 timings, and each word goes back to the turn whose audio it lies in, timed in that turn's own seconds.
 
 Only turns whose language is known are packed (a packed window has one language; a live session's
-language is pinned after its first turn, see `whisper_triton.live_service`), and only without a prompt
-(one turn's prompt would steer the others), forced alignment or per-token log-probabilities (a token's
-probability depends on the text of the other turns before it).
+language is kept once two of its turns agree on it, see `whisper_triton.live_service.pin_language`), and
+only without a prompt (one turn's prompt would steer the others), forced alignment or per-token
+log-probabilities (a token's probability depends on the text of the other turns before it).
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ import numpy as np
 from whisper_triton.audio import SAMPLE_RATE
 from whisper_triton.contract import Segment, Word
 from whisper_triton.decoding import DecodeOptions, WindowResult
+from whisper_triton.features import WINDOW_SECONDS
 
 __all__ = ["GAP_S", "Pack", "plan_packs", "unpack"]
 
 GAP_S = 1.0  # digital silence between two turns: Whisper ends a segment there, and word timings fall clear of it
-WINDOW_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ def plan_packs(payloads: Sequence[np.ndarray], options: Sequence[DecodeOptions])
             continue
         seconds = len(samples) / SAMPLE_RATE
         fits = (members for other, members in groups
-                if other == key and _length(payloads, members) + GAP_S + seconds <= WINDOW_S)
+                if other == key and _length(payloads, members) + GAP_S + seconds <= WINDOW_SECONDS)
         members = next(fits, None)
         if members is None:
             members = []
