@@ -352,7 +352,7 @@ def test_a_live_turn_is_taken_at_once_without_gathering() -> None:
 
 
 def test_while_live_turns_keep_coming_file_windows_go_one_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("whisper_triton.scheduler.LIVE_RECENT_S", 0.5)
+    monkeypatch.setattr("whisper_triton.scheduler.LIVE_RECENT_S", 2.0)  # room for a slow, shared machine
     runner = Runner(hold_first=True)
     replies = Replies()
     scheduler = WindowScheduler(runner, workers=1, max_batch=8)
@@ -363,7 +363,7 @@ def test_while_live_turns_keep_coming_file_windows_go_one_at_a_time(monkeypatch:
             scheduler.submit(replies.window("file", index))
         runner.release.set()
         replies.wait()
-        time.sleep(0.6)  # no turn for longer than LIVE_RECENT_S: batches as usual again
+        time.sleep(2.1)  # no turn for longer than LIVE_RECENT_S: batches as usual again
         later = Replies()
         for index in range(3):
             scheduler.submit(later.window("later", index))
@@ -396,7 +396,7 @@ def test_an_express_batch_takes_every_waiting_live_turn() -> None:
 
 
 def test_while_live_turns_keep_coming_one_worker_stays_free_for_them(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("whisper_triton.scheduler.LIVE_RECENT_S", 1.0)
+    monkeypatch.setattr("whisper_triton.scheduler.LIVE_RECENT_S", 2.0)  # room for a slow, shared machine
     runner = Runner(hold_first=True)
     turns, files = Replies(), Replies()
     scheduler = WindowScheduler(runner, workers=2, max_batch=8, express=None)
@@ -411,7 +411,7 @@ def test_while_live_turns_keep_coming_one_worker_stays_free_for_them(monkeypatch
         scheduler.submit(turns.window("turn-2", 0, live=True))
         assert eventually_batches(runner, 2) and runner.batches[1] == [("turn-2", 0)]  # ...for the next turn
         files.wait()  # and takes them once no turn came for LIVE_RECENT_S, one at a time
-        assert time.monotonic() - last_turn >= 0.95
+        assert time.monotonic() - last_turn >= 1.95
         assert runner.batches[2:] == [[("file", 0)], [("file", 1)]]
     finally:
         runner.release.set()
