@@ -335,7 +335,7 @@ def test_a_live_turn_on_an_idle_engine_runs_express_and_alone() -> None:
 def test_a_live_turn_is_taken_at_once_without_gathering() -> None:
     runner = Runner()
     replies = Replies()
-    scheduler = WindowScheduler(runner, workers=1, max_batch=4, gather_s=2.0, quiet_s=1.0)
+    scheduler = WindowScheduler(runner, workers=1, max_batch=4, gather_s=4.0, quiet_s=2.0)
     try:
         started = time.monotonic()
         scheduler.submit(replies.window("turn", 0, live=True))
@@ -348,7 +348,9 @@ def test_a_live_turn_is_taken_at_once_without_gathering() -> None:
         gathered = time.monotonic() - started
     finally:
         scheduler.close()
-    assert waited < 0.5 <= gathered  # the file window waited for company (quiet_s), the live one did not
+    # The file window waited for company (at least quiet_s), the live one did not: the bound is quiet_s,
+    # so a second's stall of a shared CI machine cannot fail it.
+    assert waited < 2.0 <= gathered
 
 
 def test_while_live_turns_keep_coming_file_windows_go_one_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
