@@ -6,12 +6,17 @@ Real read speech of five languages: English (the "report" and "tune" corpora) an
 in Spanish (read by the English corpus's speaker), French, Italian and Russian (`harness.languages`); per
 language a seeded draw of `--clips` clips of 1.5-10 s, each made a live turn (0.3 s before the speech,
 0.5 s of pause after it) and its language detected as the engine detects a turn's (the turn's 30 s window,
-CTranslate2, int8, 2 threads). Prints per language: right and wrong guesses, the highest probability of a
-wrong guess and the lowest of a right one, the turns sure enough to count towards a session's language
+CTranslate2, int8, 2 threads) and as the engine guesses it before packing a turn that has none
+(`whisper_triton.packing.guess_on_own_audio`: the encoder on the turn's own audio plus 1 s, not 30 s).
+Prints per language: right and wrong guesses of each way, the highest probability of a wrong guess and the
+lowest of a right one, the turns sure enough to count towards a session's language
 (`whisper_triton.live_service.pin_language`: at least PIN_MIN_SECONDS, probability PIN_MIN_PROBABILITY) and
-how many of those are wrong; then the turns, in draw order, as sessions of `--session-turns` turns, each
-run through `pin_language` as the live model does: sessions whose language was pinned right, wrong, or
-not at all (each turn then detected on its own). JSON to bench/results/<date>-<host>-language.json.
+how many of those are wrong; the own-audio guesses the engine takes (probability GUESS_MIN_PROBABILITY)
+and how many of those are wrong; the language each turn is decoded in as served (the own-audio guess where
+taken, the window's otherwise) and how often that is right; then the turns, in draw order, as sessions of
+`--session-turns` turns, each run through `pin_language` as the live model does with the served
+detections: sessions whose language was pinned right, wrong, or not at all (each turn then detected on its
+own). JSON to bench/results/<date>-<host>-language.json.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from whisper_triton.ctranslate2_engine import CTranslate2Engine
 from whisper_triton.features import window_features
 from whisper_triton.live_service import PIN_MIN_PROBABILITY, PIN_MIN_SECONDS, pin_language
 from whisper_triton.models import resolve_model
+from whisper_triton.packing import GUESS_MIN_PROBABILITY, guess_on_own_audio
 
 
 class Row(msgspec.Struct):
@@ -41,6 +47,10 @@ class Row(msgspec.Struct):
     lowest_right: float
     sure: int  # turns that count towards their session's language
     sure_wrong: int
+    own_right: int  # guessed on the turn's own audio
+    own_taken: int  # own-audio guesses the engine takes (GUESS_MIN_PROBABILITY)
+    own_taken_wrong: int
+    served_right: int  # the language each turn is decoded in: own-audio guess where taken, else the window's
     sessions: int
     pinned_right: int
     pinned_wrong: int
@@ -52,25 +62,30 @@ def english_clips() -> tuple[np.ndarray, ...]:
 
 
 def measure(engine: CTranslate2Engine, language: str, clips: list[np.ndarray], session_turns: int) -> Row:
-    guesses = []
+    guesses, own, served = [], [], []
     for samples in clips:
         turn = as_turn(samples)
         features, _ = window_features(turn, engine.n_mels)
         guess, probability = engine.detect_language(engine.encode(features[None]))[0][0]
         guesses.append((guess, probability, len(turn) / 16_000))
+        own.append(guess_on_own_audio(engine, [turn])[0])
+        served.append((*own[-1], guesses[-1][2]) if own[-1][1] >= GUESS_MIN_PROBABILITY else guesses[-1])
     right = [p for g, p, _ in guesses if g == language]
     wrong = [(g, round(p, 3), round(s, 1)) for g, p, s in guesses if g != language]
     sure = [g for g, p, s in guesses if s >= PIN_MIN_SECONDS and p >= PIN_MIN_PROBABILITY]
+    taken = [g for g, p in own if p >= GUESS_MIN_PROBABILITY]
     pinned = []
-    for start in range(0, len(guesses) - session_turns + 1, session_turns):
+    for start in range(0, len(served) - session_turns + 1, session_turns):
         candidate, kept = None, None
-        for guess, probability, seconds in guesses[start : start + session_turns]:
+        for guess, probability, seconds in served[start : start + session_turns]:
             candidate, kept = pin_language(candidate, guess, probability, "text", seconds)
             if kept is not None:
                 break
         pinned.append(kept)
     return Row(language, len(clips), len(right), wrong, round(min(right, default=0.0), 3), len(sure),
-               sum(g != language for g in sure), len(pinned), sum(p == language for p in pinned),
+               sum(g != language for g in sure), sum(g == language for g, _ in own), len(taken),
+               sum(g != language for g in taken), sum(g == language for g, _, _ in served), len(pinned),
+               sum(p == language for p in pinned),
                sum(p is not None and p != language for p in pinned))
 
 
@@ -88,15 +103,18 @@ def main() -> int:
         chosen = np.random.default_rng(0).permutation(len(pool))[: args.clips]
         rows.append(measure(engine, language, [pool[i] for i in chosen], args.session_turns))
         print(rows[-1], flush=True)
-    print(f"\nLanguage of live turns, {args.model} int8 (sure: >= {PIN_MIN_SECONDS} s and probability >= "
-          f"{PIN_MIN_PROBABILITY}; a session keeps a language two sure turns agree on):")
-    print(f"{'language':<8} {'turns':>5} {'right':>5} {'wrong':>5} {'wrong: max p':>12} {'right: min p':>12} "
-          f"{'sure':>5} {'sure wrong':>10} {'sessions':>8} {'pinned right':>12} {'pinned wrong':>12}")
+    print(f"\nLanguage of live turns, {args.model} int8. Window: detected on the turn's 30 s window (sure: >= "
+          f"{PIN_MIN_SECONDS} s and probability >= {PIN_MIN_PROBABILITY}); own audio: guessed on the turn plus 1 s "
+          f"(taken: probability >= {GUESS_MIN_PROBABILITY}); served: the own-audio guess where taken, else the "
+          f"window's; sessions keep a language two sure served turns agree on:")
+    print(f"{'language':<8} {'turns':>5} {'window right':>12} {'wrong: max p':>12} {'right: min p':>12} "
+          f"{'sure':>5} {'sure wrong':>10} {'own right':>9} {'taken':>5} {'taken wrong':>11} {'served right':>12} "
+          f"{'sessions':>8} {'pinned right':>12} {'pinned wrong':>12}")
     for row in rows:
         worst = max((p for _, p, _ in row.wrong), default=0.0)
-        print(f"{row.language:<8} {row.clips:5d} {row.right:5d} {len(row.wrong):5d} {worst:12.2f} "
-              f"{row.lowest_right:12.2f} {row.sure:5d} {row.sure_wrong:10d} {row.sessions:8d} {row.pinned_right:12d} "
-              f"{row.pinned_wrong:12d}")
+        print(f"{row.language:<8} {row.clips:5d} {row.right:12d} {worst:12.2f} {row.lowest_right:12.2f} "
+              f"{row.sure:5d} {row.sure_wrong:10d} {row.own_right:9d} {row.own_taken:5d} {row.own_taken_wrong:11d} "
+              f"{row.served_right:12d} {row.sessions:8d} {row.pinned_right:12d} {row.pinned_wrong:12d}")
     out = save_run("language", {"rows": rows}, args.json, model=args.model)
     print(f"wrote {out}")
     return 0

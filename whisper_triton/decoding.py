@@ -17,6 +17,7 @@ kept, and what still repeats in the window's text is cut to one copy.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import math
 import time
@@ -72,6 +73,10 @@ class DecodeOptions:
     # Each segment gets the log-probability of each text token (`Segment.logprobs`), from the same alignment
     # pass as word timestamps: nothing when no window of the batch asks.
     logprobs: bool = False
+    # Several live turns packed into the window (`whisper_triton.packing`): the window seconds where each turn
+    # after the first begins. Text is only judged within one turn (loops, compression, a resume saying the
+    # text so far again): two speakers saying the same thing is not Whisper looping.
+    parts: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -309,7 +314,9 @@ class _Run:
         self._resume(encoded, jobs, languages, results, attempts)
         for job, result in zip(jobs, results, strict=True):
             if job.options.loop_check:
-                result.segments, result.loops = collapse_loops(tokenizer, result.segments)
+                collapsed = [collapse_loops(tokenizer, part) for part in _by_part(result.segments, job.options.parts)]
+                result.segments = [segment for part, _ in collapsed for segment in part]
+                result.loops = sum(loops for _, loops in collapsed)
         with self.clock("words"):
             self._add_words(encoded, jobs, results)
         return results
@@ -361,8 +368,15 @@ class _Run:
                 tokens = _timed_tokens(tokenizer, attempt)
                 results[i].resumes += 1
                 results[i].looping_passes += attempt.looping_passes
-                if repeats(tokenizer.decode(previous), "".join(s.text for s in segments)):
-                    segments = []  # the end of the text so far again: nothing new was heard
+                parts = jobs[i].options.parts
+                if not parts:
+                    if repeats(tokenizer.decode(previous), "".join(s.text for s in segments)):
+                        segments = []  # the end of the text so far again: nothing new was heard
+                else:  # packed turns: a turn's new text against that turn's text so far
+                    said = _by_part(results[i].segments, parts)
+                    segments = [s for turn, new in enumerate(_by_part(segments, parts))
+                                if not repeats("".join(s.text for s in said[turn]), "".join(s.text for s in new))
+                                for s in new]
                 results[i].segments += segments
                 generated[i] = [*generated[i], *tokens]
                 if not segments or last_timestamp(tokenizer, tokens) is None:
@@ -404,8 +418,11 @@ class _Run:
                     start = starts[position] if starts is not None else 0.0
                     text = self.tokenizer.decode([t for t in generation.tokens if t < self.tokenizer.eot])
                     options = jobs[i].options
-                    looped = looped_units(self.tokenizer, generation.tokens) if options.loop_check else 0
-                    attempt = _Attempt(generation, temperature, compression_ratio(text), start, looped)
+                    pieces = _pieces_by_part(self.tokenizer, generation.tokens, options.parts)
+                    looped = sum(looped_units(texts) for texts in pieces) if options.loop_check else 0
+                    ratio = compression_ratio(text) if not options.parts else max(
+                        compression_ratio("".join(texts)) for texts in pieces)
+                    attempt = _Attempt(generation, temperature, ratio, start, looped)
                     tried[position].append(attempt)
                     if not _needs_fallback(attempt, options) or self.cancelled(jobs[i]):
                         kept = attempt
@@ -496,11 +513,33 @@ def _best(attempts: list[_Attempt], options: DecodeOptions) -> _Attempt:
                                         -a.generation.avg_logprob))
 
 
-def looped_units(tokenizer: WhisperTokenizer, tokens: Sequence[int]) -> int:
-    """Units (words) in the repeated copies of the loops of a pass's text, its segments searched together
-    (a loop is often one sentence per segment)."""
-    texts = [tokenizer.decode(piece) for _, _, piece in split_timestamps(tokenizer, list(tokens), 30.0)]
+def looped_units(texts: Sequence[str]) -> int:
+    """Units (words) in the repeated copies of the loops of a pass's text, its segments' `texts` searched
+    together (a loop is often one sentence per segment)."""
     return sum(loop.extra for loop in find_loops(units(texts)))
+
+
+def _pieces_by_part(tokenizer: WhisperTokenizer, tokens: Sequence[int], parts: Sequence[float]) -> list[list[str]]:
+    """The text of each segment of a pass (split at its timestamps), grouped by the packed turn it belongs to
+    (one group when the window holds one turn)."""
+    groups: list[list[str]] = [[] for _ in range(len(parts) + 1)]
+    for _, end, piece in split_timestamps(tokenizer, list(tokens), 30.0):
+        groups[_part(parts, end)].append(tokenizer.decode(piece))
+    return groups
+
+
+def _part(parts: Sequence[float], end: float) -> int:
+    """The packed turn (0 when not packed) that a segment ending at this window second belongs to. By its end:
+    Whisper often starts a turn's first segment in the silence before it, where the turn before ended."""
+    return bisect.bisect_left(parts, end)
+
+
+def _by_part(segments: list[Segment], parts: Sequence[float]) -> list[list[Segment]]:
+    """`segments` grouped by the packed turn each belongs to (one group when the window holds one turn)."""
+    groups: list[list[Segment]] = [[] for _ in range(len(parts) + 1)]
+    for segment in segments:
+        groups[_part(parts, segment.end)].append(segment)
+    return groups
 
 
 def collapse_loops(tokenizer: WhisperTokenizer, segments: list[Segment]) -> tuple[list[Segment], int]:

@@ -7,14 +7,18 @@ Turns waiting together that decode alike (same task, language, beam, ...) are in
 `GAP_S` of digital silence between them, in one window of at most 30 s; the window is decoded with word
 timings, and each word goes back to the turn whose audio it lies in, timed in that turn's own seconds.
 
-Only turns whose language is known are packed (a packed window has one language; a live session's
-language is kept once two of its turns agree on it, see `whisper_triton.live_service.pin_language`), and
-only without a prompt (one turn's prompt would steer the others), forced alignment or per-token
-log-probabilities (a token's probability depends on the text of the other turns before it).
+Only turns whose language is known are packed (a packed window has one language): given by the client,
+kept by the session once two of its turns agree on it (`whisper_triton.live_service.pin_language`), or
+guessed here from the turn's own audio (`guess_languages`: the encoder on the turn alone, a fraction of a
+window's cost; only to pick the language, never to transcribe), and only without a prompt (one turn's
+prompt would steer the others), forced alignment or per-token log-probabilities (a token's probability
+depends on the text of the other turns before it). The packed window's text is judged turn by turn
+(`DecodeOptions.parts`): several speakers saying the same thing is not Whisper repeating itself.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -23,11 +27,15 @@ import numpy as np
 from whisper_triton.audio import SAMPLE_RATE
 from whisper_triton.contract import Segment, Word
 from whisper_triton.decoding import DecodeOptions, WindowResult
-from whisper_triton.features import WINDOW_SECONDS
+from whisper_triton.engine import WhisperEngine
+from whisper_triton.features import FRAMES, WINDOW_SECONDS, window_features
 
-__all__ = ["GAP_S", "Pack", "plan_packs", "unpack"]
+__all__ = ["GAP_S", "GUESS_MIN_PROBABILITY", "Pack", "guess_languages", "guess_on_own_audio", "plan_packs", "unpack"]
 
 GAP_S = 1.0  # digital silence between two turns: Whisper ends a segment there, and word timings fall clear of it
+GUESS_MIN_PROBABILITY = 0.8  # a turn's language guessed on its own audio at least this surely is taken for it
+GUESS_MARGIN_S = 1.0  # log-mel of silence after the turn that the guess's encoder pass also sees
+FRAMES_PER_SECOND = FRAMES // WINDOW_SECONDS
 
 
 @dataclass(frozen=True)
@@ -47,6 +55,49 @@ def _key(options: DecodeOptions) -> DecodeOptions | None:
             or options.logprobs):
         return None
     return replace(options, request=None, window=0, speech=None, word_timestamps=False)
+
+
+def guess_languages(engine: WhisperEngine, payloads: Sequence[np.ndarray],
+                    options: Sequence[DecodeOptions]) -> tuple[list[DecodeOptions], dict[int, float]]:
+    """`options` with a language for the live turns that have none, where the turn's own audio says it surely
+    enough, so that they can pack (with each other, and with turns that know their language); and the
+    probability of each guess taken, by index (the turn's result reports it, as a detected language).
+
+    A turn whose session has no language yet would otherwise cost a whole window alone: its language is
+    detected on the 30 s window it is decoded in. Here it is guessed on the encoder's output for the turn
+    plus `GUESS_MARGIN_S` (all guessed turns in one pass, cut to the longest): a few seconds of a 30 s
+    window cost a fraction of its encoder time. On short turns of real speech in five languages that guess
+    was as often right as the window's, and as seldom surely wrong (`python -m bench.language`, its "own
+    audio" columns). Only the language comes from it; the text is decoded in a full window, as always (a
+    trimmed encoder input transcribes erratically, see docs/benchmarks.md). Guesses under
+    `GUESS_MIN_PROBABILITY` are dropped: that turn is detected and decoded in its own window, as before.
+    Nothing is guessed unless at least two turns could pack, nor on an English-only model. The encoder is
+    given fewer than 3000 frames: CTranslate2's takes them (packing is for that engine only)."""
+    chosen = list(options)
+    if not engine.is_multilingual:
+        return chosen, {}
+    packable = [i for i, window in enumerate(options)
+                if _key(replace(window, language=window.language or "en")) is not None]
+    unknown = [i for i in packable if options[i].language is None
+               and len(payloads[i]) / SAMPLE_RATE + GAP_S < WINDOW_SECONDS]
+    if not unknown or len(packable) < 2:
+        return chosen, {}
+    guessed: dict[int, float] = {}
+    for i, (language, probability) in zip(unknown, guess_on_own_audio(engine, [payloads[i] for i in unknown]),
+                                          strict=True):
+        if probability >= GUESS_MIN_PROBABILITY:
+            chosen[i] = replace(options[i], language=language)
+            guessed[i] = probability
+    return chosen, guessed
+
+
+def guess_on_own_audio(engine: WhisperEngine, payloads: Sequence[np.ndarray]) -> list[tuple[str, float]]:
+    """The likeliest language of each turn and its probability, from one encoder pass over the turns' own
+    audio plus `GUESS_MARGIN_S` (cut to the longest of them), not 30 s."""
+    seconds = max(len(samples) for samples in payloads) / SAMPLE_RATE + GUESS_MARGIN_S
+    frames = min(FRAMES, 2 * math.ceil(seconds * FRAMES_PER_SECOND / 2))
+    features = np.stack([window_features(samples, engine.n_mels)[0][:, :frames] for samples in payloads])
+    return [ranking[0] for ranking in engine.detect_language(engine.encode(features))]
 
 
 def plan_packs(payloads: Sequence[np.ndarray], options: Sequence[DecodeOptions]) -> list[Pack]:
@@ -91,7 +142,8 @@ def _pack(payloads: Sequence[np.ndarray], options: Sequence[DecodeOptions], key:
         pieces.append(samples)
         at += len(samples)
     # Words are what the turns are told apart by; the first turn's id stays for the engine's logs.
-    packed = replace(key, speech=tuple(speech), word_timestamps=True, request=options[members[0]].request)
+    packed = replace(key, speech=tuple(speech), word_timestamps=True, request=options[members[0]].request,
+                     parts=tuple(offset - GAP_S / 2 for offset in offsets[1:]))
     return Pack(tuple(members), tuple(offsets), tuple(durations), np.concatenate(pieces), packed)
 
 

@@ -28,7 +28,7 @@ from typing import Any
 from whisper_triton.decoding import DecodeOptions, LanguageTicket, WindowJob, WindowResult, decode_each
 from whisper_triton.engine import WhisperEngine
 from whisper_triton.features import window_features
-from whisper_triton.packing import Pack, plan_packs, unpack
+from whisper_triton.packing import Pack, guess_languages, plan_packs, unpack
 from whisper_triton.text import WhisperTokenizer
 
 log = logging.getLogger("whisper_triton.scheduler")
@@ -317,13 +317,19 @@ def decode_queued(
 ) -> list[Outcome]:
     """A worker's batch: log-mel of each window's audio (here, on the engine's side, so that a GPU engine
     can do it on its device), then `decode_each`; timings gain the queueing and feature stages. Live turns
-    that decode alike share one window (`whisper_triton.packing`); a pack that fails decodes them alone."""
+    that decode alike share one window (`whisper_triton.packing`), those without a language once it is guessed
+on their own audio; a pack that fails decodes them alone (their language detected in their window)."""
     started = time.perf_counter()
     outcomes: list[Outcome | None] = [None] * len(batch)
-    packs = plan_packs([window.payload for window in batch], [window.options for window in batch]) if pack else []
+    payloads, chosen = [window.payload for window in batch], [window.options for window in batch]
+    guessed: dict[int, float] = {}
+    if pack:
+        chosen, guessed = guess_languages(engine, payloads, chosen)
+    guess_s = time.perf_counter() - started
+    packs = plan_packs(payloads, chosen) if pack else []
     packed = {member for group in packs for member in group.members}
     inputs: list[tuple[Any, DecodeOptions, LanguageTicket | None]] = [
-        (window.payload, window.options, tickets[place]) for place, window in enumerate(batch) if place not in packed]
+        (batch[place].payload, chosen[place], tickets[place]) for place in range(len(batch)) if place not in packed]
     places: list[int | Pack] = [place for place in range(len(batch)) if place not in packed]
     inputs += [(group.samples, group.options, None) for group in packs]
     places += packs
@@ -338,7 +344,7 @@ def decode_queued(
         jobs.append(WindowJob(features, frames, options))
         kept.append(place)
         job_tickets.append(ticket)
-    features_s = (time.perf_counter() - started) / len(batch)
+    features_s = (time.perf_counter() - started - guess_s) / len(batch)
     decoded = decode_each(engine, tokenizer, jobs, job_tickets, lambda job: is_cancelled(job.options.request))
     for place, answer in zip(kept, decoded, strict=True):
         if not isinstance(place, Pack):
@@ -352,8 +358,11 @@ def decode_queued(
         for member, result in zip(place.members, results, strict=True):
             outcomes[member] = result
     wall = time.perf_counter() - started
-    for window, outcome in zip(batch, outcomes, strict=True):
+    for place, (window, outcome) in enumerate(zip(batch, outcomes, strict=True)):
         if isinstance(outcome, WindowResult):
             outcome.timings.update(queue=round(started - window.queued_at, 6), features=round(features_s, 6),
                                    batch_wall=round(wall, 6))
+            if place in guessed and outcome.language == chosen[place].language:  # detected, on its own audio
+                outcome.language_probability = guessed[place]
+                outcome.timings["language_guess"] = round(guess_s / len(guessed), 6)
     return [outcome if outcome is not None else RuntimeError("window not decoded") for outcome in outcomes]

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import math
+import subprocess
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
+from harness.assets import FLITE_VOICES, multilingual_clip
 from harness.speech import speech_clips
 from harness.text import wer
+from whisper_triton.audio import decode_audio
 from whisper_triton.contract import Segment, Word
 from whisper_triton.ctranslate2_engine import CTranslate2Engine
 from whisper_triton.decoding import DecodeOptions, WindowResult
 from whisper_triton.models import read_model_info, resolve_model
-from whisper_triton.packing import GAP_S, plan_packs, unpack
+from whisper_triton.packing import GAP_S, GUESS_MIN_PROBABILITY, guess_languages, plan_packs, unpack
 from whisper_triton.scheduler import QueuedWindow, decode_queued
 from whisper_triton.text import WhisperTokenizer
 
@@ -127,3 +132,101 @@ def test_real_turns_packed_in_one_window_each_get_their_own_text(
     engine.encoded = 0
     decode_queued(engine, tokenizer, windows, [None] * len(windows), lambda request: False, pack=False)
     assert engine.encoded == len(windows)
+
+
+class Shapes(Counting):
+    """The engine, recording the shape of each batch it encodes."""
+
+    def __init__(self, engine: CTranslate2Engine) -> None:
+        super().__init__(engine)
+        self.shapes: list[tuple[int, ...]] = []
+
+    def encode(self, features: np.ndarray) -> Any:
+        self.shapes.append(features.shape)
+        return super().encode(features)
+
+
+def as_live_turn(samples: np.ndarray) -> np.ndarray:
+    return np.concatenate([np.zeros(4_800, np.float32), samples, np.zeros(8_000, np.float32)])
+
+
+def test_turns_without_a_language_pack_by_the_language_their_own_audio_says(
+        base: tuple[CTranslate2Engine, WhisperTokenizer]) -> None:
+    engine, tokenizer = Shapes(base[0]), base[1]
+    english = [c for c in speech_clips("report") if 2.0 <= c.duration <= 5.0][:2]
+    german, spanish = (multilingual_clip(language) for language in ("de", "es"))
+    turns = [(as_live_turn(english[0].samples), english[0].text),
+             (as_live_turn(decode_audio(german[0].read_bytes()).samples), german[1]),
+             (as_live_turn(english[1].samples), english[1].text),
+             (as_live_turn(decode_audio(spanish[0].read_bytes()).samples), spanish[1])]
+    windows = [QueuedWindow(samples, replace(LIVE, language=None, request=f"turn-{n}"), lambda outcome: None)
+               for n, (samples, _) in enumerate(turns)]
+    outcomes = decode_queued(engine, tokenizer, windows, [None] * len(windows), lambda request: False)
+    # One pass over the four turns' own audio (not 30 s) guesses their languages; then the two English turns
+    # share a window, and the German and the Spanish one have one each (one encoder call for the three).
+    longest = max(len(samples) for samples, _ in turns) / 16_000 + 1.0
+    assert engine.shapes[0] == (4, engine.n_mels, 2 * math.ceil(longest * 50))
+    assert engine.shapes[1:] == [(3, engine.n_mels, 3000)]
+    for (_, said), outcome, language in zip(turns, outcomes, ("en", "de", "en", "es"), strict=True):
+        assert isinstance(outcome, WindowResult)
+        assert outcome.language == language and GUESS_MIN_PROBABILITY <= outcome.language_probability < 1.0
+        text = "".join(s.text for s in outcome.segments)
+        assert wer(said, text) <= 0.3, (said, text)
+        assert outcome.timings["language_guess"] > 0
+    # A turn alone has nothing to pack with: its language is detected in its own window, with no extra pass.
+    engine.shapes.clear()
+    alone = decode_queued(engine, tokenizer, windows[1:2], [None], lambda request: False)
+    assert engine.shapes == [(1, engine.n_mels, 3000)]
+    assert isinstance(alone[0], WindowResult) and alone[0].language == "de" and "language_guess" not in alone[0].timings
+
+
+def test_turns_of_several_speakers_saying_the_same_thing_in_one_window_each_keep_it(
+        base: tuple[CTranslate2Engine, WhisperTokenizer], tmp_path: Path) -> None:
+    # Four people answer "Yes, I agree." at once: in one window that is the same sentence four times, which
+    # in one speaker's audio is Whisper looping (cut to one copy). Across packed turns it is what was said.
+    engine, tokenizer = Counting(base[0]), base[1]
+    said = "Yes, I agree."
+    windows = []
+    for n, voice in enumerate(FLITE_VOICES):
+        subprocess.run(["flite", "-voice", voice, "-t", said, "-o", tmp_path / f"{voice}.wav"], check=True)
+        samples = decode_audio((tmp_path / f"{voice}.wav").read_bytes()).samples
+        windows.append(QueuedWindow(as_live_turn(samples), replace(LIVE, request=f"turn-{n}"), lambda outcome: None))
+    outcomes = decode_queued(engine, tokenizer, windows, [None] * len(windows), lambda request: False)
+    assert engine.encoded == 1
+    for outcome in outcomes:
+        assert isinstance(outcome, WindowResult) and outcome.loops == 0
+        assert wer(said, "".join(s.text for s in outcome.segments)) == 0.0
+
+
+class Guessing:
+    """A stand-in engine that only guesses languages: (language, probability) per turn, in order."""
+
+    n_mels, is_multilingual = 80, True
+
+    def __init__(self, guesses: list[tuple[str, float]]) -> None:
+        self.guesses = guesses
+        self.encoded: list[tuple[int, ...]] = []
+
+    def encode(self, features: np.ndarray) -> Any:
+        self.encoded.append(features.shape)
+        return features
+
+    def detect_language(self, encoded: Any) -> list[list[tuple[str, float]]]:
+        return [[guess] for guess in self.guesses[: len(encoded)]]
+
+
+def test_only_sure_guesses_of_turns_without_a_language_are_taken() -> None:
+    unknown = replace(LIVE, language=None)
+    options = [unknown, replace(LIVE, language="fr"), unknown, replace(unknown, prompt="Acme"), unknown]
+    payloads = [audio(2.0), audio(3.0), audio(4.0), audio(2.0), audio(29.5)]
+    engine = Guessing([("de", 0.93), ("es", 0.79)])
+    chosen, guessed = guess_languages(engine, payloads, options)  # type: ignore[arg-type]
+    # The two unknown turns that could pack are guessed together (the prompted one and the one of 29.5 s,
+    # which no other turn fits beside, are not); only the sure guess is taken.
+    assert engine.encoded == [(2, 80, 2 * math.ceil((4.0 + 1.0) * 50))]
+    assert [o.language for o in chosen] == ["de", "fr", None, None, None] and guessed == {0: 0.93}
+    assert chosen[1:] == options[1:]
+    # Nothing to pack with, or an English-only model: no guess.
+    assert guess_languages(engine, payloads[:1], options[:1]) == ([unknown], {})  # type: ignore[arg-type]
+    engine.is_multilingual = False
+    assert guess_languages(engine, payloads, options) == (options, {})  # type: ignore[arg-type]
