@@ -252,9 +252,10 @@ INPUTS = (
     Input("known_speaker_embeddings", KNOWN_SPEAKER_EMBEDDINGS, ROWS,
           "voices from `TASK=embed` (what `/v1/speakers` stores)"),
     Input("live", LIVE, FLAG, "default false; true: a live turn (what `whisper_live` sends): its windows go "
-          "before every file's at the engine, in batches of live windows only; with a `LANGUAGE` and no `PROMPT` or "
-          "`LOGPROBS`, turns waiting together may share one Whisper window (`WHISPER_ENGINE_PACK_TURNS`), each "
-          "getting back only its own words"),
+          "before every file's at the engine, in batches of live windows only; with no `PROMPT` or `LOGPROBS`, turns "
+          "waiting together may share one Whisper window (`WHISPER_ENGINE_PACK_TURNS`), each getting back only its "
+          "own words; a turn without `LANGUAGE` then has its language guessed on its own audio (the guess, when "
+          "taken, is the `done` event's `language` and `language_probability`)"),
     Input("request_id", REQUEST_ID, TEXT, "the id the request's windows carry at the engine (default: a random "
           "one): a caller that gives up on the request drops its queued windows with `CANCEL` to the engine model"),
     Input("logprobs", LOGPROBS, FLAG, "default false; true: each segment has `logprobs`, `[{token, logprob, bytes}]` "

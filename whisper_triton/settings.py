@@ -98,8 +98,9 @@ MODEL_SETTINGS_HELP = {
                       "CTranslate2 replica (the weights once more in memory); other windows wait for it",
     "engine_pack_turns": "CTranslate2 engine: live turns (of any sessions) waiting at the engine together, with "
                          "the same language and settings and no prompt, are laid end to end in one 30 s Whisper "
-                         "window and decoded with word timings, each word going back to its turn: one encoder pass "
-                         "for several turns, which is what keeps many live sessions from queueing on CPU (see "
+                         "window and decoded with word timings, each word going back to its turn (a turn with no "
+                         "language yet gets one guessed on its own audio, taken at a probability of 0.8 or more): "
+                         "one encoder pass for several turns, which is what keeps many live sessions from queueing on CPU (see "
                          "[Live transcription latency](benchmarks.md#live-transcription-latency))",
     "entry_instances": "processes of the entry model (container decoding, VAD, windowing: see "
                        "[Performance](benchmarks.md#performance) for how many a GPU needs)",
