@@ -418,7 +418,8 @@ class _Run:
                     start = starts[position] if starts is not None else 0.0
                     text = self.tokenizer.decode([t for t in generation.tokens if t < self.tokenizer.eot])
                     options = jobs[i].options
-                    pieces = _pieces_by_part(self.tokenizer, generation.tokens, options.parts)
+                    pieces = _pieces_by_part(self.tokenizer, generation.tokens, options.parts) if (
+                        options.loop_check or options.parts) else []
                     looped = sum(looped_units(texts) for texts in pieces) if options.loop_check else 0
                     ratio = compression_ratio(text) if not options.parts else max(
                         compression_ratio("".join(texts)) for texts in pieces)

@@ -318,13 +318,16 @@ def decode_queued(
     """A worker's batch: log-mel of each window's audio (here, on the engine's side, so that a GPU engine
     can do it on its device), then `decode_each`; timings gain the queueing and feature stages. Live turns
     that decode alike share one window (`whisper_triton.packing`), those without a language once it is guessed
-on their own audio; a pack that fails decodes them alone (their language detected in their window)."""
+    on their own audio; a pack that fails decodes them alone (their language detected in their window)."""
     started = time.perf_counter()
     outcomes: list[Outcome | None] = [None] * len(batch)
     payloads, chosen = [window.payload for window in batch], [window.options for window in batch]
     guessed: dict[int, float] = {}
     if pack:
-        chosen, guessed = guess_languages(engine, payloads, chosen)
+        try:
+            chosen, guessed = guess_languages(engine, payloads, chosen)
+        except Exception:  # no guess: each turn without a language is detected in its own window, as always
+            log.exception("guessing live turns' languages failed")
     guess_s = time.perf_counter() - started
     packs = plan_packs(payloads, chosen) if pack else []
     packed = {member for group in packs for member in group.members}

@@ -100,8 +100,8 @@ MODEL_SETTINGS_HELP = {
                          "the same language and settings and no prompt, are laid end to end in one 30 s Whisper "
                          "window and decoded with word timings, each word going back to its turn (a turn with no "
                          "language yet gets one guessed on its own audio, taken at a probability of 0.8 or more): "
-                         "one encoder pass for several turns, which is what keeps many live sessions from queueing on CPU (see "
-                         "[Live transcription latency](benchmarks.md#live-transcription-latency))",
+                         "one encoder pass for several turns, which is what keeps many live sessions from "
+                         "queueing on CPU (see [Live transcription latency](benchmarks.md#live-transcription-latency))",
     "entry_instances": "processes of the entry model (container decoding, VAD, windowing: see "
                        "[Performance](benchmarks.md#performance) for how many a GPU needs)",
     "beam_size": "beam size at temperature 0 (1 = greedy)",

@@ -230,3 +230,25 @@ def test_only_sure_guesses_of_turns_without_a_language_are_taken() -> None:
     assert guess_languages(engine, payloads[:1], options[:1]) == ([unknown], {})  # type: ignore[arg-type]
     engine.is_multilingual = False
     assert guess_languages(engine, payloads, options) == (options, {})  # type: ignore[arg-type]
+
+
+class FailingGuess(Counting):
+    """The engine, failing any encoder pass shorter than a window (the language guess)."""
+
+    def encode(self, features: np.ndarray) -> Any:
+        if features.shape[-1] < 3000:
+            raise RuntimeError("no guess today")
+        return super().encode(features)
+
+
+def test_a_failed_guess_leaves_each_turn_to_be_detected_in_its_own_window(
+        base: tuple[CTranslate2Engine, WhisperTokenizer]) -> None:
+    engine, tokenizer = FailingGuess(base[0]), base[1]
+    clips = [c for c in speech_clips("report") if 2.0 <= c.duration <= 5.0][:2]
+    windows = [QueuedWindow(as_live_turn(clip.samples), replace(LIVE, language=None, request=f"turn-{n}"),
+                            lambda outcome: None) for n, clip in enumerate(clips)]
+    outcomes = decode_queued(engine, tokenizer, windows, [None] * len(windows), lambda request: False)
+    assert engine.encoded == 2  # a window each
+    for clip, outcome in zip(clips, outcomes, strict=True):
+        assert isinstance(outcome, WindowResult) and outcome.language == "en"
+        assert wer(clip.text, "".join(s.text for s in outcome.segments)) <= 0.2
