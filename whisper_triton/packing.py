@@ -49,10 +49,14 @@ class Pack:
     options: DecodeOptions
 
 
+def _shareable(options: DecodeOptions) -> bool:
+    """Whether a turn may share a window once its language is known."""
+    return options.live and not options.prompt and options.given is None and not options.logprobs
+
+
 def _key(options: DecodeOptions) -> DecodeOptions | None:
     """What packed turns must share (None: the turn decodes alone)."""
-    if (not options.live or options.language is None or options.prompt or options.given is not None
-            or options.logprobs):
+    if not _shareable(options) or options.language is None:
         return None
     return replace(options, request=None, window=0, speech=None, word_timestamps=False)
 
@@ -76,8 +80,7 @@ def guess_languages(engine: WhisperEngine, payloads: Sequence[np.ndarray],
     chosen = list(options)
     if not engine.is_multilingual:
         return chosen, {}
-    packable = [i for i, window in enumerate(options)
-                if _key(replace(window, language=window.language or "en")) is not None]
+    packable = [i for i, window in enumerate(options) if _shareable(window)]
     unknown = [i for i in packable if options[i].language is None
                and len(payloads[i]) / SAMPLE_RATE + GAP_S < WINDOW_SECONDS]
     if not unknown or len(packable) < 2:
