@@ -20,13 +20,14 @@ from __future__ import annotations
 import bisect
 import itertools
 import math
+import operator
 import time
 import zlib
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 import numpy as np
@@ -36,6 +37,8 @@ from whisper_triton.engine import Generation, WhisperEngine
 from whisper_triton.loops import collapse, find_loops, keys, units
 from whisper_triton.text import WhisperTokenizer
 from whisper_triton.words import align_words, assign_words
+
+_T = TypeVar("_T")
 
 MAX_LENGTH = 448
 MAX_PROMPT_TOKENS = MAX_LENGTH // 2 - 1
@@ -74,8 +77,9 @@ class DecodeOptions:
     # pass as word timestamps: nothing when no window of the batch asks.
     logprobs: bool = False
     # Several live turns packed into the window (`whisper_triton.packing`): the window seconds where each turn
-    # after the first begins. Text is only judged within one turn (loops, compression, a resume saying the
-    # text so far again): two speakers saying the same thing is not Whisper looping.
+    # after the first begins (the middle of the silence laid before it). Text is only judged within one turn
+    # (loops, compression, a resume saying the text so far again): two speakers saying the same thing is not
+    # Whisper looping.
     parts: tuple[float, ...] = ()
 
 
@@ -521,25 +525,19 @@ def looped_units(texts: Sequence[str]) -> int:
 
 
 def _pieces_by_part(tokenizer: WhisperTokenizer, tokens: Sequence[int], parts: Sequence[float]) -> list[list[str]]:
-    """The text of each segment of a pass (split at its timestamps), grouped by the packed turn it belongs to
-    (one group when the window holds one turn)."""
-    groups: list[list[str]] = [[] for _ in range(len(parts) + 1)]
-    for _, end, piece in split_timestamps(tokenizer, list(tokens), 30.0):
-        groups[_part(parts, end)].append(tokenizer.decode(piece))
-    return groups
+    """The text of each segment of a pass (split at its timestamps), grouped by the packed turn it belongs to."""
+    pieces = _by_part(split_timestamps(tokenizer, list(tokens), 30.0), parts, end=operator.itemgetter(1))
+    return [[tokenizer.decode(piece) for _, _, piece in group] for group in pieces]
 
 
-def _part(parts: Sequence[float], end: float) -> int:
-    """The packed turn (0 when not packed) that a segment ending at this window second belongs to. By its end:
-    Whisper often starts a turn's first segment in the silence before it, where the turn before ended."""
-    return bisect.bisect_left(parts, end)
-
-
-def _by_part(segments: list[Segment], parts: Sequence[float]) -> list[list[Segment]]:
-    """`segments` grouped by the packed turn each belongs to (one group when the window holds one turn)."""
-    groups: list[list[Segment]] = [[] for _ in range(len(parts) + 1)]
-    for segment in segments:
-        groups[_part(parts, segment.end)].append(segment)
+def _by_part(items: Iterable[_T], parts: Sequence[float],
+             end: Callable[[_T], float] = operator.attrgetter("end")) -> list[list[_T]]:
+    """Segments (`end`: where one ends, in window seconds) grouped by the packed turn each belongs to (one
+    group when the window holds one turn). By its end: Whisper often starts a turn's first segment in the
+    silence before it, where the turn before ended."""
+    groups: list[list[_T]] = [[] for _ in range(len(parts) + 1)]
+    for item in items:
+        groups[bisect.bisect_left(parts, end(item))].append(item)
     return groups
 
 
