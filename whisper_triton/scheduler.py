@@ -229,9 +229,9 @@ class WindowScheduler:
             size = min(self._max_batch, max(1, math.ceil(len(self._queue) / self._workers)))
             if self._first_alone():
                 size = 1
-            if not self._queue[0][-1].options.live and time.monotonic() - self._live_at < LIVE_RECENT_S:
-                size = 1  # live sessions are speaking: a worker is never long away from their next turn
             live = self._queue[0][-1].options.live
+            if not live and self._live_left() > 0:
+                size = 1  # live sessions are speaking: a worker is never long away from their next turn
             express = live and self._express is not None and self.busy == 0
             if live:  # a live turn waits for no file window: live windows go in batches of their own
                 waiting = sum(1 for item in self._queue if item[-1].options.live)
@@ -251,6 +251,10 @@ class WindowScheduler:
         turns keep coming, one worker stays free for the next turn, which then waits for no file window."""
         if self._workers < 2 or self._workers - self.busy > 1:
             return 0.0
+        return self._live_left()
+
+    def _live_left(self) -> float:
+        """Seconds until live sessions count as quiet (no turn for LIVE_RECENT_S); 0 when they are."""
         return max(0.0, self._live_at + LIVE_RECENT_S - time.monotonic())
 
     def _first_alone(self) -> bool:
@@ -331,13 +335,13 @@ def decode_queued(
     guess_s = time.perf_counter() - started
     packs = plan_packs(payloads, chosen) if pack else []
     packed = {member for group in packs for member in group.members}
-    inputs: list[tuple[Any, DecodeOptions, LanguageTicket | None]] = [
-        (batch[place].payload, chosen[place], tickets[place]) for place in range(len(batch)) if place not in packed]
-    places: list[int | Pack] = [place for place in range(len(batch)) if place not in packed]
-    inputs += [(group.samples, group.options, None) for group in packs]
-    places += packs
+    # What is decoded: each window in no pack (by its place in the batch), then each pack.
+    inputs: list[tuple[int | Pack, Any, DecodeOptions, LanguageTicket | None]] = [
+        (place, window.payload, chosen[place], tickets[place]) for place, window in enumerate(batch)
+        if place not in packed]
+    inputs += [(group, group.samples, group.options, None) for group in packs]
     jobs, kept, job_tickets = [], [], []
-    for place, (samples, options, ticket) in zip(places, inputs, strict=True):
+    for place, samples, options, ticket in inputs:
         try:
             features, frames = window_features(samples, engine.n_mels)
         except Exception as exc:  # an unusable window fails alone
