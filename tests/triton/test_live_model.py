@@ -95,17 +95,18 @@ def test_requests_apply_in_their_order_whatever_order_they_arrive(live: LiveStre
     assert again[0]["code"] == "sequence_repeated"
 
 
-def test_turns_of_several_sessions_at_once_each_get_their_own_text(live: LiveStream) -> None:
+@pytest.mark.parametrize("language", ["en", None])
+def test_turns_of_several_sessions_at_once_each_get_their_own_text(live: LiveStream, language: str | None) -> None:
     """Turns that reach the engine together may share one Whisper window (`whisper_triton.packing`): each
-    session still gets exactly its own words."""
+    session still gets exactly its own words. Without a language, the engine guesses each turn's first."""
     clips = [c for c in speech_clips("report") if 2.0 <= c.duration <= 5.0][10:16]
-    config = {"format": "audio/pcm", "rate": 24000, "language": "en", "turn_detection": None}
+    config = {"format": "audio/pcm", "rate": 24000, "language": language, "turn_detection": None}
     commits = []
     for n, clip in enumerate(clips):
-        live.send(f"together-{n}", control={"type": "start", "config": config})
-        live.send(f"together-{n}", audio=pcm24k(np.asarray(clip.samples, dtype=np.float32)))
+        live.send(f"together-{language}-{n}", control={"type": "start", "config": config})
+        live.send(f"together-{language}-{n}", audio=pcm24k(np.asarray(clip.samples, dtype=np.float32)))
     for n in range(len(clips)):  # committed together: the turns meet at the engine
-        commits.append(live.send(f"together-{n}", control={"type": "commit"}))
+        commits.append(live.send(f"together-{language}-{n}", control={"type": "commit"}))
     for clip, request in zip(clips, commits, strict=True):
         completed = [e for e in live.events(request) if e["type"] == "completed"]
         assert len(completed) == 1 and completed[0]["language"] == "en"
