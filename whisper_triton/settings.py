@@ -95,7 +95,8 @@ MODEL_SETTINGS_HELP = {
     "engine_max_batch": "windows in one worker's batch (a worker takes an even share of the queue, at most this)",
     "engine_express": "CPU engine with 2 or more workers: a live turn that finds the engine idle is decoded with "
                       "all `WHISPER_CPU_THREADS` at once (about half the latency of one thread), by a second "
-                      "CTranslate2 replica (the weights once more in memory); other windows wait for it",
+                      "CTranslate2 replica (the weights once more in memory); other windows wait for it, and "
+                      "live batches then go one at a time (turns that come during one share the next)",
     "engine_pack_turns": "CTranslate2 engine: live turns (of any sessions) waiting at the engine together, with "
                          "the same language and settings and no prompt, are laid end to end in one 30 s Whisper "
                          "window and decoded with word timings, each word going back to its turn (a turn with no "

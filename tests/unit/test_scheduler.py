@@ -332,6 +332,49 @@ def test_a_live_turn_on_an_idle_engine_runs_express_and_alone() -> None:
     assert express_batches == [] and held.batches[1] == [("turn", 0)]
 
 
+def test_live_turns_wait_for_the_live_batch_decoding_then_go_together_express() -> None:
+    """Live batches go one at a time: a turn that comes while another turn decodes (on one thread, here, since
+    a file window held the other worker) waits for it, though a worker is free, then goes express with
+    every turn that came meanwhile."""
+    gates = {"file": threading.Event(), "turn-1": threading.Event()}
+    started = {name: threading.Event() for name in gates}
+    batches: list[list[str | None]] = []
+    express_batches: list[list[str | None]] = []
+
+    def runner(batch: list[QueuedWindow], tickets: list[LanguageTicket | None]) -> list[Outcome]:
+        name = batch[0].options.request
+        batches.append([w.options.request for w in batch])
+        if name in gates:
+            started[name].set()
+            assert gates[name].wait(10)
+        return [result("text") for _ in batch]
+
+    def express(batch: list[QueuedWindow], tickets: list[LanguageTicket | None]) -> list[Outcome]:
+        express_batches.append([w.options.request for w in batch])
+        return [result("text") for _ in batch]
+
+    replies = Replies()
+    scheduler = WindowScheduler(runner, workers=2, max_batch=4, express=express)
+    try:
+        scheduler.submit(replies.window("file", 0))
+        assert started["file"].wait(5)
+        scheduler.submit(replies.window("turn-1", 0, live=True))  # the other worker, one thread
+        assert started["turn-1"].wait(5)
+        scheduler.submit(replies.window("turn-2", 0, live=True))
+        scheduler.submit(replies.window("turn-3", 0, live=True))
+        gates["file"].set()  # its worker is free now, and takes neither turn while turn-1 decodes
+        deadline = time.monotonic() + 5
+        while ("file", 0) not in replies.outcomes and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.3)
+        assert batches == [["file"], ["turn-1"]] and express_batches == []
+        gates["turn-1"].set()
+        replies.wait()
+    finally:
+        scheduler.close()
+    assert batches == [["file"], ["turn-1"]] and express_batches == [["turn-2", "turn-3"]]
+
+
 def test_a_live_turn_is_taken_at_once_without_gathering() -> None:
     runner = Runner()
     replies = Replies()
