@@ -124,9 +124,11 @@ async def realtime(socket: WebSocket[Any, Any, Any]) -> None:
     await session.run()
 
 
-async def _refuse(socket: WebSocket[Any, Any, Any], error: ServiceError, code: int, reason: str) -> None:
+async def _refuse(socket: WebSocket[Any, Any, Any], error: ServiceError, code: int, reason: str,
+                  kind: str = "invalid_request_error") -> None:
+    """OpenAI's error event, then the socket closed with `code` (a client already gone is no error)."""
     with contextlib.suppress(Exception):
-        await socket.send_json(error_event(error))
+        await socket.send_json(error_event(error, kind=kind))
         await socket.close(code=code, reason=reason)
 
 
@@ -216,9 +218,8 @@ class RealtimeSession:
 
     async def _close_with(self, error: ServiceError, code: int) -> None:
         kind = "server_error" if code in (1011, 1013) else "invalid_request_error"
-        with contextlib.suppress(Exception):
-            await self._send(error_event(error, kind=kind))
-            await self.socket.close(code=code, reason=error.code or "")
+        async with self.send_lock:  # not inside an event the writer is sending
+            await _refuse(self.socket, error, code, error.code or "", kind)
 
     async def _read(self, bridge: LiveBridge) -> None:
         idle = self.settings.realtime_idle_s
