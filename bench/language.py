@@ -50,6 +50,10 @@ class Row(msgspec.Struct):
     own_right: int  # guessed on the turn's own audio
     own_taken: int  # own-audio guesses the engine takes (GUESS_MIN_PROBABILITY)
     own_taken_wrong: int
+    # turns whose two ways agree, each sure (window: at least PIN_MIN_SECONDS and PIN_MIN_PROBABILITY; own
+    # audio: PIN_MIN_PROBABILITY): would one such turn be safe enough to keep a session's language?
+    agree: int
+    agree_wrong: int
     served_right: int  # the language each turn is decoded in: own-audio guess where taken, else the window's
     sessions: int
     pinned_right: int
@@ -74,6 +78,8 @@ def measure(engine: CTranslate2Engine, language: str, clips: list[np.ndarray], s
     wrong = [(g, round(p, 3), round(s, 1)) for g, p, s in guesses if g != language]
     sure = [g for g, p, s in guesses if s >= PIN_MIN_SECONDS and p >= PIN_MIN_PROBABILITY]
     taken = [g for g, p in own if p >= GUESS_MIN_PROBABILITY]
+    agree = [g for (g, p, s), (o, q) in zip(guesses, own, strict=True)
+             if g == o and s >= PIN_MIN_SECONDS and p >= PIN_MIN_PROBABILITY and q >= PIN_MIN_PROBABILITY]
     pinned = []
     for start in range(0, len(served) - session_turns + 1, session_turns):
         candidate, kept = None, None
@@ -84,7 +90,8 @@ def measure(engine: CTranslate2Engine, language: str, clips: list[np.ndarray], s
         pinned.append(kept)
     return Row(language, len(clips), len(right), wrong, round(min(right, default=0.0), 3), len(sure),
                sum(g != language for g in sure), sum(g == language for g, _ in own), len(taken),
-               sum(g != language for g in taken), sum(g == language for g, _, _ in served), len(pinned),
+               sum(g != language for g in taken), len(agree), sum(g != language for g in agree),
+               sum(g == language for g, _, _ in served), len(pinned),
                sum(p == language for p in pinned),
                sum(p is not None and p != language for p in pinned))
 
@@ -106,15 +113,17 @@ def main() -> int:
     print(f"\nLanguage of live turns, {args.model} int8. Window: detected on the turn's 30 s window (sure: >= "
           f"{PIN_MIN_SECONDS} s and probability >= {PIN_MIN_PROBABILITY}); own audio: guessed on the turn plus 1 s "
           f"(taken: probability >= {GUESS_MIN_PROBABILITY}); served: the own-audio guess where taken, else the "
-          f"window's; sessions keep a language two sure served turns agree on:")
+          f"window's; both sure: the window's and the own-audio guess agree, each sure; sessions keep a language "
+          f"two sure served turns agree on:")
     print(f"{'language':<8} {'turns':>5} {'window right':>12} {'wrong: max p':>12} {'right: min p':>12} "
-          f"{'sure':>5} {'sure wrong':>10} {'own right':>9} {'taken':>5} {'taken wrong':>11} {'served right':>12} "
-          f"{'sessions':>8} {'pinned right':>12} {'pinned wrong':>12}")
+          f"{'sure':>5} {'sure wrong':>10} {'own right':>9} {'taken':>5} {'taken wrong':>11} {'both sure':>9} "
+          f"{'both wrong':>10} {'served right':>12} {'sessions':>8} {'pinned right':>12} {'pinned wrong':>12}")
     for row in rows:
         worst = max((p for _, p, _ in row.wrong), default=0.0)
         print(f"{row.language:<8} {row.clips:5d} {row.right:12d} {worst:12.2f} {row.lowest_right:12.2f} "
               f"{row.sure:5d} {row.sure_wrong:10d} {row.own_right:9d} {row.own_taken:5d} {row.own_taken_wrong:11d} "
-              f"{row.served_right:12d} {row.sessions:8d} {row.pinned_right:12d} {row.pinned_wrong:12d}")
+              f"{row.agree:9d} {row.agree_wrong:10d} {row.served_right:12d} {row.sessions:8d} "
+              f"{row.pinned_right:12d} {row.pinned_wrong:12d}")
     out = save_run("language", {"rows": rows}, args.json, model=args.model)
     print(f"wrote {out}")
     return 0

@@ -47,6 +47,17 @@ def test_guesses_and_sessions_are_counted() -> None:
     assert (row.sessions, row.pinned_right, row.pinned_wrong) == (2, 1, 0)
 
 
+def test_turns_sure_both_ways_are_counted_with_their_wrong_ones() -> None:
+    three_s, one_s = np.zeros(3 * 16_000, np.float32), np.zeros(16_000, np.float32)
+    window = [("es", 0.97), ("it", 0.9), ("it", 0.85), ("it", 0.99), ("it", 0.6)]
+    own = [("es", 0.9), ("it", 0.95), ("es", 0.9), ("it", 0.99), ("it", 0.99)]
+    row = measure(Guessing(window, own), "it", [three_s, three_s, three_s, one_s, three_s],  # type: ignore[arg-type]
+                  session_turns=5)
+    # agreeing and sure: the first (wrong) and the second; not the third (they differ), the fourth (too short)
+    # nor the fifth (the window unsure)
+    assert (row.agree, row.agree_wrong) == (2, 1)
+
+
 def test_a_run_is_saved_with_the_machine_and_command(tmp_path: Path) -> None:
     path = save_run("language", {"rows": [{"language": "it"}]}, tmp_path / "run.json", model="base")
     saved = json.loads(path.read_text())
