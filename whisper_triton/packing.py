@@ -26,7 +26,7 @@ import numpy as np
 
 from whisper_triton.audio import SAMPLE_RATE
 from whisper_triton.contract import Segment, Word
-from whisper_triton.decoding import DecodeOptions, WindowResult
+from whisper_triton.decoding import FRAMES_PER_SECOND, DecodeOptions, WindowResult
 from whisper_triton.engine import WhisperEngine
 from whisper_triton.features import FRAMES, WINDOW_SECONDS, window_features
 
@@ -35,7 +35,6 @@ __all__ = ["GAP_S", "GUESS_MIN_PROBABILITY", "Pack", "guess_languages", "guess_o
 GAP_S = 1.0  # digital silence between two turns: Whisper ends a segment there, and word timings fall clear of it
 GUESS_MIN_PROBABILITY = 0.8  # a turn's language guessed on its own audio at least this surely is taken for it
 GUESS_MARGIN_S = 1.0  # log-mel of silence after the turn that the guess's encoder pass also sees
-FRAMES_PER_SECOND = FRAMES // WINDOW_SECONDS
 
 
 @dataclass(frozen=True)

@@ -222,10 +222,11 @@ class WindowScheduler:
                     self._ready.wait()
                 if self._closed:
                     return None
-                if self._queue[0][-1].options.live and self._live_busy and self._express is not None:
+                live = self._queue[0][-1].options.live
+                if live and self._live_busy and self._express is not None:
                     self._ready.wait()  # one live batch at a time: the turns waiting go together after it
                     continue
-                if not self._queue[0][-1].options.live:  # a live turn waits for no company
+                if not live:  # a live turn waits for no company
                     held = self._held_for_live()
                     if held > 0:
                         self._ready.wait(held)
@@ -236,7 +237,7 @@ class WindowScheduler:
             size = min(self._max_batch, max(1, math.ceil(len(self._queue) / self._workers)))
             if self._first_alone():
                 size = 1
-            live = self._queue[0][-1].options.live
+            live = self._queue[0][-1].options.live  # (the head may have changed while this worker waited)
             if not live and self._live_left() > 0:
                 size = 1  # live sessions are speaking: a worker is never long away from their next turn
             express = live and self._express is not None and self.busy == 0
