@@ -48,6 +48,8 @@ RUN useradd --uid 10001 --user-group --create-home --shell /usr/sbin/nologin whi
     && chown whisper:whisper /cache /logs
 
 # TRITON_MODEL_REPOSITORY is left to the entry point: the GPU repository it renders for the engines.
+# TRITON_MALLOC=system: tcmalloc (the CPU default, for CTranslate2's large buffers) is not installed here; the
+# TensorRT-LLM engines allocate on the GPU, and glibc's malloc was never measured against it on a GPU host.
 ENV OPENBLAS_NUM_THREADS=1 \
     WHISPER_ENGINE=tensorrt_llm \
     WHISPER_TRTLLM_ROUTE=auto \
@@ -62,7 +64,8 @@ ENV OPENBLAS_NUM_THREADS=1 \
     TRITON_HTTP_PORT=8000 \
     TRITON_GRPC_PORT=8001 \
     TRITON_METRICS_PORT=8002 \
-    TRITON_SHM_SIZE_MB=64
+    TRITON_SHM_SIZE_MB=64 \
+    TRITON_MALLOC=system
 
 USER 10001:10001
 EXPOSE 8000 8001 8002

@@ -46,7 +46,7 @@ import msgspec
 
 from build_engines.build import BuildError
 from build_engines.render import SERVE_ENV, RenderOptions, render_repository
-from whisper_triton.launcher import TritonSettings
+from whisper_triton.launcher import TritonError, TritonSettings, allocator_library, with_preload
 from whisper_triton.launcher import server_command as launcher_command
 from whisper_triton.log_files import (
     TRITON_FILE,
@@ -243,6 +243,7 @@ def serve(environ: MutableMapping[str, str]) -> list[str]:
     settings = load_settings(TritonSettings, "TRITON_", environ)
     if settings.model_load not in ("startup", "first_request"):
         raise SettingsError("TRITON_MODEL_LOAD must be 'startup' or 'first_request'.")
+    with_preload(environ, allocator_library(settings.malloc))  # tritonserver and its model processes inherit it
     repository = work / f"repository-{settings.grpc_port}"
     models = model_settings(environ)
     engines = build_repository(Path(settings.model_repository), repository, model_specs(environ),
@@ -345,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         command = serve(environ)
         files = log_file_settings(dict(environ))
-    except (SettingsError, ModelError, BuildError) as exc:
+    except (SettingsError, ModelError, BuildError, TritonError) as exc:
         log.error("%s", exc)
         return 2
     except subprocess.CalledProcessError as exc:

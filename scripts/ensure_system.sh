@@ -11,6 +11,9 @@ python=${PYTHON:-python3.11}
 # The Triton Python-backend stub links the system libpython3.11.so.1.0. (Not `grep -q`: it stops reading at
 # the first match, ldconfig then dies of SIGPIPE, and pipefail reads that as missing.)
 ldconfig -p 2>/dev/null | grep 'libpython3\.11\.so\.1\.0' >/dev/null || need+=(libpython3.11)
+# tcmalloc for Triton's processes (TRITON_MALLOC=auto): CTranslate2's large buffers cost glibc a page fault per page
+# and batch.
+ldconfig -p 2>/dev/null | grep 'libtcmalloc_minimal\.so\.4' >/dev/null || need+=(libtcmalloc-minimal4)
 command -v "$python" >/dev/null 2>&1 || need+=(python3.11)
 if command -v "$python" >/dev/null 2>&1 && ! "$python" -c 'import ensurepip, venv' >/dev/null 2>&1; then
   need+=(python3.11-venv)

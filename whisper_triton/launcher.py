@@ -23,7 +23,9 @@ import sys
 import sysconfig
 import threading
 import time
+from collections.abc import MutableMapping
 from pathlib import Path
+from typing import TypeVar
 
 import msgspec
 
@@ -52,6 +54,7 @@ class TritonSettings(msgspec.Struct, frozen=True):
     log_verbose: int = 0
     shm_size_mb: int = 16
     model_load: str = "startup"  # startup: every WHISPER_MODELS engine; first_request: on demand
+    malloc: str = "auto"  # auto: tcmalloc when installed; system: glibc's malloc; or a library's path
 
     @property
     def grpc_url(self) -> str:
@@ -74,7 +77,55 @@ TRITON_SETTINGS_HELP = {
     "shm_size_mb": "Python backend shared-memory start size and growth step (in /dev/shm; with less than 512 MB "
                    "free there the launcher warns at start: long files would fail)",
     "model_load": "`startup`: load every engine at start; `first_request`: on demand",
+    "malloc": "the memory allocator of Triton and its model processes: `auto` preloads tcmalloc "
+              "(libtcmalloc_minimal.so.4, which `make` installs) when it is found, else glibc's; `system`: glibc's "
+              "malloc; or the path of an allocator library to preload. On CPU the engine decodes a 10-minute file "
+              "10-17 % faster with tcmalloc (glibc maps and faults in its large buffers again for every batch)",
 }
+
+# Where distributions install tcmalloc (Debian/Ubuntu: libtcmalloc-minimal4; Fedora: gperftools-libs); the minimal
+# library is the same allocator without the heap profiler.
+TCMALLOC_NAMES = ("libtcmalloc_minimal.so.4", "libtcmalloc.so.4")
+
+
+E = TypeVar("E", bound=MutableMapping[str, str])
+
+
+def library_dirs() -> list[Path]:
+    multiarch = sysconfig.get_config_var("MULTIARCH") or f"{os.uname().machine}-linux-gnu"
+    return [Path(folder) for folder in (f"/usr/lib/{multiarch}", f"/lib/{multiarch}", "/usr/lib64", "/usr/lib",
+                                        "/usr/local/lib")]
+
+
+def allocator_library(choice: str, folders: list[Path] | None = None) -> Path | None:
+    """The allocator to preload into tritonserver and its model processes for TRITON_MALLOC (None: glibc's).
+
+    Why: CTranslate2 allocates buffers of tens to hundreds of MB per batch (a batch of 8 windows at beam 5 keeps
+    1.4 GB), above glibc's largest mmap threshold (32 MB), so glibc maps them afresh and the kernel faults in and
+    zeroes every page again for each batch: 3 million page faults for a 10-minute file on CPU. tcmalloc keeps
+    freed spans for the next batch (15 thousand faults), and the engine used 36 CPU-s instead of 42 at beam 5."""
+    if choice == "system":
+        return None
+    if choice == "auto":
+        for folder in folders if folders is not None else library_dirs():
+            for name in TCMALLOC_NAMES:
+                if (folder / name).is_file():
+                    return folder / name
+        log.warning("tcmalloc is not installed (Debian/Ubuntu: apt-get install libtcmalloc-minimal4; `make` installs "
+                    "it): Triton runs with glibc's malloc, and CPU decoding is 10-17 %% slower")
+        return None
+    path = Path(choice)
+    if not path.is_absolute() or not path.is_file():
+        raise TritonError(f"TRITON_MALLOC={choice!r}: expected auto, system or the absolute path of an allocator "
+                          "library (e.g. /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4)")
+    return path
+
+
+def with_preload(env: E, library: Path | None) -> E:
+    """`env` with `library` first in LD_PRELOAD (unchanged for None)."""
+    if library is not None:
+        env["LD_PRELOAD"] = ":".join(p for p in (str(library), env.get("LD_PRELOAD", "")) if p)
+    return env
 
 
 def _pytriton_dir() -> Path:
@@ -179,8 +230,8 @@ def server_command(
     return command
 
 
-def server_environment(base: dict[str, str] | None = None) -> dict[str, str]:
-    env = dict(os.environ if base is None else base)
+def server_environment(base: dict[str, str] | None = None, allocator: Path | None = None) -> dict[str, str]:
+    env = with_preload(dict(os.environ if base is None else base), allocator)
     libs = [str(_pytriton_dir().parent / "nvidia_pytriton.libs")]
     # The stub links libpython3.X.so.1.0: take the one of the Python this venv was made from, so
     # that its compiled stdlib modules (_ssl, ...) match (a system libpython of another patch
@@ -255,11 +306,12 @@ class TritonServer:
                                    models.diarization_enabled, models.entry_instances)
         self.preload = engines if self.settings.model_load == "startup" else []
         command = server_command(self.settings, backend_dir, repository, self.preload)
-        log.info("starting Triton: gRPC %s, metrics %s:%d", self.settings.grpc_url, self.settings.host,
-                 self.settings.metrics_port)
+        allocator = allocator_library(self.settings.malloc)
+        log.info("starting Triton: gRPC %s, metrics %s:%d, allocator %s", self.settings.grpc_url, self.settings.host,
+                 self.settings.metrics_port, allocator.name if allocator else "glibc")
         self.process = subprocess.Popen(
             command,
-            env=server_environment(self._env),
+            env=server_environment(self._env, allocator),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: the stubs stop with it

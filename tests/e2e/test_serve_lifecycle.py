@@ -1,4 +1,4 @@
-"""`make serve`'s process: restarts Triton when it dies, stops both on Ctrl-C."""
+"""`make serve`'s process: restarts Triton when it dies, stops both on Ctrl-C; Triton's processes run on tcmalloc."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from pathlib import Path
 import httpx
 
 from harness.assets import jfk_wav
-from harness.stack import start_served
+from harness.procfs import stub_pids
+from harness.stack import Served, start_served
 
 
 def _transcribe(base_url: str) -> httpx.Response:
@@ -42,3 +43,14 @@ def test_triton_is_restarted_and_ctrl_c_stops_everything(tmp_path: Path) -> None
         code = served.stop()
     assert code == 0, served.log()[-3000:]
     assert served.triton_pids() == []
+
+
+def test_triton_and_its_model_processes_run_on_tcmalloc(served: Served) -> None:
+    """TRITON_MALLOC=auto with tcmalloc installed (make installs it): on glibc's malloc the engine faulted in
+    CTranslate2's large buffers again for every batch (3 million page faults for a 10-minute file)."""
+    triton = served.triton_pids()
+    models = stub_pids(served.grpc_port, "whisper") + stub_pids(served.grpc_port, "whisper_engine__tiny.en")
+    assert triton and len(models) >= 2
+    for pid in [*triton, *models]:
+        assert "libtcmalloc" in Path(f"/proc/{pid}/maps").read_text(), pid
+    assert "libtcmalloc" not in Path(f"/proc/{served.process.pid}/maps").read_text()  # the frontend: not preloaded

@@ -229,3 +229,17 @@ def test_main_reports_errors_with_an_exit_code(module: ModuleType, monkeypatch: 
 def test_gpu_identity_falls_back_without_nvidia_smi(module: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", "/nonexistent")
     assert module.gpu_identity() == "unknown-gpu"
+
+
+def test_serve_preloads_the_allocator_that_triton_malloc_names(module: ModuleType, tmp_path: Path) -> None:
+    library = tmp_path / "libtcmalloc_minimal.so.4"
+    library.write_bytes(b"")
+    env = {"TMPDIR": str(tmp_path), "WHISPER_MODELS": "tiny.en", "WHISPER_DIARIZATION": "off",
+           "TRITON_MALLOC": str(library)}
+    module.serve(env)
+    assert env["LD_PRELOAD"] == str(library)  # what tritonserver, exec'd or a child, then inherits
+    system = {**env, "TRITON_MALLOC": "system", "LD_PRELOAD": ""}
+    module.serve(system)
+    assert system["LD_PRELOAD"] == ""
+    with pytest.raises(module.TritonError, match="TRITON_MALLOC"):
+        module.serve({**env, "TRITON_MALLOC": "tcmalloc"})

@@ -32,13 +32,14 @@ def test_an_installed_libpython_is_found_in_a_long_ldconfig_listing(tmp_path: Pa
     # The match comes first, then a long listing: a reader that stops at the match leaves ldconfig to die of
     # SIGPIPE, which pipefail turned into "missing" (and an apt-get on every make, failing without root).
     listing = ("echo '\tlibpython3.11.so.1.0 (libc6,x86-64) => /lib/x86_64-linux-gnu/libpython3.11.so.1.0'\n"
+               "echo '\tlibtcmalloc_minimal.so.4 (libc6,x86-64) => /lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4'\n"
                "for i in $(seq 1 20000); do echo \"\tlibfake$i.so.1 (libc6,x86-64) => /lib/libfake$i.so.1\"; done")
     code, out, apt = _run(tmp_path, listing)
     assert (code, apt) == (0, ""), out
     assert "Installing" not in out
 
 
-def test_a_missing_libpython_is_installed(tmp_path: Path) -> None:
+def test_a_missing_libpython_and_tcmalloc_are_installed(tmp_path: Path) -> None:
     code, out, apt = _run(tmp_path, "echo '\tlibc.so.6 (libc6,x86-64) => /lib/x86_64-linux-gnu/libc.so.6'")
-    assert code == 0 and "Installing system packages: libpython3.11" in out
-    assert "install -y -qq --no-install-recommends libpython3.11" in apt
+    assert code == 0 and "Installing system packages: libpython3.11 libtcmalloc-minimal4" in out
+    assert "install -y -qq --no-install-recommends libpython3.11 libtcmalloc-minimal4" in apt

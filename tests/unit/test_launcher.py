@@ -78,3 +78,33 @@ def test_too_little_shared_memory_is_named_with_its_fix(tmp_path: Path, monkeypa
 
 def test_no_shared_memory_folder_gives_no_warning(tmp_path: Path) -> None:
     assert launcher.shared_memory_warning(tmp_path / "absent") is None
+
+
+def test_auto_preloads_the_first_tcmalloc_found_and_warns_without_one(tmp_path: Path,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    empty, found = tmp_path / "empty", tmp_path / "lib"
+    empty.mkdir()
+    found.mkdir()
+    (found / "libtcmalloc.so.4").write_bytes(b"")
+    (found / "libtcmalloc_minimal.so.4").write_bytes(b"")
+    assert launcher.allocator_library("auto", [empty, found]) == found / "libtcmalloc_minimal.so.4"
+    assert launcher.allocator_library("system", [found]) is None
+    assert launcher.allocator_library("auto", [empty]) is None
+    assert "tcmalloc is not installed" in caplog.text
+
+
+def test_a_given_allocator_must_be_an_existing_absolute_path(tmp_path: Path) -> None:
+    library = tmp_path / "libjemalloc.so.2"
+    library.write_bytes(b"")
+    assert launcher.allocator_library(str(library)) == library
+    for wrong in ("jemalloc", str(tmp_path / "missing.so"), "libjemalloc.so.2"):
+        with pytest.raises(launcher.TritonError, match="TRITON_MALLOC"):
+            launcher.allocator_library(wrong)
+
+
+def test_the_allocator_goes_first_in_the_servers_ld_preload(tmp_path: Path) -> None:
+    library = tmp_path / "libtcmalloc_minimal.so.4"
+    env = launcher.server_environment({"PATH": "/usr/bin", "LD_PRELOAD": "/opt/other.so"}, library)
+    assert env["LD_PRELOAD"] == f"{library}:/opt/other.so"
+    assert launcher.server_environment({"PATH": "/usr/bin"}, library)["LD_PRELOAD"] == str(library)
+    assert "LD_PRELOAD" not in launcher.server_environment({"PATH": "/usr/bin"}, None)
