@@ -113,8 +113,9 @@ def child(model_dir: str, threads: int, rows: list[BaselineRow], warm: Clip) -> 
 
 
 def run_baselines(rows: list[BaselineRow], warm: Clip, model_dir: Path, threads: int, work_dir: Path,
-                  timeout: float = 7200.0) -> list[SystemRun]:
-    """Runs the rows in one fresh process; every run's ready time is its process start to model loaded."""
+                  timeout: float = 7200.0, malloc: str | None = None) -> list[SystemRun]:
+    """Runs the rows in one fresh process; every run's ready time is its process start to model loaded.
+    `malloc`: an allocator library preloaded into that process (None: glibc's, as faster-whisper runs)."""
     plan_path, out_path, log_path = work_dir / "baselines.json", work_dir / "baselines-out.json", work_dir / "fw.log"
     plan_path.write_bytes(msgspec.json.encode({"rows": rows, "warm": warm}))
     command = [sys.executable, "-m", "bench.baselines", "--model-dir", str(model_dir), "--threads", str(threads),
@@ -122,8 +123,9 @@ def run_baselines(rows: list[BaselineRow], warm: Clip, model_dir: Path, threads:
     started = time.perf_counter()
     ready = None
     with log_path.open("wb") as log:
+        env = {**os.environ, "LD_PRELOAD": malloc} if malloc else None
         process = subprocess.Popen(command, cwd=Path(__file__).resolve().parent.parent, stdout=subprocess.PIPE,
-                                   stderr=log, text=True)
+                                   stderr=log, text=True, env=env)
         assert process.stdout is not None
         deadline = threading.Timer(timeout, process.kill)
         deadline.start()

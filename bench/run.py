@@ -1,6 +1,7 @@
 """Our stack against faster-whisper on real speech, side by side in one run; and our pipeline without the engine.
 
     python -m bench.run [--quick] [--sections long,load,pipeline] [--beams 1,5] [--threads N] [--json PATH]
+                        [--baseline-malloc LIBRARY]
 
 Same machine, same model files (the multilingual `base` CTranslate2 directory our engine loads), int8, the
 same CTranslate2 thread count, the same beam size per row, language detected; one system at a time:
@@ -9,8 +10,10 @@ same CTranslate2 thread count, the same beam size per row, language detected; on
   faster-whisper sequential           WhisperModel.transcribe, its defaults (timestamps, previous text)
   ours HTTP json / verbose_json       python -m frontend.serve through the openai SDK
   ours gRPC                           the same server, Triton's entry model called directly (with PROFILE)
-Ours decodes every answer format with timestamps (that is how a window where Whisper stopped early is
-found), so "ours json" is compared with faster-whisper's text mode while doing the timestamp mode's work.
+Ours runs on tcmalloc (TRITON_MALLOC=auto), faster-whisper on glibc's malloc as installed; --baseline-malloc
+preloads an allocator into faster-whisper's process too (what it would gain). Ours decodes every answer format
+with timestamps (that is how a window where Whisper stopped early is found), so "ours json" is compared with
+faster-whisper's text mode while doing the timestamp mode's work.
 Prints the tables, the stage profile and the issue's targets (reported, never asserted), and writes
 everything to JSON (default bench/results/<date>-<host>.json) for `python -m bench.report --readme`.
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shlex
 import shutil
 import socket
 import subprocess
@@ -81,13 +85,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=env_threads or os.cpu_count() or 1,
                         help="CTranslate2 threads for every system (default WHISPER_CPU_THREADS, else the cores)")
     parser.add_argument("--json", type=Path, default=None, help="where to write the results")
+    parser.add_argument("--baseline-malloc", default=None, metavar="LIBRARY",
+                        help="an allocator library preloaded into faster-whisper's process (default: none, glibc's "
+                             "malloc, as it runs when installed; ours runs on tcmalloc, TRITON_MALLOC)")
     args = parser.parse_args(argv)
+    if args.baseline_malloc and not Path(args.baseline_malloc).is_file():
+        parser.error(f"--baseline-malloc: no such library {args.baseline_malloc}")
     unknown = set(args.sections) - set(SECTIONS)
     if unknown:
         parser.error(f"unknown sections {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
     if args.json is None:
         stamp = time.strftime("%Y-%m-%d-%H%M")
-        args.json = REPO / "bench" / "results" / f"{stamp}-{socket.gethostname()}{'-quick' if args.quick else ''}.json"
+        tags = ("-quick" if args.quick else "") + ("-fw-malloc" if args.baseline_malloc else "")
+        args.json = REPO / "bench" / "results" / f"{stamp}-{socket.gethostname()}{tags}.json"
     return args
 
 
@@ -116,13 +126,13 @@ def plan(sections: list[str], beams: list[int], workload: Workload) -> dict[int,
 
 
 def run_steps(steps: dict[int, list[Step]], workload: Workload, model_dir: Path, threads: int,
-              work_dir: Path) -> list[SystemRun]:
+              work_dir: Path, baseline_malloc: str | None = None) -> list[SystemRun]:
     runs: list[SystemRun] = []
     for beam, group in sorted(steps.items()):
         with serving(threads, work_dir, beam) as (stack, memory):
             for step in group:
                 if isinstance(step, BaselineRow):
-                    runs += run_baselines([step], workload.warm, model_dir, threads, work_dir)
+                    runs += run_baselines([step], workload.warm, model_dir, threads, work_dir, malloc=baseline_malloc)
                 else:
                     runs.append(run_row(stack, step, workload.warm, memory))
     return runs
@@ -143,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     workload = build_workload(args.quick)
     model = resolve_model("base", model_settings().cache_path())
     design = describe(workload)
+    if args.baseline_malloc:
+        design += f"\nfaster-whisper ran with LD_PRELOAD={args.baseline_malloc} (not as installed: glibc's malloc)"
     print(design, file=sys.stderr, flush=True)
     steps = plan(args.sections, args.beams, workload)
     work_dir = Path(tempfile.mkdtemp(prefix="whisper-bench-"))
@@ -150,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     pipeline: list[PipelineRow] = []
     try:
         print("Running faster-whisper and ours, row by row ...", file=sys.stderr, flush=True)
-        runs += run_steps(steps, workload, model.path, args.threads, work_dir)
+        runs += run_steps(steps, workload, model.path, args.threads, work_dir, args.baseline_malloc)
         if "pipeline" in args.sections:
             print("Running the pipeline without the engine ...", file=sys.stderr, flush=True)
             pipeline = run_pipeline(workload.hours, workload.warm, work_dir)
@@ -166,7 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     meta = {
         "cpu": _cpu_model(), "cores": os.cpu_count(), "threads": args.threads, "quick": args.quick,
         "sections": args.sections, "beams": args.beams, "model": str(model.path), "elapsed_s": round(elapsed, 1),
-        "host": socket.gethostname(), "commit": _git_commit(), "command": "make bench",
+        "host": socket.gethostname(), "commit": _git_commit(),
+        "command": f"python -m bench.run {shlex.join(sys.argv[1:])}" if args.baseline_malloc else "make bench",
+        "baseline_malloc": args.baseline_malloc,
         "load_before": [round(x, 2) for x in load_before], "load_after": [round(x, 2) for x in os.getloadavg()],
         "versions": {name: version(name) for name in ("faster-whisper", "ctranslate2", "tritonclient", "openai")},
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
