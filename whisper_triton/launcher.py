@@ -10,6 +10,7 @@ restarts it when it dies.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import importlib.util
 import logging
@@ -162,6 +163,49 @@ def shared_memory_warning(folder: Path = SHARED_MEMORY, needed_mb: int = SHARED_
             " --shm-size=2g, compose: shm_size)")
 
 
+def shared_memory_prefix(grpc_port: int) -> str:
+    """The name prefix of the Python backend's shared-memory regions of the Triton serving on `grpc_port` (its
+    default, triton_python_backend_shm_region_, is every Triton's): regions left by one that died are then ours
+    to find."""
+    return f"whisper_triton_{grpc_port}_"
+
+
+def remove_stale_shared_memory(prefix: str, folder: Path = SHARED_MEMORY, proc: Path = Path("/proc")) -> list[Path]:
+    """Removes the shared-memory regions named `prefix`... that no process maps (run before a Triton with that
+    prefix starts); returns them.
+
+    Triton unlinks a model's region when it unloads the model, but a Triton that was killed or crashed (which
+    `Supervisor` then restarts) leaves its regions behind: /dev/shm is memory, 16-64 MB a model process, kept
+    until the machine restarts (14 GB had piled up here over two days of tests and benchmarks). A region some
+    process still maps is kept (another server on this port, not one of ours)."""
+    candidates = []
+    for path in folder.glob(f"{prefix}*"):
+        with contextlib.suppress(OSError):
+            candidates.append((path, path.stat().st_size))
+    if not candidates:
+        return []
+    mapped = set()
+    for maps in proc.glob("[0-9]*/maps"):
+        try:
+            text = maps.read_text(errors="replace")
+        except OSError:  # gone, or not ours to read
+            continue
+        for line in text.splitlines():
+            if prefix in line:
+                mapped.add(line.rsplit("/", 1)[-1].removesuffix(" (deleted)"))
+    removed, freed = [], 0
+    for path, size in candidates:
+        if path.name in mapped:
+            continue
+        with contextlib.suppress(OSError):
+            path.unlink()
+            removed.append(path)
+            freed += size
+    if removed:
+        log.info("removed %d shared-memory regions left by a Triton that died (%.0f MB)", len(removed), freed / 1e6)
+    return removed
+
+
 def check_installed(python: str = sys.executable) -> None:
     """The Triton models import whisper_triton from the venv, not from the working directory: it must be
     this one, or the server would run other code than the launcher's (another clone sharing the venv)."""
@@ -221,6 +265,7 @@ def server_command(
         f"--metrics-port={settings.metrics_port}",
         f"--backend-config=python,shm-default-byte-size={shm}",
         f"--backend-config=python,shm-growth-byte-size={shm}",
+        f"--backend-config=python,shm-region-prefix-name={shared_memory_prefix(settings.grpc_port)}",
         f"--log-verbose={settings.log_verbose}",
     ]
     if settings.http_port:  # the Kubernetes probes and the image's HEALTHCHECK use /v2/health/*
@@ -298,6 +343,7 @@ class TritonServer:
         backend_dir = prepare_backend_dir(self.work_dir / "backends")
         # One generated repository per server (keyed by its port): Triton reads it while it runs.
         remove_stale_repositories(self.work_dir)
+        remove_stale_shared_memory(shared_memory_prefix(self.settings.grpc_port))
         repository = self.work_dir / f"repository-{self.settings.grpc_port}"
         self.repository = repository
         env = os.environ if self._env is None else self._env

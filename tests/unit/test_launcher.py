@@ -108,3 +108,25 @@ def test_the_allocator_goes_first_in_the_servers_ld_preload(tmp_path: Path) -> N
     assert env["LD_PRELOAD"] == f"{library}:/opt/other.so"
     assert launcher.server_environment({"PATH": "/usr/bin"}, library)["LD_PRELOAD"] == str(library)
     assert "LD_PRELOAD" not in launcher.server_environment({"PATH": "/usr/bin"}, None)
+
+
+def test_only_unmapped_regions_of_this_servers_prefix_are_removed(tmp_path: Path) -> None:
+    shm, proc = tmp_path / "shm", tmp_path / "proc"
+    shm.mkdir()
+    prefix = launcher.shared_memory_prefix(8001)
+    for name in (f"{prefix}dead-1", f"{prefix}dead-2", f"{prefix}live", "whisper_triton_8002_other",
+                 "triton_python_backend_shm_region_x"):
+        (shm / name).write_bytes(b"x" * 10)
+    (proc / "42").mkdir(parents=True)
+    (proc / "42" / "maps").write_text(f"7f00-7f10 rw-s 00000000 00:19 77   {shm / prefix}live\n")
+    (proc / "43").mkdir()  # a process whose maps cannot be read
+    removed = launcher.remove_stale_shared_memory(prefix, shm, proc)
+    assert sorted(path.name for path in removed) == [f"{prefix}dead-1", f"{prefix}dead-2"]
+    assert sorted(path.name for path in shm.iterdir()) == [
+        "triton_python_backend_shm_region_x", f"{prefix}live", "whisper_triton_8002_other"]
+    assert launcher.remove_stale_shared_memory(prefix, shm, proc) == []
+
+
+def test_the_regions_are_named_for_the_server(tmp_path: Path) -> None:
+    command = launcher.server_command(launcher.TritonSettings(grpc_port=8123), None, tmp_path, [], binary="t")
+    assert "--backend-config=python,shm-region-prefix-name=whisper_triton_8123_" in command
