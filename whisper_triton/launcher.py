@@ -343,7 +343,7 @@ class TritonServer:
         backend_dir = prepare_backend_dir(self.work_dir / "backends")
         # One generated repository per server (keyed by its port): Triton reads it while it runs.
         remove_stale_repositories(self.work_dir)
-        remove_stale_shared_memory(shared_memory_prefix(self.settings.grpc_port))
+        remove_stale_shared_memory(shared_memory_prefix(self.settings.grpc_port), SHARED_MEMORY)
         repository = self.work_dir / f"repository-{self.settings.grpc_port}"
         self.repository = repository
         env = os.environ if self._env is None else self._env
@@ -448,6 +448,8 @@ class TritonServer:
         except ProcessLookupError:
             pass
         process.wait()
+        # A Triton that was killed (or crashed, or outlived the timeout) did not unlink its regions.
+        remove_stale_shared_memory(shared_memory_prefix(self.settings.grpc_port), SHARED_MEMORY)
         if self._log_thread is not None:
             self._log_thread.join(timeout=5)
         self.process = None

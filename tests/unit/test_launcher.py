@@ -130,3 +130,19 @@ def test_only_unmapped_regions_of_this_servers_prefix_are_removed(tmp_path: Path
 def test_the_regions_are_named_for_the_server(tmp_path: Path) -> None:
     command = launcher.server_command(launcher.TritonSettings(grpc_port=8123), None, tmp_path, [], binary="t")
     assert "--backend-config=python,shm-region-prefix-name=whisper_triton_8123_" in command
+
+
+def test_stopping_a_killed_triton_removes_its_regions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Triton SIGKILLed (a test, the OOM killer) and then stopped without a restart unlinked nothing."""
+    import signal
+    import subprocess
+
+    monkeypatch.setattr(launcher, "SHARED_MEMORY", tmp_path)
+    server = TritonServer(launcher.TritonSettings(grpc_port=8555), tmp_path)
+    server.process = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    mine, other = tmp_path / f"{launcher.shared_memory_prefix(8555)}a", tmp_path / "whisper_triton_8556_a"
+    mine.write_bytes(b"x")
+    other.write_bytes(b"x")
+    server.process.send_signal(signal.SIGKILL)
+    server.stop()
+    assert not mine.exists() and other.exists()
