@@ -89,7 +89,7 @@ TRITON_SETTINGS_HELP = {
 TCMALLOC_NAMES = ("libtcmalloc_minimal.so.4", "libtcmalloc.so.4")
 
 
-E = TypeVar("E", bound=MutableMapping[str, str])
+Env = TypeVar("Env", bound=MutableMapping[str, str])
 
 
 def library_dirs() -> list[Path]:
@@ -122,7 +122,7 @@ def allocator_library(choice: str, folders: list[Path] | None = None) -> Path | 
     return path
 
 
-def with_preload(env: E, library: Path | None) -> E:
+def with_preload(env: Env, library: Path | None) -> Env:
     """`env` with `library` first in LD_PRELOAD (unchanged for None)."""
     if library is not None:
         env["LD_PRELOAD"] = ":".join(p for p in (str(library), env.get("LD_PRELOAD", "")) if p)
@@ -172,7 +172,7 @@ def shared_memory_prefix(grpc_port: int) -> str:
 
 def remove_stale_shared_memory(prefix: str, folder: Path = SHARED_MEMORY, proc: Path = Path("/proc")) -> list[Path]:
     """Removes the shared-memory regions named `prefix`... that no process maps (run before a Triton with that
-    prefix starts); returns them.
+    prefix starts, and once it stopped); returns them.
 
     Triton unlinks a model's region when it unloads the model, but a Triton that was killed or crashed (which
     `Supervisor` then restarts) leaves its regions behind: /dev/shm is memory, 16-64 MB a model process, kept
