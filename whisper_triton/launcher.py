@@ -337,6 +337,7 @@ class TritonServer:
     def start(self) -> None:
         if self.settings.model_load not in ("startup", "first_request"):
             raise TritonError("TRITON_MODEL_LOAD must be 'startup' or 'first_request'.")
+        allocator = allocator_library(self.settings.malloc)  # a wrong TRITON_MALLOC fails before anything is built
         check_installed()
         if warning := shared_memory_warning():
             log.warning(warning)
@@ -352,7 +353,6 @@ class TritonServer:
                                    models.diarization_enabled, models.entry_instances)
         self.preload = engines if self.settings.model_load == "startup" else []
         command = server_command(self.settings, backend_dir, repository, self.preload)
-        allocator = allocator_library(self.settings.malloc)
         log.info("starting Triton: gRPC %s, metrics %s:%d, allocator %s", self.settings.grpc_url, self.settings.host,
                  self.settings.metrics_port, allocator.name if allocator else "glibc")
         self.process = subprocess.Popen(
