@@ -29,6 +29,7 @@ import msgspec
 from bench.load import PhaseResult, SystemRun, Transcribe, run_phase
 from bench.workload import Clip, Phase
 from harness.procfs import RssSampler, tree_cpu_seconds
+from whisper_triton.launcher import with_preload
 
 COMPUTE_TYPE = "int8"  # WHISPER_COMPUTE_TYPE's default on CPU
 BATCH_SIZE = 8  # BatchedInferencePipeline's default
@@ -123,7 +124,7 @@ def run_baselines(rows: list[BaselineRow], warm: Clip, model_dir: Path, threads:
     started = time.perf_counter()
     ready = None
     with log_path.open("wb") as log:
-        env = {**os.environ, "LD_PRELOAD": malloc} if malloc else None
+        env = with_preload(dict(os.environ), Path(malloc)) if malloc else None
         process = subprocess.Popen(command, cwd=Path(__file__).resolve().parent.parent, stdout=subprocess.PIPE,
                                    stderr=log, text=True, env=env)
         assert process.stdout is not None
