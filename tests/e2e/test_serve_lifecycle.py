@@ -12,7 +12,7 @@ import httpx
 from harness.assets import jfk_wav
 from harness.procfs import stub_pids
 from harness.stack import Served, start_served
-from whisper_triton.launcher import shared_memory_prefix
+from whisper_triton.launcher import SHARED_MEMORY, shared_memory_prefix
 
 
 def _transcribe(base_url: str) -> httpx.Response:
@@ -25,7 +25,7 @@ def test_triton_is_restarted_and_ctrl_c_stops_everything(tmp_path: Path) -> None
     try:
         assert _transcribe(served.base_url).status_code == 200
         [pid] = served.triton_pids()
-        regions = Path("/dev/shm").glob(f"{shared_memory_prefix(served.grpc_port)}*")
+        regions = SHARED_MEMORY.glob(f"{shared_memory_prefix(served.grpc_port)}*")
         old = {path.name for path in regions}
         assert old  # the Python models' shared memory, named for this server
         os.kill(pid, signal.SIGKILL)
@@ -43,7 +43,7 @@ def test_triton_is_restarted_and_ctrl_c_stops_everything(tmp_path: Path) -> None
         assert response.status_code == 200 and "country" in response.json()["text"]
         assert served.triton_pids() and served.triton_pids() != [pid]
         assert "restarting" in served.log()
-        regions = Path("/dev/shm").glob(f"{shared_memory_prefix(served.grpc_port)}*")
+        regions = SHARED_MEMORY.glob(f"{shared_memory_prefix(served.grpc_port)}*")
         now = {path.name for path in regions}
         assert now and not now & old  # the killed server's regions (memory) were removed, not left for ever
     finally:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import subprocess
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -134,9 +136,6 @@ def test_the_regions_are_named_for_the_server(tmp_path: Path) -> None:
 
 def test_stopping_a_killed_triton_removes_its_regions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A Triton SIGKILLed (a test, the OOM killer) and then stopped without a restart unlinked nothing."""
-    import signal
-    import subprocess
-
     monkeypatch.setattr(launcher, "SHARED_MEMORY", tmp_path)
     server = TritonServer(launcher.TritonSettings(grpc_port=8555), tmp_path)
     server.process = subprocess.Popen(["sleep", "60"], start_new_session=True)
